@@ -1,0 +1,107 @@
+//! What the driver holds: pool by tag, IRPs, sockets, registrations, captured NPIs, system
+//! threads. A driver that unloads with anything outstanding has leaked it; [`outstanding`] names
+//! what.
+
+use std::fmt;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+/// Global counters of kernel objects the driver holds.
+pub(crate) struct Counters {
+    pub(crate) irps: AtomicI64,
+    pub(crate) sockets: AtomicI64,
+    pub(crate) registrations: AtomicI64,
+    pub(crate) captured_npis: AtomicI64,
+    pub(crate) system_threads: AtomicI64,
+    pub(crate) mdls: AtomicI64,
+}
+
+pub(crate) static COUNTERS: Counters = Counters {
+    irps: AtomicI64::new(0),
+    sockets: AtomicI64::new(0),
+    registrations: AtomicI64::new(0),
+    captured_npis: AtomicI64::new(0),
+    system_threads: AtomicI64::new(0),
+    mdls: AtomicI64::new(0),
+};
+
+/// Pool blocks outstanding under one tag.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolUsage {
+    /// The four-character tag.
+    pub tag: String,
+    /// Blocks outstanding.
+    pub blocks: u64,
+    /// Bytes outstanding.
+    pub bytes: u64,
+}
+
+/// A snapshot of everything outstanding.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Outstanding {
+    /// Pool by tag (only tags with blocks outstanding).
+    pub pool: Vec<PoolUsage>,
+    /// IRPs allocated and not freed.
+    pub irps: i64,
+    /// Sockets created (WskSocket or accepted) and not closed.
+    pub sockets: i64,
+    /// WskRegister without WskDeregister.
+    pub registrations: i64,
+    /// WskCaptureProviderNPI without WskReleaseProviderNPI.
+    pub captured_npis: i64,
+    /// System threads not joined.
+    pub system_threads: i64,
+    /// MDLs allocated and not freed.
+    pub mdls: i64,
+}
+
+impl Outstanding {
+    /// True when nothing is outstanding.
+    #[must_use]
+    pub fn is_clean(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+impl fmt::Display for Outstanding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_clean() {
+            return f.write_str("nothing outstanding");
+        }
+        writeln!(f, "outstanding kernel objects (leaked at unload):")?;
+        for usage in &self.pool {
+            writeln!(
+                f,
+                "  pool tag '{}': {} blocks, {} bytes",
+                usage.tag, usage.blocks, usage.bytes
+            )?;
+        }
+        let rows = [
+            ("IRPs", self.irps),
+            ("sockets", self.sockets),
+            ("WSK registrations", self.registrations),
+            ("captured provider NPIs", self.captured_npis),
+            ("system threads", self.system_threads),
+            ("MDLs", self.mdls),
+        ];
+        for (what, count) in rows {
+            if count != 0 {
+                writeln!(f, "  {what}: {count}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Everything outstanding now.
+#[must_use]
+pub fn outstanding() -> Outstanding {
+    Outstanding {
+        pool: crate::pool::usage(),
+        irps: COUNTERS.irps.load(Ordering::SeqCst),
+        sockets: COUNTERS.sockets.load(Ordering::SeqCst),
+        registrations: COUNTERS.registrations.load(Ordering::SeqCst),
+        captured_npis: COUNTERS.captured_npis.load(Ordering::SeqCst),
+        system_threads: COUNTERS.system_threads.load(Ordering::SeqCst),
+        mdls: COUNTERS.mdls.load(Ordering::SeqCst),
+    }
+}

@@ -1,0 +1,89 @@
+//! A per-thread IRQL. Threads start at PASSIVE_LEVEL; completion routines and event callbacks run
+//! at DISPATCH_LEVEL; a spin lock raises to DISPATCH_LEVEL.
+
+use std::cell::Cell;
+
+use crate::verifier::{Rule, violation};
+
+pub use wsk::consts::irql::{APC_LEVEL, DISPATCH_LEVEL, PASSIVE_LEVEL};
+
+/// An interrupt request level.
+pub type Kirql = u8;
+
+thread_local! {
+    static CURRENT: Cell<Kirql> = const { Cell::new(PASSIVE_LEVEL) };
+}
+
+/// KeGetCurrentIrql.
+#[must_use]
+pub fn current() -> Kirql {
+    CURRENT.with(Cell::get)
+}
+
+/// KeRaiseIrql: raises to `new` and returns the previous level.
+#[must_use = "the old IRQL must be given back to lower()"]
+pub fn raise(new: Kirql) -> Kirql {
+    let old = current();
+    if new < old {
+        violation(
+            Rule::IrqlMismatch,
+            format_args!("KeRaiseIrql to {new} from higher IRQL {old}"),
+        );
+    }
+    CURRENT.with(|c| c.set(new));
+    old
+}
+
+/// KeLowerIrql: back to `old`, which must not be above the current level.
+pub fn lower(old: Kirql) {
+    let now = current();
+    if old > now {
+        violation(
+            Rule::IrqlMismatch,
+            format_args!("KeLowerIrql to {old} from lower IRQL {now}"),
+        );
+    }
+    CURRENT.with(|c| c.set(old));
+}
+
+/// Runs `f` at DISPATCH_LEVEL (the level of completion routines and event callbacks), then
+/// returns to the level it was called at.
+pub fn at_dispatch<R>(f: impl FnOnce() -> R) -> R {
+    let old = raise(DISPATCH_LEVEL);
+    let guard = LowerOnDrop(old);
+    let result = f();
+    drop(guard);
+    result
+}
+
+struct LowerOnDrop(Kirql);
+
+impl Drop for LowerOnDrop {
+    fn drop(&mut self) {
+        CURRENT.with(|c| c.set(self.0));
+    }
+}
+
+/// Asserts PASSIVE_LEVEL for a call documented as PASSIVE-only or one that may block.
+#[track_caller]
+pub fn assert_passive(what: &str) {
+    let now = current();
+    if now != PASSIVE_LEVEL {
+        violation(
+            Rule::IrqlNotPassive,
+            format_args!("{what} must be called at PASSIVE_LEVEL, called at IRQL {now}"),
+        );
+    }
+}
+
+/// Asserts IRQL <= DISPATCH_LEVEL.
+#[track_caller]
+pub fn assert_at_most_dispatch(what: &str) {
+    let now = current();
+    if now > DISPATCH_LEVEL {
+        violation(
+            Rule::IrqlMismatch,
+            format_args!("{what} must be called at IRQL <= DISPATCH_LEVEL, called at {now}"),
+        );
+    }
+}

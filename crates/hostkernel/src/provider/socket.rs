@@ -1,0 +1,419 @@
+//! WskSocket, WskControlClient, WskControlSocket, WskCloseSocket and the address queries.
+
+use std::ffi::c_void;
+use std::sync::atomic::Ordering;
+
+use wsk::{
+    IRP, NPI_WSK_INTERFACE_ID, NtStatus, SOCKADDR, WSK_CONTROL_SOCKET_TYPE, WSK_EVENT_ACCEPT,
+    WSK_EVENT_CALLBACK_CONTROL, WSK_EVENT_DISABLE, WSK_EVENT_DISCONNECT, WSK_EVENT_RECEIVE,
+    WSK_EVENT_SEND_BACKLOG, WSK_SOCKET,
+};
+
+use super::connection::Connection;
+use super::listen::Listening;
+use super::{CHANGED, CallGuard, Kind, Slot, Sock, State, finish, live, post, state, take_irp};
+use crate::accounting::COUNTERS;
+use crate::irp::{self, IrpRef};
+use crate::schedule::{self, Fault};
+use crate::verifier::{Rule, check_wsk_entry, violation};
+
+/// Allocates the WSK_SOCKET a new socket is known by, and records the socket.
+pub(crate) fn insert(state: &mut State, sock: Sock) -> usize {
+    let dispatch: *const c_void = match &sock.kind {
+        Kind::Listen(_) => (&raw const super::listen::LISTEN_DISPATCH).cast(),
+        Kind::Connection(_) => (&raw const super::connection::CONNECTION_DISPATCH).cast(),
+    };
+    let key = Box::into_raw(Box::new(WSK_SOCKET { Dispatch: dispatch })) as usize;
+    if let Some(reg) = state.registrations.get_mut(&sock.registration) {
+        reg.sockets += 1;
+    }
+    state.sockets.insert(key, Slot::Live(sock));
+    COUNTERS.sockets.fetch_add(1, Ordering::SeqCst);
+    key
+}
+
+/// Forgets a socket the driver never owned (a rejected accept event): no tombstone.
+pub(crate) fn forget(state: &mut State, key: usize) -> Option<Sock> {
+    let Some(Slot::Live(sock)) = state.sockets.remove(&key) else {
+        return None;
+    };
+    if let Some(reg) = state.registrations.get_mut(&sock.registration) {
+        reg.sockets -= 1;
+    }
+    COUNTERS.sockets.fetch_sub(1, Ordering::SeqCst);
+    CHANGED.notify_all();
+    // SAFETY: `key` is the leaked Box<WSK_SOCKET> of this socket (Sock invariant); the driver
+    // never saw it, so nothing can refer to it any more.
+    drop(unsafe { Box::from_raw(key as *mut WSK_SOCKET) });
+    Some(sock)
+}
+
+/// WskSocket (PFN_WSK_SOCKET). Listening and connection-oriented TCP sockets only.
+pub(crate) unsafe extern "system" fn wsk_socket(
+    client: *mut c_void,
+    family: u16,
+    socket_type: u16,
+    protocol: u32,
+    flags: u32,
+    socket_context: *mut c_void,
+    dispatch: *const c_void,
+    _owning_process: *mut c_void,
+    _owning_thread: *mut c_void,
+    _security_descriptor: *mut c_void,
+    irp: *mut IRP,
+) -> NtStatus {
+    check_wsk_entry("WskSocket");
+    let irp = take_irp(irp, "WskSocket");
+    let registration = client as u64;
+    if !state().registrations.contains_key(&registration) {
+        violation(
+            Rule::RegistrationMisuse,
+            "WskSocket with a client that is not a captured provider NPI",
+        );
+    }
+    if schedule::should_fail(Fault::WskSocket) {
+        return finish(irp, NtStatus::INSUFFICIENT_RESOURCES, 0);
+    }
+    if socket_type != wsk::SOCK_STREAM || (protocol != wsk::IPPROTO_TCP && protocol != 0) {
+        return finish(irp, NtStatus::NOT_SUPPORTED, 0);
+    }
+    let kind = match flags {
+        wsk::WSK_FLAG_LISTEN_SOCKET => match Listening::new(family) {
+            Ok(listening) => Kind::Listen(Box::new(listening)),
+            Err(status) => return finish(irp, status, 0),
+        },
+        wsk::WSK_FLAG_CONNECTION_SOCKET => match Connection::unconnected(family) {
+            Some(connection) => Kind::Connection(Box::new(connection)),
+            None => return finish(irp, NtStatus::INVALID_PARAMETER, 0),
+        },
+        _ => return finish(irp, NtStatus::NOT_SUPPORTED, 0),
+    };
+    let key = insert(
+        &mut state(),
+        Sock {
+            registration,
+            kind,
+            context: socket_context,
+            client_dispatch: dispatch,
+            events: 0,
+            calls_in_progress: 0,
+            callbacks_running: 0,
+        },
+    );
+    finish(irp, NtStatus::SUCCESS, key)
+}
+
+/// WskControlClient: the host supports no client-level control codes (static event callbacks
+/// are not emulated; wskaccept enables events per socket).
+pub(crate) unsafe extern "system" fn wsk_control_client(
+    _client: *mut c_void,
+    _code: u32,
+    _input_size: usize,
+    _input: *mut c_void,
+    _output_size: usize,
+    _output: *mut c_void,
+    _returned: *mut usize,
+    irp: *mut IRP,
+) -> NtStatus {
+    check_wsk_entry("WskControlClient");
+    if irp.is_null() {
+        return NtStatus::NOT_SUPPORTED;
+    }
+    finish(
+        take_irp(irp, "WskControlClient"),
+        NtStatus::NOT_SUPPORTED,
+        0,
+    )
+}
+
+fn answer(irp: Option<IrpRef>, status: NtStatus) -> NtStatus {
+    match irp {
+        Some(irp) => finish(irp, status, 0),
+        None => status,
+    }
+}
+
+/// WskControlSocket (PFN_WSK_CONTROL_SOCKET): SO_WSK_EVENT_CALLBACK, SO_EXCLUSIVEADDRUSE,
+/// SO_REUSEADDR, IPV6_V6ONLY and SO_CONDITIONAL_ACCEPT.
+pub(crate) unsafe extern "system" fn wsk_control_socket(
+    socket: *mut WSK_SOCKET,
+    request: WSK_CONTROL_SOCKET_TYPE,
+    code: u32,
+    level: u32,
+    input_size: usize,
+    input: *mut c_void,
+    _output_size: usize,
+    _output: *mut c_void,
+    _returned: *mut usize,
+    irp: *mut IRP,
+) -> NtStatus {
+    let _call = CallGuard::enter(socket, "WskControlSocket");
+    let key = socket as usize;
+    let is_event_option = request == WSK_CONTROL_SOCKET_TYPE::SET_OPTION
+        && level == wsk::SOL_SOCKET
+        && code == wsk::SO_WSK_EVENT_CALLBACK;
+    let irp = if irp.is_null() {
+        if !is_event_option {
+            violation(
+                Rule::IrpRequired,
+                format_args!(
+                    "WskControlSocket(code 0x{code:X}, level 0x{level:X}) requires an IRP"
+                ),
+            );
+        }
+        None
+    } else {
+        Some(take_irp(irp, "WskControlSocket"))
+    };
+    if schedule::should_fail(Fault::WskControlSocket) {
+        return answer(irp, NtStatus::INSUFFICIENT_RESOURCES);
+    }
+    if request != WSK_CONTROL_SOCKET_TYPE::SET_OPTION {
+        return answer(irp, NtStatus::NOT_SUPPORTED);
+    }
+    if is_event_option {
+        if input_size < size_of::<WSK_EVENT_CALLBACK_CONTROL>() || input.is_null() {
+            return answer(irp, NtStatus::INVALID_PARAMETER);
+        }
+        // SAFETY: the driver passed a buffer of at least this size (checked above).
+        let control = unsafe { input.cast::<WSK_EVENT_CALLBACK_CONTROL>().read_unaligned() };
+        // SAFETY: NpiId must point at a GUID; NULL is refused first.
+        if control.NpiId.is_null() || unsafe { *control.NpiId } != NPI_WSK_INTERFACE_ID {
+            return answer(irp, NtStatus::INVALID_PARAMETER);
+        }
+        return set_events(key, control.EventMask, irp);
+    }
+    // Every other option takes a ULONG.
+    if input_size != 4 || input.is_null() {
+        return answer(irp, NtStatus::INVALID_PARAMETER);
+    }
+    // SAFETY: the driver passed 4 readable bytes (checked above).
+    let value = unsafe { input.cast::<u32>().read_unaligned() };
+    let mut state = state();
+    let Some(sock) = live(&mut state, key) else {
+        return answer(irp, NtStatus::INVALID_DEVICE_STATE);
+    };
+    let status = match &mut sock.kind {
+        Kind::Listen(listening) => listening.set_option(level, code, value),
+        Kind::Connection(_) => NtStatus::NOT_SUPPORTED,
+    };
+    drop(state);
+    answer(irp, status)
+}
+
+fn set_events(key: usize, mask: u32, irp: Option<IrpRef>) -> NtStatus {
+    let mut state = state();
+    let Some(sock) = live(&mut state, key) else {
+        return answer(irp, NtStatus::INVALID_DEVICE_STATE);
+    };
+    let (allowed, bound) = match &sock.kind {
+        // Connection events enabled on a listening socket are inherited by sockets accepted
+        // through WskAcceptEvent (WSK-FACTS §5).
+        Kind::Listen(l) => (
+            WSK_EVENT_ACCEPT | WSK_EVENT_RECEIVE | WSK_EVENT_DISCONNECT | WSK_EVENT_SEND_BACKLOG,
+            l.is_bound(),
+        ),
+        Kind::Connection(c) => (
+            WSK_EVENT_RECEIVE | WSK_EVENT_DISCONNECT | WSK_EVENT_SEND_BACKLOG,
+            c.is_connected(),
+        ),
+    };
+    if mask & WSK_EVENT_DISABLE != 0 {
+        let event = mask & !WSK_EVENT_DISABLE;
+        if event.count_ones() != 1 || event & allowed == 0 {
+            drop(state);
+            return answer(irp, NtStatus::INVALID_PARAMETER);
+        }
+        sock.events &= !event;
+        let running = sock.callbacks_running > 0;
+        if !running {
+            drop(state);
+            return answer(irp, NtStatus::SUCCESS);
+        }
+        // A callback is running on the provider thread: the disable takes effect at once for
+        // new indications; the IRP completes after the running call returns.
+        return match irp {
+            None => NtStatus::EVENT_PENDING,
+            Some(irp) => {
+                post(
+                    &mut state,
+                    Box::new(move || irp::complete(irp, NtStatus::SUCCESS, 0)),
+                );
+                NtStatus::PENDING
+            }
+        };
+    }
+    if mask == 0 || mask & !allowed != 0 {
+        drop(state);
+        return answer(irp, NtStatus::INVALID_PARAMETER);
+    }
+    // Events are enabled after bind (listening) or once connected (WSK-FACTS §5).
+    if !bound {
+        drop(state);
+        return answer(irp, NtStatus::INVALID_DEVICE_STATE);
+    }
+    if !callbacks_present(sock, mask) {
+        drop(state);
+        return answer(irp, NtStatus::INVALID_PARAMETER);
+    }
+    sock.events |= mask;
+    // A listener may have connections waiting for a consumer; a connection may have data.
+    post(&mut state, Box::new(move || super::service(key)));
+    drop(state);
+    answer(irp, NtStatus::SUCCESS)
+}
+
+fn callbacks_present(sock: &Sock, mask: u32) -> bool {
+    if sock.client_dispatch.is_null() {
+        return false;
+    }
+    match &sock.kind {
+        Kind::Listen(_) => {
+            // SAFETY: a listening socket's client dispatch is the WSK_CLIENT_LISTEN_DISPATCH the
+            // driver passed to WskSocket, resident while the socket lives.
+            let d = unsafe {
+                &*sock
+                    .client_dispatch
+                    .cast::<wsk::WSK_CLIENT_LISTEN_DISPATCH>()
+            };
+            mask & WSK_EVENT_ACCEPT == 0 || d.WskAcceptEvent.is_some()
+        }
+        Kind::Connection(_) => {
+            // SAFETY: a connection socket's client dispatch is a WSK_CLIENT_CONNECTION_DISPATCH.
+            let d = unsafe {
+                &*sock
+                    .client_dispatch
+                    .cast::<wsk::WSK_CLIENT_CONNECTION_DISPATCH>()
+            };
+            (mask & WSK_EVENT_RECEIVE == 0 || d.WskReceiveEvent.is_some())
+                && (mask & WSK_EVENT_DISCONNECT == 0 || d.WskDisconnectEvent.is_some())
+                && (mask & WSK_EVENT_SEND_BACKLOG == 0 || d.WskSendBacklogEvent.is_some())
+        }
+    }
+}
+
+/// WskCloseSocket (PFN_WSK_CLOSE_SOCKET): cancels every pending IRP of the socket with
+/// STATUS_CANCELLED and Information 0, aborts a connection that is not disconnected, waits for
+/// running callbacks (they run on the provider thread, which finishes the close), then completes
+/// the close IRP. Never fails (WSK-FACTS §7).
+pub(crate) unsafe extern "system" fn wsk_close_socket(
+    socket: *mut WSK_SOCKET,
+    irp: *mut IRP,
+) -> NtStatus {
+    check_wsk_entry("WskCloseSocket");
+    let key = socket as usize;
+    let state = state();
+    let slot = state.sockets.get(&key);
+    match slot {
+        Some(Slot::Live(sock)) if sock.calls_in_progress > 0 => {
+            drop(state);
+            violation(
+                Rule::CloseWhileCallInProgress,
+                format_args!("WskCloseSocket({socket:p}) while another call on it is in progress"),
+            );
+        }
+        Some(Slot::Live(_)) => {}
+        Some(Slot::Closed { .. }) => {
+            drop(state);
+            violation(
+                Rule::SocketClosedTwice,
+                format_args!("WskCloseSocket({socket:p}) on a closed socket"),
+            );
+        }
+        None => {
+            drop(state);
+            violation(
+                Rule::InvalidSocket,
+                format_args!("WskCloseSocket: {socket:p} is not a WSK socket"),
+            );
+        }
+    }
+    drop(state);
+    let irp = take_irp(irp, "WskCloseSocket");
+    let mut guard = super::state();
+    let registration = match guard.sockets.get(&key) {
+        Some(Slot::Live(sock)) => sock.registration,
+        _ => unreachable!("checked above under the same call"),
+    };
+    let Some(Slot::Live(sock)) = guard.sockets.insert(key, Slot::Closed { registration }) else {
+        unreachable!("checked above")
+    };
+    post(&mut guard, Box::new(move || finish_close(key, sock, irp)));
+    NtStatus::PENDING
+}
+
+/// Runs on the provider thread, after any callback of the socket has returned.
+fn finish_close(key: usize, sock: Sock, irp: IrpRef) {
+    let registration = sock.registration;
+    let cancelled = {
+        let mut state = state();
+        match sock.kind {
+            Kind::Listen(listening) => listening.shut_down(&mut state, key),
+            Kind::Connection(connection) => connection.shut_down(&state),
+        }
+    };
+    for pending in cancelled {
+        irp::complete(pending, NtStatus::CANCELLED, 0);
+    }
+    irp::complete(irp, NtStatus::SUCCESS, 0);
+    let mut state = state();
+    if let Some(reg) = state.registrations.get_mut(&registration) {
+        reg.sockets -= 1;
+    }
+    COUNTERS.sockets.fetch_sub(1, Ordering::SeqCst);
+    CHANGED.notify_all();
+}
+
+/// WskGetLocalAddress (listen and connection dispatch).
+pub(crate) unsafe extern "system" fn wsk_get_local_address(
+    socket: *mut WSK_SOCKET,
+    out: *mut SOCKADDR,
+    irp: *mut IRP,
+) -> NtStatus {
+    // SAFETY: forwarded with the driver's own guarantees for `out`.
+    unsafe { get_address(socket, out, irp, "WskGetLocalAddress", true) }
+}
+
+/// WskGetRemoteAddress (connection dispatch).
+pub(crate) unsafe extern "system" fn wsk_get_remote_address(
+    socket: *mut WSK_SOCKET,
+    out: *mut SOCKADDR,
+    irp: *mut IRP,
+) -> NtStatus {
+    // SAFETY: forwarded with the driver's own guarantees for `out`.
+    unsafe { get_address(socket, out, irp, "WskGetRemoteAddress", false) }
+}
+
+unsafe fn get_address(
+    socket: *mut WSK_SOCKET,
+    out: *mut SOCKADDR,
+    irp: *mut IRP,
+    function: &'static str,
+    local: bool,
+) -> NtStatus {
+    let _call = CallGuard::enter(socket, function);
+    let irp = take_irp(irp, function);
+    let address = {
+        let mut state = state();
+        match live(&mut state, socket as usize).map(|s| &s.kind) {
+            Some(Kind::Listen(l)) if local => l.local_address(),
+            Some(Kind::Connection(c)) => {
+                if local {
+                    c.local_address()
+                } else {
+                    c.remote_address()
+                }
+            }
+            _ => None,
+        }
+    };
+    match address {
+        Some(address) if !out.is_null() => {
+            // SAFETY: the driver passes a SOCKADDR_STORAGE-sized buffer for the address.
+            unsafe { super::translate::write(out, address) };
+            finish(irp, NtStatus::SUCCESS, 0)
+        }
+        Some(_) => finish(irp, NtStatus::INVALID_PARAMETER, 0),
+        None => finish(irp, NtStatus::INVALID_DEVICE_STATE, 0),
+    }
+}

@@ -1,0 +1,557 @@
+//! One test per WSK-FACTS rule the host kernel implements, each under twenty seeds (inline and
+//! deferred completions, injected races), with real TCP clients.
+
+mod common;
+
+use std::ffi::c_void;
+use std::io::Read;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+use hostkernel::irql;
+use hostkernel::schedule::{self, Schedule};
+use wsk::*;
+
+/// What the test's callbacks saw.
+#[derive(Default)]
+struct Recorder {
+    accepts: AtomicUsize,
+    null_accepts: AtomicUsize,
+    reject: AtomicBool,
+    wrong_irql: AtomicBool,
+    sockets: Mutex<Vec<usize>>,
+    inspect_action: AtomicI32,
+    inspections: Mutex<Vec<WSK_INSPECT_ID>>,
+    aborts: AtomicUsize,
+    disconnects: AtomicUsize,
+    disconnect_flags: AtomicUsize,
+}
+
+fn recorder<'a>(context: *mut c_void) -> &'a Recorder {
+    // SAFETY: every test passes a &Recorder that outlives its sockets.
+    unsafe { &*context.cast::<Recorder>() }
+}
+
+fn check_dispatch(r: &Recorder) {
+    if irql::current() != irql::DISPATCH_LEVEL {
+        r.wrong_irql.store(true, Ordering::SeqCst);
+    }
+}
+
+unsafe extern "system" fn on_accept(
+    context: *mut c_void,
+    flags: u32,
+    _local: *mut SOCKADDR,
+    _remote: *mut SOCKADDR,
+    socket: *mut WSK_SOCKET,
+    out_context: *mut *mut c_void,
+    out_dispatch: *mut *const WSK_CLIENT_CONNECTION_DISPATCH,
+) -> NtStatus {
+    let r = recorder(context);
+    check_dispatch(r);
+    if flags & WSK_FLAG_AT_DISPATCH_LEVEL == 0 {
+        r.wrong_irql.store(true, Ordering::SeqCst);
+    }
+    if socket.is_null() {
+        r.null_accepts.fetch_add(1, Ordering::SeqCst);
+        return NtStatus::REQUEST_NOT_ACCEPTED;
+    }
+    if r.reject.load(Ordering::SeqCst) {
+        return NtStatus::REQUEST_NOT_ACCEPTED;
+    }
+    r.accepts.fetch_add(1, Ordering::SeqCst);
+    r.sockets.lock().unwrap().push(socket as usize);
+    // SAFETY: out-parameters are valid for the call.
+    unsafe {
+        *out_context = context;
+        *out_dispatch = &raw const CONNECTION_CALLBACKS;
+    }
+    NtStatus::SUCCESS
+}
+
+unsafe extern "system" fn on_inspect(
+    context: *mut c_void,
+    _local: *mut SOCKADDR,
+    _remote: *mut SOCKADDR,
+    id: *mut WSK_INSPECT_ID,
+) -> WSK_INSPECT_ACTION {
+    let r = recorder(context);
+    check_dispatch(r);
+    // SAFETY: the provider passes a valid ID for the call.
+    r.inspections.lock().unwrap().push(unsafe { *id });
+    WSK_INSPECT_ACTION(r.inspect_action.load(Ordering::SeqCst))
+}
+
+unsafe extern "system" fn on_abort(context: *mut c_void, _id: *mut WSK_INSPECT_ID) -> NtStatus {
+    let r = recorder(context);
+    check_dispatch(r);
+    r.aborts.fetch_add(1, Ordering::SeqCst);
+    NtStatus::SUCCESS
+}
+
+unsafe extern "system" fn on_disconnect(context: *mut c_void, flags: u32) -> NtStatus {
+    let r = recorder(context);
+    check_dispatch(r);
+    r.disconnect_flags.store(flags as usize, Ordering::SeqCst);
+    r.disconnects.fetch_add(1, Ordering::SeqCst);
+    NtStatus::SUCCESS
+}
+
+static LISTEN_CALLBACKS: WSK_CLIENT_LISTEN_DISPATCH = WSK_CLIENT_LISTEN_DISPATCH {
+    WskAcceptEvent: Some(on_accept),
+    WskInspectEvent: Some(on_inspect),
+    WskAbortEvent: Some(on_abort),
+};
+static CONNECTION_CALLBACKS: WSK_CLIENT_CONNECTION_DISPATCH = WSK_CLIENT_CONNECTION_DISPATCH {
+    WskReceiveEvent: None,
+    WskDisconnectEvent: Some(on_disconnect),
+    WskSendBacklogEvent: None,
+};
+
+fn ctx(r: &Recorder) -> *mut c_void {
+    std::ptr::from_ref(r).cast_mut().cast()
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn close_all(r: &Recorder) {
+    for socket in r.sockets.lock().unwrap().drain(..) {
+        close(socket as *mut WSK_SOCKET);
+    }
+}
+
+#[test]
+fn completion_always_runs_inline_and_deferred() {
+    for (inline, expect) in [(100, NtStatus::SUCCESS), (0, NtStatus::PENDING)] {
+        schedule::configure(Schedule {
+            seed: 7,
+            inline_percent: inline,
+            race_percent: 0,
+            alloc_fail_percent: 0,
+        });
+        let client = Client::register();
+        let socket = client.listen_socket(AF_INET, std::ptr::null_mut(), std::ptr::null());
+        let f = listen_dispatch(socket).WskBind.unwrap();
+        let mut address = SOCKADDR_STORAGE::from("127.0.0.1:0".parse::<SocketAddr>().unwrap());
+        // SAFETY: documented arguments.
+        let (returned, status, _) = call(|irp| unsafe { f(socket, address.as_mut_ptr(), 0, irp) });
+        assert_eq!(returned, expect, "inline {inline}%");
+        assert_eq!(status, NtStatus::SUCCESS);
+        // An error completes through the routine too.
+        // SAFETY: documented arguments.
+        let (_, status, _) = call(|irp| unsafe { f(socket, address.as_mut_ptr(), 0, irp) });
+        assert_eq!(
+            status,
+            NtStatus::INVALID_DEVICE_STATE,
+            "binding twice fails through the IRP"
+        );
+        close(socket);
+        client.deregister();
+    }
+    assert!(hostkernel::accounting::outstanding().is_clean());
+}
+
+#[test]
+fn close_cancels_a_pending_accept_with_cancelled_and_zero_information() {
+    for_each_seed(|_| {
+        let client = Client::register();
+        let (listener, _) =
+            bound_listener(&client, AF_INET, std::ptr::null_mut(), std::ptr::null());
+        let accept = start_accept(listener);
+        assert_eq!(accept.returned, NtStatus::PENDING);
+        close(listener);
+        assert_eq!(accept.wait(), (NtStatus::CANCELLED, 0));
+        client.deregister();
+    });
+}
+
+#[test]
+fn accept_irp_receives_the_connection_socket_in_information() {
+    for_each_seed(|_| {
+        let client = Client::register();
+        let (listener, address) =
+            bound_listener(&client, AF_INET, std::ptr::null_mut(), std::ptr::null());
+        let peer = TcpStream::connect(address).unwrap();
+        let accept = start_accept(listener);
+        let (status, information) = accept.wait();
+        assert_eq!(status, NtStatus::SUCCESS);
+        let accepted = information as *mut WSK_SOCKET;
+        let f = connection_dispatch(accepted).WskGetRemoteAddress.unwrap();
+        let mut remote = SOCKADDR_STORAGE::zeroed();
+        // SAFETY: documented arguments.
+        let (_, status, _) = call(|irp| unsafe { f(accepted, remote.as_mut_ptr(), irp) });
+        assert_eq!(status, NtStatus::SUCCESS);
+        assert_eq!(remote.to_socket_addr().unwrap(), peer.local_addr().unwrap());
+        close(accepted);
+        close(listener);
+        client.deregister();
+    });
+}
+
+#[test]
+fn events_are_off_until_enabled_and_only_after_bind() {
+    for_each_seed(|_| {
+        let r = Recorder::default();
+        let client = Client::register();
+        let listener = client.listen_socket(AF_INET, ctx(&r), &raw const LISTEN_CALLBACKS);
+        assert_eq!(
+            set_events(listener, WSK_EVENT_ACCEPT),
+            NtStatus::INVALID_DEVICE_STATE,
+            "before bind"
+        );
+        assert_eq!(
+            bind(listener, "127.0.0.1:0".parse().unwrap()),
+            NtStatus::SUCCESS
+        );
+        let address = local_address(listener);
+        let _peer = TcpStream::connect(address).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(
+            r.accepts.load(Ordering::SeqCst),
+            0,
+            "no accept event while disabled"
+        );
+        assert_eq!(set_events(listener, WSK_EVENT_ACCEPT), NtStatus::SUCCESS);
+        wait_until("the accept event", || r.accepts.load(Ordering::SeqCst) == 1);
+        assert!(
+            !r.wrong_irql.load(Ordering::SeqCst),
+            "events run at DISPATCH_LEVEL with the flag"
+        );
+        assert_eq!(
+            set_events(listener, WSK_EVENT_ACCEPT | WSK_EVENT_DISABLE),
+            NtStatus::SUCCESS
+        );
+        let _second = TcpStream::connect(address).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(r.accepts.load(Ordering::SeqCst), 1, "disabled again");
+        close_all(&r);
+        close(listener);
+        client.deregister();
+    });
+}
+
+#[test]
+fn queued_accept_irps_win_over_accept_events() {
+    for seed in SEEDS {
+        schedule::configure(Schedule {
+            race_percent: 0,
+            ..Schedule::from_seed(seed)
+        });
+        let r = Recorder::default();
+        let client = Client::register();
+        let (listener, address) =
+            bound_listener(&client, AF_INET, ctx(&r), &raw const LISTEN_CALLBACKS);
+        assert_eq!(set_events(listener, WSK_EVENT_ACCEPT), NtStatus::SUCCESS);
+        let accept = start_accept(listener);
+        let _peer = TcpStream::connect(address).unwrap();
+        let (status, information) = accept.wait();
+        assert_eq!(status, NtStatus::SUCCESS);
+        assert_eq!(
+            r.accepts.load(Ordering::SeqCst),
+            0,
+            "seed {seed}: the event fired although an IRP was queued"
+        );
+        close(information as *mut WSK_SOCKET);
+        close(listener);
+        client.deregister();
+    }
+}
+
+#[test]
+fn injected_race_delivers_by_event_while_an_irp_is_queued() {
+    schedule::configure(Schedule {
+        seed: 3,
+        inline_percent: 0,
+        race_percent: 100,
+        alloc_fail_percent: 0,
+    });
+    let r = Recorder::default();
+    let client = Client::register();
+    let (listener, address) =
+        bound_listener(&client, AF_INET, ctx(&r), &raw const LISTEN_CALLBACKS);
+    assert_eq!(set_events(listener, WSK_EVENT_ACCEPT), NtStatus::SUCCESS);
+    let accept = start_accept(listener);
+    let _peer = TcpStream::connect(address).unwrap();
+    wait_until("the racing accept event", || {
+        r.accepts.load(Ordering::SeqCst) == 1
+    });
+    assert!(!accept.is_done(), "the IRP stays queued");
+    close_all(&r);
+    close(listener);
+    assert_eq!(accept.wait(), (NtStatus::CANCELLED, 0));
+    client.deregister();
+}
+
+#[test]
+fn a_rejected_accept_event_resets_the_peer() {
+    for_each_seed(|_| {
+        let r = Recorder::default();
+        r.reject.store(true, Ordering::SeqCst);
+        let client = Client::register();
+        let (listener, address) =
+            bound_listener(&client, AF_INET, ctx(&r), &raw const LISTEN_CALLBACKS);
+        assert_eq!(set_events(listener, WSK_EVENT_ACCEPT), NtStatus::SUCCESS);
+        let mut peer = TcpStream::connect(address).unwrap();
+        peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 1];
+        let error = peer
+            .read(&mut buf)
+            .expect_err("the peer must see a reset, not EOF");
+        assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset);
+        close(listener);
+        client.deregister();
+    });
+}
+
+fn conditional_listener(client: &Client, r: &Recorder) -> (*mut WSK_SOCKET, SocketAddr) {
+    let listener = client.listen_socket(AF_INET, ctx(r), &raw const LISTEN_CALLBACKS);
+    assert_eq!(
+        set_option(listener, SOL_SOCKET, SO_CONDITIONAL_ACCEPT, 1),
+        NtStatus::SUCCESS
+    );
+    assert_eq!(
+        bind(listener, "127.0.0.1:0".parse().unwrap()),
+        NtStatus::SUCCESS
+    );
+    assert_eq!(
+        set_option(listener, SOL_SOCKET, SO_CONDITIONAL_ACCEPT, 1),
+        NtStatus::INVALID_DEVICE_STATE,
+        "only before bind"
+    );
+    let address = local_address(listener);
+    (listener, address)
+}
+
+#[test]
+fn conditional_reject_resets_and_never_reaches_accept() {
+    for_each_seed(|_| {
+        let r = Recorder::default();
+        r.inspect_action
+            .store(WSK_INSPECT_ACTION::REJECT.0, Ordering::SeqCst);
+        let client = Client::register();
+        let (listener, address) = conditional_listener(&client, &r);
+        assert_eq!(set_events(listener, WSK_EVENT_ACCEPT), NtStatus::SUCCESS);
+        let mut peer = TcpStream::connect(address).unwrap();
+        peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let error = peer.read(&mut [0u8; 1]).expect_err("rejected");
+        assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset);
+        assert_eq!(r.inspections.lock().unwrap().len(), 1);
+        assert_eq!(r.accepts.load(Ordering::SeqCst), 0);
+        close(listener);
+        client.deregister();
+    });
+}
+
+#[test]
+fn conditional_accept_then_arrives_through_an_accept_irp() {
+    for_each_seed(|_| {
+        let r = Recorder::default();
+        r.inspect_action
+            .store(WSK_INSPECT_ACTION::ACCEPT.0, Ordering::SeqCst);
+        let client = Client::register();
+        let (listener, address) = conditional_listener(&client, &r);
+        let _peer = TcpStream::connect(address).unwrap();
+        wait_until("inspection", || r.inspections.lock().unwrap().len() == 1);
+        let (status, information) = start_accept(listener).wait();
+        assert_eq!(status, NtStatus::SUCCESS);
+        close(information as *mut WSK_SOCKET);
+        close(listener);
+        client.deregister();
+    });
+}
+
+fn inspect_complete(
+    listener: *mut WSK_SOCKET,
+    id: WSK_INSPECT_ID,
+    action: WSK_INSPECT_ACTION,
+) -> NtStatus {
+    let f = listen_dispatch(listener).WskInspectComplete.unwrap();
+    let mut id = id;
+    // SAFETY: documented arguments.
+    call(|irp| unsafe { f(listener, &raw mut id, action, irp) }).1
+}
+
+#[test]
+fn conditional_pend_then_complete_accept_or_reject() {
+    for_each_seed(|_| {
+        let r = Recorder::default();
+        r.inspect_action
+            .store(WSK_INSPECT_ACTION::PEND.0, Ordering::SeqCst);
+        let client = Client::register();
+        let (listener, address) = conditional_listener(&client, &r);
+        assert_eq!(set_events(listener, WSK_EVENT_ACCEPT), NtStatus::SUCCESS);
+        let _accepted_peer = TcpStream::connect(address).unwrap();
+        wait_until("first inspection", || {
+            r.inspections.lock().unwrap().len() == 1
+        });
+        let first = r.inspections.lock().unwrap()[0];
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(
+            r.accepts.load(Ordering::SeqCst),
+            0,
+            "pended: not accepted yet"
+        );
+        assert_eq!(
+            inspect_complete(listener, first, WSK_INSPECT_ACTION::ACCEPT),
+            NtStatus::SUCCESS
+        );
+        wait_until("accept after the decision", || {
+            r.accepts.load(Ordering::SeqCst) == 1
+        });
+
+        let mut rejected_peer = TcpStream::connect(address).unwrap();
+        wait_until("second inspection", || {
+            r.inspections.lock().unwrap().len() == 2
+        });
+        let second = r.inspections.lock().unwrap()[1];
+        assert_ne!(first, second);
+        assert_eq!(
+            inspect_complete(listener, second, WSK_INSPECT_ACTION::REJECT),
+            NtStatus::SUCCESS
+        );
+        rejected_peer
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        assert_eq!(
+            rejected_peer.read(&mut [0u8; 1]).unwrap_err().kind(),
+            std::io::ErrorKind::ConnectionReset
+        );
+        // Completing an ID again does nothing.
+        assert_eq!(
+            inspect_complete(listener, second, WSK_INSPECT_ACTION::ACCEPT),
+            NtStatus::SUCCESS
+        );
+        assert_eq!(r.accepts.load(Ordering::SeqCst), 1);
+        close_all(&r);
+        close(listener);
+        client.deregister();
+    });
+}
+
+#[test]
+fn conditional_abort_event_when_the_peer_withdraws() {
+    for_each_seed(|_| {
+        let r = Recorder::default();
+        r.inspect_action
+            .store(WSK_INSPECT_ACTION::PEND.0, Ordering::SeqCst);
+        let client = Client::register();
+        let (listener, address) = conditional_listener(&client, &r);
+        let peer = TcpStream::connect(address).unwrap();
+        wait_until("inspection", || r.inspections.lock().unwrap().len() == 1);
+        drop(peer);
+        wait_until("abort event", || r.aborts.load(Ordering::SeqCst) == 1);
+        let id = r.inspections.lock().unwrap()[0];
+        assert_eq!(
+            inspect_complete(listener, id, WSK_INSPECT_ACTION::ACCEPT),
+            NtStatus::SUCCESS,
+            "completing an aborted ID does nothing"
+        );
+        close(listener);
+        client.deregister();
+    });
+}
+
+#[test]
+fn disconnect_event_reports_graceful_and_abortive_closes() {
+    for_each_seed(|_| {
+        let r = Recorder::default();
+        let client = Client::register();
+        let (listener, address) =
+            bound_listener(&client, AF_INET, ctx(&r), &raw const LISTEN_CALLBACKS);
+        // Enabled on the listener: inherited by sockets accepted through the event (WSK-FACTS §5).
+        assert_eq!(
+            set_events(listener, WSK_EVENT_ACCEPT | WSK_EVENT_DISCONNECT),
+            NtStatus::SUCCESS
+        );
+        let peer = TcpStream::connect(address).unwrap();
+        wait_until("accept", || r.accepts.load(Ordering::SeqCst) == 1);
+        drop(peer);
+        wait_until("graceful disconnect", || {
+            r.disconnects.load(Ordering::SeqCst) == 1
+        });
+        assert_eq!(
+            r.disconnect_flags.load(Ordering::SeqCst) as u32 & WSK_FLAG_ABORTIVE,
+            0
+        );
+        let peer = socket2::Socket::from(TcpStream::connect(address).unwrap());
+        wait_until("accept", || r.accepts.load(Ordering::SeqCst) == 2);
+        peer.set_linger(Some(Duration::ZERO)).unwrap();
+        drop(peer);
+        wait_until("abortive disconnect", || {
+            r.disconnects.load(Ordering::SeqCst) == 2
+        });
+        assert_ne!(
+            r.disconnect_flags.load(Ordering::SeqCst) as u32 & WSK_FLAG_ABORTIVE,
+            0
+        );
+        close_all(&r);
+        close(listener);
+        client.deregister();
+    });
+}
+
+#[test]
+fn deregister_waits_until_every_socket_is_closed() {
+    let client = Client::register();
+    let (listener, _) = bound_listener(&client, AF_INET, std::ptr::null_mut(), std::ptr::null());
+    let done = std::sync::Arc::new(AtomicBool::new(false));
+    let listener_key = listener as usize;
+    let flag = done.clone();
+    let closer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(
+            !flag.load(Ordering::SeqCst),
+            "WskDeregister returned with a socket open"
+        );
+        close(listener_key as *mut WSK_SOCKET);
+    });
+    client.deregister();
+    done.store(true, Ordering::SeqCst);
+    closer.join().unwrap();
+    assert!(hostkernel::accounting::outstanding().is_clean());
+}
+
+#[test]
+fn ipv6_v6only_is_on_by_default_and_dual_stack_when_cleared() {
+    for (v6only, v4_connects) in [(None, false), (Some(0), true)] {
+        let client = Client::register();
+        let listener = client.listen_socket(AF_INET6, std::ptr::null_mut(), std::ptr::null());
+        if let Some(value) = v6only {
+            assert_eq!(
+                set_option(listener, IPPROTO_IPV6, IPV6_V6ONLY, value),
+                NtStatus::SUCCESS
+            );
+        }
+        assert_eq!(bind(listener, "[::]:0".parse().unwrap()), NtStatus::SUCCESS);
+        let port = local_address(listener).port();
+        let v4 = TcpStream::connect_timeout(
+            &SocketAddr::from(([127, 0, 0, 1], port)),
+            Duration::from_secs(2),
+        );
+        assert_eq!(v4.is_ok(), v4_connects, "IPV6_V6ONLY {v6only:?}");
+        let _v6 =
+            TcpStream::connect(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port))).unwrap();
+        close(listener);
+        client.deregister();
+    }
+}
+
+#[test]
+fn binding_a_port_in_use_is_address_already_associated() {
+    let client = Client::register();
+    let (first, address) = bound_listener(&client, AF_INET, std::ptr::null_mut(), std::ptr::null());
+    let second = client.listen_socket(AF_INET, std::ptr::null_mut(), std::ptr::null());
+    assert_eq!(bind(second, address), NtStatus::ADDRESS_ALREADY_ASSOCIATED);
+    close(second);
+    close(first);
+    client.deregister();
+}

@@ -1,0 +1,26 @@
+//! The Winsock Kernel (WSK) ABI that a listening TCP server needs, written by hand from wsk.h,
+//! ws2def.h, ws2ipdef.h and ntstatus.h (see `shared/WSK-FACTS.md` §1–§2).
+//!
+//! wdk-sys has no WSK bindings, so these definitions are the contract between the driver and the
+//! WSK provider: netio.sys on Windows, the host kernel's emulated provider everywhere else. Every
+//! struct and dispatch table carries compile-time assertions of its size, alignment and member
+//! offsets with the x64 values of the Windows headers (`layout.rs`); the same assertions are
+//! checked for `x86_64-pc-windows-msvc` in CI where that target can be installed.
+//!
+//! Type rules (LLP64): ULONG is `u32` (never `c_ulong`), SIZE_T/ULONG_PTR are `usize`, NTSTATUS is
+//! [`NtStatus`], C enums are 4 bytes, and every callback is `extern "system"`.
+#![no_std]
+
+pub mod addr;
+pub mod consts;
+pub mod dispatch;
+pub mod status;
+pub mod types;
+
+mod layout;
+
+pub use addr::{AddressError, SOCKADDR, SOCKADDR_IN, SOCKADDR_IN6, SOCKADDR_STORAGE};
+pub use consts::*;
+pub use dispatch::*;
+pub use status::NtStatus;
+pub use types::*;
