@@ -317,3 +317,66 @@ pub(crate) fn complete(irp: IrpRef, status: NtStatus, information: usize) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    unsafe extern "system" fn keep(
+        _d: *mut wsk::DEVICE_OBJECT,
+        _i: *mut IRP,
+        count: *mut c_void,
+    ) -> NtStatus {
+        // SAFETY: the tests pass a live AtomicU64.
+        unsafe { (*count.cast::<AtomicU64>()).fetch_add(1, Ordering::SeqCst) };
+        NtStatus::MORE_PROCESSING_REQUIRED
+    }
+
+    #[test]
+    #[should_panic(expected = "complete-irp-twice")]
+    fn completing_twice_is_a_violation() {
+        let count = AtomicU64::new(0);
+        let irp = io_allocate_irp(1);
+        // SAFETY: live IRP; `count` outlives it.
+        unsafe {
+            io_set_completion_routine(
+                irp,
+                keep,
+                std::ptr::from_ref(&count).cast_mut().cast(),
+                true,
+                true,
+                true,
+            );
+        };
+        let taken = take(irp, "test");
+        complete(taken, NtStatus::SUCCESS, 0);
+        assert_eq!(count.load(Ordering::SeqCst), 1);
+        complete(taken, NtStatus::SUCCESS, 0);
+    }
+
+    #[test]
+    fn invoke_flags_choose_whether_the_routine_runs() {
+        let count = AtomicU64::new(0);
+        let irp = io_allocate_irp(1);
+        let context = std::ptr::from_ref(&count).cast_mut().cast();
+        // SAFETY: live IRP; `count` outlives it.
+        unsafe { io_set_completion_routine(irp, keep, context, true, false, false) };
+        complete(take(irp, "test"), NtStatus::CANCELLED, 0);
+        assert_eq!(count.load(Ordering::SeqCst), 0, "not invoked on cancel");
+        // SAFETY: completed; reused before the next submission.
+        unsafe { io_reuse_irp(irp, NtStatus::SUCCESS) };
+        // SAFETY: as above.
+        unsafe { io_set_completion_routine(irp, keep, context, true, true, true) };
+        complete(take(irp, "test"), NtStatus::CANCELLED, 0);
+        assert_eq!(count.load(Ordering::SeqCst), 1);
+        // SAFETY: completed and not used again.
+        assert_eq!(unsafe { io_status(irp) }, (NtStatus::CANCELLED, 0));
+        // SAFETY: as above.
+        unsafe { io_free_irp(irp) };
+    }
+
+    #[test]
+    fn stack_size_zero_is_refused() {
+        assert!(io_allocate_irp(0).is_null());
+    }
+}

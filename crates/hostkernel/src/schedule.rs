@@ -30,7 +30,11 @@ impl Schedule {
         Self {
             seed,
             inline_percent: rng.u8(0..=100),
-            race_percent: if seed % 2 == 0 { 0 } else { rng.u8(10..=50) },
+            race_percent: if seed.is_multiple_of(2) {
+                0
+            } else {
+                rng.u8(10..=50)
+            },
             alloc_fail_percent: 0,
         }
     }

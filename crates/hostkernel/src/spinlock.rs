@@ -45,7 +45,7 @@ impl<T> SpinLock<T> {
             .is_err()
         {
             spins += 1;
-            if spins % 256 == 0 {
+            if spins.is_multiple_of(256) {
                 // A user-mode thread can be preempted while holding the lock, which a real CPU
                 // at DISPATCH_LEVEL cannot; yield so that the holder gets to run.
                 std::thread::yield_now();

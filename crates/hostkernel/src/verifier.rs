@@ -95,6 +95,10 @@ pub fn violation(rule: Rule, detail: impl fmt::Display) -> ! {
     let message = format!("{VIOLATION_PREFIX} [{rule}]: {detail}");
     eprintln!("{message}");
     eprintln!("(schedule seed {})", crate::schedule::current_seed());
+    if std::thread::current().name() == Some(crate::provider::THREAD_NAME) {
+        // On the provider thread nobody would see the panic: stop everything, as a bug check does.
+        std::process::abort();
+    }
     panic!("{message}");
 }
 

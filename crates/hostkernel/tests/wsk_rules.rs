@@ -27,7 +27,7 @@ struct Recorder {
     inspections: Mutex<Vec<WSK_INSPECT_ID>>,
     aborts: AtomicUsize,
     disconnects: AtomicUsize,
-    disconnect_flags: AtomicUsize,
+    disconnect_flags: std::sync::atomic::AtomicU32,
 }
 
 fn recorder<'a>(context: *mut c_void) -> &'a Recorder {
@@ -65,10 +65,9 @@ unsafe extern "system" fn on_accept(
     r.accepts.fetch_add(1, Ordering::SeqCst);
     r.sockets.lock().unwrap().push(socket as usize);
     // SAFETY: out-parameters are valid for the call.
-    unsafe {
-        *out_context = context;
-        *out_dispatch = &raw const CONNECTION_CALLBACKS;
-    }
+    unsafe { *out_context = context };
+    // SAFETY: as above.
+    unsafe { *out_dispatch = &raw const CONNECTION_CALLBACKS };
     NtStatus::SUCCESS
 }
 
@@ -95,7 +94,7 @@ unsafe extern "system" fn on_abort(context: *mut c_void, _id: *mut WSK_INSPECT_I
 unsafe extern "system" fn on_disconnect(context: *mut c_void, flags: u32) -> NtStatus {
     let r = recorder(context);
     check_dispatch(r);
-    r.disconnect_flags.store(flags as usize, Ordering::SeqCst);
+    r.disconnect_flags.store(flags, Ordering::SeqCst);
     r.disconnects.fetch_add(1, Ordering::SeqCst);
     NtStatus::SUCCESS
 }
@@ -479,7 +478,7 @@ fn disconnect_event_reports_graceful_and_abortive_closes() {
             r.disconnects.load(Ordering::SeqCst) == 1
         });
         assert_eq!(
-            r.disconnect_flags.load(Ordering::SeqCst) as u32 & WSK_FLAG_ABORTIVE,
+            r.disconnect_flags.load(Ordering::SeqCst) & WSK_FLAG_ABORTIVE,
             0
         );
         let peer = socket2::Socket::from(TcpStream::connect(address).unwrap());
@@ -490,7 +489,7 @@ fn disconnect_event_reports_graceful_and_abortive_closes() {
             r.disconnects.load(Ordering::SeqCst) == 2
         });
         assert_ne!(
-            r.disconnect_flags.load(Ordering::SeqCst) as u32 & WSK_FLAG_ABORTIVE,
+            r.disconnect_flags.load(Ordering::SeqCst) & WSK_FLAG_ABORTIVE,
             0
         );
         close_all(&r);

@@ -7,8 +7,16 @@
 use core::mem::{align_of, offset_of, size_of};
 
 use crate::addr::{SOCKADDR, SOCKADDR_IN, SOCKADDR_IN6, SOCKADDR_STORAGE};
-use crate::dispatch::*;
-use crate::types::*;
+use crate::dispatch::{
+    PfnIoCompletionRoutine, PfnWskAcceptEvent, WSK_CLIENT_CONNECTION_DISPATCH,
+    WSK_CLIENT_LISTEN_DISPATCH, WSK_PROVIDER_BASIC_DISPATCH, WSK_PROVIDER_CONNECTION_DISPATCH,
+    WSK_PROVIDER_DISPATCH, WSK_PROVIDER_LISTEN_DISPATCH,
+};
+use crate::types::{
+    GUID, WSK_BUF, WSK_CLIENT_DISPATCH, WSK_CLIENT_NPI, WSK_CONTROL_SOCKET_TYPE,
+    WSK_DATA_INDICATION, WSK_EVENT_CALLBACK_CONTROL, WSK_INSPECT_ACTION, WSK_INSPECT_ID,
+    WSK_PROVIDER_NPI, WSK_REGISTRATION, WSK_SOCKET,
+};
 
 macro_rules! assert_layout {
     ($ty:ty, size $size:expr, align $align:expr $(, $field:ident @ $offset:expr)* $(,)?) => {

@@ -11,13 +11,13 @@ pub struct NtStatus(pub i32);
 macro_rules! statuses {
     ($($(#[$doc:meta])* $name:ident = $value:expr;)*) => {
         impl NtStatus {
-            $($(#[$doc])* pub const $name: NtStatus = NtStatus($value as u32 as i32);)*
+            $($(#[$doc])* pub const $name: NtStatus = NtStatus(($value as u32).cast_signed());)*
 
             /// The ntstatus.h name of a known value, or `None`.
             #[must_use]
             pub const fn name(self) -> Option<&'static str> {
                 match self.0 {
-                    $(x if x == ($value as u32 as i32) => Some(concat!("STATUS_", stringify!($name))),)*
+                    $(x if x == ($value as u32).cast_signed() => Some(concat!("STATUS_", stringify!($name))),)*
                     _ => None,
                 }
             }
@@ -90,13 +90,13 @@ impl NtStatus {
     /// NT_ERROR(): true for error values (severity 3).
     #[must_use]
     pub const fn is_error(self) -> bool {
-        (self.0 as u32) >> 30 == 3
+        self.0.cast_unsigned() >> 30 == 3
     }
 
     /// The value as the unsigned number the documentation prints.
     #[must_use]
     pub const fn as_u32(self) -> u32 {
-        self.0 as u32
+        self.0.cast_unsigned()
     }
 }
 

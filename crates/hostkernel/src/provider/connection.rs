@@ -54,7 +54,8 @@ struct Send {
     written: usize,
 }
 
-/// A connection socket's state.
+/// A connection socket's state (the flags mirror TCP's: each is an independent fact).
+#[allow(clippy::struct_excessive_bools)]
 pub(crate) struct Connection {
     stream: Option<mio::net::TcpStream>,
     local: Option<SocketAddr>,
@@ -140,9 +141,9 @@ impl Connection {
                 let _ = registry.deregister(&mut stream);
             }
             if self.shutdown_sent {
-                drop(stream)
+                drop(stream);
             } else {
-                abortive_drop(stream)
+                abortive_drop(stream);
             }
         }
         let mut irps: Vec<IrpRef> = self.receives.drain(..).map(|r| r.irp).collect();
@@ -192,12 +193,12 @@ impl Connection {
                     }
                 }
             }
-            if self.sends.is_empty() {
-                if let Some(irp) = self.disconnect.take() {
-                    let _ = stream.shutdown(Shutdown::Write);
-                    self.shutdown_sent = true;
-                    done.push((irp, NtStatus::SUCCESS, 0));
-                }
+            if self.sends.is_empty()
+                && let Some(irp) = self.disconnect.take()
+            {
+                let _ = stream.shutdown(Shutdown::Write);
+                self.shutdown_sent = true;
+                done.push((irp, NtStatus::SUCCESS, 0));
             }
         }
         if self.reset {
@@ -226,8 +227,10 @@ impl Connection {
             let mut copied = 0;
             for (ptr, len) in pieces {
                 let n = len.min(self.rx.len() - copied);
-                // SAFETY: `ptr..ptr+len` is driver memory described by its MDL; `n <= len`.
-                unsafe { std::ptr::copy_nonoverlapping(self.rx.as_ptr().add(copied), ptr, n) };
+                let source = &self.rx[copied..copied + n];
+                // SAFETY: `ptr..ptr+len` is driver memory described by its MDL and `n <= len`;
+                // `source` is `n` bytes of our own buffer, which cannot overlap driver memory.
+                unsafe { std::ptr::copy_nonoverlapping(source.as_ptr(), ptr, n) };
                 copied += n;
                 if copied == self.rx.len() {
                     break;
@@ -247,14 +250,12 @@ pub(crate) fn register(state: &mut State, key: usize) {
     } = state;
     if let (Some(super::Slot::Live(sock)), Some(registry)) =
         (sockets.get_mut(&key), registry.as_ref())
+        && let Kind::Connection(connection) = &mut sock.kind
+        && let Some(stream) = connection.stream.as_mut()
     {
-        if let Kind::Connection(connection) = &mut sock.kind {
-            if let Some(stream) = connection.stream.as_mut() {
-                registry
-                    .register(stream, Token(key), Interest::READABLE | Interest::WRITABLE)
-                    .expect("hostkernel: epoll register");
-            }
-        }
+        registry
+            .register(stream, Token(key), Interest::READABLE | Interest::WRITABLE)
+            .expect("hostkernel: epoll register");
     }
 }
 
@@ -411,8 +412,10 @@ unsafe extern "system" fn wsk_send(
     if buffer.is_null() || flags != 0 {
         return finish(irp, NtStatus::INVALID_PARAMETER, 0);
     }
+    // SAFETY: checked non-NULL; the driver's WSK_BUF stays valid until completion.
+    let buffer = unsafe { &*buffer };
     // SAFETY: the driver's WSK_BUF describes live MDLs until completion.
-    let data: Vec<u8> = unsafe { crate::mdl::pieces(&*buffer) }
+    let data: Vec<u8> = unsafe { crate::mdl::pieces(buffer) }
         .into_iter()
         // SAFETY: each piece is a readable range of driver memory described by its MDL.
         .flat_map(|(ptr, len)| unsafe { std::slice::from_raw_parts(ptr, len) }.to_vec())
@@ -452,7 +455,8 @@ unsafe extern "system" fn wsk_receive(
         return finish(irp, NtStatus::INVALID_PARAMETER, 0);
     }
     // SAFETY: checked non-NULL; the driver's WSK_BUF stays valid until completion.
-    let (mdl, offset, length) = unsafe { ((*buffer).Mdl, (*buffer).Offset, (*buffer).Length) };
+    let buffer = unsafe { &*buffer };
+    let (mdl, offset, length) = (buffer.Mdl, buffer.Offset, buffer.Length);
     if mdl.is_null() || length == 0 {
         return finish(irp, NtStatus::INVALID_PARAMETER, 0);
     }

@@ -128,9 +128,6 @@ impl Listening {
                 self.exclusive = value != 0;
                 NtStatus::SUCCESS
             }
-            // Windows' SO_REUSEADDR would let another socket steal the port; the host refuses to
-            // emulate that and keeps the exclusive behaviour.
-            (wsk::SOL_SOCKET, wsk::SO_REUSEADDR) => NtStatus::NOT_SUPPORTED,
             (wsk::SOL_SOCKET, wsk::SO_CONDITIONAL_ACCEPT) => {
                 self.conditional = value != 0;
                 NtStatus::SUCCESS
@@ -138,6 +135,8 @@ impl Listening {
             (wsk::IPPROTO_IPV6, wsk::IPV6_V6ONLY) if self.family == wsk::AF_INET6 => socket
                 .set_only_v6(value != 0)
                 .map_or_else(|e| status_of(&e), |()| NtStatus::SUCCESS),
+            // Windows' SO_REUSEADDR would let another socket steal the port; the host does not
+            // emulate that (nor any other option) and says so.
             _ => NtStatus::NOT_SUPPORTED,
         }
     }
@@ -436,14 +435,15 @@ fn next_step(key: usize, irp_only: bool) -> Option<Step> {
             return None;
         }
         // Conditional accept: inspect every new arrival first, consumer or not (WSK-FACTS §6).
-        if listening.conditional && !irp_only {
-            if let Some(incoming) = accept_os(listening) {
-                return Some(Step::Inspect {
-                    stream: incoming.stream,
-                    local: incoming.local,
-                    remote: incoming.remote,
-                });
-            }
+        if listening.conditional
+            && !irp_only
+            && let Some(incoming) = accept_os(listening)
+        {
+            return Some(Step::Inspect {
+                stream: incoming.stream,
+                local: incoming.local,
+                remote: incoming.remote,
+            });
         }
         let has_irp = !listening.accept_irps.is_empty();
         if !has_irp && !events_on {
@@ -505,10 +505,9 @@ fn next_step(key: usize, irp_only: bool) -> Option<Step> {
         Some(request) => {
             // SAFETY: the driver passed nonpaged SOCKADDR_STORAGE-sized buffers (or NULL) that
             // live until the accept completes (WSK-FACTS §3).
-            unsafe {
-                translate::write(request.local_out, local);
-                translate::write(request.remote_out, remote);
-            }
+            unsafe { translate::write(request.local_out, local) };
+            // SAFETY: as above.
+            unsafe { translate::write(request.remote_out, remote) };
             Some(Step::Completed {
                 irp: request.irp,
                 new_key,
@@ -546,29 +545,27 @@ fn run_step(key: usize, step: Step) {
             for irp in irps {
                 irp::complete(irp, NtStatus::CONNECTION_ABORTED, 0);
             }
-            if event {
-                if let Some((context, dispatch)) = listen_dispatch(key) {
-                    if let Some(accept_event) = dispatch.WskAcceptEvent {
-                        let mut out_context = std::ptr::null_mut();
-                        let mut out_dispatch = std::ptr::null();
-                        irql::at_dispatch(|| {
-                            // SAFETY: the driver's accept callback, called as WSK does when the
-                            // listening socket stops working: AcceptSocket NULL (WSK-FACTS §5).
-                            unsafe {
-                                accept_event(
-                                    context,
-                                    WSK_FLAG_AT_DISPATCH_LEVEL,
-                                    std::ptr::null_mut(),
-                                    std::ptr::null_mut(),
-                                    std::ptr::null_mut(),
-                                    &raw mut out_context,
-                                    &raw mut out_dispatch,
-                                )
-                            }
-                        });
-                    }
-                    callback_done(key);
+            if event && let Some((context, dispatch)) = listen_dispatch(key) {
+                if let Some(accept_event) = dispatch.WskAcceptEvent {
+                    let mut out_context = std::ptr::null_mut();
+                    let mut out_dispatch = std::ptr::null();
+                    irql::at_dispatch(|| {
+                        // SAFETY: the driver's accept callback, called as WSK does when the
+                        // listening socket stops working: AcceptSocket NULL (WSK-FACTS §5).
+                        unsafe {
+                            accept_event(
+                                context,
+                                WSK_FLAG_AT_DISPATCH_LEVEL,
+                                std::ptr::null_mut(),
+                                std::ptr::null_mut(),
+                                std::ptr::null_mut(),
+                                &raw mut out_context,
+                                &raw mut out_dispatch,
+                            )
+                        }
+                    });
                 }
+                callback_done(key);
             }
         }
         Step::DeliverEvent {
@@ -642,10 +639,10 @@ fn deliver_event(key: usize, new_key: usize, local: SocketAddr, remote: SocketAd
 
 fn forget_and_reset(new_key: usize) {
     let mut state = state();
-    if let Some(sock) = forget(&mut state, new_key) {
-        if let Kind::Connection(connection) = sock.kind {
-            connection.abort(&state);
-        }
+    if let Some(sock) = forget(&mut state, new_key)
+        && let Kind::Connection(connection) = sock.kind
+    {
+        connection.abort(&state);
     }
 }
 

@@ -36,6 +36,9 @@ use listen::Listening;
 
 const WAKER: Token = Token(0);
 
+/// The name of the provider's event-loop thread.
+pub const THREAD_NAME: &str = "hostkernel-wsk";
+
 /// What kind of socket an entry is.
 pub(crate) enum Kind {
     Listen(Box<Listening>),
@@ -211,7 +214,7 @@ pub(crate) fn ensure_loop(state: &mut State) {
     state.waker = Some(waker);
     state.stopping = false;
     let handle = std::thread::Builder::new()
-        .name("hostkernel-wsk".into())
+        .name(THREAD_NAME.into())
         .spawn(move || run_loop(poll))
         .expect("hostkernel: cannot start the provider thread");
     state.loop_thread = Some(handle);
@@ -227,10 +230,10 @@ pub(crate) fn stop_loop() {
         }
         state.loop_thread.take()
     };
-    if let Some(handle) = handle {
-        if handle.join().is_err() {
-            std::process::abort();
-        }
+    if let Some(handle) = handle
+        && handle.join().is_err()
+    {
+        std::process::abort();
     }
     let mut state = state();
     state.registry = None;

@@ -136,6 +136,9 @@ pub unsafe extern "system" fn WskCaptureProviderNPI(
 
 /// WskReleaseProviderNPI. IRQL: <= DISPATCH_LEVEL.
 ///
+/// # Panics
+/// A verifier violation when nothing was captured.
+///
 /// # Safety
 /// `registration` must be registered and hold a captured NPI.
 #[allow(non_snake_case)]
@@ -159,6 +162,9 @@ pub unsafe extern "system" fn WskReleaseProviderNPI(registration: *mut WSK_REGIS
 /// WskDeregister: blocks until every captured NPI is released and every socket of the
 /// registration is closed (and so every IRP completed). It closes nothing itself (WSK-FACTS §7).
 /// IRQL: PASSIVE_LEVEL.
+///
+/// # Panics
+/// A verifier violation when the registration is not registered.
 ///
 /// # Safety
 /// `registration` must be registered.

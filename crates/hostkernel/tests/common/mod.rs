@@ -69,7 +69,7 @@ pub fn call(f: impl FnOnce(*mut IRP) -> NtStatus) -> (NtStatus, NtStatus, usize)
             true,
             true,
             true,
-        )
+        );
     };
     let returned = f(irp);
     assert!(
@@ -97,21 +97,17 @@ impl Client {
             Dispatch: &raw const CLIENT_DISPATCH,
         };
         // SAFETY: valid NPI; the registration box stays resident until deregister.
-        assert_eq!(
-            unsafe { WskRegister(&raw const npi_client, &raw mut *registration) },
-            NtStatus::SUCCESS
-        );
+        let status = unsafe { WskRegister(&raw const npi_client, &raw mut *registration) };
+        assert_eq!(status, NtStatus::SUCCESS);
         let mut npi = WSK_PROVIDER_NPI {
             Client: std::ptr::null_mut(),
             Dispatch: std::ptr::null(),
         };
         // SAFETY: registered above.
-        assert_eq!(
-            unsafe {
-                WskCaptureProviderNPI(&raw mut *registration, WSK_INFINITE_WAIT, &raw mut npi)
-            },
-            NtStatus::SUCCESS
-        );
+        let status = unsafe {
+            WskCaptureProviderNPI(&raw mut *registration, WSK_INFINITE_WAIT, &raw mut npi)
+        };
+        assert_eq!(status, NtStatus::SUCCESS);
         Self { registration, npi }
     }
 
@@ -164,17 +160,17 @@ impl Client {
 }
 
 pub fn listen_dispatch(socket: *mut WSK_SOCKET) -> &'static WSK_PROVIDER_LISTEN_DISPATCH {
+    // SAFETY: the socket is live, so its WSK_SOCKET is readable.
+    let dispatch = unsafe { (*socket).Dispatch };
     // SAFETY: a listening socket's Dispatch is the provider's listen table (static).
-    unsafe { &*(*socket).Dispatch.cast::<WSK_PROVIDER_LISTEN_DISPATCH>() }
+    unsafe { &*dispatch.cast::<WSK_PROVIDER_LISTEN_DISPATCH>() }
 }
 
 pub fn connection_dispatch(socket: *mut WSK_SOCKET) -> &'static WSK_PROVIDER_CONNECTION_DISPATCH {
+    // SAFETY: the socket is live, so its WSK_SOCKET is readable.
+    let dispatch = unsafe { (*socket).Dispatch };
     // SAFETY: a connection socket's Dispatch is the provider's connection table (static).
-    unsafe {
-        &*(*socket)
-            .Dispatch
-            .cast::<WSK_PROVIDER_CONNECTION_DISPATCH>()
-    }
+    unsafe { &*dispatch.cast::<WSK_PROVIDER_CONNECTION_DISPATCH>() }
 }
 
 pub fn set_option(socket: *mut WSK_SOCKET, level: u32, code: u32, value: u32) -> NtStatus {
@@ -311,7 +307,7 @@ impl Pending {
                 true,
                 true,
                 true,
-            )
+            );
         };
         let returned = f(irp);
         Self {
@@ -319,6 +315,10 @@ impl Pending {
             event,
             returned,
         }
+    }
+
+    pub fn irp(&self) -> *mut IRP {
+        self.irp
     }
 
     pub fn is_done(&self) -> bool {

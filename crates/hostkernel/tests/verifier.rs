@@ -1,0 +1,318 @@
+//! Each verifier check fires on its misuse. A violation is fatal (a bug check on Windows), so every
+//! misuse runs in a child process that must die naming the rule.
+
+mod common;
+
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::*;
+use hostkernel::{irp, irql};
+use wsk::*;
+
+fn listener_with_client() -> (Client, *mut WSK_SOCKET) {
+    let client = Client::register();
+    let (listener, _) = bound_listener(&client, AF_INET, std::ptr::null_mut(), std::ptr::null());
+    (client, listener)
+}
+
+#[test]
+fn freeing_a_pending_irp_is_caught() {
+    expect_violation(
+        "freeing_a_pending_irp_is_caught",
+        "free-pending-irp",
+        || {
+            let (_client, listener) = listener_with_client();
+            let accept = start_accept(listener);
+            // SAFETY: deliberately wrong: the IRP is pending.
+            unsafe { irp::io_free_irp(accept.irp()) };
+        },
+    );
+}
+
+#[test]
+fn reusing_a_pending_irp_is_caught() {
+    expect_violation(
+        "reusing_a_pending_irp_is_caught",
+        "reuse-pending-irp",
+        || {
+            let (_client, listener) = listener_with_client();
+            let accept = start_accept(listener);
+            // SAFETY: deliberately wrong: the IRP is pending.
+            unsafe { irp::io_reuse_irp(accept.irp(), NtStatus::SUCCESS) };
+        },
+    );
+}
+
+#[test]
+fn resubmitting_a_pending_irp_is_caught() {
+    expect_violation(
+        "resubmitting_a_pending_irp_is_caught",
+        "resubmit-pending-irp",
+        || {
+            let (_client, listener) = listener_with_client();
+            let accept = start_accept(listener);
+            let f = listen_dispatch(listener).WskAccept.unwrap();
+            // SAFETY: deliberately wrong: the same IRP again while pending.
+            unsafe {
+                f(
+                    listener,
+                    0,
+                    std::ptr::null_mut(),
+                    std::ptr::null(),
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    accept.irp(),
+                )
+            };
+        },
+    );
+}
+
+unsafe extern "system" fn keep(
+    _d: *mut DEVICE_OBJECT,
+    _i: *mut IRP,
+    done: *mut c_void,
+) -> NtStatus {
+    // SAFETY: the context is a static AtomicBool.
+    unsafe { (*done.cast::<AtomicBool>()).store(true, Ordering::SeqCst) };
+    NtStatus::MORE_PROCESSING_REQUIRED
+}
+
+static DONE: AtomicBool = AtomicBool::new(false);
+
+#[test]
+fn submitting_a_completed_irp_without_reuse_is_caught() {
+    expect_violation(
+        "submitting_a_completed_irp_without_reuse_is_caught",
+        "submit-completed-irp-without-reuse",
+        || {
+            let (_client, listener) = listener_with_client();
+            let irp = irp::io_allocate_irp(1);
+            // SAFETY: live IRP; static context.
+            unsafe {
+                irp::io_set_completion_routine(
+                    irp,
+                    keep,
+                    std::ptr::from_ref(&DONE).cast_mut().cast(),
+                    true,
+                    true,
+                    true,
+                );
+            };
+            let f = listen_dispatch(listener).WskGetLocalAddress.unwrap();
+            let mut storage = SOCKADDR_STORAGE::zeroed();
+            // SAFETY: documented arguments.
+            unsafe { f(listener, storage.as_mut_ptr(), irp) };
+            while !DONE.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            // SAFETY: deliberately wrong: completed, not reused.
+            unsafe { f(listener, storage.as_mut_ptr(), irp) };
+        },
+    );
+}
+
+unsafe extern "system" fn returns_success(
+    _d: *mut DEVICE_OBJECT,
+    _i: *mut IRP,
+    _c: *mut c_void,
+) -> NtStatus {
+    NtStatus::SUCCESS
+}
+
+#[test]
+fn a_completion_routine_must_return_more_processing_required() {
+    expect_violation(
+        "a_completion_routine_must_return_more_processing_required",
+        "completion-routine-must-return-more-processing-required",
+        || {
+            let (_client, listener) = listener_with_client();
+            let irp = irp::io_allocate_irp(1);
+            // SAFETY: live IRP; the routine ignores its context.
+            unsafe {
+                irp::io_set_completion_routine(
+                    irp,
+                    returns_success,
+                    std::ptr::null_mut(),
+                    true,
+                    true,
+                    true,
+                );
+            };
+            let f = listen_dispatch(listener).WskGetLocalAddress.unwrap();
+            let mut storage = SOCKADDR_STORAGE::zeroed();
+            // SAFETY: documented arguments.
+            unsafe { f(listener, storage.as_mut_ptr(), irp) };
+            std::thread::sleep(Duration::from_secs(2));
+        },
+    );
+}
+
+static LISTENER: AtomicUsize = AtomicUsize::new(0);
+
+unsafe extern "system" fn calls_wsk(
+    _d: *mut DEVICE_OBJECT,
+    _i: *mut IRP,
+    _c: *mut c_void,
+) -> NtStatus {
+    let listener = LISTENER.load(Ordering::SeqCst) as *mut WSK_SOCKET;
+    let f = listen_dispatch(listener).WskGetLocalAddress.unwrap();
+    let mut storage = SOCKADDR_STORAGE::zeroed();
+    let irp = irp::io_allocate_irp(1);
+    // SAFETY: deliberately wrong: a WSK call from a completion routine.
+    unsafe { f(listener, storage.as_mut_ptr(), irp) };
+    NtStatus::MORE_PROCESSING_REQUIRED
+}
+
+#[test]
+fn a_wsk_call_inside_a_completion_routine_is_caught() {
+    expect_violation(
+        "a_wsk_call_inside_a_completion_routine_is_caught",
+        "wsk-call-in-completion-routine",
+        || {
+            let (_client, listener) = listener_with_client();
+            LISTENER.store(listener as usize, Ordering::SeqCst);
+            let irp = irp::io_allocate_irp(1);
+            // SAFETY: live IRP.
+            unsafe {
+                irp::io_set_completion_routine(
+                    irp,
+                    calls_wsk,
+                    std::ptr::null_mut(),
+                    true,
+                    true,
+                    true,
+                );
+            };
+            let f = listen_dispatch(listener).WskGetLocalAddress.unwrap();
+            let mut storage = SOCKADDR_STORAGE::zeroed();
+            // SAFETY: documented arguments.
+            unsafe { f(listener, storage.as_mut_ptr(), irp) };
+            std::thread::sleep(Duration::from_secs(2));
+        },
+    );
+}
+
+#[test]
+fn a_passive_only_call_above_passive_is_caught() {
+    expect_violation(
+        "a_passive_only_call_above_passive_is_caught",
+        "irql-not-passive",
+        || {
+            let _old = irql::raise(irql::DISPATCH_LEVEL);
+            let _client = Client::register();
+        },
+    );
+}
+
+#[test]
+fn a_blocking_wait_at_dispatch_is_caught() {
+    expect_violation(
+        "a_blocking_wait_at_dispatch_is_caught",
+        "irql-not-passive",
+        || {
+            let lock = hostkernel::spinlock::SpinLock::new(());
+            let event =
+                hostkernel::event::Event::new(hostkernel::event::EventKind::Notification, false);
+            let _guard = lock.lock();
+            event.wait(Some(Duration::from_millis(10)));
+        },
+    );
+}
+
+#[test]
+fn a_socket_used_after_close_is_caught() {
+    expect_violation(
+        "a_socket_used_after_close_is_caught",
+        "socket-used-after-close",
+        || {
+            let (_client, listener) = listener_with_client();
+            close(listener);
+            let _ = bind(listener, "127.0.0.1:0".parse().unwrap());
+        },
+    );
+}
+
+#[test]
+fn a_socket_closed_twice_is_caught() {
+    expect_violation(
+        "a_socket_closed_twice_is_caught",
+        "socket-closed-twice",
+        || {
+            let (_client, listener) = listener_with_client();
+            close(listener);
+            close(listener);
+        },
+    );
+}
+
+static IN_CALL: AtomicBool = AtomicBool::new(false);
+
+unsafe extern "system" fn stalls(
+    _d: *mut DEVICE_OBJECT,
+    _i: *mut IRP,
+    _c: *mut c_void,
+) -> NtStatus {
+    // Runs inline, inside the provider call: hold the call open while another thread closes.
+    IN_CALL.store(true, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_secs(2));
+    NtStatus::MORE_PROCESSING_REQUIRED
+}
+
+#[test]
+fn closing_while_another_call_is_in_progress_is_caught() {
+    expect_violation(
+        "closing_while_another_call_is_in_progress_is_caught",
+        "close-while-call-in-progress",
+        || {
+            hostkernel::schedule::configure(hostkernel::schedule::Schedule {
+                seed: 1,
+                inline_percent: 100,
+                race_percent: 0,
+                alloc_fail_percent: 0,
+            });
+            let (_client, listener) = listener_with_client();
+            let key = listener as usize;
+            let closer = std::thread::spawn(move || {
+                while !IN_CALL.load(Ordering::SeqCst) {
+                    std::thread::yield_now();
+                }
+                close(key as *mut WSK_SOCKET);
+            });
+            let irp = irp::io_allocate_irp(1);
+            // SAFETY: live IRP.
+            unsafe {
+                irp::io_set_completion_routine(irp, stalls, std::ptr::null_mut(), true, true, true);
+            };
+            let f = listen_dispatch(listener).WskGetLocalAddress.unwrap();
+            let mut storage = SOCKADDR_STORAGE::zeroed();
+            // SAFETY: documented arguments.
+            unsafe { f(listener, storage.as_mut_ptr(), irp) };
+            let _ = closer.join();
+        },
+    );
+}
+
+#[test]
+fn freeing_pool_twice_is_caught() {
+    expect_violation("freeing_pool_twice_is_caught", "bad-pool-free", || {
+        let block = hostkernel::pool::allocate(u32::from_le_bytes(*b"Test"), 64, 8);
+        // SAFETY: allocated above.
+        unsafe { hostkernel::pool::free(block, u32::from_le_bytes(*b"Test")) };
+        // SAFETY: deliberately wrong: a double free.
+        unsafe { hostkernel::pool::free(block, u32::from_le_bytes(*b"Test")) };
+    });
+}
+
+#[test]
+fn an_invalid_irp_pointer_is_caught() {
+    expect_violation("an_invalid_irp_pointer_is_caught", "invalid-irp", || {
+        let irp = irp::io_allocate_irp(1);
+        // SAFETY: allocated above.
+        unsafe { irp::io_free_irp(irp) };
+        // SAFETY: deliberately wrong: freed already.
+        unsafe { irp::io_free_irp(irp) };
+    });
+}
