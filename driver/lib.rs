@@ -1,1 +1,18 @@
-//! placeholder
+//! wskaccept: a Winsock Kernel (WSK) TCP server foundation.
+//!
+//! The driver logic is written once against the kernel facade ([`kernel`]): on Windows it runs on
+//! wdk-sys and netio.sys; everywhere else on the host kernel (`crates/hostkernel`), which is what
+//! the tests use. Layout: [`net`] (WSK wrappers), [`table`] (connection table), [`listener`]
+//! (listeners and both accept paths), [`conn`] (per-connection IO), [`policy`], [`engine`] (the
+//! driver object and its API).
+#![cfg_attr(target_os = "windows", no_std)]
+
+extern crate alloc;
+
+pub mod conn;
+pub mod engine;
+pub mod kernel;
+pub mod listener;
+pub mod net;
+pub mod policy;
+pub mod table;

@@ -1,0 +1,229 @@
+//! What happens to an accepted connection: the per-slot IRPs and their completion routines.
+//!
+//! Each table slot owns, from listener start, two IRPs and a small receive buffer with its MDL:
+//! - `recv` keeps one WskReceive pending (service `hold`). It completes with data (read and
+//!   discarded, then re-posted), with 0 bytes on a graceful peer close, or with an error on a
+//!   reset — so a peer close is noticed without WskDisconnectEvent, which would have a race on
+//!   IRP-accepted sockets (their events start disabled, WSK-FACTS §3, and a FIN that arrives before
+//!   the enable is not documented to be indicated).
+//! - `ctl` carries the graceful WskDisconnect and then the WskCloseSocket.
+//!
+//! Completion routines run at DISPATCH_LEVEL: they take the IRP back, update the slot under the
+//! listener's spin lock, and queue work; they never call WSK, never block, never allocate.
+
+use core::cell::UnsafeCell;
+use core::ffi::c_void;
+use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, Ordering};
+
+use wsk::{DEVICE_OBJECT, IRP, MDL, NtStatus, WSK_BUF};
+
+use crate::kernel;
+use crate::listener::Listener;
+use crate::net::DriverIrp;
+use crate::table::{SlotState, work};
+
+/// Bytes read per receive (peers' data is discarded by the hold service).
+pub const RX_BYTES: usize = 64;
+
+/// What the `ctl` IRP is doing.
+pub mod ctl_op {
+    /// WskDisconnect (graceful).
+    pub const DISCONNECT: u8 = 1;
+    /// WskCloseSocket.
+    pub const CLOSE: u8 = 2;
+}
+
+/// The IRPs and buffer of one slot.
+///
+/// Invariant: lives in a `PoolSlice` that never moves, so `buf` can point at `rx` through `mdl`
+/// and the address can be a completion context; `listener` is set before any IRP is submitted and
+/// outlives every completion (the listener is freed only after all its IRPs came back).
+pub struct SlotIo {
+    /// The receive IRP.
+    pub recv: DriverIrp,
+    /// The disconnect/close IRP.
+    pub ctl: DriverIrp,
+    /// Slot generation the pending receive was submitted for.
+    pub recv_generation: AtomicU32,
+    /// Slot generation the pending ctl operation was submitted for.
+    pub ctl_generation: AtomicU32,
+    /// The pending ctl operation (`ctl_op`).
+    pub ctl_op: AtomicU8,
+    index: u32,
+    listener: AtomicPtr<Listener>,
+    rx: UnsafeCell<[u8; RX_BYTES]>,
+    mdl: AtomicPtr<MDL>,
+    buf: UnsafeCell<WSK_BUF>,
+}
+
+// SAFETY: `rx` and `buf` are only written by the provider while the receive IRP is pending and
+// read by nobody (data is discarded); everything else is atomic or immutable.
+unsafe impl Sync for SlotIo {}
+// SAFETY: as above.
+unsafe impl Send for SlotIo {}
+
+impl SlotIo {
+    /// Allocates the slot's IRPs. IRQL: <= DISPATCH_LEVEL.
+    ///
+    /// # Errors
+    /// STATUS_INSUFFICIENT_RESOURCES.
+    pub fn new(index: u32) -> Result<Self, NtStatus> {
+        Ok(Self {
+            recv: DriverIrp::allocate()?,
+            ctl: DriverIrp::allocate()?,
+            recv_generation: AtomicU32::new(0),
+            ctl_generation: AtomicU32::new(0),
+            ctl_op: AtomicU8::new(0),
+            index,
+            listener: AtomicPtr::new(core::ptr::null_mut()),
+            rx: UnsafeCell::new([0; RX_BYTES]),
+            mdl: AtomicPtr::new(core::ptr::null_mut()),
+            buf: UnsafeCell::new(WSK_BUF {
+                Mdl: core::ptr::null_mut(),
+                Offset: 0,
+                Length: 0,
+            }),
+        })
+    }
+
+    /// Binds the slot to its listener and describes the (now pinned) buffer with an MDL.
+    ///
+    /// # Errors
+    /// STATUS_INSUFFICIENT_RESOURCES when no MDL can be had.
+    pub fn attach(&self, listener: *const Listener) -> Result<(), NtStatus> {
+        self.listener.store(listener.cast_mut(), Ordering::Release);
+        #[allow(clippy::cast_possible_truncation)]
+        let mdl = kernel::mdl_allocate(self.rx.get().cast(), RX_BYTES as u32);
+        if mdl.is_null() {
+            return Err(NtStatus::INSUFFICIENT_RESOURCES);
+        }
+        self.mdl.store(mdl, Ordering::Release);
+        // SAFETY: called once at listener start, before any receive uses `buf`.
+        unsafe {
+            self.buf.get().write(WSK_BUF {
+                Mdl: mdl,
+                Offset: 0,
+                Length: RX_BYTES,
+            });
+        };
+        Ok(())
+    }
+
+    /// The WSK_BUF for WskReceive.
+    #[must_use]
+    pub fn buffer(&self) -> *mut WSK_BUF {
+        self.buf.get()
+    }
+
+    /// This slot's context pointer for completion routines.
+    #[must_use]
+    pub fn context(&self) -> *mut c_void {
+        core::ptr::from_ref(self).cast_mut().cast()
+    }
+
+    /// The slot index.
+    #[must_use]
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+}
+
+impl Drop for SlotIo {
+    fn drop(&mut self) {
+        let mdl = self.mdl.swap(core::ptr::null_mut(), Ordering::AcqRel);
+        if !mdl.is_null() {
+            // SAFETY: allocated in `attach`, no receive pending (the listener is stopped).
+            unsafe { kernel::mdl_free(mdl) };
+        }
+    }
+}
+
+fn slot_of<'a>(context: *mut c_void) -> (&'a SlotIo, &'a Listener) {
+    // SAFETY: every slot IRP is submitted with its SlotIo as context (SlotIo invariant: pinned,
+    // outlives the completion).
+    let io = unsafe { &*context.cast::<SlotIo>() };
+    // SAFETY: set by `attach` before any submission; the listener outlives its IRPs.
+    let listener = unsafe { &*io.listener.load(Ordering::Acquire) };
+    (io, listener)
+}
+
+/// Completion of the slot's WskReceive. IRQL: <= DISPATCH_LEVEL; no WSK, no blocking, no
+/// allocation.
+pub(crate) unsafe extern "system" fn receive_done(
+    _device: *mut DEVICE_OBJECT,
+    _irp: *mut IRP,
+    context: *mut c_void,
+) -> NtStatus {
+    let (io, listener) = slot_of(context);
+    let generation = io.recv_generation.load(Ordering::Acquire);
+    // SAFETY: this is the receive IRP's completion routine.
+    let (status, information) = unsafe { io.recv.take_back() };
+    let mut shared = listener.shared.lock();
+    shared.outstanding -= 1;
+    let index = io.index;
+    let current = shared
+        .table
+        .entry(index)
+        .map(|e| (e.state(), e.generation()));
+    match current {
+        Some((SlotState::Active, g)) if g == generation => {
+            if status.is_success() && information > 0 {
+                listener
+                    .counters
+                    .bytes_discarded
+                    .fetch_add(information as u64, Ordering::Relaxed);
+                shared.table.request(index, work::RECEIVE);
+            } else {
+                // 0 bytes: graceful close; an error: reset. Either way the peer is gone.
+                if let Some(entry) = shared.table.entry_mut(index) {
+                    entry.peer_closed = true;
+                }
+                shared.table.request(index, work::CLOSE);
+            }
+        }
+        Some((SlotState::Closing, g)) if g == generation => {
+            listener.try_release(&mut shared, index);
+        }
+        _ => {}
+    }
+    listener.kick_locked(&shared);
+    NtStatus::MORE_PROCESSING_REQUIRED
+}
+
+/// Completion of the slot's WskDisconnect or WskCloseSocket. IRQL: <= DISPATCH_LEVEL; no WSK, no
+/// blocking, no allocation.
+pub(crate) unsafe extern "system" fn ctl_done(
+    _device: *mut DEVICE_OBJECT,
+    _irp: *mut IRP,
+    context: *mut c_void,
+) -> NtStatus {
+    let (io, listener) = slot_of(context);
+    let generation = io.ctl_generation.load(Ordering::Acquire);
+    let op = io.ctl_op.load(Ordering::Acquire);
+    // SAFETY: this is the ctl IRP's completion routine.
+    let _ = unsafe { io.ctl.take_back() };
+    let mut shared = listener.shared.lock();
+    shared.outstanding -= 1;
+    let index = io.index;
+    if shared
+        .table
+        .entry(index)
+        .is_some_and(|e| e.generation() == generation)
+    {
+        if op == ctl_op::DISCONNECT {
+            // Success or not, the next step is the close (a failed disconnect means the
+            // connection is already gone; close aborts whatever is left).
+            if let Some(entry) = shared.table.entry_mut(index) {
+                entry.disconnected = true;
+            }
+            shared.table.request(index, work::CLOSE);
+        } else {
+            if let Some(entry) = shared.table.entry_mut(index) {
+                entry.close_done = true;
+            }
+            listener.try_release(&mut shared, index);
+        }
+    }
+    listener.kick_locked(&shared);
+    NtStatus::MORE_PROCESSING_REQUIRED
+}

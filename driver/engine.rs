@@ -1,0 +1,363 @@
+//! The driver as a whole: WSK registration, the worker, the listener set, and the API the control
+//! plane (IOCTLs) and the tests drive. Every method runs at PASSIVE_LEVEL and is serialised by one
+//! control lock; the accept path never takes it.
+
+use core::cell::UnsafeCell;
+use core::ffi::c_void;
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::time::Duration;
+
+use wsk::NtStatus;
+
+use crate::kernel::{Event, PoolBox, WorkItem, WorkQueue, tags};
+use crate::listener::{CounterSnapshot, Global, Listener, ListenerConfig, ListenerInfo};
+use crate::net::WskClient;
+use crate::table::{AcceptPath, ConnId, ConnInfo};
+
+/// Most listeners at once (listener slots in a connection id are 8 bits).
+pub const MAX_LISTENERS: usize = 16;
+/// How long a listener start waits for the WSK provider before STATUS_DEVICE_NOT_READY.
+pub const NPI_WAIT: Duration = Duration::from_secs(5);
+/// How long each WskCaptureProviderNPI attempt on the worker waits, in milliseconds.
+const CAPTURE_SLICE_MS: u32 = 250;
+
+/// Driver-wide figures.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DriverStats {
+    /// Listeners running.
+    pub listeners: u32,
+    /// Connections in all tables.
+    pub active: u32,
+    /// Highest `active` seen.
+    pub peak: u32,
+    /// Accept IRPs pending across listeners.
+    pub accept_irps_pending: u32,
+    /// Counters summed over running and stopped listeners.
+    pub counters: CounterSnapshot,
+}
+
+/// One connection as the control plane lists it.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnRecord {
+    /// The id user mode uses.
+    pub id: ConnId,
+    /// Listener id.
+    pub listener: u32,
+    /// What the table recorded.
+    pub info: ConnInfo,
+}
+
+struct Listeners {
+    slots: [Option<PoolBox<Listener>>; MAX_LISTENERS],
+    sequence: u32,
+    retired: CounterSnapshot,
+}
+
+/// The loaded driver.
+///
+/// Invariant: pinned in pool (work items and listeners point into it); `listeners` is touched
+/// only while holding `control`; dropped only through [`Engine::unload`].
+pub struct Engine {
+    client: PoolBox<WskClient>,
+    queue: Option<WorkQueue>,
+    capture: WorkItem,
+    npi_ready: Event,
+    unloading: AtomicBool,
+    capture_status: AtomicU32,
+    control: Event,
+    listeners: UnsafeCell<Listeners>,
+    global: Global,
+}
+
+// SAFETY: `listeners` is only reached under the `control` lock; everything else is Sync.
+unsafe impl Sync for Engine {}
+// SAFETY: as above.
+unsafe impl Send for Engine {}
+
+unsafe fn capture_provider(context: *mut c_void) {
+    // SAFETY: the capture item's context is the engine, alive until unload flushed the queue.
+    let engine = unsafe { &*context.cast::<Engine>() };
+    // WSK-FACTS §7: capture on a worker, never blocking DriverEntry; retry in slices so unload
+    // is never held up by a provider that does not come.
+    while !engine.unloading.load(Ordering::Acquire) {
+        let status = engine.client.capture(CAPTURE_SLICE_MS);
+        engine
+            .capture_status
+            .store(status.as_u32(), Ordering::Release);
+        if status.is_success() {
+            engine.npi_ready.set();
+            return;
+        }
+    }
+}
+
+/// The control lock (a synchronization event used as a PASSIVE-level mutex).
+struct ControlGuard<'a>(&'a Event);
+
+impl Drop for ControlGuard<'_> {
+    fn drop(&mut self) {
+        self.0.set();
+    }
+}
+
+impl Engine {
+    /// DriverEntry's part: WskRegister, start the worker, and start capturing the provider NPI in
+    /// the background. IRQL: PASSIVE_LEVEL.
+    ///
+    /// # Errors
+    /// What WskRegister returns, or STATUS_INSUFFICIENT_RESOURCES.
+    pub fn load() -> Result<PoolBox<Self>, NtStatus> {
+        let client = WskClient::register()?;
+        let queue = WorkQueue::start()?;
+        let engine = PoolBox::new(
+            tags::DRIVER,
+            Self {
+                client,
+                queue: Some(queue),
+                capture: WorkItem::new(capture_provider),
+                npi_ready: Event::notification(false)?,
+                unloading: AtomicBool::new(false),
+                capture_status: AtomicU32::new(NtStatus::PENDING.as_u32()),
+                control: Event::synchronization(true)?,
+                listeners: UnsafeCell::new(Listeners {
+                    slots: Default::default(),
+                    sequence: 0,
+                    retired: CounterSnapshot::default(),
+                }),
+                global: Global::default(),
+            },
+        )?;
+        engine
+            .capture
+            .set_context(engine.as_ptr().cast_mut().cast());
+        if let Some(queue) = &engine.queue {
+            // SAFETY: the item lives in the pinned engine, which flushes the queue before it goes.
+            unsafe { queue.handle().queue(&engine.capture) };
+        }
+        Ok(engine)
+    }
+
+    fn lock(&self) -> ControlGuard<'_> {
+        self.control.wait(None);
+        ControlGuard(&self.control)
+    }
+
+    #[allow(clippy::mut_from_ref)]
+    fn listeners<'a>(&'a self, _guard: &'a ControlGuard<'_>) -> &'a mut Listeners {
+        // SAFETY: the guard proves the control lock is held (Engine invariant).
+        unsafe { &mut *self.listeners.get() }
+    }
+
+    /// Starts a listener. Waits up to [`NPI_WAIT`] for the provider. IRQL: PASSIVE_LEVEL.
+    ///
+    /// # Errors
+    /// STATUS_DEVICE_NOT_READY (no provider yet), STATUS_QUOTA_EXCEEDED (too many listeners), and
+    /// whatever [`Listener::start`] returns.
+    pub fn start_listener(&self, config: ListenerConfig) -> Result<ListenerInfo, NtStatus> {
+        config.validate()?;
+        if !self.npi_ready.wait(Some(NPI_WAIT)) {
+            return Err(NtStatus::DEVICE_NOT_READY);
+        }
+        let provider = self.client.provider().ok_or(NtStatus::DEVICE_NOT_READY)?;
+        let queue = self
+            .queue
+            .as_ref()
+            .ok_or(NtStatus::DEVICE_NOT_READY)?
+            .handle();
+        let guard = self.lock();
+        let listeners = self.listeners(&guard);
+        let slot = listeners
+            .slots
+            .iter()
+            .position(Option::is_none)
+            .ok_or(NtStatus::QUOTA_EXCEEDED)?;
+        listeners.sequence = listeners.sequence.wrapping_add(1) & 0x00FF_FFFF;
+        #[allow(clippy::cast_possible_truncation)]
+        let (slot_u8, id) = (slot as u8, (listeners.sequence << 8) | slot as u32);
+        let listener = Listener::start(id, slot_u8, config, provider, queue, &self.global)?;
+        let info = listener.info();
+        listeners.slots[slot] = Some(listener);
+        Ok(info)
+    }
+
+    fn slot_of(id: u32) -> usize {
+        (id & 0xFF) as usize
+    }
+
+    fn flush(&self) {
+        if let Some(queue) = &self.queue {
+            queue.flush();
+        }
+    }
+
+    /// Stops and frees one listener, closing its connections. IRQL: PASSIVE_LEVEL.
+    ///
+    /// # Errors
+    /// STATUS_NOT_FOUND for an unknown id.
+    pub fn stop_listener(&self, id: u32) -> Result<CounterSnapshot, NtStatus> {
+        let guard = self.lock();
+        let listeners = self.listeners(&guard);
+        let slot = listeners
+            .slots
+            .get_mut(Self::slot_of(id))
+            .ok_or(NtStatus::NOT_FOUND)?;
+        if slot.as_ref().is_none_or(|l| l.id() != id) {
+            return Err(NtStatus::NOT_FOUND);
+        }
+        let listener = slot.take().ok_or(NtStatus::NOT_FOUND)?;
+        let counters = Listener::stop(listener, || self.flush());
+        listeners.retired.add(&counters);
+        Ok(counters)
+    }
+
+    /// Stops every listener. IRQL: PASSIVE_LEVEL.
+    pub fn stop_all(&self) {
+        let guard = self.lock();
+        let listeners = self.listeners(&guard);
+        for slot in &mut listeners.slots {
+            if let Some(listener) = slot.take() {
+                let counters = Listener::stop(listener, || self.flush());
+                listeners.retired.add(&counters);
+            }
+        }
+    }
+
+    /// Every running listener. IRQL: PASSIVE_LEVEL.
+    pub fn listeners_info(&self, mut each: impl FnMut(ListenerInfo)) {
+        let guard = self.lock();
+        for listener in self.listeners(&guard).slots.iter().flatten() {
+            each(listener.info());
+        }
+    }
+
+    /// One listener. IRQL: PASSIVE_LEVEL.
+    ///
+    /// # Errors
+    /// STATUS_NOT_FOUND.
+    pub fn listener_info(&self, id: u32) -> Result<ListenerInfo, NtStatus> {
+        let guard = self.lock();
+        match self.listeners(&guard).slots.get(Self::slot_of(id)) {
+            Some(Some(listener)) if listener.id() == id => Ok(listener.info()),
+            _ => Err(NtStatus::NOT_FOUND),
+        }
+    }
+
+    /// Driver-wide figures. IRQL: PASSIVE_LEVEL.
+    #[must_use]
+    pub fn stats(&self) -> DriverStats {
+        let guard = self.lock();
+        let listeners = self.listeners(&guard);
+        let mut stats = DriverStats {
+            counters: listeners.retired,
+            ..DriverStats::default()
+        };
+        for listener in listeners.slots.iter().flatten() {
+            let info = listener.info();
+            stats.listeners += 1;
+            stats.accept_irps_pending += info.accept_irps_pending;
+            stats.counters.add(&info.counters);
+        }
+        stats.active = self.global.active.load(Ordering::Relaxed);
+        stats.peak = self.global.peak.load(Ordering::Relaxed);
+        stats
+    }
+
+    /// Lists Active connections, paged: starts at `cursor` (0 first), fills `out`, returns how
+    /// many were written and the cursor to continue with (`None` at the end). `listener` limits
+    /// the list to one listener. IRQL: PASSIVE_LEVEL.
+    ///
+    /// # Errors
+    /// STATUS_NOT_FOUND for an unknown listener.
+    pub fn list_connections(
+        &self,
+        listener: Option<u32>,
+        cursor: u64,
+        out: &mut [Option<ConnRecord>],
+    ) -> Result<(usize, Option<u64>), NtStatus> {
+        let guard = self.lock();
+        let listeners = self.listeners(&guard);
+        if let Some(id) = listener {
+            match listeners.slots.get(Self::slot_of(id)) {
+                Some(Some(l)) if l.id() == id => {}
+                _ => return Err(NtStatus::NOT_FOUND),
+            }
+        }
+        // Cursor: listener slot in the high 32 bits, table index in the low 32.
+        let mut slot = usize::try_from(cursor >> 32).unwrap_or(MAX_LISTENERS);
+        #[allow(clippy::cast_possible_truncation)]
+        let mut index = cursor as u32;
+        let mut written = 0;
+        while slot < MAX_LISTENERS {
+            if let Some(l) = listeners.slots[slot]
+                .as_ref()
+                .filter(|l| listener.is_none_or(|id| id == l.id()))
+            {
+                let listener_id = l.id();
+                let full = l.with_table(|table| {
+                    for (i, entry) in table.active_from(index) {
+                        if written == out.len() {
+                            index = i;
+                            return true;
+                        }
+                        if let Some(id) = table.id_of(i) {
+                            out[written] = Some(ConnRecord {
+                                id,
+                                listener: listener_id,
+                                info: *entry.info(),
+                            });
+                            written += 1;
+                        }
+                    }
+                    false
+                });
+                if full {
+                    return Ok((written, Some(((slot as u64) << 32) | u64::from(index))));
+                }
+            }
+            slot += 1;
+            index = 0;
+        }
+        Ok((written, None))
+    }
+
+    /// Closes one connection by id (graceful or abortive). IRQL: PASSIVE_LEVEL.
+    ///
+    /// # Errors
+    /// STATUS_NOT_FOUND for an unknown or stale id.
+    pub fn close_connection(&self, id: ConnId, abortive: bool) -> Result<(), NtStatus> {
+        let guard = self.lock();
+        match self.listeners(&guard).slots.get(usize::from(id.listener())) {
+            Some(Some(listener)) => listener.close_connection(id, abortive),
+            _ => Err(NtStatus::NOT_FOUND),
+        }
+    }
+
+    /// The status of the last provider capture attempt (PENDING before the first).
+    #[must_use]
+    pub fn provider_status(&self) -> NtStatus {
+        NtStatus(self.capture_status.load(Ordering::Acquire).cast_signed())
+    }
+
+    /// Unload: stop every listener (closing every connection — never waiting for peers), stop
+    /// the worker, release the NPI and deregister. IRQL: PASSIVE_LEVEL.
+    pub fn unload(mut this: PoolBox<Self>) {
+        this.unloading.store(true, Ordering::Release);
+        this.stop_all();
+        if let Some(queue) = this.queue.take() {
+            queue.flush();
+            queue.stop();
+        }
+        // Dropping the client releases the NPI and deregisters (blocks until every socket is
+        // closed: they all are).
+        drop(this);
+    }
+}
+
+/// The path names the control plane prints.
+#[must_use]
+pub fn path_name(path: AcceptPath) -> &'static str {
+    match path {
+        AcceptPath::Irp => "irp",
+        AcceptPath::Event => "event",
+    }
+}

@@ -1,0 +1,204 @@
+//! The driver's one ordered work queue: a system thread that runs, at PASSIVE_LEVEL and in FIFO
+//! order, everything that must not run in a completion routine or event callback (WSK-FACTS §3:
+//! no WSK calls there). Queueing is allocation-free and legal at DISPATCH_LEVEL: items are
+//! preallocated and intrusive, and an item already queued is not queued twice (its routine runs
+//! once for any number of kicks before it starts — routines are written to do all pending work).
+
+use core::ffi::c_void;
+use core::ptr;
+use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+
+use wsk::NtStatus;
+
+use super::{Event, PoolBox, SpinLock, SystemThread, tags};
+
+/// A preallocated unit of work.
+///
+/// Invariant: while `queued` is true the item is linked in exactly one queue's list and must stay
+/// alive; its owner keeps it alive until the queue is flushed after the last kick.
+pub struct WorkItem {
+    next: AtomicPtr<WorkItem>,
+    queued: AtomicBool,
+    routine: unsafe fn(*mut c_void),
+    context: AtomicPtr<c_void>,
+}
+
+impl WorkItem {
+    /// An item that will run `routine(context)`; set the context once the owner has a stable
+    /// address ([`WorkItem::set_context`]).
+    #[must_use]
+    pub const fn new(routine: unsafe fn(*mut c_void)) -> Self {
+        Self {
+            next: AtomicPtr::new(ptr::null_mut()),
+            queued: AtomicBool::new(false),
+            routine,
+            context: AtomicPtr::new(ptr::null_mut()),
+        }
+    }
+
+    /// Sets the context passed to the routine.
+    pub fn set_context(&self, context: *mut c_void) {
+        self.context.store(context, Ordering::Release);
+    }
+}
+
+struct List {
+    head: *mut WorkItem,
+    tail: *mut WorkItem,
+}
+
+// SAFETY: the list only links WorkItems, which are Sync (atomics); the raw pointers are guarded by
+// the spin lock that owns the list.
+unsafe impl Send for List {}
+
+struct Inner {
+    list: SpinLock<List>,
+    wake: Event,
+    stopping: AtomicBool,
+}
+
+/// A handle for queueing from any context (completion routines, callbacks).
+///
+/// Invariant: points at the `Inner` of a running [`WorkQueue`], which outlives every handle (the
+/// owner stops the queue only after everything that holds a handle is gone).
+#[derive(Clone, Copy)]
+pub struct WorkQueueHandle(*const Inner);
+
+// SAFETY: `Inner` is shared only through its spin lock, event and atomics.
+unsafe impl Send for WorkQueueHandle {}
+// SAFETY: as above.
+unsafe impl Sync for WorkQueueHandle {}
+
+impl WorkQueueHandle {
+    /// Queues `item` unless it is already queued. Never allocates, never blocks.
+    /// IRQL: <= DISPATCH_LEVEL.
+    ///
+    /// # Safety
+    /// `item` must stay alive until it has run or the queue has been flushed.
+    pub unsafe fn queue(self, item: &WorkItem) {
+        if item.queued.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // SAFETY: the handle's invariant: the queue is alive.
+        let inner = unsafe { &*self.0 };
+        let item_ptr = ptr::from_ref(item).cast_mut();
+        item.next.store(ptr::null_mut(), Ordering::Relaxed);
+        {
+            let mut list = inner.list.lock();
+            if list.tail.is_null() {
+                list.head = item_ptr;
+            } else {
+                // SAFETY: `tail` is a queued item, alive by the WorkItem invariant.
+                unsafe { (*list.tail).next.store(item_ptr, Ordering::Relaxed) };
+            }
+            list.tail = item_ptr;
+        }
+        inner.wake.set();
+    }
+}
+
+/// The queue and its system thread.
+pub struct WorkQueue {
+    inner: PoolBox<Inner>,
+    thread: Option<SystemThread>,
+}
+
+unsafe fn run(context: *mut c_void) {
+    // SAFETY: the context is the queue's pinned Inner, alive until the thread is joined.
+    let inner = unsafe { &*context.cast::<Inner>() };
+    loop {
+        let item = {
+            let mut list = inner.list.lock();
+            let head = list.head;
+            if !head.is_null() {
+                // SAFETY: `head` is a queued, alive item.
+                list.head = unsafe { (*head).next.load(Ordering::Relaxed) };
+                if list.head.is_null() {
+                    list.tail = ptr::null_mut();
+                }
+            }
+            head
+        };
+        if item.is_null() {
+            if inner.stopping.load(Ordering::Acquire) {
+                return;
+            }
+            inner.wake.wait(None);
+            continue;
+        }
+        // SAFETY: dequeued above; alive until it has run (WorkItem invariant).
+        let item = unsafe { &*item };
+        // Cleared before running: a kick during the run queues it again, so no work is lost.
+        item.queued.store(false, Ordering::Release);
+        // SAFETY: the owner set a context valid for its routine.
+        unsafe { (item.routine)(item.context.load(Ordering::Acquire)) };
+    }
+}
+
+unsafe fn signal(context: *mut c_void) {
+    // SAFETY: the context is the Event on `flush`'s stack, alive until flush's wait returns.
+    unsafe { (*context.cast::<Event>()).set() };
+}
+
+impl WorkQueue {
+    /// Starts the queue's thread. IRQL: PASSIVE_LEVEL.
+    ///
+    /// # Errors
+    /// STATUS_INSUFFICIENT_RESOURCES when memory or the thread cannot be had.
+    pub fn start() -> Result<Self, NtStatus> {
+        let inner = PoolBox::new(
+            tags::DRIVER,
+            Inner {
+                list: SpinLock::new(List {
+                    head: ptr::null_mut(),
+                    tail: ptr::null_mut(),
+                }),
+                wake: Event::synchronization(false)?,
+                stopping: AtomicBool::new(false),
+            },
+        )?;
+        // SAFETY: `inner` is pinned in pool and outlives the thread (joined in `stop`/drop).
+        let thread = unsafe { SystemThread::spawn(run, inner.as_ptr().cast_mut().cast()) }?;
+        Ok(Self {
+            inner,
+            thread: Some(thread),
+        })
+    }
+
+    /// A handle to queue work with.
+    #[must_use]
+    pub fn handle(&self) -> WorkQueueHandle {
+        WorkQueueHandle(self.inner.as_ptr())
+    }
+
+    /// Waits until everything queued before this call has run. IRQL: PASSIVE_LEVEL.
+    pub fn flush(&self) {
+        let Ok(done) = Event::notification(false) else {
+            return;
+        };
+        let item = WorkItem::new(signal);
+        item.set_context(ptr::from_ref(&done).cast_mut().cast());
+        // SAFETY: `item` and `done` live until the wait below returns, after the item ran.
+        unsafe { self.handle().queue(&item) };
+        done.wait(None);
+    }
+
+    fn shut_down(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            self.inner.stopping.store(true, Ordering::Release);
+            self.inner.wake.set();
+            thread.join();
+        }
+    }
+
+    /// Runs what is queued, then stops the thread. IRQL: PASSIVE_LEVEL.
+    pub fn stop(mut self) {
+        self.shut_down();
+    }
+}
+
+impl Drop for WorkQueue {
+    fn drop(&mut self) {
+        self.shut_down();
+    }
+}

@@ -1,0 +1,138 @@
+//! The IRP accept path: `depth` accept IRPs allocated at listener start, each with nonpaged
+//! address buffers that live until its completion (WSK-FACTS §3).
+
+use core::cell::UnsafeCell;
+use core::ffi::c_void;
+use core::net::SocketAddr;
+use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
+
+use wsk::{DEVICE_OBJECT, IRP, NtStatus, SOCKADDR, SOCKADDR_STORAGE, WSK_SOCKET};
+
+use super::Listener;
+use crate::net::{ConnSocket, DriverIrp};
+use crate::table::AcceptPath;
+
+/// Accept-slot states (changed under the listener's spin lock).
+pub mod state {
+    /// Nothing submitted; the worker arms it while the listener runs.
+    pub const IDLE: u8 = 0;
+    /// A WskAccept is pending.
+    pub const ACCEPTING: u8 = 1;
+    /// A just-accepted socket was refused; the worker must close it (abortively).
+    pub const REJECT_PENDING: u8 = 2;
+    /// The refused socket's WskCloseSocket is pending.
+    pub const CLOSING_REJECTED: u8 = 3;
+}
+
+/// One accept IRP and its buffers.
+///
+/// Invariant: pinned in a `PoolSlice`; `listener` is set before the IRP is first submitted and
+/// outlives every completion; `local`/`remote` are written by the provider only while ACCEPTING.
+pub struct AcceptSlot {
+    /// The IRP.
+    pub irp: DriverIrp,
+    /// State (see [`state`]).
+    pub state: AtomicU8,
+    /// A refused socket waiting to be closed.
+    pub rejected: AtomicPtr<WSK_SOCKET>,
+    local: UnsafeCell<SOCKADDR_STORAGE>,
+    remote: UnsafeCell<SOCKADDR_STORAGE>,
+    listener: AtomicPtr<Listener>,
+}
+
+// SAFETY: the address buffers are written by the provider only while the IRP is pending and read
+// by the completion routine afterwards (the IRP hand-off orders them); the rest is atomic.
+unsafe impl Sync for AcceptSlot {}
+// SAFETY: as above.
+unsafe impl Send for AcceptSlot {}
+
+impl AcceptSlot {
+    /// Allocates the slot's IRP. IRQL: <= DISPATCH_LEVEL.
+    ///
+    /// # Errors
+    /// STATUS_INSUFFICIENT_RESOURCES.
+    pub fn new() -> Result<Self, NtStatus> {
+        Ok(Self {
+            irp: DriverIrp::allocate()?,
+            state: AtomicU8::new(state::IDLE),
+            rejected: AtomicPtr::new(core::ptr::null_mut()),
+            local: UnsafeCell::new(SOCKADDR_STORAGE::zeroed()),
+            remote: UnsafeCell::new(SOCKADDR_STORAGE::zeroed()),
+            listener: AtomicPtr::new(core::ptr::null_mut()),
+        })
+    }
+
+    /// Binds the slot to its listener (before first use).
+    pub fn attach(&self, listener: *const Listener) {
+        self.listener.store(listener.cast_mut(), Ordering::Release);
+    }
+
+    /// The completion context.
+    #[must_use]
+    pub fn context(&self) -> *mut c_void {
+        core::ptr::from_ref(self).cast_mut().cast()
+    }
+
+    /// Address out-parameters for WskAccept.
+    #[must_use]
+    pub fn address_buffers(&self) -> (*mut SOCKADDR, *mut SOCKADDR) {
+        (self.local.get().cast(), self.remote.get().cast())
+    }
+
+    fn addresses(&self, fallback: SocketAddr) -> (SocketAddr, SocketAddr) {
+        // SAFETY: the accept completed, so the provider is done writing them.
+        let local = unsafe { &*self.local.get() };
+        // SAFETY: as above.
+        let remote = unsafe { &*self.remote.get() };
+        (
+            local.to_socket_addr().unwrap_or(fallback),
+            remote.to_socket_addr().unwrap_or(fallback),
+        )
+    }
+}
+
+/// Completion of a WskAccept (or of the close of a refused socket). IRQL: <= DISPATCH_LEVEL.
+/// Hands the accepted socket to the table through the policy; never calls WSK, never blocks,
+/// never allocates; asks the worker to re-arm.
+pub(crate) unsafe extern "system" fn accept_done(
+    _device: *mut DEVICE_OBJECT,
+    _irp: *mut IRP,
+    context: *mut c_void,
+) -> NtStatus {
+    // SAFETY: accept IRPs are submitted with their pinned AcceptSlot as context.
+    let slot = unsafe { &*context.cast::<AcceptSlot>() };
+    // SAFETY: set by `attach` before the first submission; outlives the completion.
+    let listener = unsafe { &*slot.listener.load(Ordering::Acquire) };
+    let was = slot.state.load(Ordering::Acquire);
+    // SAFETY: this is the slot IRP's completion routine.
+    let (status, information) = unsafe { slot.irp.take_back() };
+    let mut shared = listener.shared.lock();
+    shared.outstanding -= 1;
+    slot.state.store(state::IDLE, Ordering::Release);
+    if was == state::ACCEPTING {
+        if status.is_success() && information != 0 {
+            // WSK-FACTS §3: on success Information holds the accepted PWSK_SOCKET.
+            let raw = information as *mut WSK_SOCKET;
+            // SAFETY: the provider handed this socket to us; nobody else owns it.
+            let accepted = unsafe { ConnSocket::from_accepted(raw) };
+            if let Some(socket) = accepted {
+                let (local, remote) = slot.addresses(shared.bound);
+                match listener.admit(&mut shared, socket, local, remote, AcceptPath::Irp) {
+                    Ok(_) => super::Counters::bump(&listener.counters.accepted_irp),
+                    Err(refused) => {
+                        slot.rejected.store(refused.into_raw(), Ordering::Release);
+                        slot.state.store(state::REJECT_PENDING, Ordering::Release);
+                    }
+                }
+            }
+        } else if status != NtStatus::CANCELLED {
+            super::Counters::bump(&listener.counters.accept_errors);
+            if status == NtStatus::CONNECTION_ABORTED {
+                // The listening socket stopped working: recreate it (worker).
+                Listener::request_restart_locked(&mut shared);
+            }
+        }
+    }
+    listener.kick_locked(&shared);
+    NtStatus::MORE_PROCESSING_REQUIRED
+}

@@ -1,0 +1,68 @@
+//! The event accept path: WskAcceptEvent (WSK-FACTS §5).
+
+use core::ffi::c_void;
+
+use wsk::{
+    NtStatus, SOCKADDR, WSK_CLIENT_CONNECTION_DISPATCH, WSK_CLIENT_LISTEN_DISPATCH, WSK_SOCKET,
+};
+
+use super::{Counters, Listener};
+use crate::net::ConnSocket;
+use crate::net::socket::NO_CONNECTION_CALLBACKS;
+use crate::table::AcceptPath;
+
+/// The client listen dispatch every listener registers. Conditional-accept callbacks arrive with
+/// the conditional mode.
+pub static LISTEN_CALLBACKS: WSK_CLIENT_LISTEN_DISPATCH = WSK_CLIENT_LISTEN_DISPATCH {
+    WskAcceptEvent: Some(accept_event),
+    WskInspectEvent: None,
+    WskAbortEvent: None,
+};
+
+/// WskAcceptEvent. IRQL: <= DISPATCH_LEVEL. Applies policy and capacity, inserts into the table
+/// and returns STATUS_SUCCESS, or STATUS_REQUEST_NOT_ACCEPTED (the provider then closes the
+/// socket). Copies the addresses (valid only during the call). Never calls WSK, never blocks,
+/// never allocates.
+unsafe extern "system" fn accept_event(
+    context: *mut c_void,
+    _flags: u32,
+    local: *mut SOCKADDR,
+    remote: *mut SOCKADDR,
+    accept_socket: *mut WSK_SOCKET,
+    out_context: *mut *mut c_void,
+    out_dispatch: *mut *const WSK_CLIENT_CONNECTION_DISPATCH,
+) -> NtStatus {
+    // SAFETY: the socket context is the listener, alive until its listening socket is closed
+    // (close waits for running callbacks, WSK-FACTS §7).
+    let listener = unsafe { &*context.cast::<Listener>() };
+    let mut shared = listener.shared.lock();
+    // SAFETY: WSK-FACTS §5: NULL AcceptSocket means the listening socket no longer works.
+    let Some(socket) = (unsafe { ConnSocket::from_accepted(accept_socket) }) else {
+        Listener::request_restart_locked(&mut shared);
+        listener.kick_locked(&shared);
+        return NtStatus::REQUEST_NOT_ACCEPTED;
+    };
+    let fallback = shared.bound;
+    // SAFETY: the provider passes valid addresses for the duration of the call.
+    let local = unsafe { wsk::addr::read_sockaddr(local) }.unwrap_or(fallback);
+    // SAFETY: as above.
+    let remote = unsafe { wsk::addr::read_sockaddr(remote) }.unwrap_or(fallback);
+    let verdict = listener.admit(&mut shared, socket, local, remote, AcceptPath::Event);
+    listener.kick_locked(&shared);
+    drop(shared);
+    match verdict {
+        Ok(_) => {
+            Counters::bump(&listener.counters.accepted_event);
+            // SAFETY: out-parameters are valid for the call; written before returning success.
+            unsafe { out_context.write(core::ptr::null_mut()) };
+            // SAFETY: as above.
+            unsafe { out_dispatch.write(&raw const NO_CONNECTION_CALLBACKS) };
+            NtStatus::SUCCESS
+        }
+        Err(refused) => {
+            // Not ours: the provider closes it after we decline.
+            let _ = refused.into_raw();
+            NtStatus::REQUEST_NOT_ACCEPTED
+        }
+    }
+}

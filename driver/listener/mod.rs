@@ -1,0 +1,704 @@
+//! A listener: its listening socket, accept IRPs, accept event, connection table and rundown.
+//!
+//! Every WSK call on a running listener's sockets is made by the worker (or, before the listener
+//! is published, by `start`), so no two calls on one socket ever overlap and WskCloseSocket never
+//! races another call (WSK-FACTS §7). Completion routines and the accept event only update state
+//! under the spin lock and kick the worker.
+//!
+//! Stop: the worker disables the accept event, closes the listening socket (which cancels the
+//! accept IRPs, WSK-FACTS §3, and waits for running callbacks, §7), closes every connection
+//! abortively, and when every IRP is back marks the listener stopped. Nothing waits for a peer.
+
+mod accept;
+mod config;
+mod events;
+mod stats;
+
+use core::cell::UnsafeCell;
+use core::ffi::c_void;
+use core::net::SocketAddr;
+use core::sync::atomic::Ordering;
+use core::time::Duration;
+
+use wsk::{DEVICE_OBJECT, IRP, NtStatus, WSK_EVENT_ACCEPT, WSK_EVENT_DISABLE};
+
+pub use config::{
+    DEFAULT_CAPACITY, DEFAULT_DEPTH, ListenerConfig, MAX_CAPACITY, MAX_DEPTH, Mode, Service,
+};
+pub use stats::{CounterSnapshot, Counters, Global};
+
+use crate::conn::{self, SlotIo, ctl_op};
+use crate::kernel::{
+    self, Event, PoolBox, PoolSlice, SpinGuard, SpinLock, WorkItem, WorkQueueHandle, tags,
+};
+use crate::net::{ConnSocket, ConnSocketRef, DriverIrp, ListenSocket, Provider};
+use crate::policy::{Policy, RejectReason, Verdict};
+use crate::table::{AcceptPath, ConnId, ConnInfo, SlotState, Table, work};
+use accept::{AcceptSlot, accept_done, state as accept_state};
+
+/// How long `stop` waits for the rundown before it gives up and leaks the listener (never
+/// reached unless a provider never completes an IRP).
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where a listener is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Accepting.
+    Running,
+    /// Recreating its listening socket.
+    Restarting,
+    /// Recreating the listening socket failed; it accepts nothing until stopped.
+    Failed,
+    /// Running down.
+    Stopping,
+    /// Every IRP is back; the memory can go.
+    Stopped,
+}
+
+/// State under the listener's spin lock.
+pub(crate) struct Shared {
+    pub(crate) table: Table<ConnSocket>,
+    pub(crate) phase: Phase,
+    /// IRPs submitted and not completed (the rundown count).
+    pub(crate) outstanding: u32,
+    /// The address bound (reported, and rebound on restart).
+    pub(crate) bound: SocketAddr,
+    listen_close_pending: bool,
+    swept: bool,
+    last_error: NtStatus,
+}
+
+/// A value only the worker touches once the listener is published.
+///
+/// Invariant: accessed only by `start` (before the listener is reachable by anyone else) and by
+/// the worker thread afterwards; never concurrently.
+struct WorkerOnly<T>(UnsafeCell<T>);
+
+// SAFETY: by the invariant, one thread at a time.
+unsafe impl<T: Send> Sync for WorkerOnly<T> {}
+
+impl<T> WorkerOnly<T> {
+    /// # Safety
+    /// Only from `start` before publication or from the worker thread.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn get(&self) -> &mut T {
+        // SAFETY: exclusive by the type invariant and the caller's promise.
+        unsafe { &mut *self.0.get() }
+    }
+}
+
+/// A snapshot of a listener for the control plane.
+#[derive(Clone, Copy, Debug)]
+pub struct ListenerInfo {
+    /// Listener id.
+    pub id: u32,
+    /// Address bound.
+    pub address: SocketAddr,
+    /// Configuration asked for.
+    pub config: ListenerConfig,
+    /// Phase now.
+    pub phase: Phase,
+    /// Connections in the table (Active or Closing).
+    pub active: u32,
+    /// Highest `active` seen.
+    pub peak: u32,
+    /// Accept IRPs pending in the provider.
+    pub accept_irps_pending: u32,
+    /// Counters.
+    pub counters: CounterSnapshot,
+    /// Last error of a restart, or SUCCESS.
+    pub last_error: NtStatus,
+}
+
+/// One listener.
+///
+/// Invariant: pinned in pool; freed only after `stop` saw phase Stopped (every IRP back, the
+/// listening socket closed so no callback can run) and flushed the work queue.
+pub struct Listener {
+    id: u32,
+    config: ListenerConfig,
+    provider: Provider,
+    queue: WorkQueueHandle,
+    work: WorkItem,
+    pub(crate) shared: SpinLock<Shared>,
+    socket: WorkerOnly<Option<ListenSocket>>,
+    accepts: PoolSlice<AcceptSlot>,
+    io: PoolSlice<SlotIo>,
+    ctl: DriverIrp,
+    pub(crate) counters: Counters,
+    global: *const Global,
+    stopped: Event,
+    policy: Policy,
+}
+
+// SAFETY: shared state is behind the spin lock or atomics; `socket` is worker-only; `global`
+// points at the engine's counters, which outlive every listener.
+unsafe impl Sync for Listener {}
+// SAFETY: as above.
+unsafe impl Send for Listener {}
+
+/// Bytes of driver memory per table entry: the slot itself and its IO block. Each entry also owns
+/// two IRPs and one MDL from the kernel (not counted here).
+pub const BYTES_PER_ENTRY: usize = Table::<ConnSocket>::BYTES_PER_ENTRY + size_of::<SlotIo>();
+
+unsafe fn listener_work(context: *mut c_void) {
+    // SAFETY: the work item's context is its listener, alive until stop flushed the queue.
+    let listener = unsafe { &*context.cast::<Listener>() };
+    listener.process();
+}
+
+/// Completion of the listening socket's WskCloseSocket. IRQL: <= DISPATCH_LEVEL.
+unsafe extern "system" fn listen_close_done(
+    _device: *mut DEVICE_OBJECT,
+    _irp: *mut IRP,
+    context: *mut c_void,
+) -> NtStatus {
+    // SAFETY: submitted with the listener as context; it outlives its IRPs.
+    let listener = unsafe { &*context.cast::<Listener>() };
+    // SAFETY: this is the ctl IRP's completion routine.
+    let _ = unsafe { listener.ctl.take_back() };
+    let mut shared = listener.shared.lock();
+    shared.outstanding -= 1;
+    shared.listen_close_pending = false;
+    listener.kick_locked(&shared);
+    NtStatus::MORE_PROCESSING_REQUIRED
+}
+
+enum SlotAction {
+    Receive(u32, ConnSocketRef),
+    Disconnect(u32, ConnSocketRef),
+    Close(u32, ConnSocket),
+}
+
+impl Listener {
+    /// Creates, binds and arms a listener. IRQL: PASSIVE_LEVEL.
+    ///
+    /// # Errors
+    /// STATUS_INVALID_PARAMETER / STATUS_NOT_SUPPORTED for a bad configuration,
+    /// STATUS_INSUFFICIENT_RESOURCES, or what WskSocket / WskBind / WskControlSocket return
+    /// (e.g. STATUS_ADDRESS_ALREADY_ASSOCIATED). Nothing is left allocated on error.
+    pub fn start(
+        id: u32,
+        slot: u8,
+        config: ListenerConfig,
+        provider: Provider,
+        queue: WorkQueueHandle,
+        global: &Global,
+    ) -> Result<PoolBox<Self>, NtStatus> {
+        config.validate()?;
+        let depth = if config.mode.uses_irps() {
+            usize::from(config.depth)
+        } else {
+            0
+        };
+        let listener = PoolBox::new(
+            tags::LISTENER,
+            Self {
+                id,
+                config,
+                provider,
+                queue,
+                work: WorkItem::new(listener_work),
+                shared: SpinLock::new(Shared {
+                    table: Table::with_capacity(slot, config.capacity, config.address)?,
+                    phase: Phase::Running,
+                    outstanding: 0,
+                    bound: config.address,
+                    listen_close_pending: false,
+                    swept: false,
+                    last_error: NtStatus::SUCCESS,
+                }),
+                socket: WorkerOnly(UnsafeCell::new(None)),
+                accepts: PoolSlice::try_new(tags::ACCEPT, depth, |_| AcceptSlot::new())?,
+                #[allow(clippy::cast_possible_truncation)]
+                io: PoolSlice::try_new(tags::TABLE, config.capacity as usize, |i| {
+                    SlotIo::new(i as u32)
+                })?,
+                ctl: DriverIrp::allocate()?,
+                counters: Counters::default(),
+                global,
+                stopped: Event::notification(false)?,
+                policy: Policy,
+            },
+        )?;
+        let this = listener.as_ptr();
+        listener.work.set_context(this.cast_mut().cast());
+        for slot in listener.accepts.iter() {
+            slot.attach(this);
+        }
+        for io in listener.io.iter() {
+            io.attach(this)?;
+        }
+        let socket = listener.open_socket(config.address)?;
+        let bound = match socket.local_address() {
+            Ok(bound) => bound,
+            Err(status) => {
+                socket.close();
+                return Err(status);
+            }
+        };
+        listener.shared.lock().bound = bound;
+        // SAFETY: not yet published: no worker run can see this listener.
+        unsafe { *listener.socket.get() = Some(socket) };
+        listener.kick_locked(&listener.shared.lock());
+        Ok(listener)
+    }
+
+    /// WskSocket, options, WskBind, and (event modes) the accept event. IRQL: PASSIVE_LEVEL.
+    fn open_socket(&self, address: SocketAddr) -> Result<ListenSocket, NtStatus> {
+        let family = if address.is_ipv4() {
+            wsk::AF_INET
+        } else {
+            wsk::AF_INET6
+        };
+        let context = core::ptr::from_ref(self).cast_mut().cast();
+        // SAFETY: the context is this pinned listener, which outlives its listening socket.
+        let socket = unsafe {
+            ListenSocket::create(self.provider, family, context, &events::LISTEN_CALLBACKS)
+        }?;
+        let configured = (|| {
+            // Before bind: nobody else may bind the port while we hold it.
+            socket.set_option(wsk::SOL_SOCKET, wsk::SO_EXCLUSIVEADDRUSE, 1)?;
+            if address.is_ipv6() {
+                socket.set_option(
+                    wsk::IPPROTO_IPV6,
+                    wsk::IPV6_V6ONLY,
+                    u32::from(!self.config.dual_stack),
+                )?;
+            }
+            socket.bind(address)?;
+            if self.config.mode.uses_events() {
+                // After bind (WSK-FACTS §5).
+                let status = socket.set_events(WSK_EVENT_ACCEPT);
+                if !status.is_success() {
+                    return Err(status);
+                }
+            }
+            Ok(())
+        })();
+        match configured {
+            Ok(()) => Ok(socket),
+            Err(status) => {
+                socket.close();
+                Err(status)
+            }
+        }
+    }
+
+    /// The listener id.
+    #[must_use]
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// A snapshot for the control plane. IRQL: <= DISPATCH_LEVEL.
+    #[must_use]
+    pub fn info(&self) -> ListenerInfo {
+        let shared = self.shared.lock();
+        let occupancy = shared.table.occupancy();
+        let pending = self
+            .accepts
+            .iter()
+            .filter(|a| a.state.load(Ordering::Relaxed) == accept_state::ACCEPTING)
+            .count();
+        ListenerInfo {
+            id: self.id,
+            address: shared.bound,
+            config: self.config,
+            phase: shared.phase,
+            active: occupancy.in_use,
+            peak: occupancy.peak,
+            accept_irps_pending: u32::try_from(pending).unwrap_or(u32::MAX),
+            counters: self.counters.snapshot(),
+            last_error: shared.last_error,
+        }
+    }
+
+    /// Runs `f` over the table under the lock (listing). IRQL: <= DISPATCH_LEVEL; `f` must be short.
+    pub fn with_table<R>(&self, f: impl FnOnce(&Table<ConnSocket>) -> R) -> R {
+        f(&self.shared.lock().table)
+    }
+
+    /// Asks for a connection to be closed (gracefully, or abortively). IRQL: <= DISPATCH_LEVEL.
+    ///
+    /// # Errors
+    /// STATUS_NOT_FOUND for an id that is not an Active connection of this listener.
+    pub fn close_connection(&self, id: ConnId, abortive: bool) -> Result<(), NtStatus> {
+        let mut shared = self.shared.lock();
+        match shared.table.get(id) {
+            Some(entry) if entry.state() == SlotState::Active => {}
+            _ => return Err(NtStatus::NOT_FOUND),
+        }
+        Counters::bump(&self.counters.user_closed);
+        shared
+            .table
+            .request(id.index(), if abortive { work::ABORT } else { work::CLOSE });
+        self.kick_locked(&shared);
+        Ok(())
+    }
+
+    /// Queues the worker. Called with the lock held so that a stopping listener cannot be freed
+    /// between the last completion and its kick (stop flushes the queue after the rundown).
+    pub(crate) fn kick_locked(&self, _shared: &SpinGuard<'_, Shared>) {
+        // SAFETY: the work item lives in this listener, which stays alive until stop has flushed
+        // the queue (Listener invariant).
+        unsafe { self.queue.queue(&self.work) };
+    }
+
+    /// Marks the listener for a restart of its listening socket (NULL AcceptSocket, broken
+    /// listener). IRQL: <= DISPATCH_LEVEL.
+    pub(crate) fn request_restart_locked(shared: &mut Shared) {
+        if shared.phase == Phase::Running {
+            shared.phase = Phase::Restarting;
+        }
+    }
+
+    /// Policy, capacity and insertion for a just-accepted socket, on either path.
+    /// IRQL: DISPATCH_LEVEL (under the lock). Gives the socket back when refused.
+    pub(crate) fn admit(
+        &self,
+        shared: &mut Shared,
+        socket: ConnSocket,
+        local: SocketAddr,
+        remote: SocketAddr,
+        path: AcceptPath,
+    ) -> Result<ConnId, ConnSocket> {
+        if shared.phase != Phase::Running {
+            Counters::bump(&self.counters.rejected_not_running);
+            return Err(socket);
+        }
+        if let Verdict::Reject(reason) = self.policy.evaluate(&remote, shared.table.occupancy()) {
+            Counters::bump(match reason {
+                RejectReason::Full => &self.counters.rejected_full,
+                RejectReason::NotRunning => &self.counters.rejected_not_running,
+            });
+            return Err(socket);
+        }
+        let info = ConnInfo {
+            remote,
+            local,
+            path,
+            accepted_at: kernel::interrupt_time(),
+        };
+        match shared.table.insert(socket, info) {
+            Ok(id) => {
+                // SAFETY: `global` points at the engine's counters, which outlive listeners.
+                unsafe { (*self.global).opened() };
+                let first = match self.config.service {
+                    Service::Hold => work::RECEIVE,
+                    Service::Close => work::CLOSE,
+                };
+                shared.table.request(id.index(), first);
+                Ok(id)
+            }
+            Err(full) => {
+                Counters::bump(&self.counters.rejected_full);
+                Err(full.0)
+            }
+        }
+    }
+
+    /// Frees a Closing slot once its close completed and both its IRPs are back.
+    /// IRQL: DISPATCH_LEVEL (under the lock).
+    pub(crate) fn try_release(&self, shared: &mut Shared, index: u32) {
+        let Some(io) = self.io.get(index as usize) else {
+            return;
+        };
+        let ready = shared
+            .table
+            .entry(index)
+            .is_some_and(|e| e.state() == SlotState::Closing && e.close_done);
+        if ready && !io.recv.is_busy() && !io.ctl.is_busy() {
+            let peer_closed = shared.table.entry(index).is_some_and(|e| e.peer_closed);
+            if shared.table.release(index) {
+                Counters::bump(&self.counters.closed);
+                if peer_closed {
+                    Counters::bump(&self.counters.peer_closed);
+                }
+                // SAFETY: as in `admit`.
+                unsafe { (*self.global).closed() };
+            }
+        }
+    }
+
+    /// The worker's routine for this listener. IRQL: PASSIVE_LEVEL (worker thread).
+    fn process(&self) {
+        let phase = self.shared.lock().phase;
+        match phase {
+            Phase::Running => {
+                self.run_slot_work();
+                self.service_accepts(true);
+            }
+            Phase::Restarting => {
+                self.run_slot_work();
+                self.service_accepts(false);
+                self.restart_step();
+            }
+            Phase::Failed => {
+                self.run_slot_work();
+                self.service_accepts(false);
+            }
+            Phase::Stopping => self.stop_step(),
+            Phase::Stopped => {}
+        }
+    }
+
+    /// Performs queued slot work: receives, disconnects, closes. Worker only.
+    fn run_slot_work(&self) {
+        loop {
+            let action = {
+                let mut shared = self.shared.lock();
+                let Some((index, bits)) = shared.table.pop_work() else {
+                    break;
+                };
+                self.decide(&mut shared, index, bits)
+            };
+            if let Some(action) = action {
+                self.perform(action);
+            }
+        }
+    }
+
+    fn decide(&self, shared: &mut Shared, index: u32, bits: u8) -> Option<SlotAction> {
+        let io = self.io.get(index as usize)?;
+        let entry = shared.table.entry(index)?;
+        if entry.state() != SlotState::Active {
+            return None;
+        }
+        let generation = entry.generation();
+        if bits & (work::CLOSE | work::ABORT) != 0 {
+            if io.ctl.is_busy() {
+                // A disconnect is in flight; its completion asks for the close again.
+                return None;
+            }
+            let graceful =
+                bits & work::ABORT == 0 && !entry.disconnected && shared.phase != Phase::Stopping;
+            io.ctl_generation.store(generation, Ordering::Release);
+            shared.outstanding += 1;
+            if graceful {
+                io.ctl_op.store(ctl_op::DISCONNECT, Ordering::Release);
+                let socket = entry.socket()?.by_ref();
+                return Some(SlotAction::Disconnect(index, socket));
+            }
+            io.ctl_op.store(ctl_op::CLOSE, Ordering::Release);
+            let socket = shared.table.begin_close(index)?;
+            return Some(SlotAction::Close(index, socket));
+        }
+        if bits & work::RECEIVE != 0
+            && self.config.service == Service::Hold
+            && !io.recv.is_busy()
+            && !entry.peer_closed
+        {
+            io.recv_generation.store(generation, Ordering::Release);
+            shared.outstanding += 1;
+            return Some(SlotAction::Receive(index, entry.socket()?.by_ref()));
+        }
+        None
+    }
+
+    fn perform(&self, action: SlotAction) {
+        let submitted = match action {
+            SlotAction::Receive(index, socket) => self.io.get(index as usize).map(|io| {
+                // SAFETY: the slot's buffer and context are pinned; only the worker closes the
+                // socket, so it is alive for this call.
+                unsafe { socket.receive(&io.recv, io.buffer(), conn::receive_done, io.context()) }
+            }),
+            SlotAction::Disconnect(index, socket) => self.io.get(index as usize).map(|io| {
+                // SAFETY: as above.
+                unsafe { socket.disconnect(&io.ctl, false, conn::ctl_done, io.context()) }
+            }),
+            SlotAction::Close(index, socket) => self.io.get(index as usize).map(|io| {
+                // SAFETY: as above; the socket was taken out of the table, so this is its one
+                // close, and no other call on it is in progress (worker only).
+                unsafe { socket.close(&io.ctl, conn::ctl_done, io.context()) }.map_err(
+                    |(socket, status)| {
+                        // Unreachable (the IRP was idle under the lock); keep the socket parked
+                        // rather than lose it.
+                        let _ = socket.into_raw();
+                        status
+                    },
+                )
+            }),
+        };
+        if !matches!(submitted, Some(Ok(()))) {
+            self.shared.lock().outstanding -= 1;
+        }
+    }
+
+    /// Arms idle accept IRPs (when `arm`) and closes refused sockets. Worker only.
+    fn service_accepts(&self, arm: bool) {
+        // SAFETY: worker thread.
+        let socket = unsafe { self.socket.get() }.as_ref();
+        for slot in self.accepts.iter() {
+            let refused = {
+                let mut shared = self.shared.lock();
+                match slot.state.load(Ordering::Acquire) {
+                    accept_state::IDLE if arm && socket.is_some() => {
+                        slot.state.store(accept_state::ACCEPTING, Ordering::Release);
+                        shared.outstanding += 1;
+                        None
+                    }
+                    accept_state::REJECT_PENDING => {
+                        slot.state
+                            .store(accept_state::CLOSING_REJECTED, Ordering::Release);
+                        shared.outstanding += 1;
+                        Some(slot.rejected.swap(core::ptr::null_mut(), Ordering::AcqRel))
+                    }
+                    _ => continue,
+                }
+            };
+            let submitted = match (refused, socket) {
+                (Some(raw), _) => {
+                    // SAFETY: the refused socket was parked by the completion routine; we own it.
+                    match unsafe { ConnSocket::from_accepted(raw) } {
+                        // WSK-FACTS §7: closing a connection that is not disconnected aborts it.
+                        Some(refused) => {
+                            // SAFETY: pinned slot context; this socket's only call.
+                            unsafe { refused.close(&slot.irp, accept_done, slot.context()) }
+                                .map_err(|(s, e)| {
+                                    let _ = s.into_raw();
+                                    e
+                                })
+                        }
+                        None => Err(NtStatus::INVALID_PARAMETER),
+                    }
+                }
+                (None, Some(socket)) => {
+                    let (local, remote) = slot.address_buffers();
+                    // SAFETY: pinned slot buffers and context; worker-only calls on the socket.
+                    unsafe { socket.accept(&slot.irp, accept_done, slot.context(), local, remote) }
+                }
+                (None, None) => Err(NtStatus::INVALID_DEVICE_STATE),
+            };
+            if submitted.is_err() {
+                let mut shared = self.shared.lock();
+                shared.outstanding -= 1;
+                slot.state.store(accept_state::IDLE, Ordering::Release);
+            }
+        }
+    }
+
+    /// Closes the listening socket asynchronously (cancelling accepts). Worker only.
+    fn close_listening_socket(&self) {
+        // SAFETY: worker thread.
+        let Some(socket) = (unsafe { self.socket.get() }).take() else {
+            return;
+        };
+        if self.config.mode.uses_events() {
+            // STATUS_EVENT_PENDING is fine: the close below waits for running callbacks.
+            let _ = socket.set_events(WSK_EVENT_ACCEPT | WSK_EVENT_DISABLE);
+        }
+        {
+            let mut shared = self.shared.lock();
+            shared.outstanding += 1;
+            shared.listen_close_pending = true;
+        }
+        let context = core::ptr::from_ref(self).cast_mut().cast();
+        // SAFETY: the listener outlives its IRPs; no other call on the socket (worker only).
+        let closing = unsafe { socket.close_async(&self.ctl, listen_close_done, context) };
+        if let Err((socket, _)) = closing {
+            {
+                let mut shared = self.shared.lock();
+                shared.outstanding -= 1;
+                shared.listen_close_pending = false;
+            }
+            socket.close();
+        }
+    }
+
+    fn accepts_idle(&self) -> bool {
+        self.accepts
+            .iter()
+            .all(|a| a.state.load(Ordering::Acquire) == accept_state::IDLE)
+    }
+
+    /// Restart: close the broken listening socket, wait for the accept IRPs to come back, then
+    /// open a new one on the same address. Worker only.
+    fn restart_step(&self) {
+        self.close_listening_socket();
+        let (pending, bound) = {
+            let shared = self.shared.lock();
+            (shared.listen_close_pending, shared.bound)
+        };
+        if pending || !self.accepts_idle() {
+            return;
+        }
+        let reopened = self.open_socket(bound);
+        let mut shared = self.shared.lock();
+        if shared.phase != Phase::Restarting {
+            drop(shared);
+            if let Ok(socket) = reopened {
+                socket.close();
+            }
+            return;
+        }
+        match reopened {
+            Ok(socket) => {
+                // SAFETY: worker thread.
+                unsafe { *self.socket.get() = Some(socket) };
+                shared.phase = Phase::Running;
+                Counters::bump(&self.counters.listener_restarts);
+            }
+            Err(status) => {
+                shared.phase = Phase::Failed;
+                shared.last_error = status;
+            }
+        }
+        self.kick_locked(&shared);
+    }
+
+    /// One step of the rundown. Worker only.
+    fn stop_step(&self) {
+        self.close_listening_socket();
+        {
+            let mut shared = self.shared.lock();
+            if !shared.swept {
+                shared.swept = true;
+                for index in 0..shared.table.capacity() {
+                    if shared
+                        .table
+                        .entry(index)
+                        .is_some_and(|e| e.state() == SlotState::Active)
+                    {
+                        shared.table.request(index, work::ABORT);
+                    }
+                }
+            }
+        }
+        self.run_slot_work();
+        self.service_accepts(false);
+        let mut shared = self.shared.lock();
+        let done = !shared.listen_close_pending
+            && shared.table.occupancy().in_use == 0
+            && shared.outstanding == 0
+            && self.accepts_idle();
+        if done && shared.phase == Phase::Stopping {
+            shared.phase = Phase::Stopped;
+            self.stopped.set();
+        }
+    }
+
+    /// Stops the listener and frees it: bounded time whatever the peers do. Returns its final
+    /// counters. IRQL: PASSIVE_LEVEL.
+    ///
+    /// `flush` must wait until everything queued on the work queue has run.
+    pub fn stop(this: PoolBox<Self>, flush: impl Fn()) -> CounterSnapshot {
+        {
+            let mut shared = this.shared.lock();
+            shared.phase = Phase::Stopping;
+            this.kick_locked(&shared);
+        }
+        if !this.stopped.wait(Some(STOP_TIMEOUT)) {
+            // A provider that never completes an IRP: freeing would corrupt memory. Leak it.
+            let snapshot = this.counters.snapshot();
+            core::mem::forget(this);
+            return snapshot;
+        }
+        // The worker run that set `stopped` (and any kick before it) must be over before the
+        // work item's memory goes.
+        flush();
+        let snapshot = this.counters.snapshot();
+        drop(this);
+        snapshot
+    }
+}

@@ -1,0 +1,83 @@
+//! Listener and driver counters. Updated with relaxed atomics from completion routines and
+//! callbacks (DISPATCH_LEVEL, no locks needed); read by the control path.
+
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+macro_rules! counters {
+    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+        /// Live counters of one listener.
+        #[derive(Default)]
+        pub struct Counters { $($(#[$doc])* pub $name: AtomicU64,)* }
+
+        /// A copy of counters at one moment (or a sum of several).
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        pub struct CounterSnapshot { $($(#[$doc])* pub $name: u64,)* }
+
+        impl Counters {
+            /// Reads every counter.
+            #[must_use]
+            pub fn snapshot(&self) -> CounterSnapshot {
+                CounterSnapshot { $($name: self.$name.load(Ordering::Relaxed),)* }
+            }
+        }
+
+        impl CounterSnapshot {
+            /// Adds `other` into `self`.
+            pub fn add(&mut self, other: &CounterSnapshot) {
+                $(self.$name += other.$name;)*
+            }
+        }
+    };
+}
+
+counters! {
+    /// Connections accepted through WskAccept IRPs.
+    accepted_irp,
+    /// Connections accepted through WskAcceptEvent.
+    accepted_event,
+    /// Connections refused because the table was full.
+    rejected_full,
+    /// Connections refused because the listener was stopping or restarting.
+    rejected_not_running,
+    /// Connections closed and removed from the table.
+    closed,
+    /// Of those, closed because the peer closed or reset.
+    peer_closed,
+    /// Of those, closed on a user's request.
+    user_closed,
+    /// Times the listening socket was recreated (NULL AcceptSocket, broken listener).
+    listener_restarts,
+    /// Accept IRPs that completed with an error other than STATUS_CANCELLED.
+    accept_errors,
+    /// Bytes peers sent that the hold service read and discarded.
+    bytes_discarded,
+}
+
+impl Counters {
+    /// Adds one to a counter.
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Driver-wide figures that are not sums of per-listener counters.
+#[derive(Default)]
+pub struct Global {
+    /// Connections in all tables now.
+    pub active: AtomicU32,
+    /// Highest `active` seen.
+    pub peak: AtomicU32,
+}
+
+impl Global {
+    /// One more connection. IRQL: <= DISPATCH_LEVEL.
+    pub fn opened(&self) {
+        let now = self.active.fetch_add(1, Ordering::Relaxed) + 1;
+        self.peak.fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// One fewer. IRQL: <= DISPATCH_LEVEL.
+    pub fn closed(&self) {
+        self.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}

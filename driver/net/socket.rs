@@ -1,0 +1,416 @@
+//! Owned WSK sockets. A [`ListenSocket`] and a [`ConnSocket`] are each closed exactly once: the
+//! close methods take `self`, and neither type is `Clone`, so use after close does not compile.
+
+use core::ffi::c_void;
+use core::net::SocketAddr;
+use core::ptr::NonNull;
+
+use wsk::{
+    NtStatus, PfnIoCompletionRoutine, SO_WSK_EVENT_CALLBACK, SOCKADDR, SOCKADDR_STORAGE,
+    SOL_SOCKET, WSK_BUF, WSK_CLIENT_CONNECTION_DISPATCH, WSK_CLIENT_LISTEN_DISPATCH,
+    WSK_CONTROL_SOCKET_TYPE, WSK_EVENT_CALLBACK_CONTROL, WSK_FLAG_ABORTIVE, WSK_FLAG_LISTEN_SOCKET,
+    WSK_INSPECT_ACTION, WSK_INSPECT_ID, WSK_PROVIDER_CONNECTION_DISPATCH,
+    WSK_PROVIDER_LISTEN_DISPATCH, WSK_SOCKET,
+};
+
+use super::{DriverIrp, Provider, sync};
+use crate::kernel;
+
+fn missing() -> NtStatus {
+    NtStatus::NOT_SUPPORTED
+}
+
+/// A listening socket (WSK_FLAG_LISTEN_SOCKET).
+///
+/// Invariant: `raw` is a live listening socket of a captured provider, owned here, closed once by
+/// [`ListenSocket::close`] or [`ListenSocket::close_async`].
+pub struct ListenSocket {
+    raw: NonNull<WSK_SOCKET>,
+}
+
+// SAFETY: a WSK socket may be used from any thread (callers serialise calls on it).
+unsafe impl Send for ListenSocket {}
+// SAFETY: as above.
+unsafe impl Sync for ListenSocket {}
+
+impl ListenSocket {
+    /// WskSocket(LISTEN, TCP) with `context` and the client's listen callbacks. IRQL: PASSIVE.
+    ///
+    /// # Errors
+    /// What WskSocket completes with.
+    ///
+    /// # Safety
+    /// `context` must stay valid for every callback until the socket is closed.
+    pub unsafe fn create(
+        provider: Provider,
+        family: u16,
+        context: *mut c_void,
+        callbacks: &'static WSK_CLIENT_LISTEN_DISPATCH,
+    ) -> Result<Self, NtStatus> {
+        let wsk_socket = provider.dispatch().WskSocket.ok_or_else(missing)?;
+        let client = provider.client();
+        let information = sync::call(|irp| {
+            // SAFETY: documented WskSocket arguments (WSK-FACTS §1); the dispatch is static.
+            unsafe {
+                wsk_socket(
+                    client,
+                    family,
+                    wsk::SOCK_STREAM,
+                    wsk::IPPROTO_TCP,
+                    WSK_FLAG_LISTEN_SOCKET,
+                    context,
+                    core::ptr::from_ref(callbacks).cast(),
+                    core::ptr::null_mut(),
+                    core::ptr::null_mut(),
+                    core::ptr::null_mut(),
+                    irp,
+                )
+            }
+        })?;
+        NonNull::new(information as *mut WSK_SOCKET)
+            .map(|raw| Self { raw })
+            .ok_or(NtStatus::UNSUCCESSFUL)
+    }
+
+    fn dispatch(&self) -> &'static WSK_PROVIDER_LISTEN_DISPATCH {
+        // SAFETY: the socket is live (type invariant), so its WSK_SOCKET is readable.
+        let dispatch = unsafe { (*self.raw.as_ptr()).Dispatch };
+        // SAFETY: a listening socket's Dispatch is the provider's listen table, which lives as long
+        // as the provider.
+        unsafe { &*dispatch.cast::<WSK_PROVIDER_LISTEN_DISPATCH>() }
+    }
+
+    /// The raw pointer (for logs and comparisons only).
+    #[must_use]
+    pub fn as_raw(&self) -> *mut WSK_SOCKET {
+        self.raw.as_ptr()
+    }
+
+    /// WskControlSocket(WskSetOption) with a ULONG value, waited for. IRQL: PASSIVE_LEVEL.
+    ///
+    /// # Errors
+    /// What the provider completes with.
+    pub fn set_option(&self, level: u32, code: u32, value: u32) -> Result<(), NtStatus> {
+        let control = self.dispatch().Basic.WskControlSocket.ok_or_else(missing)?;
+        let raw = self.raw.as_ptr();
+        let mut value = value;
+        let input = (&raw mut value).cast();
+        // SAFETY: documented arguments; `value` outlives the call (we wait for it).
+        sync::call(|irp| unsafe {
+            control(
+                raw,
+                WSK_CONTROL_SOCKET_TYPE::SET_OPTION,
+                code,
+                level,
+                4,
+                input,
+                0,
+                core::ptr::null_mut(),
+                core::ptr::null_mut(),
+                irp,
+            )
+        })
+        .map(|_| ())
+    }
+
+    /// Enables (or, with `WSK_EVENT_DISABLE`, disables one) event callbacks: SO_WSK_EVENT_CALLBACK
+    /// without an IRP (WSK-FACTS §5). Returns SUCCESS, or EVENT_PENDING when disabling while a
+    /// callback runs. IRQL: <= DISPATCH_LEVEL.
+    #[must_use]
+    pub fn set_events(&self, mask: u32) -> NtStatus {
+        let Some(control) = self.dispatch().Basic.WskControlSocket else {
+            return missing();
+        };
+        let mut value = WSK_EVENT_CALLBACK_CONTROL {
+            NpiId: kernel::npi_wsk_interface_id(),
+            EventMask: mask,
+        };
+        // SAFETY: documented arguments; the value is read during the call only.
+        unsafe {
+            control(
+                self.raw.as_ptr(),
+                WSK_CONTROL_SOCKET_TYPE::SET_OPTION,
+                SO_WSK_EVENT_CALLBACK,
+                SOL_SOCKET,
+                size_of::<WSK_EVENT_CALLBACK_CONTROL>(),
+                (&raw mut value).cast(),
+                0,
+                core::ptr::null_mut(),
+                core::ptr::null_mut(),
+                core::ptr::null_mut(),
+            )
+        }
+    }
+
+    /// WskBind, which also starts listening (WSK-FACTS §3). IRQL: PASSIVE_LEVEL.
+    ///
+    /// # Errors
+    /// What WskBind completes with (e.g. STATUS_ADDRESS_ALREADY_ASSOCIATED).
+    pub fn bind(&self, address: SocketAddr) -> Result<(), NtStatus> {
+        let bind = self.dispatch().WskBind.ok_or_else(missing)?;
+        let raw = self.raw.as_ptr();
+        let mut storage = SOCKADDR_STORAGE::from(address);
+        let ptr = storage.as_mut_ptr();
+        // SAFETY: documented arguments; `storage` outlives the call.
+        sync::call(|irp| unsafe { bind(raw, ptr, 0, irp) }).map(|_| ())
+    }
+
+    /// WskGetLocalAddress. IRQL: PASSIVE_LEVEL.
+    ///
+    /// # Errors
+    /// What the provider completes with, or STATUS_INVALID_PARAMETER for a family it cannot read.
+    pub fn local_address(&self) -> Result<SocketAddr, NtStatus> {
+        let get = self.dispatch().WskGetLocalAddress.ok_or_else(missing)?;
+        let raw = self.raw.as_ptr();
+        let mut storage = SOCKADDR_STORAGE::zeroed();
+        let ptr = storage.as_mut_ptr();
+        // SAFETY: documented arguments; `storage` outlives the call.
+        sync::call(|irp| unsafe { get(raw, ptr, irp) })?;
+        storage
+            .to_socket_addr()
+            .map_err(|_| NtStatus::INVALID_PARAMETER)
+    }
+
+    /// WskAccept with a caller-allocated IRP. The completion routine receives the PWSK_SOCKET in
+    /// IoStatus.Information (WSK-FACTS §3). IRQL: <= DISPATCH_LEVEL.
+    ///
+    /// # Errors
+    /// STATUS_INVALID_DEVICE_STATE when `irp` is busy.
+    ///
+    /// # Safety
+    /// `routine(context)` as for [`DriverIrp::submit`]; `local`/`remote` must be nonpaged
+    /// SOCKADDR_STORAGE buffers (or NULL) alive until completion; no other call on this socket may
+    /// be in progress concurrently with a close.
+    pub unsafe fn accept(
+        &self,
+        irp: &DriverIrp,
+        routine: PfnIoCompletionRoutine,
+        context: *mut c_void,
+        local: *mut SOCKADDR,
+        remote: *mut SOCKADDR,
+    ) -> Result<(), NtStatus> {
+        let accept = self.dispatch().WskAccept.ok_or_else(missing)?;
+        let raw = self.raw.as_ptr();
+        let call = |irp: *mut wsk::IRP| {
+            // SAFETY: the WSK call with its documented arguments (WSK-FACTS §1); the IRP is the one submit hands over.
+            unsafe {
+                accept(
+                    raw,
+                    0,
+                    core::ptr::null_mut(),
+                    core::ptr::null(),
+                    local,
+                    remote,
+                    irp,
+                )
+            }
+        };
+        // SAFETY: the caller upholds submit's contract for routine and context.
+        unsafe { irp.submit(routine, context, call) }
+    }
+
+    /// WskInspectComplete. IRQL: <= DISPATCH_LEVEL.
+    ///
+    /// # Errors
+    /// STATUS_INVALID_DEVICE_STATE when `irp` is busy.
+    ///
+    /// # Safety
+    /// As for [`ListenSocket::accept`]; `id` is the driver's copy of the pended ID.
+    pub unsafe fn inspect_complete(
+        &self,
+        irp: &DriverIrp,
+        routine: PfnIoCompletionRoutine,
+        context: *mut c_void,
+        id: *mut WSK_INSPECT_ID,
+        action: WSK_INSPECT_ACTION,
+    ) -> Result<(), NtStatus> {
+        let complete = self.dispatch().WskInspectComplete.ok_or_else(missing)?;
+        let raw = self.raw.as_ptr();
+        let call = |irp: *mut wsk::IRP| {
+            // SAFETY: the WSK call with its documented arguments (WSK-FACTS §1); the IRP is the one submit hands over.
+            unsafe { complete(raw, id, action, irp) }
+        };
+        // SAFETY: the caller upholds submit's contract for routine and context.
+        unsafe { irp.submit(routine, context, call) }
+    }
+
+    /// WskCloseSocket, waited for: pending accepts complete with STATUS_CANCELLED first
+    /// (WSK-FACTS §7). IRQL: PASSIVE_LEVEL.
+    pub fn close(self) {
+        let Some(close) = self.dispatch().Basic.WskCloseSocket else {
+            return;
+        };
+        let raw = self.raw.as_ptr();
+        // SAFETY: consumed: no other call can follow. Close never fails (WSK-FACTS §7).
+        let _ = sync::call(|irp| unsafe { close(raw, irp) });
+    }
+
+    /// WskCloseSocket without waiting. IRQL: <= DISPATCH_LEVEL.
+    ///
+    /// # Errors
+    /// Gives the socket back with STATUS_INVALID_DEVICE_STATE when `irp` is busy.
+    ///
+    /// # Safety
+    /// As for [`DriverIrp::submit`].
+    pub unsafe fn close_async(
+        self,
+        irp: &DriverIrp,
+        routine: PfnIoCompletionRoutine,
+        context: *mut c_void,
+    ) -> Result<(), (Self, NtStatus)> {
+        let Some(close) = self.dispatch().Basic.WskCloseSocket else {
+            return Err((self, missing()));
+        };
+        let raw = self.raw.as_ptr();
+        let call = |irp: *mut wsk::IRP| {
+            // SAFETY: the WSK call with its documented arguments (WSK-FACTS §1); the IRP is the one submit hands over.
+            unsafe { close(raw, irp) }
+        };
+        // SAFETY: the caller upholds submit's contract for routine and context.
+        match unsafe { irp.submit(routine, context, call) } {
+            Ok(()) => Ok(()),
+            Err(status) => Err((self, status)),
+        }
+    }
+}
+
+/// An accepted connection socket.
+///
+/// Invariant: `raw` is a live connection socket handed to the driver (WskAccept's Information or
+/// WskAcceptEvent's AcceptSocket), owned here, closed once by [`ConnSocket::close`].
+pub struct ConnSocket {
+    raw: NonNull<WSK_SOCKET>,
+}
+
+// SAFETY: a WSK socket may be used from any thread.
+unsafe impl Send for ConnSocket {}
+
+impl ConnSocket {
+    /// Takes ownership of an accepted socket.
+    ///
+    /// # Safety
+    /// `raw` must be an accepted connection socket nobody else owns.
+    #[must_use]
+    pub unsafe fn from_accepted(raw: *mut WSK_SOCKET) -> Option<Self> {
+        NonNull::new(raw).map(|raw| Self { raw })
+    }
+
+    /// Gives up ownership without closing (a socket the provider closes itself, e.g. one an accept
+    /// event declined, or one parked for the worker to close).
+    #[must_use]
+    pub fn into_raw(self) -> *mut WSK_SOCKET {
+        self.raw.as_ptr()
+    }
+
+    /// A borrowed handle for calls made while the socket stays owned (see [`ConnSocketRef`]).
+    #[must_use]
+    pub fn by_ref(&self) -> ConnSocketRef {
+        ConnSocketRef { raw: self.raw }
+    }
+
+    /// WskCloseSocket: pending IRPs complete with STATUS_CANCELLED; a connection not disconnected
+    /// is aborted (RST) (WSK-FACTS §7). IRQL: <= DISPATCH_LEVEL.
+    ///
+    /// # Errors
+    /// Gives the socket back when `irp` is busy.
+    ///
+    /// # Safety
+    /// As for [`DriverIrp::submit`]; no other call on the socket may be in progress.
+    pub unsafe fn close(
+        self,
+        irp: &DriverIrp,
+        routine: PfnIoCompletionRoutine,
+        context: *mut c_void,
+    ) -> Result<(), (Self, NtStatus)> {
+        let Some(close) = self.by_ref().dispatch().Basic.WskCloseSocket else {
+            return Err((self, missing()));
+        };
+        let raw = self.raw.as_ptr();
+        let call = |irp: *mut wsk::IRP| {
+            // SAFETY: the WSK call with its documented arguments (WSK-FACTS §1); the IRP is the one submit hands over.
+            unsafe { close(raw, irp) }
+        };
+        // SAFETY: the caller upholds submit's contract for routine and context.
+        match unsafe { irp.submit(routine, context, call) } {
+            Ok(()) => Ok(()),
+            Err(status) => Err((self, status)),
+        }
+    }
+}
+
+/// A borrowed connection socket for one call.
+///
+/// Invariant: whoever makes one guarantees the owning [`ConnSocket`] is not closed before the
+/// call it is used for has been made (in wskaccept only the worker makes calls and closes).
+#[derive(Clone, Copy)]
+pub struct ConnSocketRef {
+    raw: NonNull<WSK_SOCKET>,
+}
+
+impl ConnSocketRef {
+    fn dispatch(self) -> &'static WSK_PROVIDER_CONNECTION_DISPATCH {
+        // SAFETY: the socket is live (type invariant), so its WSK_SOCKET is readable.
+        let dispatch = unsafe { (*self.raw.as_ptr()).Dispatch };
+        // SAFETY: a connection socket's Dispatch is the provider's connection table.
+        unsafe { &*dispatch.cast::<WSK_PROVIDER_CONNECTION_DISPATCH>() }
+    }
+
+    /// WskReceive into `buffer`: completes with the byte count, 0 on a graceful close, or an error
+    /// on a reset. IRQL: <= DISPATCH_LEVEL.
+    ///
+    /// # Errors
+    /// STATUS_INVALID_DEVICE_STATE when `irp` is busy.
+    ///
+    /// # Safety
+    /// As for [`DriverIrp::submit`]; `buffer` (and its MDL) must stay valid until completion.
+    pub unsafe fn receive(
+        self,
+        irp: &DriverIrp,
+        buffer: *mut WSK_BUF,
+        routine: PfnIoCompletionRoutine,
+        context: *mut c_void,
+    ) -> Result<(), NtStatus> {
+        let receive = self.dispatch().WskReceive.ok_or_else(missing)?;
+        let raw = self.raw.as_ptr();
+        let call = |irp: *mut wsk::IRP| {
+            // SAFETY: the WSK call with its documented arguments (WSK-FACTS §1); the IRP is the one submit hands over.
+            unsafe { receive(raw, buffer, 0, irp) }
+        };
+        // SAFETY: the caller upholds submit's contract for routine and context.
+        unsafe { irp.submit(routine, context, call) }
+    }
+
+    /// WskDisconnect, graceful (FIN) or abortive (RST). IRQL: <= DISPATCH_LEVEL.
+    ///
+    /// # Errors
+    /// STATUS_INVALID_DEVICE_STATE when `irp` is busy.
+    ///
+    /// # Safety
+    /// As for [`DriverIrp::submit`].
+    pub unsafe fn disconnect(
+        self,
+        irp: &DriverIrp,
+        abortive: bool,
+        routine: PfnIoCompletionRoutine,
+        context: *mut c_void,
+    ) -> Result<(), NtStatus> {
+        let disconnect = self.dispatch().WskDisconnect.ok_or_else(missing)?;
+        let raw = self.raw.as_ptr();
+        let flags = if abortive { WSK_FLAG_ABORTIVE } else { 0 };
+        let call = |irp: *mut wsk::IRP| {
+            // SAFETY: the WSK call with its documented arguments (WSK-FACTS §1); the IRP is the one submit hands over.
+            unsafe { disconnect(raw, core::ptr::null_mut(), flags, irp) }
+        };
+        // SAFETY: the caller upholds submit's contract for routine and context.
+        unsafe { irp.submit(routine, context, call) }
+    }
+}
+
+/// The client connection dispatch used for accepted sockets: no callbacks (peer closes are seen
+/// by a pending receive, which has no enable race, see `conn.rs`).
+pub static NO_CONNECTION_CALLBACKS: WSK_CLIENT_CONNECTION_DISPATCH =
+    WSK_CLIENT_CONNECTION_DISPATCH {
+        WskReceiveEvent: None,
+        WskDisconnectEvent: None,
+        WskSendBacklogEvent: None,
+    };

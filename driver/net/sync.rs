@@ -1,0 +1,54 @@
+//! One WSK call waited for at PASSIVE_LEVEL: an IRP whose completion routine records IoStatus and
+//! sets an event. Used for listener setup and teardown, never on the accept path.
+
+use core::cell::Cell;
+use core::ffi::c_void;
+
+use wsk::{DEVICE_OBJECT, IRP, NtStatus};
+
+use super::DriverIrp;
+use crate::kernel::Event;
+
+struct SyncCall {
+    irp: DriverIrp,
+    done: Event,
+    result: Cell<(NtStatus, usize)>,
+}
+
+/// Completion routine of a synchronous call. IRQL: <= DISPATCH_LEVEL; never blocks or allocates.
+unsafe extern "system" fn sync_call_done(
+    _device: *mut DEVICE_OBJECT,
+    _irp: *mut IRP,
+    context: *mut c_void,
+) -> NtStatus {
+    // SAFETY: the context is the SyncCall on `call`'s stack, alive until its wait returns.
+    let call = unsafe { &*context.cast::<SyncCall>() };
+    // SAFETY: this is the IRP's completion routine.
+    call.result.set(unsafe { call.irp.take_back() });
+    call.done.set();
+    NtStatus::MORE_PROCESSING_REQUIRED
+}
+
+/// Runs `f` with a fresh IRP and waits for its completion; returns IoStatus.Information on
+/// success. IRQL: PASSIVE_LEVEL.
+///
+/// # Errors
+/// The completion status when it is not a success, or STATUS_INSUFFICIENT_RESOURCES.
+pub fn call(f: impl FnOnce(*mut IRP) -> NtStatus) -> Result<usize, NtStatus> {
+    let state = SyncCall {
+        irp: DriverIrp::allocate()?,
+        done: Event::notification(false)?,
+        result: Cell::new((NtStatus::PENDING, 0)),
+    };
+    let context = core::ptr::from_ref(&state).cast_mut().cast();
+    // SAFETY: `state` outlives the completion (we wait for it below); `f` passes the IRP to one
+    // WSK call.
+    unsafe { state.irp.submit(sync_call_done, context, f) }?;
+    state.done.wait(None);
+    let (status, information) = state.result.get();
+    if status.is_success() {
+        Ok(information)
+    } else {
+        Err(status)
+    }
+}

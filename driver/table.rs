@@ -1,0 +1,514 @@
+//! The connection table: preallocated at listener start, O(1) insert, lookup and remove through
+//! an intrusive free list, no allocation after creation. It lives under the listener's spin lock;
+//! every method is a few instructions (safe at DISPATCH_LEVEL).
+//!
+//! User mode sees a 64-bit [`ConnId`] (listener, generation, slot index), never a pointer; a
+//! slot's generation changes every time it is freed, so a stale id is refused.
+//!
+//! The table also keeps an intrusive FIFO of slots with work for the worker (first receive,
+//! re-arm, close) so completion routines can hand work over without allocating.
+
+use core::net::SocketAddr;
+
+use wsk::NtStatus;
+
+use crate::kernel::{PoolSlice, tags};
+
+const NIL: u32 = u32::MAX;
+/// Generations are 24 bits wide in a [`ConnId`].
+const GENERATION_MASK: u32 = 0x00FF_FFFF;
+
+/// A connection id: bits 0–31 slot index, 32–55 generation (never 0), 56–63 listener slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConnId(pub u64);
+
+impl ConnId {
+    /// Builds an id.
+    #[must_use]
+    pub const fn new(listener: u8, generation: u32, index: u32) -> Self {
+        Self(
+            ((listener as u64) << 56)
+                | (((generation & GENERATION_MASK) as u64) << 32)
+                | index as u64,
+        )
+    }
+
+    /// The listener slot.
+    #[must_use]
+    pub const fn listener(self) -> u8 {
+        (self.0 >> 56) as u8
+    }
+
+    /// The slot generation.
+    #[must_use]
+    pub const fn generation(self) -> u32 {
+        ((self.0 >> 32) as u32) & GENERATION_MASK
+    }
+
+    /// The slot index.
+    #[must_use]
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "the index is the low 32 bits by design"
+    )]
+    pub const fn index(self) -> u32 {
+        self.0 as u32
+    }
+}
+
+/// Which WSK path accepted a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AcceptPath {
+    /// WskAccept with a caller-allocated IRP.
+    Irp,
+    /// The WskAcceptEvent callback.
+    Event,
+}
+
+/// A slot's lifecycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlotState {
+    /// On the free list.
+    Free,
+    /// Holding an accepted connection.
+    Active,
+    /// Its socket is being closed; freed when every IRP of the slot is back.
+    Closing,
+}
+
+/// Work a slot asks the worker for (bits).
+pub mod work {
+    /// Post (or re-post) the receive that notices the peer's close.
+    pub const RECEIVE: u8 = 0x01;
+    /// Close gracefully: disconnect (FIN), then close.
+    pub const CLOSE: u8 = 0x02;
+    /// Close abortively (RST) at once.
+    pub const ABORT: u8 = 0x04;
+}
+
+/// What a slot records about its connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnInfo {
+    /// Peer address.
+    pub remote: SocketAddr,
+    /// Local address.
+    pub local: SocketAddr,
+    /// The accepting path.
+    pub path: AcceptPath,
+    /// KeQueryInterruptTime at accept, 100 ns units.
+    pub accepted_at: u64,
+}
+
+/// One slot. `S` is the owned socket type (a `ConnSocket` in the driver).
+pub struct Entry<S> {
+    generation: u32,
+    state: SlotState,
+    next_free: u32,
+    next_work: u32,
+    work: u8,
+    socket: Option<S>,
+    info: ConnInfo,
+    /// The peer closed (or reset) the connection.
+    pub peer_closed: bool,
+    /// A graceful disconnect has completed.
+    pub disconnected: bool,
+    /// WskCloseSocket has completed for this slot.
+    pub close_done: bool,
+}
+
+impl<S> Entry<S> {
+    /// The slot's state.
+    #[must_use]
+    pub fn state(&self) -> SlotState {
+        self.state
+    }
+
+    /// The slot's current generation.
+    #[must_use]
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    /// What was recorded at accept.
+    #[must_use]
+    pub fn info(&self) -> &ConnInfo {
+        &self.info
+    }
+
+    /// The socket, while the slot is Active.
+    #[must_use]
+    pub fn socket(&self) -> Option<&S> {
+        self.socket.as_ref()
+    }
+}
+
+/// Occupancy figures.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Occupancy {
+    /// Slots Active or Closing.
+    pub in_use: u32,
+    /// Highest `in_use` seen.
+    pub peak: u32,
+    /// Slots in all.
+    pub capacity: u32,
+}
+
+/// The table.
+///
+/// Invariants: every index on the free list is `Free`; every other slot is `Active` or `Closing`;
+/// `in_use` counts the latter; a slot is on the work list exactly when its `work` bits are non-zero
+/// and it is not `Free`.
+pub struct Table<S> {
+    entries: PoolSlice<Entry<S>>,
+    listener: u8,
+    free_head: u32,
+    work_head: u32,
+    work_tail: u32,
+    in_use: u32,
+    peak: u32,
+}
+
+/// The table is full: the socket comes back to the caller, who rejects it.
+#[derive(Debug)]
+pub struct Full<S>(pub S);
+
+impl<S> Table<S> {
+    /// Bytes of driver memory per slot (the table's own; kernel objects per slot are extra).
+    pub const BYTES_PER_ENTRY: usize = size_of::<Entry<S>>();
+
+    /// A table of `capacity` free slots. IRQL: <= DISPATCH_LEVEL.
+    ///
+    /// # Errors
+    /// STATUS_INVALID_PARAMETER for a zero capacity, STATUS_INSUFFICIENT_RESOURCES for no memory.
+    pub fn with_capacity(
+        listener: u8,
+        capacity: u32,
+        placeholder: SocketAddr,
+    ) -> Result<Self, NtStatus> {
+        if capacity == 0 || capacity == NIL {
+            return Err(NtStatus::INVALID_PARAMETER);
+        }
+        let entries = PoolSlice::try_new(tags::TABLE, capacity as usize, |index| {
+            let next = u32::try_from(index + 1).unwrap_or(NIL);
+            Ok(Entry {
+                generation: 1,
+                state: SlotState::Free,
+                next_free: if next == capacity { NIL } else { next },
+                next_work: NIL,
+                work: 0,
+                socket: None,
+                info: ConnInfo {
+                    remote: placeholder,
+                    local: placeholder,
+                    path: AcceptPath::Irp,
+                    accepted_at: 0,
+                },
+                peer_closed: false,
+                disconnected: false,
+                close_done: false,
+            })
+        })?;
+        Ok(Self {
+            entries,
+            listener,
+            free_head: 0,
+            work_head: NIL,
+            work_tail: NIL,
+            in_use: 0,
+            peak: 0,
+        })
+    }
+
+    /// Occupancy now.
+    #[must_use]
+    pub fn occupancy(&self) -> Occupancy {
+        Occupancy {
+            in_use: self.in_use,
+            peak: self.peak,
+            capacity: u32::try_from(self.entries.len()).unwrap_or(NIL),
+        }
+    }
+
+    /// Inserts an accepted connection; O(1), no allocation.
+    ///
+    /// # Errors
+    /// [`Full`] with the socket when no slot is free.
+    pub fn insert(&mut self, socket: S, info: ConnInfo) -> Result<ConnId, Full<S>> {
+        let index = self.free_head;
+        let Some(entry) = self.entries.get_mut(index as usize) else {
+            return Err(Full(socket));
+        };
+        self.free_head = entry.next_free;
+        entry.next_free = NIL;
+        entry.state = SlotState::Active;
+        entry.socket = Some(socket);
+        entry.info = info;
+        entry.peer_closed = false;
+        entry.disconnected = false;
+        entry.close_done = false;
+        self.in_use += 1;
+        self.peak = self.peak.max(self.in_use);
+        Ok(ConnId::new(self.listener, entry.generation, index))
+    }
+
+    /// The entry an id names, if the id is current (right listener, index and generation, slot not
+    /// free). O(1).
+    #[must_use]
+    pub fn get(&self, id: ConnId) -> Option<&Entry<S>> {
+        if id.listener() != self.listener {
+            return None;
+        }
+        let entry = self.entries.get(id.index() as usize)?;
+        (entry.state != SlotState::Free && entry.generation == id.generation()).then_some(entry)
+    }
+
+    /// The entry at `index` whatever its state.
+    #[must_use]
+    pub fn entry(&self, index: u32) -> Option<&Entry<S>> {
+        self.entries.get(index as usize)
+    }
+
+    /// The entry at `index`, mutable.
+    pub fn entry_mut(&mut self, index: u32) -> Option<&mut Entry<S>> {
+        self.entries.get_mut(index as usize)
+    }
+
+    /// The id of the slot at `index` as it is now.
+    #[must_use]
+    pub fn id_of(&self, index: u32) -> Option<ConnId> {
+        self.entry(index)
+            .filter(|e| e.state != SlotState::Free)
+            .map(|e| ConnId::new(self.listener, e.generation, index))
+    }
+
+    /// Asks the worker for `bits` on a slot that is not free; queues it once. O(1).
+    pub fn request(&mut self, index: u32, bits: u8) {
+        let Some(entry) = self.entries.get_mut(index as usize) else {
+            return;
+        };
+        if entry.state == SlotState::Free || bits == 0 {
+            return;
+        }
+        let was_queued = entry.work != 0;
+        entry.work |= bits;
+        if was_queued {
+            return;
+        }
+        entry.next_work = NIL;
+        match self.entries.get_mut(self.work_tail as usize) {
+            Some(tail) => tail.next_work = index,
+            None => self.work_head = index,
+        }
+        self.work_tail = index;
+    }
+
+    /// The next slot with work, and the work. O(1).
+    pub fn pop_work(&mut self) -> Option<(u32, u8)> {
+        let index = self.work_head;
+        let entry = self.entries.get_mut(index as usize)?;
+        self.work_head = entry.next_work;
+        if self.work_head == NIL {
+            self.work_tail = NIL;
+        }
+        entry.next_work = NIL;
+        let bits = core::mem::take(&mut entry.work);
+        Some((index, bits))
+    }
+
+    /// Active → Closing: takes the socket out to close it (exactly once). O(1).
+    pub fn begin_close(&mut self, index: u32) -> Option<S> {
+        let entry = self.entries.get_mut(index as usize)?;
+        if entry.state != SlotState::Active {
+            return None;
+        }
+        entry.state = SlotState::Closing;
+        entry.socket.take()
+    }
+
+    /// Closing → Free: the slot's generation moves on, so its old id goes stale. O(1).
+    pub fn release(&mut self, index: u32) -> bool {
+        let Some(entry) = self.entries.get_mut(index as usize) else {
+            return false;
+        };
+        if entry.state != SlotState::Closing {
+            return false;
+        }
+        entry.state = SlotState::Free;
+        entry.socket = None;
+        entry.work = 0;
+        entry.generation = match (entry.generation + 1) & GENERATION_MASK {
+            0 => 1,
+            next => next,
+        };
+        entry.next_free = self.free_head;
+        self.free_head = index;
+        self.in_use -= 1;
+        true
+    }
+
+    /// Indices of slots at or after `start` that are Active, in index order (for paged listing).
+    pub fn active_from(&self, start: u32) -> impl Iterator<Item = (u32, &Entry<S>)> {
+        self.entries
+            .iter()
+            .enumerate()
+            .skip(start as usize)
+            .filter(|(_, e)| e.state == SlotState::Active)
+            .filter_map(|(i, e)| u32::try_from(i).ok().map(|i| (i, e)))
+    }
+
+    /// Number of slots.
+    #[must_use]
+    pub fn capacity(&self) -> u32 {
+        u32::try_from(self.entries.len()).unwrap_or(NIL)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    fn info(port: u16) -> ConnInfo {
+        let addr: SocketAddr = SocketAddr::from(([127, 0, 0, 1], port));
+        ConnInfo {
+            remote: addr,
+            local: addr,
+            path: AcceptPath::Event,
+            accepted_at: 0,
+        }
+    }
+
+    fn placeholder() -> SocketAddr {
+        SocketAddr::from(([0, 0, 0, 0], 0))
+    }
+
+    #[test]
+    fn full_table_gives_the_socket_back() {
+        let mut table = Table::with_capacity(3, 2, placeholder()).unwrap();
+        let a = table.insert(10u32, info(1)).unwrap();
+        let b = table.insert(11u32, info(2)).unwrap();
+        assert_eq!(a.listener(), 3);
+        assert_ne!(a, b);
+        assert_eq!(table.insert(12u32, info(3)).unwrap_err().0, 12);
+        assert_eq!(
+            table.occupancy(),
+            Occupancy {
+                in_use: 2,
+                peak: 2,
+                capacity: 2
+            }
+        );
+    }
+
+    #[test]
+    fn a_freed_slot_comes_back_with_a_new_generation_and_the_old_id_is_stale() {
+        let mut table = Table::with_capacity(0, 1, placeholder()).unwrap();
+        let first = table.insert(1u32, info(1)).unwrap();
+        assert_eq!(table.begin_close(first.index()), Some(1));
+        assert!(
+            table.get(first).is_some(),
+            "closing slots are still visible"
+        );
+        assert!(table.release(first.index()));
+        assert!(table.get(first).is_none());
+        let second = table.insert(2u32, info(2)).unwrap();
+        assert_eq!(second.index(), first.index());
+        assert_ne!(second.generation(), first.generation());
+        assert!(table.get(first).is_none(), "the stale id is refused");
+        assert_eq!(table.get(second).unwrap().socket(), Some(&2));
+    }
+
+    #[test]
+    fn work_requests_are_queued_once_in_fifo_order() {
+        let mut table = Table::with_capacity(0, 4, placeholder()).unwrap();
+        let ids: Vec<_> = (0..3).map(|i| table.insert(i, info(1)).unwrap()).collect();
+        table.request(ids[2].index(), work::RECEIVE);
+        table.request(ids[0].index(), work::RECEIVE);
+        table.request(ids[2].index(), work::CLOSE);
+        assert_eq!(
+            table.pop_work(),
+            Some((ids[2].index(), work::RECEIVE | work::CLOSE))
+        );
+        assert_eq!(table.pop_work(), Some((ids[0].index(), work::RECEIVE)));
+        assert_eq!(table.pop_work(), None);
+    }
+
+    #[test]
+    fn generation_is_never_zero_after_wrapping() {
+        let mut table = Table::with_capacity(0, 1, placeholder()).unwrap();
+        table.entries[0].generation = GENERATION_MASK;
+        let id = table.insert(1u32, info(1)).unwrap();
+        table.begin_close(id.index());
+        table.release(id.index());
+        assert_eq!(table.entries[0].generation, 1);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Insert,
+        Close(usize),
+        Lookup(usize),
+        Request(usize),
+        PopWork,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => Just(Op::Insert),
+            2 => (0usize..64).prop_map(Op::Close),
+            2 => (0usize..64).prop_map(Op::Lookup),
+            1 => (0usize..64).prop_map(Op::Request),
+            1 => Just(Op::PopWork),
+        ]
+    }
+
+    proptest! {
+        /// The table behaves like a bounded map from live ids to sockets: inserts succeed exactly
+        /// while there is room, ids are unique among live entries, closed ids go stale, and the
+        /// counters match.
+        #[test]
+        fn table_matches_a_model(capacity in 1u32..16, ops in prop::collection::vec(op(), 1..200)) {
+            let mut table = Table::with_capacity(1, capacity, placeholder()).unwrap();
+            let mut live: HashMap<u64, u32> = HashMap::new();
+            let mut order: Vec<ConnId> = Vec::new();
+            let mut dead: Vec<ConnId> = Vec::new();
+            let mut next = 0u32;
+            for op in ops {
+                match op {
+                    Op::Insert => {
+                        next += 1;
+                        match table.insert(next, info(1)) {
+                            Ok(id) => {
+                                prop_assert!(live.len() < capacity as usize);
+                                prop_assert!(live.insert(id.0, next).is_none(), "duplicate live id");
+                                order.push(id);
+                            }
+                            Err(Full(s)) => {
+                                prop_assert_eq!(s, next);
+                                prop_assert_eq!(live.len(), capacity as usize);
+                            }
+                        }
+                    }
+                    Op::Close(i) if !order.is_empty() => {
+                        let id = order.remove(i % order.len());
+                        prop_assert_eq!(table.begin_close(id.index()), live.remove(&id.0));
+                        prop_assert!(table.release(id.index()));
+                        dead.push(id);
+                    }
+                    Op::Lookup(i) if !order.is_empty() => {
+                        let id = order[i % order.len()];
+                        prop_assert_eq!(table.get(id).and_then(|e| e.socket().copied()), live.get(&id.0).copied());
+                    }
+                    Op::Request(i) if !order.is_empty() => table.request(order[i % order.len()].index(), work::RECEIVE),
+                    Op::PopWork => { let _ = table.pop_work(); }
+                    _ => {}
+                }
+                for id in &dead {
+                    prop_assert!(table.get(*id).is_none(), "stale id accepted");
+                }
+                prop_assert_eq!(table.occupancy().in_use as usize, live.len());
+            }
+        }
+    }
+}

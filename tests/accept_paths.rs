@@ -1,0 +1,161 @@
+//! Each mode, IPv4 and IPv6, under several seeds: every client is accepted, on the right path,
+//! never one socket twice.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::*;
+use hostkernel::schedule::Schedule;
+use wskaccept::engine::ConnRecord;
+use wskaccept::listener::{Mode, Service};
+use wskaccept::table::AcceptPath;
+
+const CLIENTS: usize = 1_000;
+
+fn accepts_every_client(mode: Mode, address: &str) {
+    for seed in SEEDS {
+        let engine = load(Schedule::from_seed(seed));
+        let info = start(&engine, address, mode, 2_048, Service::Hold);
+        assert_ne!(info.address.port(), 0, "port 0 reports the port bound");
+        let _clients = connect_all(info.address, CLIENTS);
+        wait_until("every client accepted", Duration::from_secs(30), || {
+            engine.stats().active as usize == CLIENTS
+        });
+        let stats = engine.stats();
+        assert_eq!(
+            stats.counters.accepted_irp + stats.counters.accepted_event,
+            CLIENTS as u64
+        );
+        assert_eq!(stats.counters.rejected_full, 0);
+        match mode {
+            Mode::Irp => assert_eq!(stats.counters.accepted_event, 0, "seed {seed}"),
+            Mode::Event => assert_eq!(stats.counters.accepted_irp, 0, "seed {seed}"),
+            _ => {}
+        }
+        let mut records: Vec<Option<ConnRecord>> = vec![None; 64];
+        let mut ids = HashSet::new();
+        let mut cursor = 0;
+        loop {
+            let (n, next) = engine.list_connections(None, cursor, &mut records).unwrap();
+            for record in records[..n].iter().flatten() {
+                assert!(ids.insert(record.id), "connection listed twice");
+                if mode == Mode::Irp {
+                    assert_eq!(record.info.path, AcceptPath::Irp);
+                }
+                assert_eq!(record.info.local.port(), info.address.port());
+            }
+            match next {
+                Some(next) => cursor = next,
+                None => break,
+            }
+        }
+        assert_eq!(
+            ids.len(),
+            CLIENTS,
+            "paged listing sees every connection once"
+        );
+        unload(engine);
+    }
+}
+
+#[test]
+fn irp_mode_ipv4_accepts_every_client_through_irps() {
+    accepts_every_client(Mode::Irp, "127.0.0.1:0");
+}
+
+#[test]
+fn irp_mode_ipv6_accepts_every_client_through_irps() {
+    accepts_every_client(Mode::Irp, "[::1]:0");
+}
+
+#[test]
+fn event_mode_ipv4_accepts_every_client_through_events() {
+    accepts_every_client(Mode::Event, "127.0.0.1:0");
+}
+
+#[test]
+fn event_mode_ipv6_accepts_every_client_through_events() {
+    accepts_every_client(Mode::Event, "[::1]:0");
+}
+
+#[test]
+fn both_mode_ipv4_accepts_every_client() {
+    accepts_every_client(Mode::Both, "127.0.0.1:0");
+}
+
+#[test]
+fn both_mode_ipv6_accepts_every_client() {
+    accepts_every_client(Mode::Both, "[::1]:0");
+}
+
+#[test]
+fn both_mode_sees_both_paths_when_races_are_injected() {
+    let engine = load(Schedule {
+        seed: 5,
+        inline_percent: 50,
+        race_percent: 50,
+        alloc_fail_percent: 0,
+    });
+    let mut config = common::config("127.0.0.1:0", Mode::Both);
+    config.depth = 4;
+    let info = engine.start_listener(config).unwrap();
+    let _clients = connect_all(info.address, 400);
+    wait_until("every client accepted", Duration::from_secs(30), || {
+        engine.stats().active == 400
+    });
+    let counters = engine.stats().counters;
+    assert!(
+        counters.accepted_irp > 0 && counters.accepted_event > 0,
+        "{counters:?}"
+    );
+    assert_eq!(counters.accepted_irp + counters.accepted_event, 400);
+    unload(engine);
+}
+
+#[test]
+fn eight_listeners_ipv4_ipv6_and_dual_stack_at_once() {
+    let engine = load(Schedule::from_seed(21));
+    let mut listeners = Vec::new();
+    for (i, mode) in [Mode::Irp, Mode::Event, Mode::Both]
+        .iter()
+        .cycle()
+        .take(8)
+        .enumerate()
+    {
+        let mut config = common::config(if i % 3 == 0 { "127.0.0.1:0" } else { "[::]:0" }, *mode);
+        config.dual_stack = i % 3 == 2;
+        listeners.push(engine.start_listener(config).unwrap());
+    }
+    let mut clients = Vec::new();
+    for (i, info) in listeners.iter().enumerate() {
+        let port = info.address.port();
+        clients.push(
+            std::net::TcpStream::connect(("::1", port))
+                .or_else(|_| std::net::TcpStream::connect(("127.0.0.1", port)))
+                .unwrap(),
+        );
+        if i % 3 == 2 {
+            clients.push(
+                std::net::TcpStream::connect(("127.0.0.1", port)).expect("dual-stack takes IPv4"),
+            );
+        } else if i % 3 == 1 {
+            let v4 = std::net::TcpStream::connect_timeout(
+                &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+                Duration::from_millis(500),
+            );
+            assert!(v4.is_err(), "IPv6-only listener took IPv4");
+        }
+    }
+    let expected = u32::try_from(clients.len()).unwrap();
+    wait_until("all accepted", Duration::from_secs(10), || {
+        engine.stats().active == expected
+    });
+    assert_eq!(engine.stats().listeners, 8);
+    for info in &listeners {
+        engine.stop_listener(info.id).unwrap();
+    }
+    assert_eq!(engine.stats().listeners, 0);
+    unload(engine);
+}
