@@ -81,6 +81,28 @@ pub enum Seen {
     Closed,
 }
 
+/// What every client sees, after giving resets `settle` to arrive (checked without waiting per
+/// client).
+pub fn seen_all(clients: &mut [TcpStream], settle: Duration) -> Vec<Seen> {
+    std::thread::sleep(settle);
+    clients
+        .iter_mut()
+        .map(|c| {
+            c.set_nonblocking(true).unwrap();
+            let mut byte = [0u8; 1];
+            let seen = match c.read(&mut byte) {
+                Ok(0) => Seen::Closed,
+                Ok(_) => panic!("the driver never sends data"),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => Seen::Held,
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => Seen::Reset,
+                Err(e) => panic!("unexpected read error {e}"),
+            };
+            c.set_nonblocking(false).unwrap();
+            seen
+        })
+        .collect()
+}
+
 pub fn seen(stream: &mut TcpStream, wait: Duration) -> Seen {
     stream.set_read_timeout(Some(wait)).unwrap();
     let mut byte = [0u8; 1];

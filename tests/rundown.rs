@@ -1,0 +1,86 @@
+//! Stop and unload in bounded time whatever the peers do; nothing leaks.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use hostkernel::schedule::Schedule;
+use wskaccept::listener::{Mode, Service};
+
+#[test]
+fn stop_with_five_thousand_open_connections_takes_under_two_seconds() {
+    const N: usize = 5_000;
+    for mode in [Mode::Irp, Mode::Event] {
+        let engine = load(Schedule::from_seed(31));
+        let mut config = common::config("127.0.0.1:0", mode);
+        config.capacity = 8_192;
+        config.depth = 8;
+        let info = engine.start_listener(config).unwrap();
+        let mut clients = connect_all(info.address, N);
+        wait_until("all accepted", Duration::from_secs(60), || {
+            engine.stats().active as usize == N
+        });
+        let started = Instant::now();
+        let counters = engine.stop_listener(info.id).unwrap();
+        let took = started.elapsed();
+        eprintln!("{mode:?}: stop with {N} connections took {took:?}");
+        assert!(took < Duration::from_secs(2), "stop took {took:?}");
+        assert_eq!(counters.closed, N as u64);
+        assert_eq!(engine.stats().active, 0);
+        // Peers did nothing; the driver aborted their connections.
+        let seen = seen_all(&mut clients[..50], Duration::from_millis(100));
+        assert!(seen.iter().all(|s| *s == Seen::Reset), "{seen:?}");
+        unload(engine);
+    }
+}
+
+#[test]
+fn unload_with_open_connections_and_pending_accept_irps_does_not_hang() {
+    for seed in SEEDS {
+        let engine = load(Schedule::from_seed(seed));
+        let mut listeners = Vec::new();
+        for mode in [Mode::Irp, Mode::Event, Mode::Both] {
+            let mut config = common::config("127.0.0.1:0", mode);
+            config.depth = 16;
+            listeners.push(engine.start_listener(config).unwrap());
+        }
+        let mut clients = Vec::new();
+        for info in &listeners {
+            clients.extend(connect_all(info.address, 100));
+        }
+        wait_until("all accepted", Duration::from_secs(20), || {
+            engine.stats().active == 300
+        });
+        assert!(
+            engine.stats().accept_irps_pending > 0,
+            "accept IRPs are pending at unload"
+        );
+        let started = Instant::now();
+        unload(engine);
+        let took = started.elapsed();
+        eprintln!("seed {seed}: unload took {took:?}");
+        assert!(took < Duration::from_secs(2), "unload took {took:?}");
+        drop(clients);
+    }
+}
+
+#[test]
+fn stopping_with_graceful_closes_in_flight_finishes() {
+    let engine = load(Schedule::from_seed(12));
+    let info = start(&engine, "127.0.0.1:0", Mode::Both, 256, Service::Hold);
+    let _clients = connect_all(info.address, 200);
+    wait_until("all accepted", Duration::from_secs(10), || {
+        engine.stats().active == 200
+    });
+    let mut records = vec![None; 200];
+    let (n, _) = engine
+        .list_connections(Some(info.id), 0, &mut records)
+        .unwrap();
+    for record in records[..n].iter().flatten() {
+        engine.close_connection(record.id, false).unwrap();
+    }
+    engine.stop_listener(info.id).unwrap();
+    assert_eq!(engine.stats().active, 0);
+    unload(engine);
+}
