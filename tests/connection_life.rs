@@ -4,6 +4,7 @@
 mod common;
 
 use std::collections::HashSet;
+use std::io::Write;
 use std::time::Duration;
 
 use common::*;
@@ -29,7 +30,6 @@ fn a_peer_close_is_noticed_and_removed_within_one_second() {
                 engine.stats().active == 20
             });
             // Half close gracefully, a quarter reset, and one sends data first.
-            use std::io::Write;
             clients[0]
                 .write_all(b"some bytes the hold service discards")
                 .unwrap();

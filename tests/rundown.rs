@@ -18,7 +18,7 @@ fn stop_with_five_thousand_open_connections_takes_under_two_seconds() {
         config.depth = 8;
         let info = engine.start_listener(config).unwrap();
         let mut clients = connect_all(info.address, N);
-        wait_until("all accepted", Duration::from_secs(60), || {
+        wait_until("all accepted", Duration::from_mins(1), || {
             engine.stats().active as usize == N
         });
         let started = Instant::now();
