@@ -159,7 +159,7 @@ pub(crate) unsafe extern "system" fn receive_done(
     // SAFETY: this is the receive IRP's completion routine.
     let (status, information) = unsafe { io.recv.take_back() };
     let mut shared = listener.shared.lock();
-    shared.outstanding -= 1;
+    shared.rundown.completed();
     let index = io.index;
     let current = shared
         .table
@@ -203,7 +203,7 @@ pub(crate) unsafe extern "system" fn ctl_done(
     // SAFETY: this is the ctl IRP's completion routine.
     let _ = unsafe { io.ctl.take_back() };
     let mut shared = listener.shared.lock();
-    shared.outstanding -= 1;
+    shared.rundown.completed();
     let index = io.index;
     if shared
         .table

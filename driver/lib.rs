@@ -15,4 +15,5 @@ pub mod kernel;
 pub mod listener;
 pub mod net;
 pub mod policy;
+pub mod rundown;
 pub mod table;

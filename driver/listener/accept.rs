@@ -107,7 +107,7 @@ pub(crate) unsafe extern "system" fn accept_done(
     // SAFETY: this is the slot IRP's completion routine.
     let (status, information) = unsafe { slot.irp.take_back() };
     let mut shared = listener.shared.lock();
-    shared.outstanding -= 1;
+    shared.rundown.completed();
     slot.state.store(state::IDLE, Ordering::Release);
     if was == state::ACCEPTING {
         if status.is_success() && information != 0 {

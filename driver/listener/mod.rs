@@ -33,6 +33,7 @@ use crate::kernel::{
 };
 use crate::net::{ConnSocket, ConnSocketRef, DriverIrp, ListenSocket, Provider};
 use crate::policy::{Policy, RejectReason, Verdict};
+use crate::rundown::Rundown;
 use crate::table::{AcceptPath, ConnId, ConnInfo, SlotState, Table, work};
 use accept::{AcceptSlot, accept_done, state as accept_state};
 
@@ -59,8 +60,8 @@ pub enum Phase {
 pub(crate) struct Shared {
     pub(crate) table: Table<ConnSocket>,
     pub(crate) phase: Phase,
-    /// IRPs submitted and not completed (the rundown count).
-    pub(crate) outstanding: u32,
+    /// IRPs submitted and not completed; stop requested; finished.
+    pub(crate) rundown: Rundown,
     /// The address bound (reported, and rebound on restart).
     pub(crate) bound: SocketAddr,
     listen_close_pending: bool,
@@ -158,7 +159,7 @@ unsafe extern "system" fn listen_close_done(
     // SAFETY: this is the ctl IRP's completion routine.
     let _ = unsafe { listener.ctl.take_back() };
     let mut shared = listener.shared.lock();
-    shared.outstanding -= 1;
+    shared.rundown.completed();
     shared.listen_close_pending = false;
     listener.kick_locked(&shared);
     NtStatus::MORE_PROCESSING_REQUIRED
@@ -202,7 +203,7 @@ impl Listener {
                 shared: SpinLock::new(Shared {
                     table: Table::with_capacity(slot, config.capacity, config.address)?,
                     phase: Phase::Running,
-                    outstanding: 0,
+                    rundown: Rundown::new(),
                     bound: config.address,
                     listen_close_pending: false,
                     swept: false,
@@ -474,7 +475,7 @@ impl Listener {
             let graceful =
                 bits & work::ABORT == 0 && !entry.disconnected && shared.phase != Phase::Stopping;
             io.ctl_generation.store(generation, Ordering::Release);
-            shared.outstanding += 1;
+            shared.rundown.submitted();
             if graceful {
                 io.ctl_op.store(ctl_op::DISCONNECT, Ordering::Release);
                 let socket = entry.socket()?.by_ref();
@@ -490,7 +491,7 @@ impl Listener {
             && !entry.peer_closed
         {
             io.recv_generation.store(generation, Ordering::Release);
-            shared.outstanding += 1;
+            shared.rundown.submitted();
             return Some(SlotAction::Receive(index, entry.socket()?.by_ref()));
         }
         None
@@ -521,7 +522,7 @@ impl Listener {
             }),
         };
         if !matches!(submitted, Some(Ok(()))) {
-            self.shared.lock().outstanding -= 1;
+            self.shared.lock().rundown.completed();
         }
     }
 
@@ -535,13 +536,13 @@ impl Listener {
                 match slot.state.load(Ordering::Acquire) {
                     accept_state::IDLE if arm && socket.is_some() => {
                         slot.state.store(accept_state::ACCEPTING, Ordering::Release);
-                        shared.outstanding += 1;
+                        shared.rundown.submitted();
                         None
                     }
                     accept_state::REJECT_PENDING => {
                         slot.state
                             .store(accept_state::CLOSING_REJECTED, Ordering::Release);
-                        shared.outstanding += 1;
+                        shared.rundown.submitted();
                         Some(slot.rejected.swap(core::ptr::null_mut(), Ordering::AcqRel))
                     }
                     _ => continue,
@@ -572,7 +573,7 @@ impl Listener {
             };
             if submitted.is_err() {
                 let mut shared = self.shared.lock();
-                shared.outstanding -= 1;
+                shared.rundown.completed();
                 slot.state.store(accept_state::IDLE, Ordering::Release);
             }
         }
@@ -590,7 +591,7 @@ impl Listener {
         }
         {
             let mut shared = self.shared.lock();
-            shared.outstanding += 1;
+            shared.rundown.submitted();
             shared.listen_close_pending = true;
         }
         let context = core::ptr::from_ref(self).cast_mut().cast();
@@ -599,7 +600,7 @@ impl Listener {
         if let Err((socket, _)) = closing {
             {
                 let mut shared = self.shared.lock();
-                shared.outstanding -= 1;
+                shared.rundown.completed();
                 shared.listen_close_pending = false;
             }
             socket.close();
@@ -668,11 +669,10 @@ impl Listener {
         self.run_slot_work();
         self.service_accepts(false);
         let mut shared = self.shared.lock();
-        let done = !shared.listen_close_pending
+        let quiet = !shared.listen_close_pending
             && shared.table.occupancy().in_use == 0
-            && shared.outstanding == 0
             && self.accepts_idle();
-        if done && shared.phase == Phase::Stopping {
+        if shared.rundown.try_finish(quiet) {
             shared.phase = Phase::Stopped;
             self.stopped.set();
         }
@@ -686,6 +686,7 @@ impl Listener {
         {
             let mut shared = this.shared.lock();
             shared.phase = Phase::Stopping;
+            shared.rundown.request_stop();
             this.kick_locked(&shared);
         }
         if !this.stopped.wait(Some(STOP_TIMEOUT)) {

@@ -1,0 +1,186 @@
+//! loom models of the two concurrent protocols: the listener's rundown (completion routines racing
+//! a stop) and the connection table under concurrent accept, close and lookup. loom explores every
+//! interleaving of the threads below (bounded by `LOOM_MAX_PREEMPTIONS`, default 2 here).
+
+use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use loom::sync::{Arc, Condvar, Mutex};
+use loom::thread;
+
+use wskaccept::rundown::Rundown;
+use wskaccept::table::{AcceptPath, ConnInfo, Table};
+
+fn builder() -> loom::model::Builder {
+    let mut builder = loom::model::Builder::new();
+    if builder.preemption_bound.is_none() {
+        builder.preemption_bound = Some(2);
+    }
+    builder
+}
+
+/// The listener's lock-protected state: the rundown, the worker's "queued" flag (a kick), and the
+/// worker's verdict (the `stopped` event).
+struct State {
+    rundown: Rundown,
+    kicked: bool,
+    stopped: bool,
+}
+
+struct Model {
+    shared: Mutex<State>,
+    wake: Condvar,
+    /// Threads inside the lock right now (any touch of the listener's memory).
+    touching: AtomicUsize,
+    freed: AtomicBool,
+}
+
+impl Model {
+    fn enter(&self) {
+        self.touching.fetch_add(1, Ordering::SeqCst);
+        assert!(
+            !self.freed.load(Ordering::SeqCst),
+            "a thread touched a freed listener"
+        );
+    }
+
+    fn leave(&self) {
+        self.touching.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn completions_racing_stop_never_touch_a_freed_listener_and_stop_always_finishes() {
+    builder().check(|| {
+        let mut rundown = Rundown::new();
+        // Two IRPs are out when the stop begins.
+        rundown.submitted();
+        rundown.submitted();
+        let model = Arc::new(Model {
+            shared: Mutex::new(State {
+                rundown,
+                kicked: false,
+                stopped: false,
+            }),
+            wake: Condvar::new(),
+            touching: AtomicUsize::new(0),
+            freed: AtomicBool::new(false),
+        });
+        // Completion routines: decrement and kick the worker under the lock.
+        let completions: Vec<_> = (0..2)
+            .map(|_| {
+                let model = model.clone();
+                thread::spawn(move || {
+                    let mut s = model.shared.lock().unwrap();
+                    model.enter();
+                    s.rundown.completed();
+                    s.kicked = true;
+                    model.wake.notify_all();
+                    model.leave();
+                })
+            })
+            .collect();
+        // The worker: runs when kicked; only it declares the rundown finished.
+        let worker = {
+            let model = model.clone();
+            thread::spawn(move || {
+                let mut s = model.shared.lock().unwrap();
+                loop {
+                    model.enter();
+                    if std::mem::take(&mut s.kicked) && s.rundown.try_finish(true) {
+                        s.stopped = true;
+                        model.wake.notify_all();
+                    }
+                    let done = s.rundown.is_finished();
+                    model.leave();
+                    if done {
+                        return;
+                    }
+                    s = model.wake.wait(s).unwrap();
+                }
+            })
+        };
+        // The stopper: request, wait for the worker's verdict, flush the worker, free.
+        {
+            let mut s = model.shared.lock().unwrap();
+            s.rundown.request_stop();
+            s.kicked = true;
+            model.wake.notify_all();
+            while !s.stopped {
+                s = model.wake.wait(s).unwrap();
+            }
+        }
+        worker.join().unwrap();
+        assert_eq!(
+            model.touching.load(Ordering::SeqCst),
+            0,
+            "freeing while a completion is inside"
+        );
+        model.freed.store(true, Ordering::SeqCst);
+        for completion in completions {
+            completion.join().unwrap();
+        }
+    });
+}
+
+fn info() -> ConnInfo {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 1));
+    ConnInfo {
+        remote: addr,
+        local: addr,
+        path: AcceptPath::Irp,
+        accepted_at: 0,
+    }
+}
+
+#[test]
+fn table_under_concurrent_accept_close_and_lookup_keeps_its_invariants() {
+    builder().check(|| {
+        let table = Arc::new(Mutex::new(
+            Table::<u32>::with_capacity(0, 2, std::net::SocketAddr::from(([0, 0, 0, 0], 0)))
+                .unwrap(),
+        ));
+        let accepted = Arc::new(Mutex::new(Vec::new()));
+        // Completion routines / accept callbacks insert.
+        let inserters: Vec<_> = (0..2u32)
+            .map(|socket| {
+                let (table, accepted) = (table.clone(), accepted.clone());
+                thread::spawn(move || {
+                    let id = table.lock().unwrap().insert(socket, info());
+                    if let Ok(id) = id {
+                        accepted.lock().unwrap().push(id);
+                    }
+                })
+            })
+            .collect();
+        // The worker closes whatever it finds, exactly once each.
+        let closer = {
+            let (table, accepted) = (table.clone(), accepted.clone());
+            thread::spawn(move || {
+                let found = accepted.lock().unwrap().first().copied();
+                if let Some(id) = found {
+                    let mut table = table.lock().unwrap();
+                    let socket = table.begin_close(id.index());
+                    assert!(
+                        socket.is_some(),
+                        "an accepted connection is closed exactly once"
+                    );
+                    assert!(table.begin_close(id.index()).is_none());
+                    assert!(table.release(id.index()));
+                    assert!(table.get(id).is_none(), "a closed id is stale");
+                }
+            })
+        };
+        for t in inserters {
+            t.join().unwrap();
+        }
+        closer.join().unwrap();
+        let table = table.lock().unwrap();
+        let accepted = accepted.lock().unwrap();
+        assert_eq!(accepted.len(), 2, "capacity 2 takes both");
+        let live = accepted
+            .iter()
+            .filter(|id| table.get(**id).is_some())
+            .count();
+        assert_eq!(table.occupancy().in_use as usize, live);
+        assert_ne!(accepted[0], accepted[1]);
+    });
+}
