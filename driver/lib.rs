@@ -10,6 +10,7 @@
 extern crate alloc;
 
 pub mod conn;
+pub mod control;
 pub mod engine;
 pub mod kernel;
 pub mod listener;

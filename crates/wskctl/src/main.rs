@@ -1,0 +1,247 @@
+//! wskctl: the control tool of wskaccept.
+//!
+//! On Windows it finds the driver's device by its interface GUID and drives it with
+//! DeviceIoControl. Elsewhere, `wskctl host` loads the driver into the host kernel and serves the
+//! same IOCTLs on a Unix socket, and every other subcommand talks to that socket.
+
+mod client;
+mod device;
+mod explain;
+#[cfg(unix)]
+mod frame;
+#[cfg(unix)]
+mod host;
+mod render;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use ioctl::{START_DUAL_STACK, StartListener, VERSION, mode, service};
+
+use client::{CallError, Client};
+
+#[derive(Parser)]
+#[command(
+    name = "wskctl",
+    version,
+    about = "Control wskaccept, the WSK TCP server driver",
+    propagate_version = true
+)]
+struct Cli {
+    /// Control socket of a `wskctl host` (default: $WSKACCEPT_CONTROL, else a per-user path).
+    #[arg(long, global = true, env = "WSKACCEPT_CONTROL")]
+    control: Option<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ModeArg {
+    Irp,
+    Event,
+    Both,
+    Conditional,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ServiceArg {
+    Hold,
+    Close,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load the driver into the host kernel and serve the control socket until SIGINT/SIGTERM.
+    #[cfg(unix)]
+    Host,
+    /// Start a listener.
+    Start {
+        /// Address to listen on, e.g. 127.0.0.1:7007 or [::]:0 (port 0 picks one).
+        #[arg(long)]
+        listen: SocketAddr,
+        /// Accept path.
+        #[arg(long, value_enum, default_value = "both")]
+        mode: ModeArg,
+        /// Accept IRPs queued at once (1–64).
+        #[arg(long, default_value_t = 1)]
+        depth: u32,
+        /// Connection table capacity (1–65536).
+        #[arg(long, default_value_t = 1024)]
+        capacity: u32,
+        /// What to do with accepted connections.
+        #[arg(long, value_enum, default_value = "hold")]
+        service: ServiceArg,
+        /// For an IPv6 address: also accept IPv4.
+        #[arg(long)]
+        dual_stack: bool,
+    },
+    /// Stop one listener, or all of them.
+    Stop {
+        /// Listener id (all when omitted).
+        listener: Option<u32>,
+    },
+    /// List listeners.
+    Listeners,
+    /// Show counters (driver-wide, or one listener's).
+    Stats {
+        /// Repeat every SECONDS until interrupted.
+        #[arg(long, value_name = "SECONDS")]
+        watch: Option<u64>,
+        /// One listener.
+        #[arg(long)]
+        listener: Option<u32>,
+    },
+    /// List connections.
+    List {
+        /// Only this listener's.
+        #[arg(long)]
+        listener: Option<u32>,
+    },
+    /// Close one connection (gracefully unless --abort).
+    Close {
+        /// Connection id (from `wskctl list`).
+        connection: u64,
+        /// Reset instead of a graceful close.
+        #[arg(long)]
+        abort: bool,
+    },
+    /// Show the driver's and wskctl's versions.
+    Version,
+}
+
+fn fail(error: &CallError, port: Option<u16>) -> ExitCode {
+    match error {
+        CallError::Status(status) => {
+            let name = status.name().unwrap_or("NTSTATUS");
+            eprintln!(
+                "wskctl: {name} (0x{:08X}): {}",
+                status.as_u32(),
+                explain::explain(*status, port)
+            );
+            ExitCode::from(1)
+        }
+        CallError::Device(device) => {
+            eprintln!("wskctl: {device}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "the parsed command is consumed by this one call"
+)]
+fn run(client: &Client, command: Command, json: bool) -> Result<(), (CallError, Option<u16>)> {
+    let plain = |e| (e, None);
+    match command {
+        #[cfg(unix)]
+        Command::Host => unreachable!("handled in main"),
+        Command::Start {
+            listen,
+            mode: m,
+            depth,
+            capacity,
+            service: s,
+            dual_stack,
+        } => {
+            let request = StartListener {
+                version: VERSION,
+                flags: if dual_stack { START_DUAL_STACK } else { 0 },
+                address: listen.into(),
+                mode: match m {
+                    ModeArg::Irp => mode::IRP,
+                    ModeArg::Event => mode::EVENT,
+                    ModeArg::Both => mode::BOTH,
+                    ModeArg::Conditional => mode::CONDITIONAL,
+                },
+                depth,
+                capacity,
+                service: match s {
+                    ServiceArg::Hold => service::HOLD,
+                    ServiceArg::Close => service::CLOSE,
+                },
+                reserved: [0; 4],
+            };
+            let record = client
+                .start(&request)
+                .map_err(|e| (e, Some(listen.port())))?;
+            println!("{}", render::started(&record, json));
+        }
+        Command::Stop { listener } => {
+            let stats = client
+                .stop(listener.unwrap_or(ioctl::ALL_LISTENERS))
+                .map_err(plain)?;
+            println!("{}", render::stats(&stats, json));
+        }
+        Command::Listeners => println!(
+            "{}",
+            render::listeners(&client.listeners().map_err(plain)?, json)
+        ),
+        Command::Stats { watch, listener } => loop {
+            println!(
+                "{}",
+                render::stats(&client.stats(listener).map_err(plain)?, json)
+            );
+            match watch {
+                Some(seconds) => std::thread::sleep(Duration::from_secs(seconds.max(1))),
+                None => break,
+            }
+        },
+        Command::List { listener } => println!(
+            "{}",
+            render::connections(&client.connections(listener).map_err(plain)?, json)
+        ),
+        Command::Close { connection, abort } => {
+            client.close(connection, abort).map_err(plain)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"closed": connection, "abortive": abort})
+                );
+            } else {
+                println!(
+                    "connection {connection} {}",
+                    if abort { "reset" } else { "closing" }
+                );
+            }
+        }
+        Command::Version => println!(
+            "{}",
+            render::version(&client.version().map_err(plain)?, json)
+        ),
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    #[cfg(unix)]
+    if let Command::Host = cli.command {
+        let path = device::control_path(cli.control);
+        return match host::run(&path) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(3),
+            Err(error) => {
+                eprintln!("wskctl host: {error}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    let device = match device::open(cli.control) {
+        Ok(device) => device,
+        Err(error) => {
+            eprintln!("wskctl: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&Client::new(device), cli.command, cli.json) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err((error, port)) => fail(&error, port),
+    }
+}
