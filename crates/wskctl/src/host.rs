@@ -2,12 +2,14 @@
 //! (mode 0600 — the host counterpart of an admin-only device ACL) until SIGINT or SIGTERM, then
 //! unloads it and reports anything the driver left outstanding.
 
+use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
+use std::net::Shutdown;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use wsk::NtStatus;
@@ -30,6 +32,29 @@ pub enum HostError {
         /// The OS error.
         source: std::io::Error,
     },
+}
+
+/// Client connections being served, so that shutdown can wake their threads.
+#[derive(Default)]
+struct Clients {
+    next: u64,
+    open: HashMap<u64, UnixStream>,
+}
+
+fn clients(registry: &Mutex<Clients>) -> std::sync::MutexGuard<'_, Clients> {
+    registry
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Serves one client, then closes the connection and leaves the registry.
+fn serve_and_close(engine: &Engine, stream: UnixStream, registry: &Mutex<Clients>, id: u64) {
+    let closer = stream.try_clone();
+    serve(engine, stream);
+    if let Ok(closer) = closer {
+        let _ = closer.shutdown(Shutdown::Both);
+    }
+    clients(registry).open.remove(&id);
 }
 
 /// Serves one client until it disconnects. A malformed frame gets an error reply (lengths above
@@ -113,32 +138,31 @@ pub fn run(path: &Path) -> Result<bool, HostError> {
         "wskaccept: driver loaded in the host kernel (file descriptors: {limit}); control socket {}",
         path.display()
     );
-    let clients: std::sync::Mutex<Vec<UnixStream>> = std::sync::Mutex::new(Vec::new());
+    let registry = Mutex::new(Clients::default());
     std::thread::scope(|scope| {
         while !stop.load(Ordering::Acquire) {
             match listener.accept() {
                 Ok((stream, _)) => {
                     let _ = stream.set_nonblocking(false);
-                    if let Ok(clone) = stream.try_clone() {
-                        clients
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner)
-                            .push(clone);
-                    }
-                    let engine = &*engine;
-                    scope.spawn(move || serve(engine, stream));
+                    let id = {
+                        let mut open = clients(&registry);
+                        open.next += 1;
+                        let id = open.next;
+                        if let Ok(clone) = stream.try_clone() {
+                            open.open.insert(id, clone);
+                        }
+                        id
+                    };
+                    let (engine, registry) = (&*engine, &registry);
+                    scope.spawn(move || serve_and_close(engine, stream, registry, id));
                 }
                 // Nothing to accept (or a transient error): look at the stop flag again soon.
                 Err(_) => std::thread::sleep(Duration::from_millis(20)),
             }
         }
         // Wake every client thread so the scope can end.
-        for client in clients
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .iter()
-        {
-            let _ = client.shutdown(std::net::Shutdown::Both);
+        for client in clients(&registry).open.values() {
+            let _ = client.shutdown(Shutdown::Both);
         }
     });
     let _ = std::fs::remove_file(path);

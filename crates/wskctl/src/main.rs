@@ -177,16 +177,16 @@ fn run(client: &Client, command: Command, json: bool) -> Result<(), (CallError, 
             let stats = client
                 .stop(listener.unwrap_or(ioctl::ALL_LISTENERS))
                 .map_err(plain)?;
-            println!("{}", render::stats(&stats, json));
+            println!("{}", render::stats(&stats, json).trim_end());
         }
         Command::Listeners => println!(
             "{}",
-            render::listeners(&client.listeners().map_err(plain)?, json)
+            render::listeners(&client.listeners().map_err(plain)?, json).trim_end()
         ),
         Command::Stats { watch, listener } => loop {
             println!(
                 "{}",
-                render::stats(&client.stats(listener).map_err(plain)?, json)
+                render::stats(&client.stats(listener).map_err(plain)?, json).trim_end()
             );
             match watch {
                 Some(seconds) => std::thread::sleep(Duration::from_secs(seconds.max(1))),
@@ -195,7 +195,7 @@ fn run(client: &Client, command: Command, json: bool) -> Result<(), (CallError, 
         },
         Command::List { listener } => println!(
             "{}",
-            render::connections(&client.connections(listener).map_err(plain)?, json)
+            render::connections(&client.connections(listener).map_err(plain)?, json).trim_end()
         ),
         Command::Close { connection, abort } => {
             client.close(connection, abort).map_err(plain)?;

@@ -1,0 +1,344 @@
+//! End to end through the real binaries: `wskctl host` as a separate process, every other
+//! subcommand as the user runs it, real TCP clients.
+#![cfg(unix)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const WSKCTL: &str = env!("CARGO_BIN_EXE_wskctl");
+
+/// A running `wskctl host`; killed if the test ends without stopping it.
+struct Host {
+    child: Option<Child>,
+    socket: PathBuf,
+}
+
+impl Host {
+    fn start(name: &str) -> Self {
+        let socket =
+            std::env::temp_dir().join(format!("wskctl-test-{}-{name}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&socket);
+        let child = Command::new(WSKCTL)
+            .args(["host", "--control"])
+            .arg(&socket)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while UnixStream::connect(&socket).is_err() {
+            assert!(Instant::now() < deadline, "wskctl host did not come up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            child: Some(child),
+            socket,
+        }
+    }
+
+    fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(WSKCTL)
+            .arg("--control")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let out = self.ctl(&all);
+        assert!(
+            out.status.success(),
+            "wskctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "wskctl {args:?} printed no JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    fn wait_active(&self, listener: Option<&str>, expect: u64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let stats = match listener {
+                Some(id) => self.json(&["stats", "--listener", id]),
+                None => self.json(&["stats"]),
+            };
+            if stats["active"] == expect {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "active never reached {expect}: {stats}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGINT, then the exit status and what the host printed.
+    fn interrupt(mut self) -> (i32, String) {
+        let mut child = self.child.take().unwrap();
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(i32::try_from(child.id()).unwrap(), libc::SIGINT) };
+        let status = child.wait().unwrap();
+        let mut stderr = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        (status.code().unwrap_or(-1), stderr)
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+/// One mode: start, connect, stats, list, close by id, listeners, stop.
+fn exercise_mode(host: &Host, mode: &str, listen: &str) {
+    let started = host.json(&[
+        "start",
+        "--listen",
+        listen,
+        "--mode",
+        mode,
+        "--capacity",
+        "64",
+    ]);
+    let id = started["listener"].as_u64().unwrap().to_string();
+    let address = started["address"].as_str().unwrap().to_owned();
+    assert!(
+        !address.ends_with(":0"),
+        "the port bound is reported: {address}"
+    );
+    let clients: Vec<TcpStream> = (0..5)
+        .map(|_| TcpStream::connect(&address).unwrap())
+        .collect();
+    host.wait_active(Some(&id), 5);
+    let list_json = host.json(&["list", "--listener", &id]);
+    let records = list_json.as_array().unwrap();
+    assert_eq!(records.len(), 5);
+    for connection in records {
+        for field in ["id", "listener", "remote", "local", "path"] {
+            assert!(connection.get(field).is_some(), "list --json lacks {field}");
+        }
+        assert_eq!(connection["local"], address.as_str());
+        match mode {
+            "irp" => assert_eq!(connection["path"], "irp"),
+            "event" => assert_eq!(connection["path"], "event"),
+            _ => {}
+        }
+    }
+    let listeners = host.json(&["listeners"]);
+    let this = listeners
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["id"].as_u64().map(|n| n.to_string()).as_deref() == Some(id.as_str()))
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (
+            this["mode"].as_str(),
+            this["capacity"].as_u64(),
+            this["active"].as_u64()
+        ),
+        (Some(mode), Some(64), Some(5))
+    );
+    let victim = records[0]["id"].as_u64().unwrap().to_string();
+    let closed = host.ctl(&["close", &victim]);
+    assert!(closed.status.success());
+    host.wait_active(Some(&id), 4);
+    let stats = host.json(&["stats"]);
+    for field in [
+        "listeners",
+        "active",
+        "peak",
+        "accepted_irp",
+        "accepted_event",
+        "rejected_full",
+        "closed",
+        "listener_restarts",
+        "accept_irps_pending",
+    ] {
+        assert!(stats.get(field).is_some(), "stats --json lacks {field}");
+    }
+    let stopped = host.ctl(&["stop", &id]);
+    assert!(
+        stopped.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stopped.stderr)
+    );
+    drop(clients);
+}
+
+#[test]
+fn every_mode_end_to_end_through_the_binary() {
+    let host = Host::start("modes");
+    let mode_bits = std::fs::metadata(&host.socket)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode_bits, 0o600, "the control socket is private");
+    let version = host.json(&["version"]);
+    assert_eq!(version["protocol"], 1);
+    for (mode, listen) in [
+        ("irp", "127.0.0.1:0"),
+        ("event", "[::1]:0"),
+        ("both", "127.0.0.1:0"),
+    ] {
+        exercise_mode(&host, mode, listen);
+    }
+    assert!(host.json(&["listeners"]).as_array().unwrap().is_empty());
+    let stats = host.json(&["stats"]);
+    assert_eq!(
+        stats["accepted_irp"].as_u64().unwrap() + stats["accepted_event"].as_u64().unwrap(),
+        15
+    );
+    // Leave a listener with open connections for unload to clean up.
+    let started = host.json(&["start", "--listen", "127.0.0.1:0"]);
+    let _held: Vec<TcpStream> = (0..3)
+        .map(|_| TcpStream::connect(started["address"].as_str().unwrap()).unwrap())
+        .collect();
+    host.wait_active(None, 3);
+    let (code, stderr) = host.interrupt();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("nothing outstanding"), "{stderr}");
+}
+
+#[test]
+fn errors_print_the_status_and_a_sentence() {
+    let host = Host::start("errors");
+    let started = host.json(&["start", "--listen", "127.0.0.1:0"]);
+    let address = started["address"].as_str().unwrap();
+    let port = address.rsplit(':').next().unwrap();
+    let again = host.ctl(&["start", "--listen", address]);
+    assert_eq!(again.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        stderr.contains("STATUS_ADDRESS_ALREADY_ASSOCIATED")
+            && stderr.contains(&format!("port {port} is already in use")),
+        "{stderr}"
+    );
+    let unknown = host.ctl(&["close", "77"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("STATUS_NOT_FOUND"));
+    let bad = host.ctl(&["start", "--listen", "127.0.0.1:0", "--depth", "99"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("STATUS_INVALID_PARAMETER"));
+    let nobody = Command::new(WSKCTL)
+        .args(["--control", "/nonexistent/wsk.sock", "stats"])
+        .output()
+        .unwrap();
+    assert_eq!(nobody.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&nobody.stderr).contains("wskctl host"),
+        "says how to start one"
+    );
+    // The environment variable names the socket too.
+    let via_env = Command::new(WSKCTL)
+        .env("WSKACCEPT_CONTROL", &host.socket)
+        .args(["stats", "--json"])
+        .output()
+        .unwrap();
+    assert!(via_env.status.success());
+    let (code, _) = host.interrupt();
+    assert_eq!(code, 0);
+}
+
+fn frame(
+    stream: &mut UnixStream,
+    code: u32,
+    input: &[u8],
+    output_len: u32,
+) -> Option<(i32, Vec<u8>)> {
+    let mut header = Vec::new();
+    header.extend_from_slice(&code.to_le_bytes());
+    header.extend_from_slice(&u32::try_from(input.len()).unwrap().to_le_bytes());
+    header.extend_from_slice(&output_len.to_le_bytes());
+    stream.write_all(&header).ok()?;
+    stream.write_all(input).ok()?;
+    let mut reply = [0u8; 8];
+    stream.read_exact(&mut reply).ok()?;
+    let status = i32::from_le_bytes(reply[..4].try_into().unwrap());
+    let mut out = vec![0u8; u32::from_le_bytes(reply[4..].try_into().unwrap()) as usize];
+    stream.read_exact(&mut out).ok()?;
+    Some((status, out))
+}
+
+fn connect(path: &Path) -> UnixStream {
+    let stream = UnixStream::connect(path).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream
+}
+
+#[test]
+fn malformed_frames_get_an_error_or_a_closed_connection_never_a_crash() {
+    let host = Host::start("frames");
+    // A header cut short, then gone.
+    connect(&host.socket).write_all(&[1, 2, 3, 4, 5]).unwrap();
+    // Input shorter than announced, then gone.
+    let mut s = connect(&host.socket);
+    s.write_all(&[0, 0x60, 0x57, 0x8A, 100, 0, 0, 0, 40, 0, 0, 0, 9, 9])
+        .unwrap();
+    drop(s);
+    // Lengths above 1 MiB: an error reply and a closed connection.
+    let mut s = connect(&host.socket);
+    let mut header = vec![0, 0x60, 0x57, 0x8A];
+    header.extend_from_slice(&(2u32 << 20).to_le_bytes());
+    header.extend_from_slice(&0u32.to_le_bytes());
+    s.write_all(&header).unwrap();
+    let mut reply = [0u8; 8];
+    s.read_exact(&mut reply).unwrap();
+    assert_eq!(
+        i32::from_le_bytes(reply[..4].try_into().unwrap()),
+        wsk::NtStatus::INVALID_PARAMETER.0
+    );
+    assert_eq!(s.read(&mut reply).unwrap(), 0, "closed after the error");
+    // An unknown code on a good frame; then the same connection keeps working.
+    let mut s = connect(&host.socket);
+    let (status, _) = frame(&mut s, 0xDEAD_BEEF, &[], 16).unwrap();
+    assert_eq!(status, wsk::NtStatus::INVALID_DEVICE_REQUEST.0);
+    let (status, out) = frame(&mut s, ioctl::IOCTL_GET_VERSION, &[], 64).unwrap();
+    assert_eq!((status, out.len()), (0, 40));
+    // Many clients at once.
+    let threads: Vec<_> = (0..32)
+        .map(|_| {
+            let path = host.socket.clone();
+            std::thread::spawn(move || {
+                let mut s = connect(&path);
+                for _ in 0..20 {
+                    let (status, _) = frame(&mut s, ioctl::IOCTL_GET_VERSION, &[], 64).unwrap();
+                    assert_eq!(status, 0);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert!(host.ctl(&["version"]).status.success(), "the host survived");
+    let (code, stderr) = host.interrupt();
+    assert_eq!(code, 0, "{stderr}");
+}
