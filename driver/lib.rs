@@ -12,6 +12,8 @@ extern crate alloc;
 pub mod conn;
 pub mod control;
 pub mod engine;
+#[cfg(target_os = "windows")]
+mod entry;
 pub mod kernel;
 pub mod listener;
 pub mod net;

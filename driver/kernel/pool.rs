@@ -36,6 +36,23 @@ impl<T> PoolBox<T> {
         Ok(Self { ptr, tag })
     }
 
+    /// Gives up ownership; [`PoolBox::from_raw`] takes it back (a driver global).
+    #[must_use]
+    pub fn into_raw(self) -> *mut T {
+        let ptr = self.ptr.as_ptr();
+        core::mem::forget(self);
+        ptr
+    }
+
+    /// Takes back a box given up with [`PoolBox::into_raw`].
+    ///
+    /// # Safety
+    /// `ptr` came from `into_raw` of a box with `tag`, and is taken back once.
+    #[must_use]
+    pub unsafe fn from_raw(ptr: *mut T, tag: u32) -> Option<Self> {
+        NonNull::new(ptr).map(|ptr| Self { ptr, tag })
+    }
+
     /// The stable address (for kernel context pointers).
     #[must_use]
     pub fn as_ptr(&self) -> *const T {
