@@ -78,32 +78,3 @@ impl Reply {
         }
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn headers_round_trip_little_endian() {
-        let request = Request {
-            code: 0x8A57_6000,
-            input_len: 64,
-            output_len: 200,
-        };
-        assert_eq!(request.encode()[..4], [0x00, 0x60, 0x57, 0x8A]);
-        assert_eq!(Request::decode(&request.encode()), request);
-        let reply = Reply {
-            status: -1_073_741_811,
-            information: 7,
-        };
-        assert_eq!(Reply::decode(reply.encode()), reply);
-        assert!(
-            !Request {
-                code: 0,
-                input_len: MAX_LENGTH + 1,
-                output_len: 0
-            }
-            .is_within_limits()
-        );
-    }
-}

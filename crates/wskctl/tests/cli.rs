@@ -316,6 +316,14 @@ fn malformed_frames_get_an_error_or_a_closed_connection_never_a_crash() {
         wsk::NtStatus::INVALID_PARAMETER.0
     );
     assert_eq!(s.read(&mut reply).unwrap(), 0, "closed after the error");
+    // Little-endian header fields: the driver reads the code it was sent.
+    let mut s = connect(&host.socket);
+    let (status, out) = frame(&mut s, 0x8A57_6000, &[], 64).unwrap();
+    assert_eq!(
+        (status, out.len()),
+        (0, 40),
+        "0x8A576000 is GET_VERSION, little endian on the wire"
+    );
     // An unknown code on a good frame; then the same connection keeps working.
     let mut s = connect(&host.socket);
     let (status, _) = frame(&mut s, 0xDEAD_BEEF, &[], 16).unwrap();
