@@ -5,14 +5,15 @@
 //! IRQL: PASSIVE_LEVEL.
 
 use core::mem::size_of;
-use core::net::SocketAddr;
+use core::net::{IpAddr, SocketAddr};
 
 use alloc::vec;
 use alloc::vec::Vec;
 use ioctl::{
-    ALL_LISTENERS, CLOSE_ABORTIVE, CloseConnection, ConnectionRecord, LIST_MORE, ListConnections,
-    ListHeader, ListenerRecord, ListenerRequest, QueryHeader, START_DUAL_STACK, StartListener,
-    StatsRecord, VERSION, VersionInfo, WireCounters, emit, mode, parse, path, phase, service,
+    ALL_LISTENERS, CLOSE_ABORTIVE, CloseConnection, ConnectionRecord, Decide, GetPending,
+    LIST_MORE, ListConnections, ListHeader, ListenerRecord, ListenerRequest, MAX_RULES,
+    PendingRecord, PolicyMessage, QueryHeader, START_DUAL_STACK, StartListener, StatsRecord,
+    VERSION, VersionInfo, WireCounters, WireRule, action, emit, mode, parse, path, phase, service,
 };
 use wsk::NtStatus;
 
@@ -22,6 +23,8 @@ use crate::listener::{
     self, CounterSnapshot, DEFAULT_CAPACITY, DEFAULT_DEPTH, ListenerConfig, ListenerInfo, Mode,
     Phase, Service,
 };
+use crate::pending::PendingId;
+use crate::policy::{Action, Policy, Prefix, Rule};
 use crate::table::{AcceptPath, ConnId};
 
 /// Dispatches one DeviceIoControl.
@@ -34,6 +37,10 @@ pub fn dispatch(engine: &Engine, code: u32, input: &[u8], output: &mut [u8]) -> 
         ioctl::IOCTL_QUERY_STATS => stats(engine, input, output),
         ioctl::IOCTL_LIST_CONNECTIONS => connections(engine, input, output),
         ioctl::IOCTL_CLOSE_CONNECTION => close(engine, input, output),
+        ioctl::IOCTL_SET_POLICY => set_policy(engine, input),
+        ioctl::IOCTL_QUERY_POLICY => query_policy(engine, input, output),
+        ioctl::IOCTL_GET_PENDING => get_pending(engine, input, output),
+        ioctl::IOCTL_DECIDE => decide(engine, input),
         _ => Err(NtStatus::INVALID_DEVICE_REQUEST),
     };
     match result {
@@ -81,7 +88,14 @@ fn wire_counters(c: &CounterSnapshot) -> WireCounters {
         listener_restarts: c.listener_restarts,
         accept_errors: c.accept_errors,
         bytes_discarded: c.bytes_discarded,
-        reserved: [0; 6],
+        accepted_conditional: c.accepted_conditional,
+        inspect_pended: c.inspect_pended,
+        withdrawn: c.withdrawn,
+        decision_timeouts: c.decision_timeouts,
+        rejected_policy: c.rejected_policy,
+        rejected_source_limit: c.rejected_source_limit,
+        rejected_pending_full: c.rejected_pending_full,
+        reserved: [0; 3],
     }
 }
 
@@ -142,6 +156,9 @@ fn start(engine: &Engine, input: &[u8], output: &mut [u8]) -> Result<usize, NtSt
         0 => DEFAULT_DEPTH,
         depth => u16::try_from(depth).map_err(|_| NtStatus::INVALID_PARAMETER)?,
     };
+    if request.decision_timeout_ms != 0 {
+        config.decision_timeout_ms = request.decision_timeout_ms;
+    }
     config.capacity = if request.capacity == 0 {
         DEFAULT_CAPACITY
     } else {
@@ -261,5 +278,89 @@ fn connections(engine: &Engine, input: &[u8], output: &mut [u8]) -> Result<usize
 fn close(engine: &Engine, input: &[u8], _output: &mut [u8]) -> Result<usize, NtStatus> {
     let request: CloseConnection = parse(input)?;
     engine.close_connection(ConnId(request.id), request.flags & CLOSE_ABORTIVE != 0)?;
+    Ok(0)
+}
+
+fn policy_of(message: &PolicyMessage) -> Result<Policy, NtStatus> {
+    let mut rules = [Rule {
+        allow: true,
+        prefix: Prefix::new(IpAddr::from([0u8; 4]), 0)?,
+    }; MAX_RULES];
+    let count = message.rule_count as usize;
+    for (slot, wire) in rules.iter_mut().zip(&message.rules[..count]) {
+        let (address, length) = wire.prefix()?;
+        *slot = Rule {
+            allow: wire.action == action::ACCEPT,
+            prefix: Prefix::new(address, length)?,
+        };
+    }
+    let default = match message.default_action {
+        action::ACCEPT => Action::Accept,
+        action::REJECT => Action::Reject,
+        _ => Action::Defer,
+    };
+    Policy::new(&rules[..count], default, message.per_source)
+}
+
+fn set_policy(engine: &Engine, input: &[u8]) -> Result<usize, NtStatus> {
+    let message: PolicyMessage = parse(input)?;
+    engine.set_policy(message.listener, policy_of(&message)?)?;
+    Ok(0)
+}
+
+fn query_policy(engine: &Engine, input: &[u8], output: &mut [u8]) -> Result<usize, NtStatus> {
+    let request: ListenerRequest = parse(input)?;
+    room_for::<PolicyMessage>(output)?;
+    let policy = engine.policy(request.listener)?;
+    let mut message = PolicyMessage {
+        listener: request.listener,
+        default_action: match policy.default {
+            Action::Accept => action::ACCEPT,
+            Action::Reject => action::REJECT,
+            Action::Defer => action::DEFER,
+        },
+        per_source: policy.per_source,
+        ..PolicyMessage::default()
+    };
+    for (wire, rule) in message.rules.iter_mut().zip(policy.rules()) {
+        *wire = WireRule {
+            action: if rule.allow {
+                action::ACCEPT
+            } else {
+                action::REJECT
+            },
+            length: u32::from(rule.prefix.length),
+            address: SocketAddr::new(rule.prefix.address, 0).into(),
+        };
+        message.rule_count += 1;
+    }
+    emit(&message, output)
+}
+
+fn get_pending(engine: &Engine, input: &[u8], output: &mut [u8]) -> Result<usize, NtStatus> {
+    let request: GetPending = parse(input)?;
+    room_for::<PendingRecord>(output)?;
+    let listener = (request.listener != ALL_LISTENERS).then_some(request.listener);
+    let timeout = core::time::Duration::from_millis(u64::from(request.timeout_ms));
+    let (listener, info) = match engine.get_pending(listener, timeout) {
+        Ok(found) => found,
+        // A success code with no output: nothing is pending (the WSAEWOULDBLOCK case).
+        Err(NtStatus::TIMEOUT) => return Ok(0),
+        Err(status) => return Err(status),
+    };
+    let record = PendingRecord {
+        version: VERSION,
+        listener,
+        id: info.id.0,
+        remote: info.remote.into(),
+        local: info.local.into(),
+        waited_ms: kernel::interrupt_time().saturating_sub(info.arrived_at) / 10_000,
+    };
+    emit(&record, output)
+}
+
+fn decide(engine: &Engine, input: &[u8]) -> Result<usize, NtStatus> {
+    let request: Decide = parse(input)?;
+    engine.decide(PendingId(request.id), request.action == action::ACCEPT)?;
     Ok(0)
 }

@@ -9,9 +9,11 @@ use core::time::Duration;
 
 use wsk::NtStatus;
 
-use crate::kernel::{Event, PoolBox, WorkItem, WorkQueue, tags};
+use crate::kernel::{Event, PoolBox, SystemThread, WorkItem, WorkQueue, tags};
 use crate::listener::{CounterSnapshot, Global, Listener, ListenerConfig, ListenerInfo};
 use crate::net::WskClient;
+use crate::pending::{PendingId, PendingInfo};
+use crate::policy::Policy;
 use crate::table::{AcceptPath, ConnId, ConnInfo};
 
 /// Most listeners at once (listener slots in a connection id are 8 bits).
@@ -67,6 +69,10 @@ pub struct Engine {
     control: Event,
     listeners: UnsafeCell<Listeners>,
     global: Global,
+    /// Set to make waiting GET_PENDING calls return STATUS_CANCELLED (host shutdown, unload).
+    cancel_waits: AtomicBool,
+    ticker: Option<SystemThread>,
+    ticker_stop: Event,
 }
 
 // SAFETY: `listeners` is only reached under the `control` lock; everything else is Sync.
@@ -87,6 +93,22 @@ unsafe fn capture_provider(context: *mut c_void) {
         if status.is_success() {
             engine.npi_ready.set();
             return;
+        }
+    }
+}
+
+/// How often deferred requests' timeouts are checked.
+const TICK: Duration = Duration::from_millis(200);
+
+unsafe fn tick(context: *mut c_void) {
+    // SAFETY: the ticker's context is the engine, which joins this thread before it goes.
+    let engine = unsafe { &*context.cast::<Engine>() };
+    while !engine.ticker_stop.wait(Some(TICK)) {
+        let guard = engine.lock();
+        for listener in engine.listeners(&guard).slots.iter().flatten() {
+            if listener.has_pending() {
+                listener.kick();
+            }
         }
     }
 }
@@ -124,12 +146,17 @@ impl Engine {
                     sequence: 0,
                     retired: CounterSnapshot::default(),
                 }),
-                global: Global::default(),
+                global: Global::new()?,
+                cancel_waits: AtomicBool::new(false),
+                ticker: None,
+                ticker_stop: Event::notification(false)?,
             },
         )?;
-        engine
-            .capture
-            .set_context(engine.as_ptr().cast_mut().cast());
+        let mut engine = engine;
+        let context: *mut c_void = engine.as_ptr().cast_mut().cast();
+        engine.capture.set_context(context);
+        // SAFETY: the engine is pinned and joins the ticker in Drop before it goes.
+        engine.ticker = Some(unsafe { SystemThread::spawn(tick, context) }?);
         if let Some(queue) = &engine.queue {
             // SAFETY: the item lives in the pinned engine, which flushes the queue before it goes.
             unsafe { queue.handle().queue(&engine.capture) };
@@ -154,6 +181,18 @@ impl Engine {
     /// STATUS_DEVICE_NOT_READY (no provider yet), STATUS_QUOTA_EXCEEDED (too many listeners), and
     /// whatever [`Listener::start`] returns.
     pub fn start_listener(&self, config: ListenerConfig) -> Result<ListenerInfo, NtStatus> {
+        self.start_listener_with_policy(config, Policy::default())
+    }
+
+    /// Starts a listener with a policy in force from its first connection. IRQL: PASSIVE_LEVEL.
+    ///
+    /// # Errors
+    /// As [`Engine::start_listener`].
+    pub fn start_listener_with_policy(
+        &self,
+        config: ListenerConfig,
+        policy: Policy,
+    ) -> Result<ListenerInfo, NtStatus> {
         config.validate()?;
         if !self.npi_ready.wait(Some(NPI_WAIT)) {
             return Err(NtStatus::DEVICE_NOT_READY);
@@ -174,7 +213,7 @@ impl Engine {
         listeners.sequence = listeners.sequence.wrapping_add(1) & 0x00FF_FFFF;
         #[allow(clippy::cast_possible_truncation)]
         let (slot_u8, id) = (slot as u8, (listeners.sequence << 8) | slot as u32);
-        let listener = Listener::start(id, slot_u8, config, provider, queue, &self.global)?;
+        let listener = Listener::start(id, slot_u8, config, policy, provider, queue, &self.global)?;
         let info = listener.info();
         listeners.slots[slot] = Some(listener);
         Ok(info)
@@ -332,6 +371,108 @@ impl Engine {
         }
     }
 
+    /// Replaces a listener's policy. IRQL: PASSIVE_LEVEL.
+    ///
+    /// # Errors
+    /// STATUS_NOT_FOUND.
+    pub fn set_policy(&self, id: u32, policy: Policy) -> Result<(), NtStatus> {
+        let guard = self.lock();
+        match self.listeners(&guard).slots.get(Self::slot_of(id)) {
+            Some(Some(listener)) if listener.id() == id => {
+                listener.set_policy(policy);
+                Ok(())
+            }
+            _ => Err(NtStatus::NOT_FOUND),
+        }
+    }
+
+    /// A listener's policy. IRQL: PASSIVE_LEVEL.
+    ///
+    /// # Errors
+    /// STATUS_NOT_FOUND.
+    pub fn policy(&self, id: u32) -> Result<Policy, NtStatus> {
+        let guard = self.lock();
+        match self.listeners(&guard).slots.get(Self::slot_of(id)) {
+            Some(Some(listener)) if listener.id() == id => Ok(listener.policy()),
+            _ => Err(NtStatus::NOT_FOUND),
+        }
+    }
+
+    /// GET_PENDING, the inverted call: waits up to `timeout` for a request deferred to user mode
+    /// (from one listener, or any) and hands it over. The control lock is not held while waiting.
+    /// IRQL: PASSIVE_LEVEL.
+    ///
+    /// # Errors
+    /// STATUS_TIMEOUT when none came; STATUS_CANCELLED when the listener stopped or the driver is
+    /// unloading; STATUS_NOT_FOUND for an unknown listener.
+    pub fn get_pending(
+        &self,
+        listener: Option<u32>,
+        timeout: Duration,
+    ) -> Result<(u32, PendingInfo), NtStatus> {
+        let deadline = crate::kernel::interrupt_time()
+            .saturating_add(u64::try_from(timeout.as_nanos() / 100).unwrap_or(u64::MAX));
+        let mut first = true;
+        loop {
+            if self.unloading.load(Ordering::Acquire) || self.cancel_waits.load(Ordering::Acquire) {
+                return Err(NtStatus::CANCELLED);
+            }
+            // Clear before looking: a request deferred after the look sets it again.
+            self.global.pending_ready.clear();
+            {
+                let guard = self.lock();
+                let listeners = self.listeners(&guard);
+                let mut present = listener.is_none();
+                for l in listeners
+                    .slots
+                    .iter()
+                    .flatten()
+                    .filter(|l| listener.is_none_or(|id| id == l.id()))
+                {
+                    present = true;
+                    if let Some(info) = l.take_pending() {
+                        return Ok((l.id(), info));
+                    }
+                }
+                if !present {
+                    return Err(if first {
+                        NtStatus::NOT_FOUND
+                    } else {
+                        NtStatus::CANCELLED
+                    });
+                }
+            }
+            first = false;
+            let now = crate::kernel::interrupt_time();
+            if now >= deadline {
+                return Err(NtStatus::TIMEOUT);
+            }
+            // In slices, so that cancellation is seen promptly.
+            let slice = Duration::from_nanos((deadline - now).saturating_mul(100))
+                .min(Duration::from_millis(100));
+            self.global.pending_ready.wait(Some(slice));
+        }
+    }
+
+    /// DECIDE: user mode's answer for a deferred request. IRQL: PASSIVE_LEVEL.
+    ///
+    /// # Errors
+    /// STATUS_NOT_FOUND for an unknown, decided, timed-out or withdrawn request.
+    pub fn decide(&self, id: PendingId, accept: bool) -> Result<(), NtStatus> {
+        let guard = self.lock();
+        match self.listeners(&guard).slots.get(usize::from(id.listener())) {
+            Some(Some(listener)) => listener.decide(id, accept),
+            _ => Err(NtStatus::NOT_FOUND),
+        }
+    }
+
+    /// Makes every waiting and future GET_PENDING return STATUS_CANCELLED (before a host
+    /// shutdown or unload). IRQL: <= DISPATCH_LEVEL.
+    pub fn cancel_waits(&self) {
+        self.cancel_waits.store(true, Ordering::Release);
+        self.global.pending_ready.set();
+    }
+
     /// The status of the last provider capture attempt (PENDING before the first).
     #[must_use]
     pub fn provider_status(&self) -> NtStatus {
@@ -340,16 +481,28 @@ impl Engine {
 
     /// Unload: stop every listener (closing every connection — never waiting for peers), stop
     /// the worker, release the NPI and deregister. IRQL: PASSIVE_LEVEL.
-    pub fn unload(mut this: PoolBox<Self>) {
-        this.unloading.store(true, Ordering::Release);
-        this.stop_all();
-        if let Some(queue) = this.queue.take() {
+    pub fn unload(this: PoolBox<Self>) {
+        drop(this);
+    }
+}
+
+impl Drop for Engine {
+    /// Dropping the engine is unloading it, so that no path (an early return, a failed test) can
+    /// reach WskDeregister with sockets open — it would wait for them forever (WSK-FACTS §7).
+    fn drop(&mut self) {
+        self.unloading.store(true, Ordering::Release);
+        self.cancel_waits();
+        if let Some(ticker) = self.ticker.take() {
+            self.ticker_stop.set();
+            ticker.join();
+        }
+        self.stop_all();
+        if let Some(queue) = self.queue.take() {
             queue.flush();
             queue.stop();
         }
-        // Dropping the client releases the NPI and deregisters (blocks until every socket is
-        // closed: they all are).
-        drop(this);
+        // The client field drops next: it releases the NPI and deregisters (every socket is
+        // closed by now).
     }
 }
 

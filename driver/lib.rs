@@ -17,6 +17,7 @@ mod entry;
 pub mod kernel;
 pub mod listener;
 pub mod net;
+pub mod pending;
 pub mod policy;
 pub mod rundown;
 pub mod table;

@@ -101,7 +101,7 @@ fn every_validation_answer() {
     assert_eq!(bad(|m| m.depth = 65), NtStatus::INVALID_PARAMETER);
     assert_eq!(bad(|m| m.depth = 70_000), NtStatus::INVALID_PARAMETER);
     assert_eq!(bad(|m| m.capacity = 65_537), NtStatus::INVALID_PARAMETER);
-    assert_eq!(bad(|m| m.mode = mode::CONDITIONAL), NtStatus::NOT_SUPPORTED);
+    assert_eq!(bad(|m| m.reserved[1] = 1), NtStatus::INVALID_PARAMETER);
     assert_eq!(
         status(IOCTL_START_LISTENER, good.as_bytes(), RECORD - 1),
         NtStatus::BUFFER_TOO_SMALL

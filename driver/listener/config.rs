@@ -22,7 +22,8 @@ pub enum Mode {
     Event,
     /// Both armed: either path may deliver any connection (WSK-FACTS §4).
     Both,
-    /// SO_CONDITIONAL_ACCEPT with inspection (not available yet: STATUS_NOT_SUPPORTED).
+    /// SO_CONDITIONAL_ACCEPT: every request is inspected by the policy (WskInspectEvent), which may
+    /// defer it to user mode; accepted requests then arrive through both paths as in `Both`.
     Conditional,
 }
 
@@ -30,13 +31,13 @@ impl Mode {
     /// Whether accept IRPs are queued.
     #[must_use]
     pub fn uses_irps(self) -> bool {
-        matches!(self, Self::Irp | Self::Both)
+        matches!(self, Self::Irp | Self::Both | Self::Conditional)
     }
 
     /// Whether WskAcceptEvent is enabled.
     #[must_use]
     pub fn uses_events(self) -> bool {
-        matches!(self, Self::Event | Self::Both)
+        matches!(self, Self::Event | Self::Both | Self::Conditional)
     }
 }
 
@@ -64,7 +65,12 @@ pub struct ListenerConfig {
     pub capacity: u32,
     /// What to do with accepted connections.
     pub service: Service,
+    /// How long a request deferred to user mode may wait for a decision (conditional mode).
+    pub decision_timeout_ms: u32,
 }
+
+/// Default decision timeout.
+pub const DEFAULT_DECISION_TIMEOUT_MS: u32 = 5_000;
 
 impl ListenerConfig {
     /// A configuration with the defaults for `address`.
@@ -77,14 +83,15 @@ impl ListenerConfig {
             depth: DEFAULT_DEPTH,
             capacity: DEFAULT_CAPACITY,
             service: Service::Hold,
+            decision_timeout_ms: DEFAULT_DECISION_TIMEOUT_MS,
         }
     }
 
     /// Checks the ranges.
     ///
     /// # Errors
-    /// STATUS_INVALID_PARAMETER for an out-of-range depth or capacity or a dual-stack IPv4
-    /// address; STATUS_NOT_SUPPORTED for the conditional mode (not available yet).
+    /// STATUS_INVALID_PARAMETER for an out-of-range depth, capacity or decision timeout, or a
+    /// dual-stack IPv4 address.
     pub fn validate(&self) -> Result<(), NtStatus> {
         if !(1..=MAX_DEPTH).contains(&self.depth) || !(1..=MAX_CAPACITY).contains(&self.capacity) {
             return Err(NtStatus::INVALID_PARAMETER);
@@ -92,8 +99,8 @@ impl ListenerConfig {
         if self.dual_stack && self.address.is_ipv4() {
             return Err(NtStatus::INVALID_PARAMETER);
         }
-        if self.mode == Mode::Conditional {
-            return Err(NtStatus::NOT_SUPPORTED);
+        if self.decision_timeout_ms == 0 || self.decision_timeout_ms > 600_000 {
+            return Err(NtStatus::INVALID_PARAMETER);
         }
         Ok(())
     }

@@ -3,7 +3,8 @@
 use core::ffi::c_void;
 
 use wsk::{
-    NtStatus, SOCKADDR, WSK_CLIENT_CONNECTION_DISPATCH, WSK_CLIENT_LISTEN_DISPATCH, WSK_SOCKET,
+    NtStatus, SOCKADDR, WSK_CLIENT_CONNECTION_DISPATCH, WSK_CLIENT_LISTEN_DISPATCH,
+    WSK_INSPECT_ACTION, WSK_INSPECT_ID, WSK_SOCKET,
 };
 
 use super::{Counters, Listener};
@@ -11,12 +12,12 @@ use crate::net::ConnSocket;
 use crate::net::socket::NO_CONNECTION_CALLBACKS;
 use crate::table::AcceptPath;
 
-/// The client listen dispatch every listener registers. Conditional-accept callbacks arrive with
-/// the conditional mode.
+/// The client listen dispatch every listener registers. The provider calls the inspect and abort
+/// callbacks only on listeners with SO_CONDITIONAL_ACCEPT (WSK-FACTS §6).
 pub static LISTEN_CALLBACKS: WSK_CLIENT_LISTEN_DISPATCH = WSK_CLIENT_LISTEN_DISPATCH {
     WskAcceptEvent: Some(accept_event),
-    WskInspectEvent: None,
-    WskAbortEvent: None,
+    WskInspectEvent: Some(inspect_event),
+    WskAbortEvent: Some(abort_event),
 };
 
 /// WskAcceptEvent. IRQL: <= DISPATCH_LEVEL. Applies policy and capacity, inserts into the table
@@ -65,4 +66,47 @@ unsafe extern "system" fn accept_event(
             NtStatus::REQUEST_NOT_ACCEPTED
         }
     }
+}
+
+/// WskInspectEvent: the condition function. IRQL: <= DISPATCH_LEVEL. Answers Accept or Reject at
+/// once, or Pend after queueing a copy of the ID and addresses for user mode. A NULL InspectID
+/// means the listening socket stopped working (WSK-FACTS §6): recreate it. Never calls WSK, never
+/// blocks, never allocates.
+unsafe extern "system" fn inspect_event(
+    context: *mut c_void,
+    local: *mut SOCKADDR,
+    remote: *mut SOCKADDR,
+    inspect_id: *mut WSK_INSPECT_ID,
+) -> WSK_INSPECT_ACTION {
+    // SAFETY: the socket context is the listener (see accept_event).
+    let listener = unsafe { &*context.cast::<Listener>() };
+    if inspect_id.is_null() {
+        let mut shared = listener.shared.lock();
+        Listener::request_restart_locked(&mut shared);
+        listener.kick_locked(&shared);
+        return WSK_INSPECT_ACTION::REJECT;
+    }
+    // SAFETY: the provider passes a valid ID for the call; copy it (compare contents later).
+    let id = unsafe { inspect_id.read() };
+    let fallback = listener.shared.lock().bound;
+    // SAFETY: valid for the call.
+    let local = unsafe { wsk::addr::read_sockaddr(local) }.unwrap_or(fallback);
+    // SAFETY: valid for the call.
+    let remote = unsafe { wsk::addr::read_sockaddr(remote) }.unwrap_or(fallback);
+    listener.inspect(local, remote, &id)
+}
+
+/// WskAbortEvent: a deferred request was withdrawn by the peer. IRQL: <= DISPATCH_LEVEL. Always
+/// STATUS_SUCCESS.
+unsafe extern "system" fn abort_event(
+    context: *mut c_void,
+    inspect_id: *mut WSK_INSPECT_ID,
+) -> NtStatus {
+    // SAFETY: the socket context is the listener (see accept_event).
+    let listener = unsafe { &*context.cast::<Listener>() };
+    if !inspect_id.is_null() {
+        // SAFETY: valid for the call.
+        listener.abort(&unsafe { inspect_id.read() });
+    }
+    NtStatus::SUCCESS
 }

@@ -10,6 +10,7 @@
 //! abortively, and when every IRP is back marks the listener stopped. Nothing waits for a peer.
 
 mod accept;
+mod conditional;
 mod config;
 mod events;
 mod stats;
@@ -17,10 +18,10 @@ mod stats;
 use core::cell::UnsafeCell;
 use core::ffi::c_void;
 use core::net::SocketAddr;
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicUsize, Ordering};
 use core::time::Duration;
 
-use wsk::{DEVICE_OBJECT, IRP, NtStatus, WSK_EVENT_ACCEPT, WSK_EVENT_DISABLE};
+use wsk::{DEVICE_OBJECT, IRP, NtStatus, WSK_EVENT_ACCEPT, WSK_EVENT_DISABLE, WSK_INSPECT_ID};
 
 pub use config::{
     DEFAULT_CAPACITY, DEFAULT_DEPTH, ListenerConfig, MAX_CAPACITY, MAX_DEPTH, Mode, Service,
@@ -32,7 +33,8 @@ use crate::kernel::{
     self, Event, PoolBox, PoolSlice, SpinGuard, SpinLock, WorkItem, WorkQueueHandle, tags,
 };
 use crate::net::{ConnSocket, ConnSocketRef, DriverIrp, ListenSocket, Provider};
-use crate::policy::{Policy, RejectReason, Verdict};
+use crate::pending::PendingQueue;
+use crate::policy::{Policy, SourceCounts, Verdict};
 use crate::rundown::Rundown;
 use crate::table::{AcceptPath, ConnId, ConnInfo, SlotState, Table, work};
 use accept::{AcceptSlot, accept_done, state as accept_state};
@@ -67,6 +69,12 @@ pub(crate) struct Shared {
     listen_close_pending: bool,
     swept: bool,
     last_error: NtStatus,
+    /// The condition function's rules and limits.
+    pub(crate) policy: Policy,
+    /// Active connections per source address (for the per-source limit).
+    sources: SourceCounts,
+    /// Requests deferred to user mode.
+    pub(crate) pending: PendingQueue,
 }
 
 /// A value only the worker touches once the listener is published.
@@ -129,11 +137,16 @@ pub struct Listener {
     pub(crate) counters: Counters,
     global: *const Global,
     stopped: Event,
-    policy: Policy,
+    /// Carries WskInspectComplete (one decision at a time, from the worker).
+    decision: DriverIrp,
+    /// The decision in flight: its ID (read by the provider during the call) and queue slot.
+    decision_id: UnsafeCell<WSK_INSPECT_ID>,
+    decision_index: AtomicUsize,
 }
 
-// SAFETY: shared state is behind the spin lock or atomics; `socket` is worker-only; `global`
-// points at the engine's counters, which outlive every listener.
+// SAFETY: shared state is behind the spin lock or atomics; `socket` and `decision_id` are
+// worker-only (the ID is read by the provider only during the worker's WskInspectComplete call);
+// `global` points at the engine's figures, which outlive every listener.
 unsafe impl Sync for Listener {}
 // SAFETY: as above.
 unsafe impl Send for Listener {}
@@ -182,6 +195,7 @@ impl Listener {
         id: u32,
         slot: u8,
         config: ListenerConfig,
+        policy: Policy,
         provider: Provider,
         queue: WorkQueueHandle,
         global: &Global,
@@ -208,6 +222,9 @@ impl Listener {
                     listen_close_pending: false,
                     swept: false,
                     last_error: NtStatus::SUCCESS,
+                    policy,
+                    sources: SourceCounts::with_capacity(config.capacity)?,
+                    pending: PendingQueue::new(slot, config.address),
                 }),
                 socket: WorkerOnly(UnsafeCell::new(None)),
                 accepts: PoolSlice::try_new(tags::ACCEPT, depth, |_| AcceptSlot::new())?,
@@ -219,7 +236,9 @@ impl Listener {
                 counters: Counters::default(),
                 global,
                 stopped: Event::notification(false)?,
-                policy: Policy,
+                decision: DriverIrp::allocate()?,
+                decision_id: UnsafeCell::new(WSK_INSPECT_ID::default()),
+                decision_index: AtomicUsize::new(0),
             },
         )?;
         let this = listener.as_ptr();
@@ -260,6 +279,10 @@ impl Listener {
         let configured = (|| {
             // Before bind: nobody else may bind the port while we hold it.
             socket.set_option(wsk::SOL_SOCKET, wsk::SO_EXCLUSIVEADDRUSE, 1)?;
+            if self.config.mode == Mode::Conditional {
+                // Before bind, listening sockets only (WSK-FACTS §6).
+                socket.set_option(wsk::SOL_SOCKET, wsk::SO_CONDITIONAL_ACCEPT, 1)?;
+            }
             if address.is_ipv6() {
                 socket.set_option(
                     wsk::IPPROTO_IPV6,
@@ -338,6 +361,12 @@ impl Listener {
         Ok(())
     }
 
+    /// Queues the worker (the timeout ticker). IRQL: <= DISPATCH_LEVEL.
+    pub fn kick(&self) {
+        let shared = self.shared.lock();
+        self.kick_locked(&shared);
+    }
+
     /// Queues the worker. Called with the lock held so that a stopping listener cannot be freed
     /// between the last completion and its kick (stop flushes the queue after the rundown).
     pub(crate) fn kick_locked(&self, _shared: &SpinGuard<'_, Shared>) {
@@ -368,11 +397,19 @@ impl Listener {
             Counters::bump(&self.counters.rejected_not_running);
             return Err(socket);
         }
-        if let Verdict::Reject(reason) = self.policy.evaluate(&remote, shared.table.occupancy()) {
-            Counters::bump(match reason {
-                RejectReason::Full => &self.counters.rejected_full,
-                RejectReason::NotRunning => &self.counters.rejected_not_running,
-            });
+        // In conditional mode the inspection already applied the rules (and user mode may have
+        // accepted a deferred request); capacity and the per-source limit are checked again here.
+        let settled = self.config.mode == Mode::Conditional;
+        let from_source = shared.sources.count(remote.ip());
+        let verdict = shared.policy.evaluate(
+            &remote,
+            shared.table.occupancy(),
+            from_source,
+            false,
+            settled,
+        );
+        if let Verdict::Reject(reason) = verdict {
+            self.count_rejection(reason);
             return Err(socket);
         }
         let info = ConnInfo {
@@ -383,6 +420,7 @@ impl Listener {
         };
         match shared.table.insert(socket, info) {
             Ok(id) => {
+                shared.sources.add(remote.ip());
                 // SAFETY: `global` points at the engine's counters, which outlive listeners.
                 unsafe { (*self.global).opened() };
                 let first = match self.config.service {
@@ -411,7 +449,11 @@ impl Listener {
             .is_some_and(|e| e.state() == SlotState::Closing && e.close_done);
         if ready && !io.recv.is_busy() && !io.ctl.is_busy() {
             let peer_closed = shared.table.entry(index).is_some_and(|e| e.peer_closed);
+            let source = shared.table.entry(index).map(|e| e.info().remote.ip());
             if shared.table.release(index) {
+                if let Some(source) = source {
+                    shared.sources.remove(source);
+                }
                 Counters::bump(&self.counters.closed);
                 if peer_closed {
                     Counters::bump(&self.counters.peer_closed);
@@ -429,10 +471,12 @@ impl Listener {
             Phase::Running => {
                 self.run_slot_work();
                 self.service_accepts(true);
+                self.service_decisions();
             }
             Phase::Restarting => {
                 self.run_slot_work();
                 self.service_accepts(false);
+                self.service_decisions();
                 self.restart_step();
             }
             Phase::Failed => {
@@ -452,7 +496,7 @@ impl Listener {
                 let Some((index, bits)) = shared.table.pop_work() else {
                     break;
                 };
-                self.decide(&mut shared, index, bits)
+                self.decide_slot_work(&mut shared, index, bits)
             };
             if let Some(action) = action {
                 self.perform(action);
@@ -460,7 +504,7 @@ impl Listener {
         }
     }
 
-    fn decide(&self, shared: &mut Shared, index: u32, bits: u8) -> Option<SlotAction> {
+    fn decide_slot_work(&self, shared: &mut Shared, index: u32, bits: u8) -> Option<SlotAction> {
         let io = self.io.get(index as usize)?;
         let entry = shared.table.entry(index)?;
         if entry.state() != SlotState::Active {
@@ -655,6 +699,8 @@ impl Listener {
             let mut shared = self.shared.lock();
             if !shared.swept {
                 shared.swept = true;
+                // The provider forgets pended inspections with the listening socket.
+                shared.pending.clear();
                 for index in 0..shared.table.capacity() {
                     if shared
                         .table

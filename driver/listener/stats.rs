@@ -51,6 +51,20 @@ counters! {
     accept_errors,
     /// Bytes peers sent that the hold service read and discarded.
     bytes_discarded,
+    /// Requests the policy let in at inspection (at once or after user mode accepted them).
+    accepted_conditional,
+    /// Requests deferred to user mode (WskInspectPend).
+    inspect_pended,
+    /// Deferred requests the peer gave up on (WskAbortEvent).
+    withdrawn,
+    /// Deferred requests the driver rejected because user mode did not decide in time.
+    decision_timeouts,
+    /// Refused by a deny rule, a reject default, or (outside conditional mode) a defer default.
+    rejected_policy,
+    /// Refused by the per-source limit.
+    rejected_source_limit,
+    /// Refused because the pending queue was full.
+    rejected_pending_full,
 }
 
 impl Counters {
@@ -61,8 +75,9 @@ impl Counters {
 }
 
 /// Driver-wide figures that are not sums of per-listener counters.
-#[derive(Default)]
 pub struct Global {
+    /// Set whenever a request is deferred to user mode (GET_PENDING waits on it).
+    pub pending_ready: crate::kernel::Event,
     /// Connections in all tables now.
     pub active: AtomicU32,
     /// Highest `active` seen.
@@ -70,6 +85,18 @@ pub struct Global {
 }
 
 impl Global {
+    /// Zeroed figures.
+    ///
+    /// # Errors
+    /// When the event cannot be created.
+    pub fn new() -> Result<Self, wsk::NtStatus> {
+        Ok(Self {
+            pending_ready: crate::kernel::Event::notification(false)?,
+            active: AtomicU32::new(0),
+            peak: AtomicU32::new(0),
+        })
+    }
+
     /// One more connection. IRQL: <= DISPATCH_LEVEL.
     pub fn opened(&self) {
         let now = self.active.fetch_add(1, Ordering::Relaxed) + 1;

@@ -62,17 +62,21 @@ pub const IOCTL_QUERY_STATS: u32 = query(0x804);
 pub const IOCTL_LIST_CONNECTIONS: u32 = query(0x805);
 /// In: [`crate::CloseConnection`]. Out: nothing.
 pub const IOCTL_CLOSE_CONNECTION: u32 = change(0x806);
-/// Reserved for conditional accept: set a listener's policy.
+/// In: [`crate::PolicyMessage`]. Out: nothing. Replaces a listener's policy.
 pub const IOCTL_SET_POLICY: u32 = change(0x807);
-/// Reserved for conditional accept: read a listener's policy.
+/// In: [`crate::ListenerRequest`]. Out: [`crate::PolicyMessage`].
 pub const IOCTL_QUERY_POLICY: u32 = query(0x808);
-/// Reserved for conditional accept: wait for a pended inspection (inverted call).
+/// In: [`crate::GetPending`]. Out: [`crate::PendingRecord`], or success with no output when none
+/// came within the timeout (the WSAEWOULDBLOCK case). An
+/// inverted call: waits until a request is deferred to user mode; STATUS_CANCELLED when the
+/// listener stops or the driver unloads meanwhile.
 pub const IOCTL_GET_PENDING: u32 = query(0x809);
-/// Reserved for conditional accept: decide a pended inspection.
+/// In: [`crate::Decide`]. Out: nothing. STATUS_NOT_FOUND for an unknown, decided, timed-out or
+/// withdrawn request.
 pub const IOCTL_DECIDE: u32 = change(0x80A);
 
-/// Every code the driver answers today.
-pub const IMPLEMENTED: [u32; 7] = [
+/// Every code the driver answers.
+pub const IMPLEMENTED: [u32; 11] = [
     IOCTL_GET_VERSION,
     IOCTL_START_LISTENER,
     IOCTL_STOP_LISTENER,
@@ -80,6 +84,10 @@ pub const IMPLEMENTED: [u32; 7] = [
     IOCTL_QUERY_STATS,
     IOCTL_LIST_CONNECTIONS,
     IOCTL_CLOSE_CONNECTION,
+    IOCTL_SET_POLICY,
+    IOCTL_QUERY_POLICY,
+    IOCTL_GET_PENDING,
+    IOCTL_DECIDE,
 ];
 
 #[cfg(test)]

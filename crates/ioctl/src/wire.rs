@@ -182,8 +182,10 @@ pub struct StartListener {
     pub capacity: u32,
     /// [`service`].
     pub service: u32,
+    /// Conditional mode: how long a deferred request may wait for DECIDE (0: default 5000 ms).
+    pub decision_timeout_ms: u32,
     /// Zero.
-    pub reserved: [u32; 4],
+    pub reserved: [u32; 3],
 }
 
 /// IOCTL_STOP_LISTENER and IOCTL_QUERY_STATS input.
@@ -238,8 +240,22 @@ pub struct WireCounters {
     pub accept_errors: u64,
     /// Bytes peers sent that the hold service discarded.
     pub bytes_discarded: u64,
+    /// Let in at inspection (at once or after user mode accepted).
+    pub accepted_conditional: u64,
+    /// Deferred to user mode.
+    pub inspect_pended: u64,
+    /// Deferred requests the peer withdrew.
+    pub withdrawn: u64,
+    /// Deferred requests rejected for want of a decision in time.
+    pub decision_timeouts: u64,
+    /// Refused by the policy's rules or default.
+    pub rejected_policy: u64,
+    /// Refused by the per-source limit.
+    pub rejected_source_limit: u64,
+    /// Refused because the pending queue was full.
+    pub rejected_pending_full: u64,
     /// Zero (reserved for later counters).
-    pub reserved: [u64; 6],
+    pub reserved: [u64; 3],
 }
 
 /// One listener (IOCTL_START_LISTENER output, IOCTL_QUERY_LISTENERS records).
@@ -370,6 +386,120 @@ pub struct CloseConnection {
     pub reserved: [u32; 2],
 }
 
+/// Policy actions on the wire.
+pub mod action {
+    /// Accept (default action) / allow (rule).
+    pub const ACCEPT: u32 = 0;
+    /// Reject (default action) / deny (rule).
+    pub const REJECT: u32 = 1;
+    /// Defer to user mode (default action only).
+    pub const DEFER: u32 = 2;
+}
+
+/// Most rules in a policy.
+pub const MAX_RULES: usize = 64;
+
+/// One policy rule: allow or deny a prefix.
+#[repr(C)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+pub struct WireRule {
+    /// [`action::ACCEPT`] (allow) or [`action::REJECT`] (deny).
+    pub action: u32,
+    /// Prefix length in bits.
+    pub length: u32,
+    /// Network address (port must be 0).
+    pub address: WireAddress,
+}
+
+/// IOCTL_SET_POLICY input and IOCTL_QUERY_POLICY output.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+pub struct PolicyMessage {
+    /// [`VERSION`].
+    pub version: u32,
+    /// Listener id.
+    pub listener: u32,
+    /// [`action`] for what no rule settles.
+    pub default_action: u32,
+    /// Most active connections per source address (0: no limit).
+    pub per_source: u32,
+    /// Rules used (the rest must be zero).
+    pub rule_count: u32,
+    /// Zero.
+    pub reserved: [u32; 3],
+    /// Rules, first match wins.
+    pub rules: [WireRule; MAX_RULES],
+}
+
+impl Default for PolicyMessage {
+    fn default() -> Self {
+        Self {
+            version: VERSION,
+            listener: 0,
+            default_action: action::ACCEPT,
+            per_source: 0,
+            rule_count: 0,
+            reserved: [0; 3],
+            rules: [WireRule::default(); MAX_RULES],
+        }
+    }
+}
+
+/// IOCTL_GET_PENDING input.
+#[repr(C)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+pub struct GetPending {
+    /// [`VERSION`].
+    pub version: u32,
+    /// Listener id or [`ALL_LISTENERS`].
+    pub listener: u32,
+    /// How long to wait for a request (0: do not wait; at most 60000). Success with no output when
+    /// none came.
+    pub timeout_ms: u32,
+    /// Zero.
+    pub reserved: u32,
+}
+
+/// IOCTL_GET_PENDING output.
+#[repr(C)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+pub struct PendingRecord {
+    /// [`VERSION`].
+    pub version: u32,
+    /// Listener id.
+    pub listener: u32,
+    /// The id DECIDE takes.
+    pub id: u64,
+    /// Peer.
+    pub remote: WireAddress,
+    /// Local end.
+    pub local: WireAddress,
+    /// How long it has waited, ms.
+    pub waited_ms: u64,
+}
+
+/// IOCTL_DECIDE input.
+#[repr(C)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+pub struct Decide {
+    /// [`VERSION`].
+    pub version: u32,
+    /// [`action::ACCEPT`] or [`action::REJECT`].
+    pub action: u32,
+    /// The pending request's id.
+    pub id: u64,
+    /// Zero.
+    pub reserved: [u32; 2],
+}
+
 macro_rules! layout {
     ($ty:ty, $size:expr, $align:expr $(, $field:ident @ $offset:expr)*) => {
         const _: () = {
@@ -382,16 +512,21 @@ macro_rules! layout {
 
 layout!(WireAddress, 24, 4, family @ 0, port @ 2, scope_id @ 4, address @ 8);
 layout!(VersionInfo, 40, 4, bytes_per_entry @ 24);
-layout!(StartListener, 64, 4, address @ 8, mode @ 32, depth @ 36, capacity @ 40, service @ 44, reserved @ 48);
+layout!(StartListener, 64, 4, address @ 8, mode @ 32, depth @ 36, capacity @ 40, service @ 44, decision_timeout_ms @ 48, reserved @ 52);
 layout!(ListenerRequest, 16, 4, listener @ 4);
 layout!(QueryHeader, 8, 4);
-layout!(WireCounters, 128, 8, bytes_discarded @ 72, reserved @ 80);
-layout!(ListenerRecord, 200, 8, address @ 8, mode @ 32, last_error @ 64, counters @ 72);
-layout!(StatsRecord, 152, 8, counters @ 24);
+layout!(WireCounters, 160, 8, bytes_discarded @ 72, accepted_conditional @ 80, rejected_pending_full @ 128, reserved @ 136);
+layout!(ListenerRecord, 232, 8, address @ 8, mode @ 32, last_error @ 64, counters @ 72);
+layout!(StatsRecord, 184, 8, counters @ 24);
 layout!(ListHeader, 24, 8, next_cursor @ 16);
 layout!(ListConnections, 24, 8, cursor @ 8);
 layout!(ConnectionRecord, 72, 8, remote @ 16, local @ 40, age_ms @ 64);
 layout!(CloseConnection, 24, 8, id @ 8);
+layout!(WireRule, 32, 4, length @ 4, address @ 8);
+layout!(PolicyMessage, 32 + 32 * MAX_RULES, 4, rule_count @ 16, rules @ 32);
+layout!(GetPending, 16, 4, timeout_ms @ 8);
+layout!(PendingRecord, 72, 8, id @ 8, remote @ 16, local @ 40, waited_ms @ 64);
+layout!(Decide, 24, 8, id @ 8);
 
 /// An input message: versioned, with fields to check.
 pub trait Input: FromBytes + IntoBytes + KnownLayout + Immutable + Sized {
@@ -418,7 +553,7 @@ impl Input for StartListener {
     }
     fn check(&self) -> Result<(), NtStatus> {
         zero(
-            self.reserved == [0; 4]
+            self.reserved == [0; 3]
                 && self.flags & !START_DUAL_STACK == 0
                 && self.mode <= mode::CONDITIONAL
                 && self.service <= service::CLOSE,
@@ -461,6 +596,62 @@ impl Input for CloseConnection {
     }
     fn check(&self) -> Result<(), NtStatus> {
         zero(self.reserved == [0; 2] && self.flags & !CLOSE_ABORTIVE == 0)
+    }
+}
+
+impl WireRule {
+    /// The prefix, checked: family, length within the address, port zero, host bits zero (the
+    /// last is checked by the driver's policy).
+    ///
+    /// # Errors
+    /// STATUS_INVALID_PARAMETER.
+    pub fn prefix(&self) -> Result<(core::net::IpAddr, u8), NtStatus> {
+        let address = self.address.to_socket_addr()?;
+        let bits = if address.is_ipv4() { 32 } else { 128 };
+        zero(self.action <= action::REJECT && address.port() == 0 && self.length <= bits)?;
+        Ok((
+            address.ip(),
+            u8::try_from(self.length).map_err(|_| NtStatus::INVALID_PARAMETER)?,
+        ))
+    }
+}
+
+impl Input for PolicyMessage {
+    fn version(&self) -> u32 {
+        self.version
+    }
+    fn check(&self) -> Result<(), NtStatus> {
+        let count = self.rule_count as usize;
+        zero(
+            self.reserved == [0; 3] && self.default_action <= action::DEFER && count <= MAX_RULES,
+        )?;
+        zero(
+            self.rules[count..]
+                .iter()
+                .all(|r| *r == WireRule::default()),
+        )?;
+        for rule in &self.rules[..count] {
+            rule.prefix()?;
+        }
+        Ok(())
+    }
+}
+
+impl Input for GetPending {
+    fn version(&self) -> u32 {
+        self.version
+    }
+    fn check(&self) -> Result<(), NtStatus> {
+        zero(self.reserved == 0 && self.timeout_ms <= 60_000)
+    }
+}
+
+impl Input for Decide {
+    fn version(&self) -> u32 {
+        self.version
+    }
+    fn check(&self) -> Result<(), NtStatus> {
+        zero(self.reserved == [0; 2] && self.action <= action::REJECT)
     }
 }
 
@@ -538,7 +729,7 @@ mod tests {
             (|m| m.version = 2, NtStatus::REVISION_MISMATCH),
             (|m| m.mode = 4, NtStatus::INVALID_PARAMETER),
             (|m| m.service = 2, NtStatus::INVALID_PARAMETER),
-            (|m| m.reserved[3] = 1, NtStatus::INVALID_PARAMETER),
+            (|m| m.reserved[2] = 1, NtStatus::INVALID_PARAMETER),
             (|m| m.flags = 2, NtStatus::INVALID_PARAMETER),
             (|m| m.address.family = 10, NtStatus::INVALID_PARAMETER),
             (|m| m.flags = START_DUAL_STACK, NtStatus::INVALID_PARAMETER),

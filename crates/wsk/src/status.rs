@@ -28,6 +28,8 @@ macro_rules! statuses {
 statuses! {
     /// STATUS_SUCCESS.
     SUCCESS = 0x0000_0000u32;
+    /// STATUS_TIMEOUT: a wait ended without the event (a success code).
+    TIMEOUT = 0x0000_0102u32;
     /// STATUS_PENDING: the request will complete later through its IRP.
     PENDING = 0x0000_0103u32;
     /// STATUS_EVENT_PENDING: an event callback is still running (disable without an IRP).

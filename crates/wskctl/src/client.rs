@@ -1,9 +1,9 @@
 //! Typed IOCTL calls over a [`Device`].
 
 use ioctl::{
-    ALL_LISTENERS, CLOSE_ABORTIVE, CloseConnection, ConnectionRecord, LIST_MORE, ListConnections,
-    ListHeader, ListenerRecord, ListenerRequest, QueryHeader, StartListener, StatsRecord, VERSION,
-    VersionInfo,
+    ALL_LISTENERS, CLOSE_ABORTIVE, CloseConnection, ConnectionRecord, Decide, GetPending,
+    LIST_MORE, ListConnections, ListHeader, ListenerRecord, ListenerRequest, PendingRecord,
+    PolicyMessage, QueryHeader, StartListener, StatsRecord, VERSION, VersionInfo, action,
 };
 use wsk::NtStatus;
 use zerocopy::{FromBytes, Immutable, IntoBytes};
@@ -19,6 +19,9 @@ pub enum CallError {
     /// The driver refused the request.
     #[error("{0}")]
     Status(NtStatus),
+    /// The command line asked for something malformed.
+    #[error("{0}")]
+    Usage(String),
 }
 
 /// The driver, through a device.
@@ -132,6 +135,61 @@ impl Client {
             }
             cursor = header.next_cursor;
         }
+    }
+
+    pub fn set_policy(&self, policy: &PolicyMessage) -> Result<(), CallError> {
+        self.raw(ioctl::IOCTL_SET_POLICY, policy.as_bytes(), 0)
+            .map(|_| ())
+    }
+
+    pub fn policy(&self, listener: u32) -> Result<PolicyMessage, CallError> {
+        self.call(
+            ioctl::IOCTL_QUERY_POLICY,
+            &ListenerRequest {
+                version: VERSION,
+                listener,
+                reserved: [0; 2],
+            },
+        )
+    }
+
+    /// The next request deferred to user mode, waiting up to `timeout_ms`; `None` when none came.
+    pub fn get_pending(
+        &self,
+        listener: Option<u32>,
+        timeout_ms: u32,
+    ) -> Result<Option<PendingRecord>, CallError> {
+        let request = GetPending {
+            version: VERSION,
+            listener: listener.unwrap_or(ALL_LISTENERS),
+            timeout_ms,
+            reserved: 0,
+        };
+        let bytes = self.raw(
+            ioctl::IOCTL_GET_PENDING,
+            request.as_bytes(),
+            size_of::<PendingRecord>(),
+        )?;
+        if bytes.is_empty() {
+            Ok(None)
+        } else {
+            parse(&bytes).map(Some)
+        }
+    }
+
+    pub fn decide(&self, id: u64, accept: bool) -> Result<(), CallError> {
+        let request = Decide {
+            version: VERSION,
+            action: if accept {
+                action::ACCEPT
+            } else {
+                action::REJECT
+            },
+            id,
+            reserved: [0; 2],
+        };
+        self.raw(ioctl::IOCTL_DECIDE, request.as_bytes(), 0)
+            .map(|_| ())
     }
 
     pub fn close(&self, id: u64, abortive: bool) -> Result<(), CallError> {

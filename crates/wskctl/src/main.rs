@@ -5,6 +5,7 @@
 //! same IOCTLs on a Unix socket, and every other subcommand talks to that socket.
 
 mod client;
+mod conditional;
 mod device;
 mod explain;
 #[cfg(unix)]
@@ -55,6 +56,39 @@ enum ServiceArg {
     Close,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum DefaultArg {
+    Accept,
+    Reject,
+    Defer,
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Replace the policy (rules apply in the order given; first match wins).
+    Set {
+        /// Listener id.
+        listener: u32,
+        /// Allow a prefix, e.g. 127.0.0.0/8 or ::1/128 (repeatable).
+        #[arg(long, value_name = "PREFIX")]
+        allow: Vec<String>,
+        /// Deny a prefix (repeatable).
+        #[arg(long, value_name = "PREFIX")]
+        deny: Vec<String>,
+        /// At most N active connections per source address (0: no limit).
+        #[arg(long, default_value_t = 0)]
+        per_source: u32,
+        /// What rules do not settle (defer: ask `wskctl decide`; outside conditional mode, reject).
+        #[arg(long, value_enum, default_value = "accept")]
+        default: DefaultArg,
+    },
+    /// Show a listener's policy.
+    Show {
+        /// Listener id.
+        listener: u32,
+    },
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Load the driver into the host kernel and serve the control socket until SIGINT/SIGTERM.
@@ -80,6 +114,32 @@ enum Command {
         /// For an IPv6 address: also accept IPv4.
         #[arg(long)]
         dual_stack: bool,
+        /// Conditional mode: how long a deferred connection waits for `wskctl decide` (ms).
+        #[arg(long, value_name = "MS")]
+        decision_timeout_ms: Option<u32>,
+    },
+    /// A listener's condition function: ordered allow/deny rules, a default, a per-source limit.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// Decide connections the policy deferred to user mode (conditional mode).
+    Decide {
+        /// Only this listener's.
+        #[arg(long)]
+        listener: Option<u32>,
+        /// Accept every deferred connection.
+        #[arg(long, conflicts_with_all = ["reject_all", "script"])]
+        accept_all: bool,
+        /// Reject every deferred connection.
+        #[arg(long, conflicts_with = "script")]
+        reject_all: bool,
+        /// For each: one JSON line on stdout, one `accept` or `reject` line read from stdin.
+        #[arg(long)]
+        script: bool,
+        /// Stop after this many decisions.
+        #[arg(long)]
+        count: Option<u64>,
     },
     /// Stop one listener, or all of them.
     Stop {
@@ -126,6 +186,10 @@ fn fail(error: &CallError, port: Option<u16>) -> ExitCode {
             );
             ExitCode::from(1)
         }
+        CallError::Usage(sentence) => {
+            eprintln!("wskctl: {sentence}");
+            ExitCode::from(64)
+        }
         CallError::Device(device) => {
             eprintln!("wskctl: {device}");
             ExitCode::from(2)
@@ -149,6 +213,7 @@ fn run(client: &Client, command: Command, json: bool) -> Result<(), (CallError, 
             capacity,
             service: s,
             dual_stack,
+            decision_timeout_ms,
         } => {
             let request = StartListener {
                 version: VERSION,
@@ -166,7 +231,8 @@ fn run(client: &Client, command: Command, json: bool) -> Result<(), (CallError, 
                     ServiceArg::Hold => service::HOLD,
                     ServiceArg::Close => service::CLOSE,
                 },
-                reserved: [0; 4],
+                decision_timeout_ms: decision_timeout_ms.unwrap_or(0),
+                reserved: [0; 3],
             };
             let record = client
                 .start(&request)
@@ -211,11 +277,68 @@ fn run(client: &Client, command: Command, json: bool) -> Result<(), (CallError, 
                 );
             }
         }
+        Command::Policy { command } => policy(client, command, json)?,
+        Command::Decide {
+            listener,
+            accept_all,
+            reject_all,
+            script,
+            count,
+        } => {
+            let answer = if accept_all {
+                conditional::Answer::AcceptAll
+            } else if reject_all {
+                conditional::Answer::RejectAll
+            } else if script {
+                conditional::Answer::Script
+            } else {
+                conditional::Answer::Interactive
+            };
+            conditional::decide_loop(client, listener, answer, count).map_err(plain)?;
+        }
         Command::Version => println!(
             "{}",
             render::version(&client.version().map_err(plain)?, json)
         ),
     }
+    Ok(())
+}
+
+fn policy(
+    client: &Client,
+    command: PolicyCommand,
+    json: bool,
+) -> Result<(), (CallError, Option<u16>)> {
+    let plain = |e| (e, None);
+    let listener = match command {
+        PolicyCommand::Set {
+            listener,
+            per_source,
+            default,
+            ..
+        } => {
+            let args: Vec<String> = std::env::args().collect();
+            let default = match default {
+                DefaultArg::Accept => ioctl::action::ACCEPT,
+                DefaultArg::Reject => ioctl::action::REJECT,
+                DefaultArg::Defer => ioctl::action::DEFER,
+            };
+            let message = conditional::policy_message(
+                listener,
+                &conditional::ordered_rules(&args),
+                default,
+                per_source,
+            )
+            .map_err(|sentence| (CallError::Usage(sentence), None))?;
+            client.set_policy(&message).map_err(plain)?;
+            listener
+        }
+        PolicyCommand::Show { listener } => listener,
+    };
+    println!(
+        "{}",
+        conditional::render_policy(&client.policy(listener).map_err(plain)?, json).trim_end()
+    );
     Ok(())
 }
 

@@ -72,6 +72,13 @@ fn stats_value(s: &StatsRecord) -> Value {
         "listener_restarts": c.listener_restarts,
         "accept_errors": c.accept_errors,
         "bytes_discarded": c.bytes_discarded,
+        "accepted_conditional": c.accepted_conditional,
+        "inspect_pended": c.inspect_pended,
+        "withdrawn": c.withdrawn,
+        "decision_timeouts": c.decision_timeouts,
+        "rejected_policy": c.rejected_policy,
+        "rejected_source_limit": c.rejected_source_limit,
+        "rejected_pending_full": c.rejected_pending_full,
     })
 }
 

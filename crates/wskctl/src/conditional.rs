@@ -1,0 +1,227 @@
+//! `wskctl policy` and `wskctl decide`: the condition function's rules, and user mode's side of
+//! deferred decisions (the kernel's WSAAccept CF_DEFER).
+
+use std::fmt::Write as _;
+use std::io::{BufRead, Write as _};
+use std::net::{IpAddr, SocketAddr};
+
+use ioctl::{MAX_RULES, PendingRecord, PolicyMessage, WireRule, action};
+use serde_json::json;
+
+use crate::client::{CallError, Client};
+
+/// `--allow` / `--deny` in the order given on the command line (first match wins, so order
+/// matters and clap's per-flag lists would lose it).
+#[must_use]
+pub fn ordered_rules(args: &[String]) -> Vec<(bool, String)> {
+    let mut rules = Vec::new();
+    let mut words = args.iter();
+    while let Some(word) = words.next() {
+        for (flag, allow) in [("--allow", true), ("--deny", false)] {
+            if word == flag {
+                if let Some(value) = words.next() {
+                    rules.push((allow, value.clone()));
+                }
+            } else if let Some(value) = word
+                .strip_prefix(flag)
+                .and_then(|rest| rest.strip_prefix('='))
+            {
+                rules.push((allow, value.to_owned()));
+            }
+        }
+    }
+    rules
+}
+
+/// A rule from `PREFIX/LEN` (a bare address means the whole address).
+///
+/// # Errors
+/// A sentence saying what is wrong.
+pub fn wire_rule(allow: bool, text: &str) -> Result<WireRule, String> {
+    let (address, length) = match text.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (text, None),
+    };
+    let ip: IpAddr = address
+        .parse()
+        .map_err(|_| format!("'{text}' is not an IPv4 or IPv6 prefix"))?;
+    let bits = if ip.is_ipv4() { 32 } else { 128 };
+    let length: u32 = match length {
+        Some(l) => l
+            .parse()
+            .map_err(|_| format!("'{text}': the prefix length is not a number"))?,
+        None => bits,
+    };
+    if length > bits {
+        return Err(format!(
+            "'{text}': an {} prefix is at most /{bits}",
+            if ip.is_ipv4() { "IPv4" } else { "IPv6" }
+        ));
+    }
+    Ok(WireRule {
+        action: if allow {
+            action::ACCEPT
+        } else {
+            action::REJECT
+        },
+        length,
+        address: SocketAddr::new(ip, 0).into(),
+    })
+}
+
+/// The policy message for `policy set`.
+///
+/// # Errors
+/// A sentence when a rule is malformed or there are too many.
+pub fn policy_message(
+    listener: u32,
+    rules: &[(bool, String)],
+    default: u32,
+    per_source: u32,
+) -> Result<PolicyMessage, String> {
+    if rules.len() > MAX_RULES {
+        return Err(format!("at most {MAX_RULES} rules"));
+    }
+    let mut message = PolicyMessage {
+        listener,
+        default_action: default,
+        per_source,
+        ..PolicyMessage::default()
+    };
+    for (slot, (allow, text)) in message.rules.iter_mut().zip(rules) {
+        *slot = wire_rule(*allow, text)?;
+    }
+    message.rule_count = u32::try_from(rules.len()).unwrap_or(u32::MAX);
+    Ok(message)
+}
+
+fn action_name(a: u32) -> &'static str {
+    match a {
+        action::ACCEPT => "accept",
+        action::REJECT => "reject",
+        _ => "defer",
+    }
+}
+
+fn address(a: &ioctl::WireAddress) -> String {
+    a.to_socket_addr()
+        .map_or_else(|_| "?".to_owned(), |s| s.to_string())
+}
+
+/// `policy show` output.
+#[must_use]
+pub fn render_policy(p: &PolicyMessage, as_json: bool) -> String {
+    let rules: Vec<(String, String)> = p.rules[..p.rule_count as usize]
+        .iter()
+        .map(|r| {
+            let ip = r
+                .address
+                .to_socket_addr()
+                .map_or_else(|_| "?".to_owned(), |s| s.ip().to_string());
+            (
+                (if r.action == action::ACCEPT {
+                    "allow"
+                } else {
+                    "deny"
+                })
+                .to_owned(),
+                format!("{ip}/{}", r.length),
+            )
+        })
+        .collect();
+    if as_json {
+        let list: Vec<_> = rules
+            .iter()
+            .map(|(a, p)| json!({"action": a, "prefix": p}))
+            .collect();
+        return json!({"listener": p.listener, "default": action_name(p.default_action), "per_source": p.per_source, "rules": list}).to_string();
+    }
+    let mut out = format!(
+        "listener {}: default {}, per-source limit {}\n",
+        p.listener,
+        action_name(p.default_action),
+        if p.per_source == 0 {
+            "none".to_owned()
+        } else {
+            p.per_source.to_string()
+        }
+    );
+    for (i, (a, prefix)) in rules.iter().enumerate() {
+        let _ = writeln!(out, "  {:>2}. {a:<5} {prefix}", i + 1);
+    }
+    out
+}
+
+/// How `decide` answers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// Ask on the terminal.
+    Interactive,
+    /// Accept everything.
+    AcceptAll,
+    /// Reject everything.
+    RejectAll,
+    /// One JSON line out, one `accept`/`reject` line in, per request.
+    Script,
+}
+
+fn pending_line(p: &PendingRecord) -> String {
+    json!({"id": p.id, "listener": p.listener, "remote": address(&p.remote), "local": address(&p.local), "waited_ms": p.waited_ms}).to_string()
+}
+
+/// The decide loop: until `count` decisions were made (if given), or stdin ends.
+///
+/// # Errors
+/// A failed IOCTL.
+pub fn decide_loop(
+    client: &Client,
+    listener: Option<u32>,
+    answer: Answer,
+    count: Option<u64>,
+) -> Result<(), CallError> {
+    let stdin = std::io::stdin();
+    let mut input = stdin.lock();
+    let mut out = std::io::stdout();
+    let mut made = 0u64;
+    while count.is_none_or(|c| made < c) {
+        let Some(pending) = client.get_pending(listener, 1_000)? else {
+            continue;
+        };
+        let accept = match answer {
+            Answer::AcceptAll => true,
+            Answer::RejectAll => false,
+            Answer::Script | Answer::Interactive => {
+                if answer == Answer::Script {
+                    let _ = writeln!(out, "{}", pending_line(&pending));
+                } else {
+                    let _ = write!(
+                        out,
+                        "connection {} from {} to {} (waited {} ms) on listener {}: accept? [a/r] ",
+                        pending.id,
+                        address(&pending.remote),
+                        address(&pending.local),
+                        pending.waited_ms,
+                        pending.listener
+                    );
+                }
+                let _ = out.flush();
+                let mut line = String::new();
+                if input.read_line(&mut line).unwrap_or(0) == 0 {
+                    // No more answers: the request times out in the driver (rejected).
+                    return Ok(());
+                }
+                matches!(line.trim(), "accept" | "a" | "y" | "yes")
+            }
+        };
+        match client.decide(pending.id, accept) {
+            // Withdrawn by the peer or timed out meanwhile: nothing to decide.
+            Ok(()) | Err(CallError::Status(wsk::NtStatus::NOT_FOUND)) => {}
+            Err(error) => return Err(error),
+        }
+        made += 1;
+        if answer == Answer::Interactive {
+            let _ = writeln!(out, "{}", if accept { "accepted" } else { "rejected" });
+        }
+    }
+    Ok(())
+}

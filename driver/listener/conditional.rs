@@ -1,0 +1,192 @@
+//! Conditional accept on a listener (WSK-FACTS §6): the policy answers WskInspectEvent at once
+//! (accept or reject) or defers to user mode; deferred requests wait in the pending queue until
+//! DECIDE, the peer's withdrawal (WskAbortEvent), or the decision timeout. Decisions are sent with
+//! WskInspectComplete by the worker, one at a time, on the listener's decision IRP.
+
+use core::ffi::c_void;
+use core::net::SocketAddr;
+use core::sync::atomic::Ordering;
+
+use wsk::{DEVICE_OBJECT, IRP, NtStatus, WSK_INSPECT_ACTION, WSK_INSPECT_ID};
+
+use super::{Counters, Listener, Mode, Phase};
+use crate::kernel;
+use crate::pending::{PendingId, PendingInfo};
+use crate::policy::{Policy, RejectReason, Verdict};
+
+/// Completion of WskInspectComplete. IRQL: <= DISPATCH_LEVEL; no WSK, no blocking, no allocation.
+unsafe extern "system" fn decision_done(
+    _device: *mut DEVICE_OBJECT,
+    _irp: *mut IRP,
+    context: *mut c_void,
+) -> NtStatus {
+    // SAFETY: submitted with the listener as context; it outlives its IRPs.
+    let listener = unsafe { &*context.cast::<Listener>() };
+    let index = listener.decision_index.load(Ordering::Acquire);
+    // SAFETY: this is the decision IRP's completion routine.
+    let _ = unsafe { listener.decision.take_back() };
+    let mut shared = listener.shared.lock();
+    shared.rundown.completed();
+    if shared.pending.complete(index) == Some(true) {
+        Counters::bump(&listener.counters.accepted_conditional);
+    }
+    listener.kick_locked(&shared);
+    NtStatus::MORE_PROCESSING_REQUIRED
+}
+
+impl Listener {
+    /// Counts a refusal by its reason. IRQL: <= DISPATCH_LEVEL.
+    pub(crate) fn count_rejection(&self, reason: RejectReason) {
+        Counters::bump(match reason {
+            RejectReason::Full => &self.counters.rejected_full,
+            RejectReason::NotRunning => &self.counters.rejected_not_running,
+            RejectReason::Policy => &self.counters.rejected_policy,
+            RejectReason::SourceLimit => &self.counters.rejected_source_limit,
+        });
+    }
+
+    /// WskInspectEvent's decision. IRQL: DISPATCH_LEVEL (callback); no WSK, no allocation.
+    pub(crate) fn inspect(
+        &self,
+        local: SocketAddr,
+        remote: SocketAddr,
+        id: &WSK_INSPECT_ID,
+    ) -> WSK_INSPECT_ACTION {
+        let mut shared = self.shared.lock();
+        if shared.phase != Phase::Running {
+            Counters::bump(&self.counters.rejected_not_running);
+            return WSK_INSPECT_ACTION::REJECT;
+        }
+        let from_source = shared.sources.count(remote.ip());
+        match shared
+            .policy
+            .evaluate(&remote, shared.table.occupancy(), from_source, true, false)
+        {
+            Verdict::Accept => {
+                Counters::bump(&self.counters.accepted_conditional);
+                WSK_INSPECT_ACTION::ACCEPT
+            }
+            Verdict::Reject(reason) => {
+                self.count_rejection(reason);
+                WSK_INSPECT_ACTION::REJECT
+            }
+            Verdict::Defer => {
+                let pended = shared
+                    .pending
+                    .push(*id, remote, local, kernel::interrupt_time());
+                if pended.is_err() {
+                    // A full queue never blocks: the request is refused and counted.
+                    Counters::bump(&self.counters.rejected_pending_full);
+                    return WSK_INSPECT_ACTION::REJECT;
+                }
+                Counters::bump(&self.counters.inspect_pended);
+                // SAFETY: `global` points at the engine's figures, which outlive listeners.
+                unsafe { (*self.global).pending_ready.set() };
+                // Keep the timeout ticking for this request.
+                self.kick_locked(&shared);
+                WSK_INSPECT_ACTION::PEND
+            }
+        }
+    }
+
+    /// WskAbortEvent: the peer withdrew a deferred request. IRQL: DISPATCH_LEVEL (callback).
+    pub(crate) fn abort(&self, id: &WSK_INSPECT_ID) {
+        let mut shared = self.shared.lock();
+        if shared.pending.abort(id) {
+            Counters::bump(&self.counters.withdrawn);
+        }
+    }
+
+    /// Hands the oldest undelivered request to user mode (GET_PENDING). IRQL: <= DISPATCH_LEVEL.
+    pub fn take_pending(&self) -> Option<PendingInfo> {
+        self.shared.lock().pending.deliver()
+    }
+
+    /// User mode's decision on a deferred request. IRQL: <= DISPATCH_LEVEL.
+    ///
+    /// # Errors
+    /// STATUS_NOT_FOUND for an unknown, already decided, timed-out or withdrawn request.
+    pub fn decide(&self, id: PendingId, accept: bool) -> Result<(), NtStatus> {
+        let mut shared = self.shared.lock();
+        if !shared.pending.decide(id, accept) {
+            return Err(NtStatus::NOT_FOUND);
+        }
+        self.kick_locked(&shared);
+        Ok(())
+    }
+
+    /// Replaces the policy; it applies to the next connection. IRQL: <= DISPATCH_LEVEL.
+    pub fn set_policy(&self, policy: Policy) {
+        self.shared.lock().policy = policy;
+    }
+
+    /// The policy in force. IRQL: <= DISPATCH_LEVEL.
+    #[must_use]
+    pub fn policy(&self) -> Policy {
+        self.shared.lock().policy
+    }
+
+    /// Whether deferred requests are waiting (the engine's ticker keeps their timeouts running).
+    #[must_use]
+    pub fn has_pending(&self) -> bool {
+        !self.shared.lock().pending.is_empty()
+    }
+
+    /// Times out overdue requests and sends the next decision. Worker only.
+    pub(super) fn service_decisions(&self) {
+        if self.config.mode != Mode::Conditional {
+            return;
+        }
+        let timeout = u64::from(self.config.decision_timeout_ms) * 10_000;
+        let outgoing = {
+            let mut shared = self.shared.lock();
+            let expired = shared.pending.expire(kernel::interrupt_time(), timeout);
+            self.counters
+                .decision_timeouts
+                .fetch_add(u64::from(expired), Ordering::Relaxed);
+            if self.decision.is_busy() {
+                // One decision at a time; its completion kicks us for the next.
+                return;
+            }
+            let Some(outgoing) = shared.pending.next_outgoing() else {
+                return;
+            };
+            shared.rundown.submitted();
+            outgoing
+        };
+        // SAFETY: worker thread (the only user of the listening socket once published).
+        let Some(socket) = (unsafe { self.socket.get() }).as_ref() else {
+            self.undo_decision(outgoing.index);
+            return;
+        };
+        // SAFETY: the decision IRP is idle (checked above; only the worker submits it), so nobody
+        // reads this ID now; the provider reads it during the call below.
+        unsafe { self.decision_id.get().write(outgoing.inspect) };
+        self.decision_index.store(outgoing.index, Ordering::Release);
+        let action = if outgoing.accept {
+            WSK_INSPECT_ACTION::ACCEPT
+        } else {
+            WSK_INSPECT_ACTION::REJECT
+        };
+        let context = core::ptr::from_ref(self).cast_mut().cast();
+        // SAFETY: the listener outlives its IRPs; the ID lives in the listener until completion.
+        let submitted = unsafe {
+            socket.inspect_complete(
+                &self.decision,
+                decision_done,
+                context,
+                self.decision_id.get(),
+                action,
+            )
+        };
+        if submitted.is_err() {
+            self.undo_decision(outgoing.index);
+        }
+    }
+
+    fn undo_decision(&self, index: usize) {
+        let mut shared = self.shared.lock();
+        shared.rundown.completed();
+        let _ = shared.pending.complete(index);
+    }
+}

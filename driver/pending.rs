@@ -1,0 +1,340 @@
+//! Inspections deferred to user mode (conditional accept, WSK-FACTS §6): a bounded, fixed-size
+//! queue per listener, under the listener's spin lock. Every request ends exactly one way:
+//! decided by user mode (DECIDE), withdrawn by the peer (WskAbortEvent), or timed out by the
+//! driver — and WskInspectComplete is issued at most once for it.
+//!
+//! States: `Waiting` (not yet handed to user mode) → `Delivered` (GET_PENDING returned it) →
+//! `Decided` (accept or reject chosen, WskInspectComplete not yet issued) → `InFlight` → free.
+
+use core::net::SocketAddr;
+
+use wsk::WSK_INSPECT_ID;
+
+/// Requests one listener holds at most.
+pub const PENDING_CAPACITY: usize = 64;
+
+const GENERATION_MASK: u32 = 0x00FF_FFFF;
+
+/// A pending request's id for user mode: bits 0–31 index, 32–55 generation, 56–63 listener slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PendingId(pub u64);
+
+impl PendingId {
+    fn new(listener: u8, generation: u32, index: usize) -> Self {
+        Self(
+            (u64::from(listener) << 56)
+                | (u64::from(generation & GENERATION_MASK) << 32)
+                | index as u64,
+        )
+    }
+
+    /// The listener slot.
+    #[must_use]
+    pub fn listener(self) -> u8 {
+        (self.0 >> 56) as u8
+    }
+
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "the fields are packed by `new`"
+    )]
+    fn parts(self) -> (u32, usize) {
+        (
+            ((self.0 >> 32) as u32) & GENERATION_MASK,
+            self.0 as u32 as usize,
+        )
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Free,
+    Waiting,
+    Delivered,
+    Decided { accept: bool, timed_out: bool },
+    InFlight { accept: bool },
+}
+
+/// What user mode sees of a pending request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PendingInfo {
+    /// The id DECIDE takes.
+    pub id: PendingId,
+    /// Peer.
+    pub remote: SocketAddr,
+    /// Local end.
+    pub local: SocketAddr,
+    /// KeQueryInterruptTime when it was pended, 100 ns units.
+    pub arrived_at: u64,
+}
+
+#[derive(Clone, Copy)]
+struct Entry {
+    state: State,
+    generation: u32,
+    inspect: WSK_INSPECT_ID,
+    remote: SocketAddr,
+    local: SocketAddr,
+    arrived_at: u64,
+}
+
+/// The queue is full: the request is refused, never waited for.
+#[derive(Debug, PartialEq, Eq)]
+pub struct QueueFull;
+
+/// A decision ready to be sent with WskInspectComplete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outgoing {
+    /// Slot index (for [`PendingQueue::complete`]).
+    pub index: usize,
+    /// The ID the provider gave.
+    pub inspect: WSK_INSPECT_ID,
+    /// Accept (true) or reject.
+    pub accept: bool,
+}
+
+/// The fixed-size queue.
+pub struct PendingQueue {
+    entries: [Entry; PENDING_CAPACITY],
+    listener: u8,
+}
+
+impl PendingQueue {
+    /// An empty queue for listener slot `listener`.
+    #[must_use]
+    pub fn new(listener: u8, placeholder: SocketAddr) -> Self {
+        let entry = Entry {
+            state: State::Free,
+            generation: 1,
+            inspect: WSK_INSPECT_ID::default(),
+            remote: placeholder,
+            local: placeholder,
+            arrived_at: 0,
+        };
+        Self {
+            entries: [entry; PENDING_CAPACITY],
+            listener,
+        }
+    }
+
+    /// Pends a request (from WskInspectEvent). O(capacity), bounded, no allocation.
+    ///
+    /// # Errors
+    /// [`QueueFull`].
+    pub fn push(
+        &mut self,
+        inspect: WSK_INSPECT_ID,
+        remote: SocketAddr,
+        local: SocketAddr,
+        now: u64,
+    ) -> Result<PendingId, QueueFull> {
+        let (index, entry) = self
+            .entries
+            .iter_mut()
+            .enumerate()
+            .find(|(_, e)| e.state == State::Free)
+            .ok_or(QueueFull)?;
+        *entry = Entry {
+            state: State::Waiting,
+            generation: entry.generation,
+            inspect,
+            remote,
+            local,
+            arrived_at: now,
+        };
+        Ok(PendingId::new(self.listener, entry.generation, index))
+    }
+
+    /// The oldest request not yet handed to user mode, now marked delivered.
+    pub fn deliver(&mut self) -> Option<PendingInfo> {
+        let listener = self.listener;
+        let (index, entry) = self
+            .entries
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, e)| e.state == State::Waiting)
+            .min_by_key(|(_, e)| e.arrived_at)?;
+        entry.state = State::Delivered;
+        Some(PendingInfo {
+            id: PendingId::new(listener, entry.generation, index),
+            remote: entry.remote,
+            local: entry.local,
+            arrived_at: entry.arrived_at,
+        })
+    }
+
+    /// Whether anything waits to be delivered.
+    #[must_use]
+    pub fn has_waiting(&self) -> bool {
+        self.entries.iter().any(|e| e.state == State::Waiting)
+    }
+
+    /// Whether anything is pending at all (for the timeout ticker).
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.entries.iter().all(|e| e.state == State::Free)
+    }
+
+    fn lookup(&mut self, id: PendingId) -> Option<&mut Entry> {
+        let (generation, index) = id.parts();
+        if id.listener() != self.listener {
+            return None;
+        }
+        self.entries
+            .get_mut(index)
+            .filter(|e| e.generation == generation && e.state != State::Free)
+    }
+
+    /// User mode's decision. False when the id is unknown, already decided, timed out or withdrawn.
+    pub fn decide(&mut self, id: PendingId, accept: bool) -> bool {
+        match self.lookup(id) {
+            Some(entry) if matches!(entry.state, State::Waiting | State::Delivered) => {
+                entry.state = State::Decided {
+                    accept,
+                    timed_out: false,
+                };
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The peer withdrew (WskAbortEvent; the ID's contents, not its address, identify it). True when
+    /// a request was removed; one whose WskInspectComplete is already in flight is left to finish
+    /// (completing an aborted ID does nothing, WSK-FACTS §6).
+    pub fn abort(&mut self, inspect: &WSK_INSPECT_ID) -> bool {
+        let Some(entry) = self
+            .entries
+            .iter_mut()
+            .find(|e| e.state != State::Free && e.inspect == *inspect)
+        else {
+            return false;
+        };
+        if matches!(entry.state, State::InFlight { .. }) {
+            return false;
+        }
+        Self::free(entry);
+        true
+    }
+
+    /// Rejects every request older than `timeout` (100 ns units) that user mode has not decided.
+    /// Returns how many timed out.
+    pub fn expire(&mut self, now: u64, timeout: u64) -> u32 {
+        let mut expired = 0;
+        for entry in &mut self.entries {
+            if matches!(entry.state, State::Waiting | State::Delivered)
+                && now.saturating_sub(entry.arrived_at) >= timeout
+            {
+                entry.state = State::Decided {
+                    accept: false,
+                    timed_out: true,
+                };
+                expired += 1;
+            }
+        }
+        expired
+    }
+
+    /// The next decision to send (now in flight).
+    pub fn next_outgoing(&mut self) -> Option<Outgoing> {
+        let (index, entry) = self
+            .entries
+            .iter_mut()
+            .enumerate()
+            .find(|(_, e)| matches!(e.state, State::Decided { .. }))?;
+        let State::Decided { accept, .. } = entry.state else {
+            return None;
+        };
+        entry.state = State::InFlight { accept };
+        Some(Outgoing {
+            index,
+            inspect: entry.inspect,
+            accept,
+        })
+    }
+
+    /// WskInspectComplete for slot `index` completed: the slot is free again. Returns whether it
+    /// was an accept.
+    pub fn complete(&mut self, index: usize) -> Option<bool> {
+        let entry = self.entries.get_mut(index)?;
+        let State::InFlight { accept } = entry.state else {
+            return None;
+        };
+        Self::free(entry);
+        Some(accept)
+    }
+
+    fn free(entry: &mut Entry) {
+        entry.state = State::Free;
+        entry.generation = match (entry.generation + 1) & GENERATION_MASK {
+            0 => 1,
+            next => next,
+        };
+    }
+
+    /// Drops every request (listener stop: the provider forgets them with the listening socket).
+    pub fn clear(&mut self) {
+        for entry in &mut self.entries {
+            if entry.state != State::Free {
+                Self::free(entry);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(serial: u32) -> WSK_INSPECT_ID {
+        WSK_INSPECT_ID {
+            Key: 7,
+            SerialNumber: serial,
+        }
+    }
+
+    fn addr() -> SocketAddr {
+        "127.0.0.1:1".parse().unwrap()
+    }
+
+    #[test]
+    fn each_request_ends_exactly_once() {
+        let mut q = PendingQueue::new(2, addr());
+        let a = q.push(id(1), addr(), addr(), 0).unwrap();
+        let b = q.push(id(2), addr(), addr(), 5).unwrap();
+        let c = q.push(id(3), addr(), addr(), 9).unwrap();
+        assert_eq!(q.deliver().unwrap().id, a, "oldest first");
+        assert!(q.decide(a, true));
+        assert!(!q.decide(a, false), "already decided");
+        assert!(q.abort(&id(2)), "withdrawn");
+        assert!(!q.decide(b, true), "a withdrawn request is not found");
+        assert_eq!(q.expire(100, 50), 1, "c timed out");
+        assert!(!q.decide(c, true));
+        let first = q.next_outgoing().unwrap();
+        let second = q.next_outgoing().unwrap();
+        assert_eq!(q.next_outgoing(), None);
+        assert_eq!([first.accept, second.accept], [true, false]);
+        assert!(!q.abort(&first.inspect), "in flight: left to finish");
+        assert_eq!(q.complete(first.index), Some(true));
+        assert_eq!(q.complete(first.index), None, "completed once");
+        assert_eq!(q.complete(second.index), Some(false));
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn a_full_queue_refuses_and_ids_go_stale() {
+        let mut q = PendingQueue::new(0, addr());
+        let ids: Vec<_> = (0..PENDING_CAPACITY as u32)
+            .map(|i| q.push(id(i), addr(), addr(), 0).unwrap())
+            .collect();
+        assert_eq!(q.push(id(999), addr(), addr(), 0), Err(QueueFull));
+        assert!(q.abort(&id(0)));
+        let reused = q.push(id(1000), addr(), addr(), 0).unwrap();
+        assert_ne!(reused, ids[0], "a reused slot has a new generation");
+        assert!(!q.decide(ids[0], true));
+        assert!(
+            !q.decide(PendingId(reused.0 | (1 << 56)), true),
+            "other listener's id"
+        );
+    }
+}

@@ -1,0 +1,358 @@
+//! Conditional accept and the policy, end to end against real clients: rules by IPv4 and IPv6
+//! prefix in every mode, the per-source limit, defer decided by user mode through the IOCTLs,
+//! a peer that gives up while deferred, the decision timeout, a full pending queue, and stop and
+//! unload with requests pending.
+
+mod common;
+
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::time::Duration;
+
+use common::*;
+use hostkernel::schedule::Schedule;
+use wsk::NtStatus;
+use wskaccept::engine::Engine;
+use wskaccept::listener::{ListenerConfig, ListenerInfo, Mode, Service};
+use wskaccept::pending::PENDING_CAPACITY;
+use wskaccept::policy::{Action, Policy, Prefix, Rule};
+
+fn rule(allow: bool, text: &str) -> Rule {
+    let (address, length) = text.split_once('/').unwrap();
+    Rule {
+        allow,
+        prefix: Prefix::new(address.parse().unwrap(), length.parse().unwrap()).unwrap(),
+    }
+}
+
+fn start_with(
+    engine: &Engine,
+    address: &str,
+    mode: Mode,
+    policy: &Policy,
+    timeout_ms: u32,
+) -> ListenerInfo {
+    let mut config = ListenerConfig::new(address.parse().unwrap());
+    config.mode = mode;
+    config.capacity = 256;
+    config.decision_timeout_ms = timeout_ms;
+    config.dual_stack = address.starts_with("[::]");
+    engine.start_listener_with_policy(config, *policy).unwrap()
+}
+
+/// A client whose source address is `source` (loopback addresses other than 127.0.0.1 must be
+/// bound explicitly).
+fn connect_from(source: &str, port: u16) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(&SocketAddr::new(source.parse().unwrap(), 0).into())
+        .unwrap();
+    socket
+        .connect(&SocketAddr::from(([127, 0, 0, 1], port)).into())
+        .unwrap();
+    socket.into()
+}
+
+fn counters(engine: &Engine) -> wskaccept::listener::CounterSnapshot {
+    engine.stats().counters
+}
+
+const MODES: [Mode; 4] = [Mode::Irp, Mode::Event, Mode::Both, Mode::Conditional];
+
+#[test]
+fn allow_and_deny_by_ipv4_prefix_in_every_mode() {
+    for mode in MODES {
+        let engine = load(Schedule::from_seed(41));
+        // 127.0.0.2 is allowed, the rest of 127/8 denied.
+        let policy = Policy::new(
+            &[rule(true, "127.0.0.2/32"), rule(false, "127.0.0.0/8")],
+            Action::Accept,
+            0,
+        )
+        .unwrap();
+        let info = start_with(&engine, "0.0.0.0:0", mode, &policy, 5_000);
+        let port = info.address.port();
+        let mut allowed = connect_from("127.0.0.2", port);
+        let mut denied = connect_from("127.0.0.1", port);
+        wait_until("decided", Duration::from_secs(5), || {
+            let c = counters(&engine);
+            c.rejected_policy == 1 && engine.stats().active == 1
+        });
+        assert_eq!(
+            seen(&mut denied, Duration::from_secs(2)),
+            Seen::Reset,
+            "{mode:?}: denied peers are reset"
+        );
+        assert_eq!(
+            seen(&mut allowed, Duration::from_millis(100)),
+            Seen::Held,
+            "{mode:?}"
+        );
+        if mode == Mode::Conditional {
+            assert_eq!(
+                counters(&engine).accepted_conditional,
+                1,
+                "decided at inspection"
+            );
+        }
+        unload(engine);
+    }
+}
+
+#[test]
+fn allow_and_deny_by_ipv6_prefix_on_a_dual_stack_listener() {
+    for mode in MODES {
+        let engine = load(Schedule::from_seed(42));
+        // IPv6 loopback allowed; IPv4 peers (seen as ::ffff:a.b.c.d) denied by an IPv4 rule.
+        let policy = Policy::new(
+            &[rule(true, "::1/128"), rule(false, "0.0.0.0/0")],
+            Action::Reject,
+            0,
+        )
+        .unwrap();
+        let info = start_with(&engine, "[::]:0", mode, &policy, 5_000);
+        let port = info.address.port();
+        let mut v6 = TcpStream::connect(SocketAddr::from((
+            IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]),
+            port,
+        )))
+        .unwrap();
+        let mut v4 = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        wait_until("decided", Duration::from_secs(5), || {
+            counters(&engine).rejected_policy == 1 && engine.stats().active == 1
+        });
+        assert_eq!(
+            seen(&mut v4, Duration::from_secs(2)),
+            Seen::Reset,
+            "{mode:?}"
+        );
+        assert_eq!(
+            seen(&mut v6, Duration::from_millis(100)),
+            Seen::Held,
+            "{mode:?}"
+        );
+        unload(engine);
+    }
+}
+
+#[test]
+fn the_per_source_limit_holds_in_every_mode() {
+    for mode in MODES {
+        let engine = load(Schedule::from_seed(43));
+        let info = start_with(
+            &engine,
+            "127.0.0.1:0",
+            mode,
+            &Policy::new(&[], Action::Accept, 3).unwrap(),
+            5_000,
+        );
+        let _clients = connect_all(info.address, 5);
+        wait_until("decided", Duration::from_secs(5), || {
+            counters(&engine).rejected_source_limit == 2 && engine.stats().active == 3
+        });
+        unload(engine);
+    }
+}
+
+#[test]
+fn defer_then_accept_and_defer_then_reject_decided_by_user_mode() {
+    let engine = load(Schedule::from_seed(44));
+    let info = start_with(
+        &engine,
+        "127.0.0.1:0",
+        Mode::Conditional,
+        &Policy::new(&[], Action::Defer, 0).unwrap(),
+        10_000,
+    );
+    let mut first = TcpStream::connect(info.address).unwrap();
+    let (listener, pending) = engine.get_pending(None, Duration::from_secs(5)).unwrap();
+    assert_eq!(listener, info.id);
+    assert_eq!(pending.remote, first.local_addr().unwrap());
+    assert_eq!(engine.stats().active, 0, "not accepted before the decision");
+    engine.decide(pending.id, true).unwrap();
+    wait_until("accepted", Duration::from_secs(5), || {
+        engine.stats().active == 1
+    });
+    assert_eq!(seen(&mut first, Duration::from_millis(100)), Seen::Held);
+    assert_eq!(
+        engine.decide(pending.id, true),
+        Err(NtStatus::NOT_FOUND),
+        "already decided"
+    );
+
+    let mut second = TcpStream::connect(info.address).unwrap();
+    let (_, pending) = engine
+        .get_pending(Some(info.id), Duration::from_secs(5))
+        .unwrap();
+    engine.decide(pending.id, false).unwrap();
+    assert_eq!(seen(&mut second, Duration::from_secs(2)), Seen::Reset);
+    let c = counters(&engine);
+    assert_eq!((c.inspect_pended, c.accepted_conditional), (2, 1));
+    assert_eq!(
+        engine.get_pending(None, Duration::ZERO).map(|p| p.0),
+        Err(NtStatus::TIMEOUT),
+        "nothing pending"
+    );
+    unload(engine);
+}
+
+#[test]
+fn a_peer_that_gives_up_while_deferred_is_withdrawn() {
+    let engine = load(Schedule::from_seed(45));
+    let info = start_with(
+        &engine,
+        "127.0.0.1:0",
+        Mode::Conditional,
+        &Policy::new(&[], Action::Defer, 0).unwrap(),
+        10_000,
+    );
+    let quitter = TcpStream::connect(info.address).unwrap();
+    wait_until("pended", Duration::from_secs(5), || {
+        counters(&engine).inspect_pended == 1
+    });
+    let (_, pending) = engine.get_pending(None, Duration::from_secs(5)).unwrap();
+    drop(quitter);
+    wait_until("withdrawn", Duration::from_secs(5), || {
+        counters(&engine).withdrawn == 1
+    });
+    assert_eq!(
+        engine.decide(pending.id, true),
+        Err(NtStatus::NOT_FOUND),
+        "a withdrawn request is not found"
+    );
+    unload(engine);
+}
+
+#[test]
+fn an_undecided_request_times_out_and_is_rejected() {
+    let engine = load(Schedule::from_seed(46));
+    let info = start_with(
+        &engine,
+        "127.0.0.1:0",
+        Mode::Conditional,
+        &Policy::new(&[], Action::Defer, 0).unwrap(),
+        300,
+    );
+    let mut waiting = TcpStream::connect(info.address).unwrap();
+    let (_, pending) = engine.get_pending(None, Duration::from_secs(5)).unwrap();
+    wait_until("timed out", Duration::from_secs(3), || {
+        counters(&engine).decision_timeouts == 1
+    });
+    assert_eq!(seen(&mut waiting, Duration::from_secs(2)), Seen::Reset);
+    assert_eq!(engine.decide(pending.id, true), Err(NtStatus::NOT_FOUND));
+    unload(engine);
+}
+
+#[test]
+fn a_full_pending_queue_rejects_and_counts_never_blocks() {
+    let engine = load(Schedule::from_seed(47));
+    let info = start_with(
+        &engine,
+        "127.0.0.1:0",
+        Mode::Conditional,
+        &Policy::new(&[], Action::Defer, 0).unwrap(),
+        30_000,
+    );
+    let _clients = connect_all(info.address, PENDING_CAPACITY + 5);
+    wait_until("queue full", Duration::from_secs(10), || {
+        let c = counters(&engine);
+        c.inspect_pended == PENDING_CAPACITY as u64 && c.rejected_pending_full == 5
+    });
+    unload(engine);
+}
+
+#[test]
+fn stop_and_unload_with_requests_pending_cancel_the_waiting_call_and_leak_nothing() {
+    let engine = load(Schedule::from_seed(48));
+    let deferring = Policy::new(&[], Action::Defer, 0).unwrap();
+    let a = start_with(
+        &engine,
+        "127.0.0.1:0",
+        Mode::Conditional,
+        &deferring,
+        30_000,
+    );
+    let b = start_with(
+        &engine,
+        "127.0.0.1:0",
+        Mode::Conditional,
+        &deferring,
+        30_000,
+    );
+    let _pending_a = connect_all(a.address, 3);
+    let _pending_b = connect_all(b.address, 3);
+    wait_until("pended", Duration::from_secs(5), || {
+        counters(&engine).inspect_pended == 6
+    });
+    // Drain what is pending so the next GET_PENDING on `a` has to wait.
+    while engine.get_pending(Some(a.id), Duration::ZERO).is_ok() {}
+    std::thread::scope(|scope| {
+        let waiter = scope.spawn(|| {
+            engine
+                .get_pending(Some(a.id), Duration::from_secs(30))
+                .map(|p| p.0)
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        engine.stop_listener(a.id).unwrap();
+        assert_eq!(
+            waiter.join().unwrap(),
+            Err(NtStatus::CANCELLED),
+            "the listener stopped"
+        );
+        let waiter = scope.spawn(|| {
+            while engine.get_pending(None, Duration::ZERO).is_ok() {}
+            engine
+                .get_pending(None, Duration::from_secs(30))
+                .map(|p| p.0)
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        engine.cancel_waits();
+        assert_eq!(
+            waiter.join().unwrap(),
+            Err(NtStatus::CANCELLED),
+            "unload cancels"
+        );
+    });
+    unload(engine);
+}
+
+#[test]
+fn a_policy_replaced_at_run_time_applies_to_the_next_connection() {
+    let engine = load(Schedule::from_seed(49));
+    let info = start_with(
+        &engine,
+        "127.0.0.1:0",
+        Mode::Both,
+        &Policy::default(),
+        5_000,
+    );
+    let _first = TcpStream::connect(info.address).unwrap();
+    wait_until("accepted", Duration::from_secs(5), || {
+        engine.stats().active == 1
+    });
+    let deny_all = Policy::new(&[rule(false, "0.0.0.0/0")], Action::Accept, 0).unwrap();
+    engine.set_policy(info.id, deny_all).unwrap();
+    assert_eq!(engine.policy(info.id).unwrap(), deny_all);
+    let mut second = TcpStream::connect(info.address).unwrap();
+    assert_eq!(seen(&mut second, Duration::from_secs(2)), Seen::Reset);
+    assert_eq!(engine.stats().active, 1, "existing connections stay");
+    // Outside conditional mode, defer means reject.
+    engine
+        .set_policy(info.id, Policy::new(&[], Action::Defer, 0).unwrap())
+        .unwrap();
+    let mut third = TcpStream::connect(info.address).unwrap();
+    assert_eq!(seen(&mut third, Duration::from_secs(2)), Seen::Reset);
+    assert_eq!(counters(&engine).rejected_policy, 2);
+    unload(engine);
+}
+
+#[test]
+fn service_close_in_conditional_mode_still_closes_gracefully() {
+    let engine = load(Schedule::from_seed(50));
+    let mut config = ListenerConfig::new("127.0.0.1:0".parse().unwrap());
+    config.mode = Mode::Conditional;
+    config.service = Service::Close;
+    let info = engine.start_listener(config).unwrap();
+    let mut client = TcpStream::connect(info.address).unwrap();
+    assert_eq!(seen(&mut client, Duration::from_secs(5)), Seen::Closed);
+    unload(engine);
+}
