@@ -199,9 +199,11 @@ impl PendingQueue {
         }
     }
 
-    /// The peer withdrew (WskAbortEvent; the ID's contents, not its address, identify it). True when
-    /// a request was removed; one whose WskInspectComplete is already in flight is left to finish
-    /// (completing an aborted ID does nothing, WSK-FACTS §6).
+    /// The peer withdrew (WskAbortEvent; the ID's contents, not its address, identify it). True
+    /// when this is the request's outcome (it was still waiting for user mode). A request already
+    /// decided (by user mode or the timeout) has its outcome: its decision is dropped, not sent
+    /// (completing an aborted ID does nothing, WSK-FACTS §6), and false is returned so nothing is
+    /// counted twice. One whose WskInspectComplete is in flight is left to finish.
     pub fn abort(&mut self, inspect: &WSK_INSPECT_ID) -> bool {
         let Some(entry) = self
             .entries
@@ -210,11 +212,17 @@ impl PendingQueue {
         else {
             return false;
         };
-        if matches!(entry.state, State::InFlight { .. }) {
-            return false;
+        match entry.state {
+            State::InFlight { .. } | State::Free => false,
+            State::Decided { .. } => {
+                Self::free(entry);
+                false
+            }
+            State::Waiting | State::Delivered => {
+                Self::free(entry);
+                true
+            }
         }
-        Self::free(entry);
-        true
     }
 
     /// Rejects every request older than `timeout` (100 ns units) that user mode has not decided.

@@ -34,7 +34,8 @@ fn start_request(address: &str) -> StartListener {
         depth: 0,
         capacity: 8,
         service: service::HOLD,
-        reserved: [0; 4],
+        decision_timeout_ms: 0,
+        reserved: [0; 3],
     }
 }
 
@@ -48,13 +49,13 @@ const RECORD: usize = size_of::<ListenerRecord>();
 fn every_validation_answer() {
     let engine = load(Schedule::from_seed(1));
     let status = |code, input: &[u8], out| call(&engine, code, input, out).0;
-    // Unknown code, and the reserved conditional-accept codes, are not served yet.
+    // Unknown codes; a known code with a different access or method is unknown too.
     assert_eq!(
         status(0x1234_5678, &[], 64),
         NtStatus::INVALID_DEVICE_REQUEST
     );
     assert_eq!(
-        status(IOCTL_GET_PENDING, &[], 64),
+        status(IOCTL_GET_VERSION | 0x3, &[], 64),
         NtStatus::INVALID_DEVICE_REQUEST
     );
     // GET_VERSION takes no input; output too small.
@@ -102,6 +103,10 @@ fn every_validation_answer() {
     assert_eq!(bad(|m| m.depth = 70_000), NtStatus::INVALID_PARAMETER);
     assert_eq!(bad(|m| m.capacity = 65_537), NtStatus::INVALID_PARAMETER);
     assert_eq!(bad(|m| m.reserved[1] = 1), NtStatus::INVALID_PARAMETER);
+    assert_eq!(
+        bad(|m| m.decision_timeout_ms = 700_000),
+        NtStatus::INVALID_PARAMETER
+    );
     assert_eq!(
         status(IOCTL_START_LISTENER, good.as_bytes(), RECORD - 1),
         NtStatus::BUFFER_TOO_SMALL
@@ -234,6 +239,7 @@ fn every_validation_answer() {
     assert_eq!(ok, NtStatus::SUCCESS);
     let header: ListHeader = ioctl::read(&bytes).unwrap();
     assert_eq!(header.count as usize, wskaccept::engine::MAX_LISTENERS);
+    conditional_answers(&engine, record.id);
     // Stop everything.
     let everything = ListenerRequest {
         listener: ALL_LISTENERS,
@@ -245,6 +251,145 @@ fn every_validation_answer() {
     );
     assert_eq!(engine.stats().listeners, 0);
     unload(engine);
+}
+
+/// SET_POLICY / QUERY_POLICY / GET_PENDING / DECIDE answers.
+fn conditional_answers(engine: &Engine, listener: u32) {
+    let status = |code, input: &[u8], out| call(engine, code, input, out).0;
+    let good = PolicyMessage {
+        listener,
+        ..PolicyMessage::default()
+    };
+    assert_eq!(
+        status(IOCTL_SET_POLICY, good.as_bytes(), 0),
+        NtStatus::SUCCESS
+    );
+    let rule = |length, address: &str| WireRule {
+        action: action::ACCEPT,
+        length,
+        address: address.parse::<SocketAddr>().unwrap().into(),
+    };
+    let with = |f: &dyn Fn(&mut PolicyMessage)| {
+        let mut m = good;
+        f(&mut m);
+        call(engine, IOCTL_SET_POLICY, m.as_bytes(), 0).0
+    };
+    let one = |r: WireRule| {
+        move |m: &mut PolicyMessage| {
+            m.rule_count = 1;
+            m.rules[0] = r;
+        }
+    };
+    assert_eq!(
+        with(&|m| m.rule_count = 65),
+        NtStatus::INVALID_PARAMETER,
+        "too many rules"
+    );
+    assert_eq!(
+        with(&|m| m.default_action = 3),
+        NtStatus::INVALID_PARAMETER,
+        "unknown action"
+    );
+    assert_eq!(
+        with(&one(rule(33, "10.0.0.0:0"))),
+        NtStatus::INVALID_PARAMETER,
+        "prefix too long"
+    );
+    assert_eq!(
+        with(&one(rule(8, "10.0.0.1:0"))),
+        NtStatus::INVALID_PARAMETER,
+        "host bits set"
+    );
+    assert_eq!(
+        with(&one(rule(8, "10.0.0.0:80"))),
+        NtStatus::INVALID_PARAMETER,
+        "a port in a prefix"
+    );
+    assert_eq!(
+        with(&one(WireRule {
+            action: 7,
+            ..rule(8, "10.0.0.0:0")
+        })),
+        NtStatus::INVALID_PARAMETER
+    );
+    assert_eq!(
+        with(&|m| m.rules[5] = rule(8, "10.0.0.0:0")),
+        NtStatus::INVALID_PARAMETER,
+        "rules beyond the count must be zero"
+    );
+    assert_eq!(with(&|m| m.listener = 0x00AB_CD0F), NtStatus::NOT_FOUND);
+    assert_eq!(with(&|m| m.version = 9), NtStatus::REVISION_MISMATCH);
+    let two = |m: &mut PolicyMessage| {
+        m.rule_count = 2;
+        m.rules[0] = rule(8, "127.0.0.0:0");
+        m.rules[1] = WireRule {
+            action: action::REJECT,
+            ..rule(0, "[::]:0")
+        };
+        m.default_action = action::DEFER;
+        m.per_source = 4;
+    };
+    assert_eq!(with(&two), NtStatus::SUCCESS);
+    let query = ListenerRequest {
+        version: VERSION,
+        listener,
+        reserved: [0; 2],
+    };
+    let (ok, bytes) = call(
+        engine,
+        IOCTL_QUERY_POLICY,
+        query.as_bytes(),
+        size_of::<PolicyMessage>(),
+    );
+    assert_eq!(ok, NtStatus::SUCCESS);
+    let mut expected = good;
+    two(&mut expected);
+    assert_eq!(
+        ioctl::read::<PolicyMessage>(&bytes).unwrap(),
+        expected,
+        "QUERY_POLICY returns what SET_POLICY set"
+    );
+    let wait = |timeout_ms| GetPending {
+        version: VERSION,
+        listener: ALL_LISTENERS,
+        timeout_ms,
+        reserved: 0,
+    };
+    assert_eq!(
+        status(IOCTL_GET_PENDING, wait(60_001).as_bytes(), 128),
+        NtStatus::INVALID_PARAMETER
+    );
+    assert_eq!(
+        call(engine, IOCTL_GET_PENDING, wait(0).as_bytes(), 128),
+        (NtStatus::SUCCESS, vec![]),
+        "nothing pending"
+    );
+    assert_eq!(
+        status(IOCTL_GET_PENDING, wait(0).as_bytes(), 8),
+        NtStatus::BUFFER_TOO_SMALL
+    );
+    let decide = Decide {
+        version: VERSION,
+        action: action::ACCEPT,
+        id: 0x0000_0001_0000_0000,
+        reserved: [0; 2],
+    };
+    assert_eq!(
+        status(IOCTL_DECIDE, decide.as_bytes(), 0),
+        NtStatus::NOT_FOUND
+    );
+    assert_eq!(
+        status(
+            IOCTL_DECIDE,
+            Decide {
+                action: 2,
+                ..decide
+            }
+            .as_bytes(),
+            0
+        ),
+        NtStatus::INVALID_PARAMETER
+    );
 }
 
 #[test]
@@ -318,7 +463,7 @@ fn listing_pages_through_any_table_size_with_a_small_buffer() {
 fn any_code() -> impl Strategy<Value = u32> {
     prop_oneof![
         4 => prop::sample::select(IMPLEMENTED.to_vec()),
-        1 => prop::sample::select(vec![IOCTL_SET_POLICY, IOCTL_QUERY_POLICY, IOCTL_GET_PENDING, IOCTL_DECIDE]),
+        1 => prop::sample::select(vec![IOCTL_GET_VERSION | 0x3, IOCTL_START_LISTENER | 0x2, 0]),
         1 => any::<u32>(),
     ]
 }
@@ -326,11 +471,10 @@ fn any_code() -> impl Strategy<Value = u32> {
 fn any_input() -> impl Strategy<Value = Vec<u8>> {
     // Random bytes of the message sizes (to get past the size check), with a valid version half the
     // time (to get past the version check), and of any other size.
-    let sizes = prop::sample::select(vec![0usize, 8, 16, 24, 40, 64, 72]);
+    let sizes = prop::sample::select(vec![0usize, 8, 16, 24, 40, 64, 72, 2080]);
     prop_oneof![
-        3 => (sizes, any::<bool>(), prop::collection::vec(any::<u8>(), 72)).prop_map(|(size, versioned, mut bytes)| {
-            bytes.truncate(size);
-            if versioned && size >= 4 {
+        3 => (sizes.prop_flat_map(|size| prop::collection::vec(any::<u8>(), size)), any::<bool>()).prop_map(|(mut bytes, versioned)| {
+            if versioned && bytes.len() >= 4 {
                 bytes[..4].copy_from_slice(&VERSION.to_le_bytes());
             }
             bytes

@@ -184,3 +184,76 @@ fn table_under_concurrent_accept_close_and_lookup_keeps_its_invariants() {
         assert_ne!(accepted[0], accepted[1]);
     });
 }
+
+/// The pending queue of conditional accept: the peer's abort (WskAbortEvent), user mode's DECIDE
+/// and the worker's timeout race for one deferred request; the worker then sends at most one
+/// WskInspectComplete. Whatever the interleaving, the request ends exactly once.
+#[test]
+fn a_deferred_request_ends_once_whatever_races_abort_timeout_and_decide() {
+    // The queue is a few KB by value: run the model in a loom thread with a stack large enough.
+    builder().check(|| {
+        thread::Builder::new()
+            .stack_size(1 << 22)
+            .spawn(deferred_request_model)
+            .unwrap()
+            .join()
+            .unwrap();
+    });
+}
+
+fn deferred_request_model() {
+    use wsk::WSK_INSPECT_ID;
+    use wskaccept::pending::PendingQueue;
+    {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 1));
+        let inspect = WSK_INSPECT_ID {
+            Key: 1,
+            SerialNumber: 7,
+        };
+        let mut queue = PendingQueue::new(0, addr);
+        let id = queue.push(inspect, addr, addr, 0).unwrap();
+        let queue = Arc::new(Mutex::new(queue));
+        let outcomes = Arc::new(AtomicUsize::new(0));
+        let aborter = {
+            let (queue, outcomes) = (queue.clone(), outcomes.clone());
+            thread::spawn(move || {
+                if queue.lock().unwrap().abort(&inspect) {
+                    outcomes.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        };
+        let decider = {
+            let (queue, outcomes) = (queue.clone(), outcomes.clone());
+            thread::spawn(move || {
+                if queue.lock().unwrap().decide(id, true) {
+                    outcomes.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        };
+        // The worker: a timeout tick, then send whatever was decided.
+        let expired = queue.lock().unwrap().expire(1_000, 1);
+        outcomes.fetch_add(expired as usize, Ordering::SeqCst);
+        let mut sent = 0;
+        for _ in 0..2 {
+            let outgoing = queue.lock().unwrap().next_outgoing();
+            if let Some(outgoing) = outgoing {
+                sent += 1;
+                assert!(queue.lock().unwrap().complete(outgoing.index).is_some());
+            }
+        }
+        aborter.join().unwrap();
+        decider.join().unwrap();
+        // A decision that arrived after the worker's pass is sent by the next pass.
+        while let Some(outgoing) = queue.lock().unwrap().next_outgoing() {
+            sent += 1;
+            queue.lock().unwrap().complete(outgoing.index);
+        }
+        assert_eq!(
+            outcomes.load(Ordering::SeqCst),
+            1,
+            "exactly one of abort, decide, timeout wins"
+        );
+        assert!(sent <= 1, "WskInspectComplete at most once");
+        assert!(queue.lock().unwrap().is_empty(), "the slot is free again");
+    }
+}

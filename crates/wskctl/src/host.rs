@@ -160,7 +160,9 @@ pub fn run(path: &Path) -> Result<bool, HostError> {
                 Err(_) => std::thread::sleep(Duration::from_millis(20)),
             }
         }
-        // Wake every client thread so the scope can end.
+        // A GET_PENDING in progress (an inverted call) returns STATUS_CANCELLED, then every client
+        // thread is woken so the scope can end.
+        engine.cancel_waits();
         for client in clients(&registry).open.values() {
             let _ = client.shutdown(Shutdown::Both);
         }

@@ -304,6 +304,10 @@ fn run(client: &Client, command: Command, json: bool) -> Result<(), (CallError, 
     Ok(())
 }
 
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "the parsed command is consumed by this one call"
+)]
 fn policy(
     client: &Client,
     command: PolicyCommand,

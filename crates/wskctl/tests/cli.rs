@@ -350,3 +350,92 @@ fn malformed_frames_get_an_error_or_a_closed_connection_never_a_crash() {
     let (code, stderr) = host.interrupt();
     assert_eq!(code, 0, "{stderr}");
 }
+
+#[test]
+fn the_condition_function_workflow_through_the_binary() {
+    use std::io::{BufRead, BufReader};
+    let host = Host::start("conditional");
+    let started = host.json(&[
+        "start",
+        "--listen",
+        "127.0.0.1:0",
+        "--mode",
+        "conditional",
+        "--decision-timeout-ms",
+        "10000",
+    ]);
+    let id = started["listener"].as_u64().unwrap().to_string();
+    let address = started["address"].as_str().unwrap().to_owned();
+    // Rules in the order given: ::1 allowed, the rest of IPv6 denied; IPv4 left to the default.
+    let policy = host.json(&[
+        "policy",
+        "set",
+        &id,
+        "--allow",
+        "::1/128",
+        "--deny",
+        "::/0",
+        "--per-source",
+        "10",
+        "--default",
+        "defer",
+    ]);
+    assert_eq!(policy["default"], "defer");
+    assert_eq!(policy["rules"][0]["action"], "allow");
+    assert_eq!(policy["rules"][1]["prefix"], "::/0");
+    assert_eq!(host.json(&["policy", "show", &id]), policy);
+    let bad = host.ctl(&["policy", "set", &id, "--allow", "10.0.0.1/8"]);
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("STATUS_INVALID_PARAMETER"),
+        "host bits set"
+    );
+    // A script decides: accept the first deferred connection, reject the second.
+    let mut decider = Command::new(WSKCTL)
+        .arg("--control")
+        .arg(&host.socket)
+        .args(["decide", "--script", "--count", "2"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(decider.stdout.take().unwrap()).lines();
+    let mut answers = decider.stdin.take().unwrap();
+    let mut first = TcpStream::connect(&address).unwrap();
+    let request: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    for field in ["id", "listener", "remote", "local", "waited_ms"] {
+        assert!(
+            request.get(field).is_some(),
+            "decide --script line lacks {field}: {request}"
+        );
+    }
+    assert_eq!(request["remote"], first.local_addr().unwrap().to_string());
+    writeln!(answers, "accept").unwrap();
+    host.wait_active(Some(&id), 1);
+    let mut second = TcpStream::connect(&address).unwrap();
+    let _request: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    writeln!(answers, "reject").unwrap();
+    assert!(decider.wait().unwrap().success());
+    second
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let error = second.read(&mut [0u8; 1]).expect_err("rejected");
+    assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset);
+    first
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    assert!(
+        first.read(&mut [0u8; 1]).is_err(),
+        "the accepted connection is held open"
+    );
+    let stats = host.json(&["stats"]);
+    assert_eq!(
+        (
+            stats["inspect_pended"].as_u64(),
+            stats["accepted_conditional"].as_u64()
+        ),
+        (Some(2), Some(1))
+    );
+    // A denied IPv6 peer never reaches user mode.
+    let (code, stderr) = host.interrupt();
+    assert_eq!(code, 0, "{stderr}");
+}
