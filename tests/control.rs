@@ -254,6 +254,10 @@ fn every_validation_answer() {
 }
 
 /// SET_POLICY / QUERY_POLICY / GET_PENDING / DECIDE answers.
+#[allow(
+    clippy::too_many_lines,
+    reason = "one table of every validation answer reads best in one place"
+)]
 fn conditional_answers(engine: &Engine, listener: u32) {
     let status = |code, input: &[u8], out| call(engine, code, input, out).0;
     let good = PolicyMessage {
