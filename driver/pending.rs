@@ -332,7 +332,7 @@ mod tests {
     #[test]
     fn a_full_queue_refuses_and_ids_go_stale() {
         let mut q = PendingQueue::new(0, addr());
-        let ids: Vec<_> = (0..PENDING_CAPACITY as u32)
+        let ids: Vec<_> = (0..u32::try_from(PENDING_CAPACITY).unwrap())
             .map(|i| q.push(id(i), addr(), addr(), 0).unwrap())
             .collect();
         assert_eq!(q.push(id(999), addr(), addr(), 0), Err(QueueFull));
