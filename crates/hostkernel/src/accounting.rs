@@ -3,7 +3,7 @@
 //! what.
 
 use std::fmt;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 /// Global counters of kernel objects the driver holds.
 pub(crate) struct Counters {
@@ -13,6 +13,31 @@ pub(crate) struct Counters {
     pub(crate) captured_npis: AtomicI64,
     pub(crate) system_threads: AtomicI64,
     pub(crate) mdls: AtomicI64,
+}
+
+/// Allocations made so far (cumulative), to count what an operation allocates.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Allocations {
+    /// ExAllocatePool2 calls that succeeded.
+    pub pool: u64,
+    /// IoAllocateIrp calls that succeeded.
+    pub irps: u64,
+    /// IoAllocateMdl calls.
+    pub mdls: u64,
+}
+
+pub(crate) static POOL_ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+pub(crate) static IRP_ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+pub(crate) static MDL_ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+/// Allocations made so far by the driver through the kernel (pool, IRPs, MDLs).
+#[must_use]
+pub fn allocations() -> Allocations {
+    Allocations {
+        pool: POOL_ALLOCATIONS.load(Ordering::Relaxed),
+        irps: IRP_ALLOCATIONS.load(Ordering::Relaxed),
+        mdls: MDL_ALLOCATIONS.load(Ordering::Relaxed),
+    }
 }
 
 pub(crate) static COUNTERS: Counters = Counters {

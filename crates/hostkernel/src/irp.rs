@@ -113,6 +113,7 @@ pub fn io_allocate_irp(stack_size: i8) -> *mut IRP {
         .get_or_insert_with(HashSet::new)
         .insert(irp as usize);
     COUNTERS.irps.fetch_add(1, Ordering::SeqCst);
+    crate::accounting::IRP_ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
     irp
 }
 

@@ -22,6 +22,7 @@ pub struct HostMdl {
 #[must_use]
 pub fn allocate(address: *mut u8, length: u32) -> *mut MDL {
     COUNTERS.mdls.fetch_add(1, Ordering::SeqCst);
+    crate::accounting::MDL_ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
     Box::into_raw(Box::new(HostMdl {
         next: std::ptr::null_mut(),
         address,

@@ -40,6 +40,7 @@ pub fn allocate(tag: u32, size: usize, align: usize) -> *mut u8 {
     // SAFETY: the layout has a non-zero size (checked above).
     let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
     if !ptr.is_null() {
+        crate::accounting::POOL_ALLOCATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         BLOCKS
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
