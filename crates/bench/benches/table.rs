@@ -10,13 +10,25 @@ use wskaccept::table::{AcceptPath, ConnInfo, Table};
 
 fn info() -> ConnInfo {
     let addr = SocketAddr::from(([127, 0, 0, 1], 7007));
-    ConnInfo { remote: addr, local: addr, path: AcceptPath::Irp, accepted_at: 0 }
+    ConnInfo {
+        remote: addr,
+        local: addr,
+        path: AcceptPath::Irp,
+        accepted_at: 0,
+    }
 }
 
 fn filled(capacity: u32, percent: u32) -> (Table<u32>, Vec<wskaccept::table::ConnId>) {
-    let mut table = Table::with_capacity(0, capacity, SocketAddr::from(([0, 0, 0, 0], 0))).expect("table");
+    let mut table =
+        Table::with_capacity(0, capacity, SocketAddr::from(([0, 0, 0, 0], 0))).expect("table");
     let n = (u64::from(capacity) * u64::from(percent) / 100).max(1);
-    let ids = (0..n).map(|i| table.insert(u32::try_from(i).unwrap_or(0), info()).expect("room")).collect();
+    let ids = (0..n)
+        .map(|i| {
+            table
+                .insert(u32::try_from(i).unwrap_or(0), info())
+                .expect("room")
+        })
+        .collect();
     (table, ids)
 }
 
@@ -34,7 +46,9 @@ fn table(c: &mut Criterion) {
                 });
             });
             let probe = ids[ids.len() / 2];
-            group.bench_function(BenchmarkId::new("lookup", &label), |b| b.iter(|| black_box(table.get(black_box(probe)).is_some())));
+            group.bench_function(BenchmarkId::new("lookup", &label), |b| {
+                b.iter(|| black_box(table.get(black_box(probe)).is_some()));
+            });
         }
     }
     group.finish();

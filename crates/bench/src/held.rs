@@ -12,7 +12,12 @@ use wskaccept::listener::{ListenerConfig, Mode, Service};
 fn status_kb(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -27,20 +32,31 @@ pub fn run(count: usize) -> Result<Value, String> {
     config.capacity = u32::try_from(count).map_err(|_| "count")?.max(1);
     config.service = Service::Hold;
     let rss_before = status_kb("VmRSS:");
-    let info = engine.start_listener(config).map_err(|s| format!("start: {s}"))?;
+    let info = engine
+        .start_listener(config)
+        .map_err(|s| format!("start: {s}"))?;
     let rss_listener = status_kb("VmRSS:");
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let started = Instant::now();
     let mut child = Command::new(exe)
-        .args(["clients", "--connect", &info.address.to_string(), "--count", &count.to_string()])
+        .args([
+            "clients",
+            "--connect",
+            &info.address.to_string(),
+            "--count",
+            &count.to_string(),
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .map_err(|e| e.to_string())?;
     let target = u32::try_from(count).unwrap_or(u32::MAX);
     while engine.stats().active < target {
-        if started.elapsed() > Duration::from_secs(120) {
-            return Err(format!("only {} of {count} accepted", engine.stats().active));
+        if started.elapsed() > Duration::from_mins(2) {
+            return Err(format!(
+                "only {} of {count} accepted",
+                engine.stats().active
+            ));
         }
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -53,7 +69,9 @@ pub fn run(count: usize) -> Result<Value, String> {
     drop(child.stdin.take());
     let _ = child.wait();
     let stop_started = Instant::now();
-    engine.stop_listener(info.id).map_err(|s| format!("stop: {s}"))?;
+    engine
+        .stop_listener(info.id)
+        .map_err(|s| format!("stop: {s}"))?;
     let stopped_in = stop_started.elapsed();
     wskaccept::engine::Engine::unload(engine);
     let per_connection = (rss_held.saturating_sub(rss_listener) * 1024) / count as u64;

@@ -61,14 +61,22 @@ pub fn generate(address: SocketAddr, connections: usize, threads: usize) -> Run 
         latencies.extend(l);
         errors += e;
     }
-    Run { elapsed: start.elapsed(), latencies, errors }
+    Run {
+        elapsed: start.elapsed(),
+        latencies,
+        errors,
+    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
     let index = ((sorted.len() - 1) as f64 * p).round() as usize;
     sorted[index].as_secs_f64() * 1e6
 }
@@ -88,7 +96,10 @@ fn median(values: &mut [f64]) -> f64 {
 #[allow(clippy::cast_precision_loss)]
 pub fn rate_report(connections: usize, threads: &[usize], runs: usize, only: &[String]) -> Value {
     let engine = targets::load_engine();
-    let selected: Vec<Target> = ALL.into_iter().filter(|t| only.is_empty() || only.iter().any(|n| n == t.name())).collect();
+    let selected: Vec<Target> = ALL
+        .into_iter()
+        .filter(|t| only.is_empty() || only.iter().any(|n| n == t.name()))
+        .collect();
     let mut rows = Vec::new();
     let mut ok = true;
     for &threads in threads {
@@ -106,7 +117,11 @@ pub fn rate_report(connections: usize, threads: &[usize], runs: usize, only: &[S
                 let after = hostkernel::accounting::allocations();
                 server.stop(&engine);
                 if matches!(target, Target::Wskaccept(..)) {
-                    allocations = allocations.max((after.pool - before.pool) + (after.irps - before.irps) + (after.mdls - before.mdls));
+                    allocations = allocations.max(
+                        (after.pool - before.pool)
+                            + (after.irps - before.irps)
+                            + (after.mdls - before.mdls),
+                    );
                 }
                 ok &= run.errors == 0 && run.latencies.len() == connections;
                 let mut sorted = run.latencies;
@@ -116,7 +131,10 @@ pub fn rate_report(connections: usize, threads: &[usize], runs: usize, only: &[S
                 p99s.push(percentile(&sorted, 0.99));
                 maxes.push(percentile(&sorted, 1.0));
             }
-            let spread = (rates.iter().copied().fold(f64::INFINITY, f64::min), rates.iter().copied().fold(0.0, f64::max));
+            let spread = (
+                rates.iter().copied().fold(f64::INFINITY, f64::min),
+                rates.iter().copied().fold(0.0, f64::max),
+            );
             let rate = median(&mut rates);
             if *target == Target::Std {
                 baseline = Some(rate);
@@ -148,7 +166,15 @@ pub fn rate_report(connections: usize, threads: &[usize], runs: usize, only: &[S
 pub fn render(report: &Value) -> String {
     let mut out = format!(
         "{:<16} {:>7} {:>10} {:>17} {:>8} {:>9} {:>9} {:>9} {:>13}\n",
-        "target", "threads", "conn/s", "spread", "vs std", "p50 µs", "p99 µs", "max µs", "driver allocs"
+        "target",
+        "threads",
+        "conn/s",
+        "spread",
+        "vs std",
+        "p50 µs",
+        "p99 µs",
+        "max µs",
+        "driver allocs"
     );
     for row in report["rows"].as_array().into_iter().flatten() {
         let _ = writeln!(
@@ -158,13 +184,22 @@ pub fn render(report: &Value) -> String {
             row["threads"],
             row["rate"],
             format!("{}–{}", row["rate_min"], row["rate_max"]),
-            row["ratio_to_std"].as_f64().map_or_else(|| "-".to_owned(), |r| format!("{r:.3}")),
+            row["ratio_to_std"]
+                .as_f64()
+                .map_or_else(|| "-".to_owned(), |r| format!("{r:.3}")),
             row["p50_us"],
             row["p99_us"],
             row["max_us"],
-            row["driver_allocations_per_run"].as_u64().map_or_else(|| "-".to_owned(), |a| a.to_string()),
+            row["driver_allocations_per_run"]
+                .as_u64()
+                .map_or_else(|| "-".to_owned(), |a| a.to_string()),
         );
     }
-    let _ = writeln!(out, "ok: {}; after unload: {}", report["ok"], report["unload"].as_str().unwrap_or("?"));
+    let _ = writeln!(
+        out,
+        "ok: {}; after unload: {}",
+        report["ok"],
+        report["unload"].as_str().unwrap_or("?")
+    );
     out
 }

@@ -77,20 +77,37 @@ enum Command {
 fn main() -> ExitCode {
     let _ = hostkernel::rlimit::raise_nofile_to_hard_limit();
     match Cli::parse().command {
-        Command::Rate { connections, threads, runs, targets, smoke, json } => {
+        Command::Rate {
+            connections,
+            threads,
+            runs,
+            targets,
+            smoke,
+            json,
+        } => {
             let (connections, runs) = if smoke { (50, 1) } else { (connections, runs) };
             let report = load::rate_report(connections, &threads, runs, &targets);
             if json {
-                println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                );
             } else {
                 print!("{}", load::render(&report));
             }
-            if report["ok"] == json!(true) { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+            if report["ok"] == json!(true) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
         }
         Command::Held { count, json } => match held::run(count) {
             Ok(report) => {
                 if json {
-                    println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&report).unwrap_or_default()
+                    );
                 } else {
                     println!("{report:#}");
                 }
@@ -102,7 +119,10 @@ fn main() -> ExitCode {
             }
         },
         Command::Clients { connect, count } => held::clients(connect, count),
-        Command::Profile { target, connections } => {
+        Command::Profile {
+            target,
+            connections,
+        } => {
             let engine = targets::load_engine();
             let target = targets::Target::by_name(&target).expect("a known target");
             let server = target.start(&engine);

@@ -23,7 +23,14 @@ pub enum Target {
 }
 
 /// Every target, in report order; the std baseline first.
-pub const ALL: [Target; 6] = [Target::Std, Target::Tokio, Target::Wskaccept(Mode::Irp, 1), Target::Wskaccept(Mode::Irp, 8), Target::Wskaccept(Mode::Event, 1), Target::Wskaccept(Mode::Both, 1)];
+pub const ALL: [Target; 6] = [
+    Target::Std,
+    Target::Tokio,
+    Target::Wskaccept(Mode::Irp, 1),
+    Target::Wskaccept(Mode::Irp, 8),
+    Target::Wskaccept(Mode::Event, 1),
+    Target::Wskaccept(Mode::Both, 1),
+];
 
 impl Target {
     /// The name used in reports and `--targets`.
@@ -60,7 +67,10 @@ impl Target {
                 config.capacity = 4_096;
                 config.service = Service::Close;
                 let info = engine.start_listener(config).expect("wskaccept listener");
-                Server { address: info.address, kind: Kind::Wskaccept(info.id) }
+                Server {
+                    address: info.address,
+                    kind: Kind::Wskaccept(info.id),
+                }
             }
             Self::Std => {
                 let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -80,7 +90,10 @@ impl Target {
                         }
                     }
                 });
-                Server { address, kind: Kind::Thread(stop, thread) }
+                Server {
+                    address,
+                    kind: Kind::Thread(stop, thread),
+                }
             }
             Self::Tokio => {
                 let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -89,9 +102,13 @@ impl Target {
                 let stop = Arc::new(AtomicBool::new(false));
                 let flag = stop.clone();
                 let thread = std::thread::spawn(move || {
-                    let runtime = tokio::runtime::Builder::new_current_thread().enable_io().build().expect("runtime");
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_io()
+                        .build()
+                        .expect("runtime");
                     runtime.block_on(async move {
-                        let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+                        let listener =
+                            tokio::net::TcpListener::from_std(listener).expect("tokio listener");
                         let mut streams = Vec::with_capacity(1);
                         while let Ok((stream, _)) = listener.accept().await {
                             if flag.load(Ordering::Acquire) {
@@ -102,7 +119,10 @@ impl Target {
                         }
                     });
                 });
-                Server { address, kind: Kind::Thread(stop, thread) }
+                Server {
+                    address,
+                    kind: Kind::Thread(stop, thread),
+                }
             }
         }
     }
