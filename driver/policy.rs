@@ -257,11 +257,8 @@ impl SourceCounts {
     }
 
     fn find(&self, key: u128) -> usize {
-        // Fibonacci hashing of the folded key; linear probing.
-        #[allow(clippy::cast_possible_truncation)]
-        let folded = (key as u64) ^ ((key >> 64) as u64);
-        #[allow(clippy::cast_possible_truncation)]
-        let mut index = (folded.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize & self.mask;
+        // Linear probing from the key's home slot.
+        let mut index = self.home(key);
         while self.slots[index].1 != 0 && self.slots[index].0 != key {
             index = (index + 1) & self.mask;
         }
@@ -294,7 +291,7 @@ impl SourceCounts {
         }
         let mut next = (hole + 1) & self.mask;
         while self.slots[next].1 != 0 {
-            let origin = self.find_home(self.slots[next].0);
+            let origin = self.home(self.slots[next].0);
             // Move `next` into the hole if its origin is not in (hole, next].
             let between = if hole <= next {
                 origin > hole && origin <= next
@@ -311,10 +308,17 @@ impl SourceCounts {
         self.slots[hole] = (0, 0);
     }
 
-    fn find_home(&self, key: u128) -> usize {
-        #[allow(clippy::cast_possible_truncation)]
+    /// Fibonacci hashing of the folded key.
+    fn home(&self, key: u128) -> usize {
+        #[allow(
+            clippy::cast_possible_truncation,
+            reason = "folding 128 bits to 64, then keeping the top 32"
+        )]
         let folded = (key as u64) ^ ((key >> 64) as u64);
-        #[allow(clippy::cast_possible_truncation)]
+        #[allow(
+            clippy::cast_possible_truncation,
+            reason = "the top 32 bits of the product"
+        )]
         let home = (folded.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize & self.mask;
         home
     }

@@ -258,20 +258,32 @@ impl ListenSocket {
         routine: PfnIoCompletionRoutine,
         context: *mut c_void,
     ) -> Result<(), (Self, NtStatus)> {
-        let Some(close) = self.dispatch().Basic.WskCloseSocket else {
-            return Err((self, missing()));
-        };
-        let raw = self.raw.as_ptr();
-        let call = |irp: *mut wsk::IRP| {
-            // SAFETY: the WSK call with its documented arguments (WSK-FACTS §1); the IRP is the one submit hands over.
-            unsafe { close(raw, irp) }
-        };
-        // SAFETY: the caller upholds submit's contract for routine and context.
-        match unsafe { irp.submit(routine, context, call) } {
-            Ok(()) => Ok(()),
-            Err(status) => Err((self, status)),
-        }
+        let basic = &self.dispatch().Basic;
+        // SAFETY: the caller's guarantees; the socket is consumed by a successful submission.
+        unsafe { submit_close(self.raw.as_ptr(), basic, irp, routine, context) }
+            .map_err(|status| (self, status))
     }
+}
+
+/// WskCloseSocket through the basic dispatch every socket table starts with.
+///
+/// # Safety
+/// `raw` is a live socket of the provider whose table `basic` is; as for [`DriverIrp::submit`].
+unsafe fn submit_close(
+    raw: *mut WSK_SOCKET,
+    basic: &wsk::WSK_PROVIDER_BASIC_DISPATCH,
+    irp: &DriverIrp,
+    routine: PfnIoCompletionRoutine,
+    context: *mut c_void,
+) -> Result<(), NtStatus> {
+    let close = basic.WskCloseSocket.ok_or_else(missing)?;
+    let call = |irp: *mut wsk::IRP| {
+        // SAFETY: WskCloseSocket with its documented arguments (WSK-FACTS §7); the IRP is the one
+        // submit hands over.
+        unsafe { close(raw, irp) }
+    };
+    // SAFETY: the caller upholds submit's contract for routine and context.
+    unsafe { irp.submit(routine, context, call) }
 }
 
 /// An accepted connection socket.
@@ -322,19 +334,10 @@ impl ConnSocket {
         routine: PfnIoCompletionRoutine,
         context: *mut c_void,
     ) -> Result<(), (Self, NtStatus)> {
-        let Some(close) = self.by_ref().dispatch().Basic.WskCloseSocket else {
-            return Err((self, missing()));
-        };
-        let raw = self.raw.as_ptr();
-        let call = |irp: *mut wsk::IRP| {
-            // SAFETY: the WSK call with its documented arguments (WSK-FACTS §1); the IRP is the one submit hands over.
-            unsafe { close(raw, irp) }
-        };
-        // SAFETY: the caller upholds submit's contract for routine and context.
-        match unsafe { irp.submit(routine, context, call) } {
-            Ok(()) => Ok(()),
-            Err(status) => Err((self, status)),
-        }
+        let basic = &self.by_ref().dispatch().Basic;
+        // SAFETY: the caller's guarantees; the socket is consumed by a successful submission.
+        unsafe { submit_close(self.raw.as_ptr(), basic, irp, routine, context) }
+            .map_err(|status| (self, status))
     }
 }
 
