@@ -339,13 +339,38 @@ fn query_policy(engine: &Engine, input: &[u8], output: &mut [u8]) -> Result<usiz
 
 fn get_pending(engine: &Engine, input: &[u8], output: &mut [u8]) -> Result<usize, NtStatus> {
     let request: GetPending = parse(input)?;
+    let timeout = core::time::Duration::from_millis(u64::from(request.timeout_ms));
+    // A success code with no output when none came: the WSAEWOULDBLOCK case.
+    Ok(answer_pending(engine, &request, timeout, output)?.unwrap_or(0))
+}
+
+/// GET_PENDING without waiting, for the KMDF inverted call: `Some(bytes written)` when a request
+/// was handed over, `None` when the caller should park the IOCTL in its manual queue and retry
+/// when the driver signals a new deferral. IRQL: PASSIVE_LEVEL.
+///
+/// # Errors
+/// The validation answers of GET_PENDING, STATUS_CANCELLED when the listener stopped or the driver
+/// is unloading, STATUS_NOT_FOUND for an unknown listener.
+pub fn try_get_pending(
+    engine: &Engine,
+    input: &[u8],
+    output: &mut [u8],
+) -> Result<Option<usize>, NtStatus> {
+    let request: GetPending = parse(input)?;
+    answer_pending(engine, &request, core::time::Duration::ZERO, output)
+}
+
+fn answer_pending(
+    engine: &Engine,
+    request: &GetPending,
+    timeout: core::time::Duration,
+    output: &mut [u8],
+) -> Result<Option<usize>, NtStatus> {
     room_for::<PendingRecord>(output)?;
     let listener = (request.listener != ALL_LISTENERS).then_some(request.listener);
-    let timeout = core::time::Duration::from_millis(u64::from(request.timeout_ms));
     let (listener, info) = match engine.get_pending(listener, timeout) {
         Ok(found) => found,
-        // A success code with no output: nothing is pending (the WSAEWOULDBLOCK case).
-        Err(NtStatus::TIMEOUT) => return Ok(0),
+        Err(NtStatus::TIMEOUT) => return Ok(None),
         Err(status) => return Err(status),
     };
     let record = PendingRecord {
@@ -356,7 +381,7 @@ fn get_pending(engine: &Engine, input: &[u8], output: &mut [u8]) -> Result<usize
         local: info.local.into(),
         waited_ms: kernel::interrupt_time().saturating_sub(info.arrived_at) / 10_000,
     };
-    emit(&record, output)
+    emit(&record, output).map(Some)
 }
 
 fn decide(engine: &Engine, input: &[u8]) -> Result<usize, NtStatus> {

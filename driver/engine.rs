@@ -466,6 +466,15 @@ impl Engine {
         }
     }
 
+    /// Waits up to `timeout` for a request to be deferred to user mode (for a Windows inverted-call
+    /// pump that completes parked GET_PENDING requests). True when one was signalled. IRQL:
+    /// PASSIVE_LEVEL.
+    pub fn wait_pending_ready(&self, timeout: Duration) -> bool {
+        let signalled = self.global.pending_ready.wait(Some(timeout));
+        self.global.pending_ready.clear();
+        signalled
+    }
+
     /// Makes every waiting and future GET_PENDING return STATUS_CANCELLED (before a host
     /// shutdown or unload). IRQL: <= DISPATCH_LEVEL.
     pub fn cancel_waits(&self) {

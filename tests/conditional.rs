@@ -356,3 +356,54 @@ fn service_close_in_conditional_mode_still_closes_gracefully() {
     assert_eq!(seen(&mut client, Duration::from_secs(5)), Seen::Closed);
     unload(engine);
 }
+
+#[test]
+fn the_inverted_call_can_be_answered_without_waiting() {
+    use ioctl::{ALL_LISTENERS, GetPending, PendingRecord, VERSION};
+    use wskaccept::control::try_get_pending;
+    use zerocopy::IntoBytes;
+    let engine = load(Schedule::from_seed(51));
+    let info = start_with(
+        &engine,
+        "127.0.0.1:0",
+        Mode::Conditional,
+        &Policy::new(&[], Action::Defer, 0).unwrap(),
+        10_000,
+    );
+    let request = GetPending {
+        version: VERSION,
+        listener: ALL_LISTENERS,
+        timeout_ms: 60_000,
+        reserved: 0,
+    };
+    let mut out = [0u8; 128];
+    // Nothing deferred: park the request (no waiting here, whatever the timeout).
+    let started = std::time::Instant::now();
+    assert_eq!(
+        try_get_pending(&engine, request.as_bytes(), &mut out),
+        Ok(None)
+    );
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(
+        try_get_pending(&engine, &request.as_bytes()[..8], &mut out),
+        Err(NtStatus::INVALID_PARAMETER)
+    );
+    assert_eq!(
+        try_get_pending(&engine, request.as_bytes(), &mut out[..8]),
+        Err(NtStatus::BUFFER_TOO_SMALL)
+    );
+    let client = TcpStream::connect(info.address).unwrap();
+    wait_until("pended", Duration::from_secs(5), || {
+        counters(&engine).inspect_pended == 1
+    });
+    let written = try_get_pending(&engine, request.as_bytes(), &mut out)
+        .unwrap()
+        .expect("a request is deferred");
+    let record: PendingRecord = ioctl::read(&out[..written]).unwrap();
+    assert_eq!(
+        record.remote.to_socket_addr().unwrap(),
+        client.local_addr().unwrap()
+    );
+    assert_eq!(record.listener, info.id);
+    unload(engine);
+}

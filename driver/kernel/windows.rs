@@ -228,6 +228,9 @@ pub struct SystemThread {
     object: PVOID,
 }
 
+// SAFETY: a referenced thread object may be waited on and dereferenced from any thread.
+unsafe impl Send for SystemThread {}
+
 impl SystemThread {
     /// PsCreateSystemThread + ObReferenceObjectByHandle. IRQL: PASSIVE_LEVEL.
     ///
