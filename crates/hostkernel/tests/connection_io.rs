@@ -1,0 +1,205 @@
+//! Connection sockets: WskSend, WskReceive, WskDisconnect and WskReceiveEvent against a real peer,
+//! under twenty seeds.
+
+mod common;
+
+use std::ffi::c_void;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use common::*;
+use hostkernel::mdl;
+use wsk::*;
+
+/// An accepted connection socket and its peer.
+fn accepted_pair(client: &Client) -> (*mut WSK_SOCKET, *mut WSK_SOCKET, TcpStream) {
+    let (listener, address) =
+        bound_listener(client, AF_INET, std::ptr::null_mut(), std::ptr::null());
+    let peer = TcpStream::connect(address).unwrap();
+    let (status, information) = start_accept(listener).wait();
+    assert_eq!(status, NtStatus::SUCCESS);
+    (listener, information as *mut WSK_SOCKET, peer)
+}
+
+fn io(socket: *mut WSK_SOCKET, bytes: &mut [u8], send: bool) -> (NtStatus, usize) {
+    let dispatch = connection_dispatch(socket);
+    let f = if send {
+        dispatch.WskSend.unwrap()
+    } else {
+        dispatch.WskReceive.unwrap()
+    };
+    let mdl = mdl::allocate(bytes.as_mut_ptr(), u32::try_from(bytes.len()).unwrap());
+    let mut buf = WSK_BUF {
+        Mdl: mdl,
+        Offset: 0,
+        Length: bytes.len(),
+    };
+    // SAFETY: documented arguments; the buffer and MDL outlive the call (we wait for it).
+    let (_, status, information) = call(|irp| unsafe { f(socket, &raw mut buf, 0, irp) });
+    // SAFETY: allocated above, no longer in use.
+    unsafe { mdl::free(mdl) };
+    (status, information)
+}
+
+fn disconnect(socket: *mut WSK_SOCKET, abortive: bool) -> NtStatus {
+    let f = connection_dispatch(socket).WskDisconnect.unwrap();
+    let flags = if abortive { WSK_FLAG_ABORTIVE } else { 0 };
+    // SAFETY: documented arguments; no final buffer.
+    call(|irp| unsafe { f(socket, std::ptr::null_mut(), flags, irp) }).1
+}
+
+#[test]
+fn send_receive_and_graceful_disconnect_move_real_bytes() {
+    for_each_seed(|_| {
+        let client = Client::register();
+        let (listener, socket, mut peer) = accepted_pair(&client);
+        let mut hello = *b"hello from the kernel";
+        assert_eq!(
+            io(socket, &mut hello, true),
+            (NtStatus::SUCCESS, hello.len())
+        );
+        let mut got = [0u8; 21];
+        peer.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"hello from the kernel");
+        peer.write_all(b"ping").unwrap();
+        let mut buffer = [0u8; 64];
+        let (status, n) = io(socket, &mut buffer, false);
+        assert_eq!((status, &buffer[..n]), (NtStatus::SUCCESS, &b"ping"[..]));
+        assert_eq!(disconnect(socket, false), NtStatus::SUCCESS);
+        assert_eq!(peer.read(&mut got).unwrap(), 0, "the peer sees FIN");
+        drop(peer);
+        // The peer's close: a pending receive completes with 0 bytes.
+        assert_eq!(io(socket, &mut buffer, false), (NtStatus::SUCCESS, 0));
+        close(socket);
+        close(listener);
+        client.deregister();
+    });
+}
+
+#[test]
+fn abortive_disconnect_resets_the_peer_and_a_reset_fails_receives() {
+    for_each_seed(|_| {
+        let client = Client::register();
+        let (listener, socket, mut peer) = accepted_pair(&client);
+        assert_eq!(disconnect(socket, true), NtStatus::SUCCESS);
+        peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(
+            peer.read(&mut [0u8; 1]).unwrap_err().kind(),
+            std::io::ErrorKind::ConnectionReset
+        );
+        close(socket);
+        let (socket, peer) = {
+            let (_, second, peer) = accepted_pair_on(&client, listener_address(listener));
+            (second, peer)
+        };
+        let peer = socket2::Socket::from(peer);
+        peer.set_linger(Some(Duration::ZERO)).unwrap();
+        drop(peer);
+        let mut buffer = [0u8; 8];
+        assert_eq!(io(socket, &mut buffer, false).0, NtStatus::CONNECTION_RESET);
+        close(socket);
+        close(listener);
+        client.deregister();
+    });
+}
+
+fn listener_address(listener: *mut WSK_SOCKET) -> (*mut WSK_SOCKET, std::net::SocketAddr) {
+    (listener, local_address(listener))
+}
+
+fn accepted_pair_on(
+    _client: &Client,
+    (listener, address): (*mut WSK_SOCKET, std::net::SocketAddr),
+) -> (*mut WSK_SOCKET, *mut WSK_SOCKET, TcpStream) {
+    let peer = TcpStream::connect(address).unwrap();
+    let (status, information) = start_accept(listener).wait();
+    assert_eq!(status, NtStatus::SUCCESS);
+    (listener, information as *mut WSK_SOCKET, peer)
+}
+
+static RECEIVED: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+unsafe extern "system" fn on_receive(
+    _context: *mut c_void,
+    flags: u32,
+    indication: *mut WSK_DATA_INDICATION,
+    indicated: usize,
+    accepted: *mut usize,
+) -> NtStatus {
+    assert_ne!(flags & WSK_FLAG_AT_DISPATCH_LEVEL, 0);
+    assert_eq!(
+        hostkernel::irql::current(),
+        hostkernel::irql::DISPATCH_LEVEL
+    );
+    // SAFETY: the provider passes one valid indication over its MDL for the call.
+    let buf = unsafe { &(*indication).Buffer };
+    // SAFETY: a host MDL describing `indicated` bytes.
+    let host = unsafe { &*buf.Mdl.cast::<mdl::HostMdl>() };
+    // SAFETY: as above.
+    let bytes = unsafe { std::slice::from_raw_parts(host.address, indicated) };
+    RECEIVED.lock().unwrap().extend_from_slice(bytes);
+    // SAFETY: the out-parameter is valid for the call.
+    unsafe { *accepted = indicated };
+    NtStatus::SUCCESS
+}
+
+unsafe extern "system" fn accept_with_receive(
+    _context: *mut c_void,
+    _flags: u32,
+    _local: *mut SOCKADDR,
+    _remote: *mut SOCKADDR,
+    socket: *mut WSK_SOCKET,
+    _out_context: *mut *mut c_void,
+    out_dispatch: *mut *const WSK_CLIENT_CONNECTION_DISPATCH,
+) -> NtStatus {
+    if socket.is_null() {
+        return NtStatus::REQUEST_NOT_ACCEPTED;
+    }
+    ACCEPTED.lock().unwrap().push(socket as usize);
+    // SAFETY: the out-parameter is valid for the call.
+    unsafe { *out_dispatch = &raw const RECEIVE_CALLBACKS };
+    NtStatus::SUCCESS
+}
+
+static ACCEPTED: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+static RECEIVE_CALLBACKS: WSK_CLIENT_CONNECTION_DISPATCH = WSK_CLIENT_CONNECTION_DISPATCH {
+    WskReceiveEvent: Some(on_receive),
+    WskDisconnectEvent: None,
+    WskSendBacklogEvent: None,
+};
+static LISTEN: WSK_CLIENT_LISTEN_DISPATCH = WSK_CLIENT_LISTEN_DISPATCH {
+    WskAcceptEvent: Some(accept_with_receive),
+    WskInspectEvent: None,
+    WskAbortEvent: None,
+};
+
+#[test]
+fn receive_event_indicates_data_at_dispatch_level_once_enabled() {
+    let client = Client::register();
+    let (listener, address) =
+        bound_listener(&client, AF_INET, std::ptr::null_mut(), &raw const LISTEN);
+    // Inherited by sockets accepted through the event (WSK-FACTS §5).
+    assert_eq!(
+        set_events(listener, WSK_EVENT_ACCEPT | WSK_EVENT_RECEIVE),
+        NtStatus::SUCCESS
+    );
+    let mut peer = TcpStream::connect(address).unwrap();
+    peer.write_all(b"indicated bytes").unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while RECEIVED.lock().unwrap().as_slice() != b"indicated bytes" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "got {:?}",
+            RECEIVED.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for socket in ACCEPTED.lock().unwrap().drain(..) {
+        close(socket as *mut WSK_SOCKET);
+    }
+    close(listener);
+    client.deregister();
+    assert!(hostkernel::accounting::outstanding().is_clean());
+}
