@@ -52,6 +52,17 @@ fn connect_from(source: &str, port: u16) -> TcpStream {
     socket.into()
 }
 
+/// A conditional listener on loopback whose policy defers every connection to user mode.
+fn deferring(engine: &Engine, decision_timeout_ms: u32) -> ListenerInfo {
+    start_with(
+        engine,
+        "127.0.0.1:0",
+        Mode::Conditional,
+        &Policy::new(&[], Action::Defer, 0).unwrap(),
+        decision_timeout_ms,
+    )
+}
+
 fn counters(engine: &Engine) -> wskaccept::listener::CounterSnapshot {
     engine.stats().counters
 }
@@ -156,13 +167,7 @@ fn the_per_source_limit_holds_in_every_mode() {
 #[test]
 fn defer_then_accept_and_defer_then_reject_decided_by_user_mode() {
     let engine = load(Schedule::from_seed(44));
-    let info = start_with(
-        &engine,
-        "127.0.0.1:0",
-        Mode::Conditional,
-        &Policy::new(&[], Action::Defer, 0).unwrap(),
-        10_000,
-    );
+    let info = deferring(&engine, 10_000);
     let mut first = TcpStream::connect(info.address).unwrap();
     let (listener, pending) = engine.get_pending(None, Duration::from_secs(5)).unwrap();
     assert_eq!(listener, info.id);
@@ -198,13 +203,7 @@ fn defer_then_accept_and_defer_then_reject_decided_by_user_mode() {
 #[test]
 fn a_peer_that_gives_up_while_deferred_is_withdrawn() {
     let engine = load(Schedule::from_seed(45));
-    let info = start_with(
-        &engine,
-        "127.0.0.1:0",
-        Mode::Conditional,
-        &Policy::new(&[], Action::Defer, 0).unwrap(),
-        10_000,
-    );
+    let info = deferring(&engine, 10_000);
     let quitter = TcpStream::connect(info.address).unwrap();
     wait_until("pended", Duration::from_secs(5), || {
         counters(&engine).inspect_pended == 1
@@ -225,13 +224,7 @@ fn a_peer_that_gives_up_while_deferred_is_withdrawn() {
 #[test]
 fn an_undecided_request_times_out_and_is_rejected() {
     let engine = load(Schedule::from_seed(46));
-    let info = start_with(
-        &engine,
-        "127.0.0.1:0",
-        Mode::Conditional,
-        &Policy::new(&[], Action::Defer, 0).unwrap(),
-        300,
-    );
+    let info = deferring(&engine, 300);
     let mut waiting = TcpStream::connect(info.address).unwrap();
     let (_, pending) = engine.get_pending(None, Duration::from_secs(5)).unwrap();
     wait_until("timed out", Duration::from_secs(3), || {
@@ -245,13 +238,7 @@ fn an_undecided_request_times_out_and_is_rejected() {
 #[test]
 fn a_full_pending_queue_rejects_and_counts_never_blocks() {
     let engine = load(Schedule::from_seed(47));
-    let info = start_with(
-        &engine,
-        "127.0.0.1:0",
-        Mode::Conditional,
-        &Policy::new(&[], Action::Defer, 0).unwrap(),
-        30_000,
-    );
+    let info = deferring(&engine, 30_000);
     let _clients = connect_all(info.address, PENDING_CAPACITY + 5);
     wait_until("queue full", Duration::from_secs(10), || {
         let c = counters(&engine);
@@ -263,19 +250,19 @@ fn a_full_pending_queue_rejects_and_counts_never_blocks() {
 #[test]
 fn stop_and_unload_with_requests_pending_cancel_the_waiting_call_and_leak_nothing() {
     let engine = load(Schedule::from_seed(48));
-    let deferring = Policy::new(&[], Action::Defer, 0).unwrap();
+    let defer_all = Policy::new(&[], Action::Defer, 0).unwrap();
     let a = start_with(
         &engine,
         "127.0.0.1:0",
         Mode::Conditional,
-        &deferring,
+        &defer_all,
         30_000,
     );
     let b = start_with(
         &engine,
         "127.0.0.1:0",
         Mode::Conditional,
-        &deferring,
+        &defer_all,
         30_000,
     );
     let _pending_a = connect_all(a.address, 3);
@@ -363,13 +350,7 @@ fn the_inverted_call_can_be_answered_without_waiting() {
     use wskaccept::control::try_get_pending;
     use zerocopy::IntoBytes;
     let engine = load(Schedule::from_seed(51));
-    let info = start_with(
-        &engine,
-        "127.0.0.1:0",
-        Mode::Conditional,
-        &Policy::new(&[], Action::Defer, 0).unwrap(),
-        10_000,
-    );
+    let info = deferring(&engine, 10_000);
     let request = GetPending {
         version: VERSION,
         listener: ALL_LISTENERS,
