@@ -695,13 +695,23 @@ impl Listener {
     /// One step of the rundown. Worker only.
     fn stop_step(&self) {
         self.close_listening_socket();
-        {
+        let sweep = {
             let mut shared = self.shared.lock();
-            if !shared.swept {
+            let first = !shared.swept;
+            if first {
                 shared.swept = true;
                 // The provider forgets pended inspections with the listening socket.
                 shared.pending.clear();
-                for index in 0..shared.table.capacity() {
+            }
+            first.then(|| shared.table.capacity())
+        };
+        if let Some(capacity) = sweep {
+            // Ask every Active slot for an abortive close, a chunk per lock hold so that the
+            // spin lock is never held for a whole 65,536-slot table.
+            const CHUNK: u32 = 256;
+            for start in (0..capacity).step_by(CHUNK as usize) {
+                let mut shared = self.shared.lock();
+                for index in start..capacity.min(start + CHUNK) {
                     if shared
                         .table
                         .entry(index)
