@@ -14,7 +14,10 @@ use crate::listener::{CounterSnapshot, Global, Listener, ListenerConfig, Listene
 use crate::net::WskClient;
 use crate::pending::{PendingId, PendingInfo};
 use crate::policy::Policy;
-use crate::table::{AcceptPath, ConnId, ConnInfo};
+use crate::table::{AcceptPath, ConnId, ConnInfo, Table};
+
+/// Table slots scanned per spin-lock hold when listing connections.
+const LIST_CHUNK: u32 = 256;
 
 /// Most listeners at once (listener slots in a connection id are 8 bits).
 pub const MAX_LISTENERS: usize = 16;
@@ -332,25 +335,33 @@ impl Engine {
                 .filter(|l| listener.is_none_or(|id| id == l.id()))
             {
                 let listener_id = l.id();
-                let full = l.with_table(|table| {
-                    for (i, entry) in table.active_from(index) {
-                        if written == out.len() {
-                            index = i;
-                            return true;
+                let capacity = l.with_table(Table::capacity);
+                // A chunk of slots per lock hold: the spin lock is never held for a whole table.
+                while index < capacity {
+                    let chunk_end = index.saturating_add(LIST_CHUNK).min(capacity);
+                    let full = l.with_table(|table| {
+                        for (i, entry) in
+                            table.active_from(index).take_while(|(i, _)| *i < chunk_end)
+                        {
+                            if written == out.len() {
+                                index = i;
+                                return true;
+                            }
+                            if let Some(id) = table.id_of(i) {
+                                out[written] = Some(ConnRecord {
+                                    id,
+                                    listener: listener_id,
+                                    info: *entry.info(),
+                                });
+                                written += 1;
+                            }
                         }
-                        if let Some(id) = table.id_of(i) {
-                            out[written] = Some(ConnRecord {
-                                id,
-                                listener: listener_id,
-                                info: *entry.info(),
-                            });
-                            written += 1;
-                        }
+                        false
+                    });
+                    if full {
+                        return Ok((written, Some(((slot as u64) << 32) | u64::from(index))));
                     }
-                    false
-                });
-                if full {
-                    return Ok((written, Some(((slot as u64) << 32) | u64::from(index))));
+                    index = chunk_end;
                 }
             }
             slot += 1;
