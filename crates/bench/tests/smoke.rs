@@ -2,10 +2,10 @@
 //! how fast: nothing here measures time.
 #![cfg(unix)]
 
-#[test]
-fn the_rate_benchmark_runs_every_target_in_smoke_mode() {
+/// Runs wskbench with `args`; it must succeed and print JSON.
+fn run(args: &[&str]) -> serde_json::Value {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_wskbench"))
-        .args(["rate", "--smoke", "--json"])
+        .args(args)
         .output()
         .unwrap();
     assert!(
@@ -13,7 +13,12 @@ fn the_rate_benchmark_runs_every_target_in_smoke_mode() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn the_rate_benchmark_runs_every_target_in_smoke_mode() {
+    let report = run(&["rate", "--smoke", "--json"]);
     assert_eq!(report["ok"], true, "{report}");
     let rows = report["rows"].as_array().unwrap();
     let names: Vec<&str> = rows.iter().map(|r| r["target"].as_str().unwrap()).collect();
@@ -42,16 +47,7 @@ fn the_rate_benchmark_runs_every_target_in_smoke_mode() {
 
 #[test]
 fn the_held_benchmark_runs() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wskbench"))
-        .args(["held", "--count", "50", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = run(&["held", "--count", "50", "--json"]);
     assert_eq!(report["connections"], 50);
     assert_eq!(report["unload"], "nothing outstanding");
 }

@@ -11,6 +11,28 @@ use common::*;
 use hostkernel::{irp, irql};
 use wsk::*;
 
+/// WskGetLocalAddress on `listener` with a fresh IRP whose completion routine is `routine`;
+/// returns the IRP (the tests misuse it afterwards).
+fn local_address_with(
+    listener: *mut WSK_SOCKET,
+    routine: wsk::PfnIoCompletionRoutine,
+    context: *mut c_void,
+) -> *mut IRP {
+    let irp = irp::io_allocate_irp(1);
+    // SAFETY: a live IRP; the routine and its context are the test's, valid for the process.
+    unsafe { irp::io_set_completion_routine(irp, routine, context, true, true, true) };
+    query_local_address(listener, irp);
+    irp
+}
+
+/// WskGetLocalAddress on `listener` with `irp` (the host writes the address during the call).
+fn query_local_address(listener: *mut WSK_SOCKET, irp: *mut IRP) {
+    let f = listen_dispatch(listener).WskGetLocalAddress.unwrap();
+    let mut storage = SOCKADDR_STORAGE::zeroed();
+    // SAFETY: documented arguments; deliberately wrong IRPs are the point of these tests.
+    unsafe { f(listener, storage.as_mut_ptr(), irp) };
+}
+
 fn listener_with_client() -> (Client, *mut WSK_SOCKET) {
     let client = Client::register();
     let (listener, _) = bound_listener(&client, AF_INET, std::ptr::null_mut(), std::ptr::null());
@@ -89,27 +111,13 @@ fn submitting_a_completed_irp_without_reuse_is_caught() {
         "submit-completed-irp-without-reuse",
         || {
             let (_client, listener) = listener_with_client();
-            let irp = irp::io_allocate_irp(1);
-            // SAFETY: live IRP; static context.
-            unsafe {
-                irp::io_set_completion_routine(
-                    irp,
-                    keep,
-                    std::ptr::from_ref(&DONE).cast_mut().cast(),
-                    true,
-                    true,
-                    true,
-                );
-            };
-            let f = listen_dispatch(listener).WskGetLocalAddress.unwrap();
-            let mut storage = SOCKADDR_STORAGE::zeroed();
-            // SAFETY: documented arguments.
-            unsafe { f(listener, storage.as_mut_ptr(), irp) };
+            let irp =
+                local_address_with(listener, keep, std::ptr::from_ref(&DONE).cast_mut().cast());
             while !DONE.load(Ordering::SeqCst) {
                 std::thread::sleep(Duration::from_millis(1));
             }
-            // SAFETY: deliberately wrong: completed, not reused.
-            unsafe { f(listener, storage.as_mut_ptr(), irp) };
+            // Deliberately wrong: completed, and submitted again without IoReuseIrp.
+            query_local_address(listener, irp);
         },
     );
 }
@@ -129,22 +137,7 @@ fn a_completion_routine_must_return_more_processing_required() {
         "completion-routine-must-return-more-processing-required",
         || {
             let (_client, listener) = listener_with_client();
-            let irp = irp::io_allocate_irp(1);
-            // SAFETY: live IRP; the routine ignores its context.
-            unsafe {
-                irp::io_set_completion_routine(
-                    irp,
-                    returns_success,
-                    std::ptr::null_mut(),
-                    true,
-                    true,
-                    true,
-                );
-            };
-            let f = listen_dispatch(listener).WskGetLocalAddress.unwrap();
-            let mut storage = SOCKADDR_STORAGE::zeroed();
-            // SAFETY: documented arguments.
-            unsafe { f(listener, storage.as_mut_ptr(), irp) };
+            let _irp = local_address_with(listener, returns_success, std::ptr::null_mut());
             std::thread::sleep(Duration::from_secs(2));
         },
     );
@@ -158,11 +151,8 @@ unsafe extern "system" fn calls_wsk(
     _c: *mut c_void,
 ) -> NtStatus {
     let listener = LISTENER.load(Ordering::SeqCst) as *mut WSK_SOCKET;
-    let f = listen_dispatch(listener).WskGetLocalAddress.unwrap();
-    let mut storage = SOCKADDR_STORAGE::zeroed();
-    let irp = irp::io_allocate_irp(1);
-    // SAFETY: deliberately wrong: a WSK call from a completion routine.
-    unsafe { f(listener, storage.as_mut_ptr(), irp) };
+    // Deliberately wrong: a WSK call from a completion routine.
+    query_local_address(listener, irp::io_allocate_irp(1));
     NtStatus::MORE_PROCESSING_REQUIRED
 }
 
@@ -174,22 +164,7 @@ fn a_wsk_call_inside_a_completion_routine_is_caught() {
         || {
             let (_client, listener) = listener_with_client();
             LISTENER.store(listener as usize, Ordering::SeqCst);
-            let irp = irp::io_allocate_irp(1);
-            // SAFETY: live IRP.
-            unsafe {
-                irp::io_set_completion_routine(
-                    irp,
-                    calls_wsk,
-                    std::ptr::null_mut(),
-                    true,
-                    true,
-                    true,
-                );
-            };
-            let f = listen_dispatch(listener).WskGetLocalAddress.unwrap();
-            let mut storage = SOCKADDR_STORAGE::zeroed();
-            // SAFETY: documented arguments.
-            unsafe { f(listener, storage.as_mut_ptr(), irp) };
+            let _irp = local_address_with(listener, calls_wsk, std::ptr::null_mut());
             std::thread::sleep(Duration::from_secs(2));
         },
     );
@@ -281,15 +256,7 @@ fn closing_while_another_call_is_in_progress_is_caught() {
                 }
                 close(key as *mut WSK_SOCKET);
             });
-            let irp = irp::io_allocate_irp(1);
-            // SAFETY: live IRP.
-            unsafe {
-                irp::io_set_completion_routine(irp, stalls, std::ptr::null_mut(), true, true, true);
-            };
-            let f = listen_dispatch(listener).WskGetLocalAddress.unwrap();
-            let mut storage = SOCKADDR_STORAGE::zeroed();
-            // SAFETY: documented arguments.
-            unsafe { f(listener, storage.as_mut_ptr(), irp) };
+            let _irp = local_address_with(listener, stalls, std::ptr::null_mut());
             let _ = closer.join();
         },
     );
