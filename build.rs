@@ -1,7 +1,13 @@
-//! Build script. For a Windows target it configures the WDK build (wdk-build) and links
+//! Build script. For a Windows target it configures the WDK build with wdk-build (include and
+//! library paths, the KMDF configuration from `[package.metadata.wdk]`, linker arguments) and links
 //! netio.lib, which exports WskRegister, WskCaptureProviderNPI, WskReleaseProviderNPI and
 //! WskDeregister (WSK-FACTS §1). For any other target the driver is built against the host kernel
 //! and this script does nothing.
+//!
+//! wdk-build is a build dependency of a Windows host only, because wdk-build 0.6 does not build on
+//! other hosts. The Windows lane (`scripts/windows-lane/run.sh`) cross-builds from Linux with the
+//! `cross-wdk` feature, which adds the same wdk-build as a build dependency on any host, patched
+//! in the lane's throw-away overlay so that it builds there.
 
 fn main() {
     println!("cargo::rerun-if-changed=build.rs");
@@ -11,19 +17,29 @@ fn main() {
     }
 }
 
-/// wdk-build is a build-dependency only where the build host is Windows (the WDK lives there).
-#[cfg(windows)]
+#[cfg(any(windows, feature = "cross-wdk"))]
 fn windows_build() {
-    // Written against wdk-build 0.6; not built on Windows by the authors yet (see README).
     if let Err(error) = wdk_build::configure_wdk_binary_build() {
-        panic!("wdk-build could not configure the driver build: {error:?}");
+        fail(&format!(
+            "wdk-build could not configure the driver build: {error}\n\
+             Is the WDK installed (or WDKContentRoot set)? See README, On Windows."
+        ));
     }
     println!("cargo::rustc-link-lib=netio");
 }
 
-#[cfg(not(windows))]
+#[cfg(not(any(windows, feature = "cross-wdk")))]
 fn windows_build() {
-    panic!(
-        "the wskaccept driver for Windows is built on Windows with the WDK (see README, On Windows)"
+    fail(
+        "building the wskaccept driver for Windows needs wdk-build, which is a build dependency \
+         of a Windows host only. On Windows, build with the WDK (README, On Windows); from \
+         another host use scripts/windows-lane/run.sh, which enables the `cross-wdk` feature \
+         with a patched wdk-build and a substitute WDK.",
     );
+}
+
+/// Stops the build with a message and no panic backtrace.
+fn fail(message: &str) -> ! {
+    eprintln!("error: {message}");
+    std::process::exit(1);
 }
