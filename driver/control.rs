@@ -7,8 +7,6 @@
 use core::mem::size_of;
 use core::net::{IpAddr, SocketAddr};
 
-use alloc::vec;
-use alloc::vec::Vec;
 use ioctl::{
     ALL_LISTENERS, CLOSE_ABORTIVE, CloseConnection, ConnectionRecord, Decide, GetPending,
     LIST_MORE, ListConnections, ListHeader, ListenerRecord, ListenerRequest, MAX_RULES,
@@ -236,6 +234,10 @@ fn stats(engine: &Engine, input: &[u8], output: &mut [u8]) -> Result<usize, NtSt
     emit(&stats, output)
 }
 
+/// Records fetched from the engine per call while listing: the listing allocates nothing, so
+/// its cost in memory is this fixed stack buffer whatever OutputBufferLength the caller names.
+const LIST_BATCH: usize = 16;
+
 fn connections(engine: &Engine, input: &[u8], output: &mut [u8]) -> Result<usize, NtStatus> {
     let request: ListConnections = parse(input)?;
     room_for::<ListHeader>(output)?;
@@ -244,32 +246,42 @@ fn connections(engine: &Engine, input: &[u8], output: &mut [u8]) -> Result<usize
         // Room for the header only would answer "more" forever.
         return Err(NtStatus::BUFFER_TOO_SMALL);
     }
-    let mut found: Vec<Option<ConnRecord>> = vec![None; room];
     let listener = (request.listener != ALL_LISTENERS).then_some(request.listener);
-    let (count, next) = engine.list_connections(listener, request.cursor, &mut found)?;
     let now = kernel::interrupt_time();
     let (header_bytes, mut rest) = output.split_at_mut(size_of::<ListHeader>());
-    for record in found.iter().take(count).flatten() {
-        let wire = ConnectionRecord {
-            id: record.id.0,
-            listener: record.listener,
-            path: match record.info.path {
-                AcceptPath::Irp => path::IRP,
-                AcceptPath::Event => path::EVENT,
-            },
-            remote: record.info.remote.into(),
-            local: record.info.local.into(),
-            age_ms: now.saturating_sub(record.info.accepted_at) / 10_000,
-        };
-        let n = emit(&wire, rest)?;
-        rest = &mut core::mem::take(&mut rest)[n..];
+    let mut count = 0;
+    let mut cursor = Some(request.cursor);
+    while let Some(from) = cursor {
+        if count == room {
+            break;
+        }
+        let mut batch: [Option<ConnRecord>; LIST_BATCH] = [None; LIST_BATCH];
+        let want = (room - count).min(LIST_BATCH);
+        let (found, next) = engine.list_connections(listener, from, &mut batch[..want])?;
+        for record in batch.iter().take(found).flatten() {
+            let wire = ConnectionRecord {
+                id: record.id.0,
+                listener: record.listener,
+                path: match record.info.path {
+                    AcceptPath::Irp => path::IRP,
+                    AcceptPath::Event => path::EVENT,
+                },
+                remote: record.info.remote.into(),
+                local: record.info.local.into(),
+                age_ms: now.saturating_sub(record.info.accepted_at) / 10_000,
+            };
+            let n = emit(&wire, rest)?;
+            rest = &mut core::mem::take(&mut rest)[n..];
+        }
+        count += found;
+        cursor = next;
     }
     let header = ListHeader {
         version: VERSION,
         count: u32::try_from(count).unwrap_or(u32::MAX),
-        flags: if next.is_some() { LIST_MORE } else { 0 },
+        flags: if cursor.is_some() { LIST_MORE } else { 0 },
         reserved: 0,
-        next_cursor: next.unwrap_or(0),
+        next_cursor: cursor.unwrap_or(0),
     };
     emit(&header, header_bytes)?;
     Ok(size_of::<ListHeader>() + count * size_of::<ConnectionRecord>())
