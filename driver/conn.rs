@@ -93,7 +93,9 @@ impl SlotIo {
     pub fn attach(&self, listener: *const Listener) -> Result<(), NtStatus> {
         self.listener.store(listener.cast_mut(), Ordering::Release);
         #[allow(clippy::cast_possible_truncation)]
-        let mdl = kernel::mdl_allocate(self.rx.get().cast(), RX_BYTES as u32);
+        // SAFETY: `rx` is this slot's buffer, inside the listener's nonpaged block, which
+        // outlives the MDL (freed with the slot in `Drop`).
+        let mdl = unsafe { kernel::mdl_allocate(self.rx.get().cast(), RX_BYTES as u32) };
         if mdl.is_null() {
             return Err(NtStatus::INSUFFICIENT_RESOURCES);
         }

@@ -477,13 +477,20 @@ impl Engine {
         }
     }
 
-    /// Waits up to `timeout` for a request to be deferred to user mode (for a Windows inverted-call
-    /// pump that completes parked GET_PENDING requests). True when one was signalled. IRQL:
-    /// PASSIVE_LEVEL.
-    pub fn wait_pending_ready(&self, timeout: Duration) -> bool {
-        let signalled = self.global.pending_ready.wait(Some(timeout));
+    /// Waits up to `timeout` (`None`: until signalled) for a request to be deferred to user mode,
+    /// or for [`Engine::wake_pending_waiters`] (for the Windows inverted-call pump that completes
+    /// parked GET_PENDING requests). True when signalled. IRQL: PASSIVE_LEVEL.
+    pub fn wait_pending_ready(&self, timeout: Option<Duration>) -> bool {
+        let signalled = self.global.pending_ready.wait(timeout);
         self.global.pending_ready.clear();
         signalled
+    }
+
+    /// Wakes whoever waits in [`Engine::wait_pending_ready`] without cancelling anything: after a
+    /// GET_PENDING answered directly (its look cleared the signal another deferral may have set)
+    /// and to stop the pump. IRQL: <= DISPATCH_LEVEL.
+    pub fn wake_pending_waiters(&self) {
+        self.global.pending_ready.set();
     }
 
     /// Makes every waiting and future GET_PENDING return STATUS_CANCELLED (before a host

@@ -89,7 +89,7 @@ fn kmdf_version_and_sddl_agree() {
         "INF device security"
     );
     assert!(
-        read("driver/entry.rs").contains(sddl),
+        read("driver/entry/mod.rs").contains(sddl),
         "WdfDeviceInitAssignSDDLString"
     );
 }

@@ -146,8 +146,12 @@ pub unsafe fn pool_free(ptr: *mut u8, tag: u32) {
 }
 
 /// IoAllocateMdl + MmBuildMdlForNonPagedPool over nonpaged memory. IRQL: <= DISPATCH_LEVEL.
+///
+/// # Safety
+/// `address..address + length` is nonpaged pool that outlives the MDL (on Windows,
+/// MmBuildMdlForNonPagedPool reads the range's page mappings).
 #[must_use]
-pub fn mdl_allocate(address: *mut u8, length: u32) -> *mut MDL {
+pub unsafe fn mdl_allocate(address: *mut u8, length: u32) -> *mut MDL {
     hostkernel::mdl::allocate(address, length)
 }
 

@@ -1,17 +1,20 @@
 //! Windows backend: the facade's names over wdk-sys and netio.sys. No logic: each item maps onto
 //! one or two kernel calls.
 //!
-//! WRITTEN, NOT BUILT: nobody has compiled this file on Windows yet (the project's machines run
-//! Linux and wdk-sys cannot build there). Names and signatures follow wdk-sys 0.5 (bindgen over
-//! the WDK headers, enums as module constants) and the WDK documentation; the IRP field path for
-//! the current stack location follows bindgen's naming of wdm.h's anonymous unions.
+//! Built by the Windows lane (`scripts/windows-lane/run.sh`): type-checked, linted and linked for
+//! x86_64-pc-windows-msvc against a substitute WDK (mingw-w64 kernel headers + KMDF 1.33 public
+//! headers). Not run on Windows by the authors (README, Verification status). x86_64 only:
+//! [`current_irql`] reads CR8, which is how wdm.h's inline KeGetCurrentIrql works on x64.
+
+#[cfg(not(target_arch = "x86_64"))]
+compile_error!("the Windows backend supports x86_64 only: KeGetCurrentIrql is read from CR8");
 
 use core::cell::UnsafeCell;
 use core::ffi::c_void;
 use core::ops::{Deref, DerefMut};
+use core::ptr::NonNull;
 use core::time::Duration;
 
-use alloc::boxed::Box;
 use wdk_sys::ntddk::{
     ExAllocatePool2, ExFreePoolWithTag, IoAllocateIrp, IoAllocateMdl, IoFreeIrp, IoFreeMdl,
     IoReuseIrp, KeAcquireSpinLockRaiseToDpc, KeClearEvent, KeInitializeEvent,
@@ -21,7 +24,8 @@ use wdk_sys::ntddk::{
 };
 use wdk_sys::{
     _EVENT_TYPE, _KWAIT_REASON, _MODE, HANDLE, KEVENT, KIRQL, KSPIN_LOCK, LARGE_INTEGER,
-    PIO_COMPLETION_ROUTINE, POOL_FLAG_NON_PAGED, PVOID, STATUS_SUCCESS, SYNCHRONIZE,
+    OBJ_KERNEL_HANDLE, OBJECT_ATTRIBUTES, PIO_COMPLETION_ROUTINE, POBJECT_TYPE, PVOID,
+    STATUS_SUCCESS, SYNCHRONIZE,
 };
 use wsk::{
     GUID, IRP, MDL, NtStatus, PfnIoCompletionRoutine, WSK_CLIENT_NPI, WSK_PROVIDER_NPI,
@@ -35,6 +39,16 @@ pub const PASSIVE_LEVEL: Irql = 0;
 /// DISPATCH_LEVEL.
 pub const DISPATCH_LEVEL: Irql = 2;
 
+/// KernelMode as the KPROCESSOR_MODE (a CCHAR) the wait and reference calls take: wdm.h's MODE
+/// enum is an int in bindgen's output, and its KernelMode is 0.
+const KERNEL_MODE: i8 = 0;
+const _: () = assert!(_MODE::KernelMode == 0);
+
+/// ExAllocatePool2's POOL_FLAG_NON_PAGED (wdm.h; wdk-sys defines the POOL_FLAG_* values itself).
+const POOL_FLAG_NON_PAGED: wdk_sys::POOL_FLAGS = 0x0000_0000_0000_0040;
+/// Pool tag of the backend's own small blocks (KEVENTs, thread start blocks): "WskK".
+const BACKEND_TAG: u32 = u32::from_le_bytes(*b"WskK");
+
 // SL_INVOKE_ON_* (wdm.h).
 const SL_INVOKE_ON_CANCEL: u8 = 0x20;
 const SL_INVOKE_ON_SUCCESS: u8 = 0x40;
@@ -47,55 +61,72 @@ unsafe extern "system" {
         client_npi: *const WSK_CLIENT_NPI,
         registration: *mut WSK_REGISTRATION,
     ) -> NtStatus;
-    /// WskCaptureProviderNPI (netio.sys).
+    /// WskCaptureProviderNPI (netio.sys). PASSIVE_LEVEL, or <= DISPATCH_LEVEL with
+    /// WSK_NO_WAIT.
     pub fn WskCaptureProviderNPI(
         registration: *mut WSK_REGISTRATION,
         wait_timeout: u32,
         provider_npi: *mut WSK_PROVIDER_NPI,
     ) -> NtStatus;
-    /// WskReleaseProviderNPI (netio.sys).
+    /// WskReleaseProviderNPI (netio.sys). <= DISPATCH_LEVEL.
     pub fn WskReleaseProviderNPI(registration: *mut WSK_REGISTRATION);
     /// WskDeregister (netio.sys). PASSIVE_LEVEL.
     pub fn WskDeregister(registration: *mut WSK_REGISTRATION);
-    /// NPI_WSK_INTERFACE_ID (netio.lib).
+    /// NPI_WSK_INTERFACE_ID, the extern const of wsk.h that netio.lib provides (WSK-FACTS §1).
+    /// Declared in a `#[link]` block, so it is reached through `__imp_NPI_WSK_INTERFACE_ID`, as a
+    /// data import must be.
     static NPI_WSK_INTERFACE_ID: GUID;
 }
 
-/// The address of netio's NPI_WSK_INTERFACE_ID.
-#[must_use]
-pub fn npi_wsk_interface_id() -> *const GUID {
-    // SAFETY: taking the address of an extern static reads nothing.
-    unsafe { &raw const NPI_WSK_INTERFACE_ID }
+#[link(name = "ntoskrnl")]
+unsafe extern "C" {
+    /// PsThreadType (ntoskrnl.exe, a data export: `extern POBJECT_TYPE *PsThreadType`).
+    ///
+    /// Declared here rather than taken from wdk-sys, whose binding is a plain extern static: that
+    /// names the symbol `PsThreadType`, which no import library defines, instead of the
+    /// `__imp_PsThreadType` slot a data import is reached through (windows-drivers-rs #338
+    /// reports the same for PsInitialSystemProcess). A `#[link]` block makes it a dllimport.
+    static PsThreadType: *mut POBJECT_TYPE;
 }
 
-/// KeGetCurrentIrql: on x64 an inline read of CR8 (wdm.h), not an export.
+/// The address of netio's NPI_WSK_INTERFACE_ID. IRQL: any.
+#[must_use]
+pub fn npi_wsk_interface_id() -> *const GUID {
+    &raw const NPI_WSK_INTERFACE_ID
+}
+
+/// KeGetCurrentIrql: on x64 an inline read of CR8 (wdm.h), not an export. IRQL: any.
 #[must_use]
 pub fn current_irql() -> Irql {
     let cr8: u64;
-    // SAFETY: reading CR8 is allowed in kernel mode and has no side effects.
+    // SAFETY: reading CR8 is allowed at CPL 0 (the driver runs in kernel mode), touches no
+    // memory and changes no state; it is exactly what wdm.h's KeGetCurrentIrql does on x64.
     unsafe {
-        core::arch::asm!("mov {}, cr8", out(reg) cr8, options(nomem, nostack, preserves_flags))
-    };
-    #[allow(clippy::cast_possible_truncation)]
-    let irql = cr8 as Irql;
-    irql
+        core::arch::asm!("mov {}, cr8", out(reg) cr8, options(nomem, nostack, preserves_flags));
+    }
+    // CR8 holds the IRQL in its low 4 bits (the TPR); the rest reads as zero.
+    (cr8 & 0xF) as Irql
 }
 
 /// A KSPIN_LOCK protecting a `T`; acquiring raises to DISPATCH_LEVEL.
 ///
-/// Invariant: `value` is reached only through a guard; the KSPIN_LOCK serialises guards.
+/// # Invariants
+/// `value` is reached only through a [`SpinGuard`], and the KSPIN_LOCK admits one guard at a
+/// time. The lock lives wherever its owner lives: every owner in this driver is in nonpaged pool
+/// or a static, as a spin lock must be.
 pub struct SpinLock<T> {
     lock: UnsafeCell<KSPIN_LOCK>,
     value: UnsafeCell<T>,
 }
 
-// SAFETY: the spin lock hands out the value to one holder at a time.
+// SAFETY: by the type's invariant one holder at a time reaches the value, so sharing the lock
+// shares `T` only as moving it between threads would (`T: Send`).
 unsafe impl<T: Send> Sync for SpinLock<T> {}
-// SAFETY: moving the lock moves the value.
+// SAFETY: a KSPIN_LOCK is a plain word with no thread affinity; moving the lock moves `T`.
 unsafe impl<T: Send> Send for SpinLock<T> {}
 
 impl<T> SpinLock<T> {
-    /// KeInitializeSpinLock (a zeroed KSPIN_LOCK).
+    /// KeInitializeSpinLock (a zeroed KSPIN_LOCK). IRQL: any.
     pub const fn new(value: T) -> Self {
         Self {
             lock: UnsafeCell::new(0),
@@ -103,9 +134,10 @@ impl<T> SpinLock<T> {
         }
     }
 
-    /// KeAcquireSpinLockRaiseToDpc. IRQL: <= DISPATCH_LEVEL; returns at DISPATCH_LEVEL.
+    /// KeAcquireSpinLockRaiseToDpc. IRQL: <= DISPATCH_LEVEL; the guard holds DISPATCH_LEVEL.
     pub fn lock(&self) -> SpinGuard<'_, T> {
-        // SAFETY: a valid, initialised KSPIN_LOCK in nonpaged memory (the owner is in pool).
+        // SAFETY: `self.lock` is an initialised KSPIN_LOCK (zero, KeInitializeSpinLock's value)
+        // in nonpaged memory (the type's invariant); the caller is at <= DISPATCH_LEVEL.
         let old_irql = unsafe { KeAcquireSpinLockRaiseToDpc(self.lock.get()) };
         SpinGuard {
             lock: self,
@@ -115,6 +147,9 @@ impl<T> SpinLock<T> {
 }
 
 /// A held spin lock.
+///
+/// # Invariants
+/// The guard's KSPIN_LOCK is held, acquired by this guard at `old_irql`.
 pub struct SpinGuard<'a, T> {
     lock: &'a SpinLock<T>,
     old_irql: KIRQL,
@@ -123,46 +158,92 @@ pub struct SpinGuard<'a, T> {
 impl<T> Deref for SpinGuard<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
-        // SAFETY: the lock is held by this guard.
+        // SAFETY: the guard holds the lock (its invariant), so no other reference to the value
+        // exists outside this guard.
         unsafe { &*self.lock.value.get() }
     }
 }
 
 impl<T> DerefMut for SpinGuard<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
-        // SAFETY: the lock is held by this guard, uniquely borrowed.
+        // SAFETY: the guard holds the lock (its invariant) and is borrowed uniquely, so this is
+        // the only reference to the value.
         unsafe { &mut *self.lock.value.get() }
     }
 }
 
 impl<T> Drop for SpinGuard<'_, T> {
     fn drop(&mut self) {
-        // SAFETY: acquired by this guard with this old IRQL.
+        // SAFETY: the guard's invariant: this guard acquired the lock at `old_irql`, and
+        // releases it once, here.
         unsafe { KeReleaseSpinLock(self.lock.lock.get(), self.old_irql) };
     }
 }
 
-/// A KEVENT in nonpaged pool (boxed: a KEVENT must not move after KeInitializeEvent).
-pub struct Event(Box<UnsafeCell<KEVENT>>);
+/// One `T` in nonpaged pool, allocated fallibly (the backend's own small blocks).
+///
+/// # Invariants
+/// `ptr` came from ExAllocatePool2(NON_PAGED, size_of::<T>(), BACKEND_TAG), holds an initialised
+/// `T`, and is freed once, by [`NonPaged::free`] or by whoever took it with `into_raw`.
+struct NonPaged<T>(NonNull<T>);
 
-// SAFETY: KEVENTs are made to be signalled and waited on from any thread.
+impl<T> NonPaged<T> {
+    /// IRQL: <= DISPATCH_LEVEL.
+    fn new(value: T) -> Result<Self, NtStatus> {
+        let ptr = pool_allocate(BACKEND_TAG, size_of::<T>(), align_of::<T>()).cast::<T>();
+        let ptr = NonNull::new(ptr).ok_or(NtStatus::INSUFFICIENT_RESOURCES)?;
+        // SAFETY: a fresh, suitably sized and aligned (pool_allocate checked `align_of::<T>()`)
+        // block that nothing else references.
+        unsafe { ptr.as_ptr().write(value) };
+        Ok(Self(ptr))
+    }
+
+    /// Drops the `T` and frees the block. IRQL: <= DISPATCH_LEVEL.
+    ///
+    /// # Safety
+    /// `ptr` came from [`NonPaged::new`] and no reference to the `T` outlives this call.
+    unsafe fn free(ptr: NonNull<T>) {
+        // SAFETY: the caller's guarantee: an initialised `T` that nothing uses any more.
+        unsafe { ptr.as_ptr().drop_in_place() };
+        // SAFETY: allocated by `new` with BACKEND_TAG (the type's invariant), freed once here.
+        unsafe { pool_free(ptr.as_ptr().cast(), BACKEND_TAG) };
+    }
+}
+
+/// A KEVENT in nonpaged pool (a KEVENT must not move after KeInitializeEvent).
+///
+/// # Invariants
+/// The block holds a KEVENT initialised by KeInitializeEvent; it is freed on drop, after which
+/// no waiter can exist (waiters borrow the event).
+pub struct Event(NonNull<UnsafeCell<KEVENT>>);
+
+// SAFETY: KEVENTs are made to be signalled and waited on from any thread (KeSetEvent and
+// KeWaitForSingleObject synchronise internally on the dispatcher lock).
 unsafe impl Sync for Event {}
-// SAFETY: as above.
+// SAFETY: a KEVENT has no thread affinity; ownership of the pool block moves with the value.
 unsafe impl Send for Event {}
 
 impl Event {
     fn with(kind: wdk_sys::EVENT_TYPE, signaled: bool) -> Result<Self, NtStatus> {
-        // SAFETY: KEVENT is plain data; zeroed is a valid pre-initialisation state.
-        let event = Box::new(UnsafeCell::new(unsafe { core::mem::zeroed::<KEVENT>() }));
-        // SAFETY: the event is in its final (boxed, nonpaged) place.
-        unsafe { KeInitializeEvent(event.get(), kind, u8::from(signaled)) };
-        Ok(Self(event))
+        // SAFETY: KEVENT is a plain C struct for which all-zero bytes is a valid value; it is
+        // initialised by KeInitializeEvent below before any other use.
+        let zeroed = unsafe { core::mem::zeroed::<KEVENT>() };
+        let block = NonPaged::new(UnsafeCell::new(zeroed))?;
+        let event = Self(block.0);
+        // SAFETY: the KEVENT is in its final, nonpaged place and not yet shared.
+        unsafe { KeInitializeEvent(event.raw(), kind, u8::from(signaled)) };
+        Ok(event)
+    }
+
+    fn raw(&self) -> *mut KEVENT {
+        // SAFETY: the block is live for as long as `self` (the type's invariant).
+        unsafe { self.0.as_ref().get() }
     }
 
     /// KeInitializeEvent(NotificationEvent). IRQL: <= DISPATCH_LEVEL.
     ///
     /// # Errors
-    /// None today (allocation failure aborts through wdk-alloc).
+    /// STATUS_INSUFFICIENT_RESOURCES when no nonpaged pool is left for the KEVENT.
     pub fn notification(signaled: bool) -> Result<Self, NtStatus> {
         Self::with(_EVENT_TYPE::NotificationEvent, signaled)
     }
@@ -170,25 +251,26 @@ impl Event {
     /// KeInitializeEvent(SynchronizationEvent). IRQL: <= DISPATCH_LEVEL.
     ///
     /// # Errors
-    /// As above.
+    /// STATUS_INSUFFICIENT_RESOURCES when no nonpaged pool is left for the KEVENT.
     pub fn synchronization(signaled: bool) -> Result<Self, NtStatus> {
         Self::with(_EVENT_TYPE::SynchronizationEvent, signaled)
     }
 
     /// KeSetEvent(Increment 0, Wait FALSE). IRQL: <= DISPATCH_LEVEL.
     pub fn set(&self) {
-        // SAFETY: an initialised event.
-        unsafe { KeSetEvent(self.0.get(), 0, 0) };
+        // SAFETY: an initialised KEVENT (the type's invariant); Wait FALSE allows DISPATCH_LEVEL.
+        // The previous state it returns is of no use here.
+        let _previous = unsafe { KeSetEvent(self.raw(), 0, 0) };
     }
 
     /// KeClearEvent. IRQL: <= DISPATCH_LEVEL.
     pub fn clear(&self) {
-        // SAFETY: an initialised event.
-        unsafe { KeClearEvent(self.0.get()) };
+        // SAFETY: an initialised KEVENT (the type's invariant).
+        unsafe { KeClearEvent(self.raw()) };
     }
 
     /// KeWaitForSingleObject(Executive, KernelMode, not alertable). IRQL: PASSIVE_LEVEL (or
-    /// <= DISPATCH_LEVEL with a zero timeout). True when signalled.
+    /// <= DISPATCH_LEVEL with a zero timeout). True when signalled, false on timeout.
     pub fn wait(&self, timeout: Option<Duration>) -> bool {
         // Relative timeouts are negative, in 100 ns units.
         let mut relative = timeout.map(|t| LARGE_INTEGER {
@@ -197,12 +279,13 @@ impl Event {
         let timeout_ptr = relative
             .as_mut()
             .map_or(core::ptr::null_mut(), core::ptr::from_mut);
-        // SAFETY: an initialised event; KernelMode wait on nonpaged memory.
+        // SAFETY: an initialised KEVENT (the type's invariant) in nonpaged memory; a KernelMode,
+        // non-alertable wait, so the only outcomes are STATUS_SUCCESS and STATUS_TIMEOUT.
         let status = unsafe {
             KeWaitForSingleObject(
-                self.0.get().cast(),
+                self.raw().cast(),
                 _KWAIT_REASON::Executive,
-                _MODE::KernelMode as i8,
+                KERNEL_MODE,
                 0,
                 timeout_ptr,
             )
@@ -211,19 +294,52 @@ impl Event {
     }
 }
 
+impl Drop for Event {
+    fn drop(&mut self) {
+        // SAFETY: the block came from NonPaged::new; `&mut self` proves no waiter borrows it.
+        unsafe { NonPaged::free(self.0) };
+    }
+}
+
+/// What the new thread runs: handed to the trampoline through PsCreateSystemThread's context.
 struct ThreadStart {
     routine: unsafe fn(*mut c_void),
     context: *mut c_void,
 }
 
+/// The system thread's start routine (PKSTART_ROUTINE). IRQL: PASSIVE_LEVEL.
+///
+/// # Safety
+/// `start` is the `ThreadStart` block `SystemThread::spawn` allocated, handed over once.
 unsafe extern "C" fn thread_trampoline(start: PVOID) {
-    // SAFETY: `spawn` passes a leaked Box<ThreadStart>, taken back exactly once here.
-    let start = unsafe { Box::from_raw(start.cast::<ThreadStart>()) };
-    // SAFETY: the spawner guaranteed the context for the routine.
-    unsafe { (start.routine)(start.context) };
+    let Some(block) = NonNull::new(start.cast::<ThreadStart>()) else {
+        return;
+    };
+    // SAFETY: the caller's guarantee: a live ThreadStart that this thread now owns.
+    let ThreadStart { routine, context } = unsafe { block.as_ptr().read() };
+    // SAFETY: the block's contents were moved out above (ThreadStart has no drop glue), and it
+    // was allocated by NonPaged::new; nothing else references it.
+    unsafe { NonPaged::free(block) };
+    // SAFETY: `spawn`'s caller guaranteed `context` for `routine` until it returns.
+    unsafe { routine(context) };
 }
 
+/// `sizeof(OBJECT_ATTRIBUTES)` as its ULONG Length field takes it (48 bytes on x64).
+const OBJECT_ATTRIBUTES_LENGTH: u32 = {
+    assert!(size_of::<OBJECT_ATTRIBUTES>() <= u32::MAX as usize);
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "bounded by the assertion above"
+    )]
+    let length = size_of::<OBJECT_ATTRIBUTES>() as u32;
+    length
+};
+
 /// A system thread, referenced so that it can be waited for.
+///
+/// # Invariants
+/// `object` is a thread object referenced by ObReferenceObjectByHandle; [`SystemThread::join`]
+/// waits for it and drops that reference.
 pub struct SystemThread {
     object: PVOID,
 }
@@ -232,96 +348,127 @@ pub struct SystemThread {
 unsafe impl Send for SystemThread {}
 
 impl SystemThread {
-    /// PsCreateSystemThread + ObReferenceObjectByHandle. IRQL: PASSIVE_LEVEL.
+    /// PsCreateSystemThread (with a kernel handle) + ObReferenceObjectByHandle. IRQL:
+    /// PASSIVE_LEVEL.
     ///
     /// # Safety
-    /// `context` must stay valid until the routine returns.
+    /// `context` must stay valid for `routine` until the routine returns.
     ///
     /// # Errors
-    /// What PsCreateSystemThread or ObReferenceObjectByHandle return.
+    /// STATUS_INSUFFICIENT_RESOURCES when the start block cannot be allocated, or what
+    /// PsCreateSystemThread or ObReferenceObjectByHandle return.
     pub unsafe fn spawn(
         routine: unsafe fn(*mut c_void),
         context: *mut c_void,
     ) -> Result<Self, NtStatus> {
-        let start = Box::into_raw(Box::new(ThreadStart { routine, context }));
+        let start = NonPaged::new(ThreadStart { routine, context })?.0;
+        // InitializeObjectAttributes(&attributes, NULL, OBJ_KERNEL_HANDLE, NULL, NULL): a kernel
+        // handle whatever process context the caller runs in (DriverEntry runs in the System
+        // process, but a caller from an IOCTL would not).
+        let mut attributes = OBJECT_ATTRIBUTES {
+            Length: OBJECT_ATTRIBUTES_LENGTH,
+            RootDirectory: core::ptr::null_mut(),
+            ObjectName: core::ptr::null_mut(),
+            Attributes: OBJ_KERNEL_HANDLE,
+            SecurityDescriptor: core::ptr::null_mut(),
+            SecurityQualityOfService: core::ptr::null_mut(),
+        };
         let mut handle: HANDLE = core::ptr::null_mut();
-        // SAFETY: documented arguments; the trampoline takes the start block back.
+        // SAFETY: PsCreateSystemThread's documented contract at PASSIVE_LEVEL: out-handle and
+        // attributes are valid locals, no process (System) and no client id; the trampoline
+        // takes the start block over.
         let status = unsafe {
             PsCreateSystemThread(
                 &raw mut handle,
                 SYNCHRONIZE,
-                core::ptr::null_mut(),
+                &raw mut attributes,
                 core::ptr::null_mut(),
                 core::ptr::null_mut(),
                 Some(thread_trampoline),
-                start.cast(),
+                start.as_ptr().cast(),
             )
         };
-        if status != STATUS_SUCCESS {
-            // SAFETY: the thread did not start, so the block is still ours.
-            drop(unsafe { Box::from_raw(start) });
+        if !NtStatus(status).is_success() {
+            // SAFETY: the thread did not start, so the block is still ours and unreferenced.
+            unsafe { NonPaged::free(start) };
             return Err(NtStatus(status));
         }
         let mut object: PVOID = core::ptr::null_mut();
-        // SAFETY: a valid thread handle; PsThreadType is the thread object type.
+        // SAFETY: PsThreadType is an ntoskrnl data export, initialised before any driver loads
+        // and never written afterwards.
+        let thread_type = unsafe { *PsThreadType };
+        // SAFETY: `handle` is the valid kernel handle just created, `thread_type` the thread
+        // object type; a KernelMode reference into a local.
         let status = unsafe {
             ObReferenceObjectByHandle(
                 handle,
                 SYNCHRONIZE,
-                *wdk_sys::PsThreadType,
-                _MODE::KernelMode as i8,
+                thread_type,
+                KERNEL_MODE,
                 &raw mut object,
                 core::ptr::null_mut(),
             )
         };
-        // SAFETY: the handle is ours to close; the reference (if any) keeps the object.
-        unsafe { ZwClose(handle) };
-        if status == STATUS_SUCCESS {
+        // SAFETY: the kernel handle is ours and closed once; the reference (if taken) keeps the
+        // object alive without it.
+        let closed = unsafe { ZwClose(handle) };
+        // Closing a valid kernel handle we own cannot fail; if it ever did, the handle leaks and
+        // nothing else is affected, so the status is only checked in debug builds.
+        debug_assert!(NtStatus(closed).is_success(), "ZwClose: {closed:#x}");
+        if NtStatus(status).is_success() {
             Ok(Self { object })
         } else {
+            // The thread runs on unreferenced: the caller cannot wait for it. It owns nothing of
+            // the caller's but `context`, so report the failure and let the caller keep
+            // `context` alive (the documented reason this can fail is a bad handle, not ours).
             Err(NtStatus(status))
         }
     }
 
     /// Waits for the thread to end and drops the reference. IRQL: PASSIVE_LEVEL.
     pub fn join(self) {
-        // SAFETY: a referenced thread object is a dispatcher object.
-        unsafe {
+        // SAFETY: a referenced thread object (the type's invariant) is a dispatcher object; a
+        // KernelMode, non-alertable wait with no timeout, which can only return STATUS_SUCCESS.
+        let status = unsafe {
             KeWaitForSingleObject(
                 self.object,
                 _KWAIT_REASON::Executive,
-                _MODE::KernelMode as i8,
+                KERNEL_MODE,
                 0,
                 core::ptr::null_mut(),
             )
         };
-        // SAFETY: the reference taken in `spawn`.
+        debug_assert!(
+            status == STATUS_SUCCESS,
+            "KeWaitForSingleObject: {status:#x}"
+        );
+        // SAFETY: the reference taken in `spawn`, dropped once here (`self` is consumed).
         unsafe { ObfDereferenceObject(self.object) };
     }
 }
 
-/// IoAllocateIrp(stack_size, FALSE). IRQL: <= DISPATCH_LEVEL.
+/// IoAllocateIrp(stack_size, FALSE); NULL on failure. IRQL: <= DISPATCH_LEVEL.
 #[must_use]
 pub fn irp_allocate(stack_size: i8) -> *mut IRP {
-    // SAFETY: documented arguments.
+    // SAFETY: IoAllocateIrp takes any stack size and ChargeQuota FALSE at <= DISPATCH_LEVEL.
     unsafe { IoAllocateIrp(stack_size, 0) }.cast()
 }
 
 /// IoFreeIrp. IRQL: <= DISPATCH_LEVEL.
 ///
 /// # Safety
-/// As the host backend's.
+/// `irp` came from [`irp_allocate`], is not pending and is freed once.
 pub unsafe fn irp_free(irp: *mut IRP) {
-    // SAFETY: the caller's guarantee.
+    // SAFETY: the caller's guarantee is IoFreeIrp's precondition.
     unsafe { IoFreeIrp(irp.cast()) }
 }
 
 /// IoReuseIrp. IRQL: <= DISPATCH_LEVEL.
 ///
 /// # Safety
-/// As the host backend's.
+/// `irp` came from [`irp_allocate`] and is not pending.
 pub unsafe fn irp_reuse(irp: *mut IRP, status: NtStatus) {
-    // SAFETY: the caller's guarantee.
+    // SAFETY: the caller's guarantee is IoReuseIrp's precondition.
     unsafe { IoReuseIrp(irp.cast(), status.0) }
 }
 
@@ -330,91 +477,109 @@ pub unsafe fn irp_reuse(irp: *mut IRP, status: NtStatus) {
 /// IRQL: <= DISPATCH_LEVEL.
 ///
 /// # Safety
-/// As the host backend's; the IRP has at least one stack location (IoAllocateIrp(1, FALSE)).
+/// `irp` came from [`irp_allocate`] with at least one stack location, is fresh or reused, and is
+/// not pending; `context` stays valid for `routine` until it runs.
 pub unsafe fn irp_set_completion(
     irp: *mut IRP,
     routine: PfnIoCompletionRoutine,
     context: *mut c_void,
 ) {
     let irp = irp.cast::<wdk_sys::IRP>();
-    // SAFETY: the IRP is live and not pending (caller); x64/ARM64 "C" and "system" are the same
-    // ABI, NtStatus is repr(transparent) over i32, and the pointer types are the same objects.
+    // SAFETY: both types are one nullable function pointer with the x64 Windows ABI ("C" and
+    // "system" are the same there); the parameters are the same objects under other names
+    // (wsk::IRP/DEVICE_OBJECT are opaque stand-ins) and NtStatus is repr(transparent) over i32.
     let routine: PIO_COMPLETION_ROUTINE = unsafe {
         core::mem::transmute::<Option<PfnIoCompletionRoutine>, PIO_COMPLETION_ROUTINE>(Some(
             routine,
         ))
     };
-    // SAFETY: a fresh or reused IRP's CurrentStackLocation points one past its last location, so
-    // the next location (the one the provider will use) is the one before it.
-    let next = unsafe {
-        (*irp)
-            .Tail
-            .Overlay
+    // SAFETY: the caller's guarantee: a live IRP that nothing else uses while it is not pending.
+    let tail = unsafe { &(*irp).Tail };
+    // SAFETY: Overlay is the member of the Tail union in use for a driver-allocated IRP that has
+    // not been queued (Apc and CompletionKey overlay it only for other packet kinds).
+    let overlay = unsafe { &tail.Overlay };
+    // SAFETY: the anonymous union member holding CurrentStackLocation is the one a driver-
+    // allocated IRP uses (the other overlays a packet type no IRP of ours has).
+    let current = unsafe {
+        overlay
             .__bindgen_anon_2
             .__bindgen_anon_1
             .CurrentStackLocation
-            .sub(1)
     };
-    // SAFETY: `next` is inside the IRP's stack (stack size >= 1).
-    unsafe { (*next).CompletionRoutine = routine };
-    // SAFETY: as above.
-    unsafe { (*next).Context = context };
-    // SAFETY: as above.
-    unsafe { (*next).Control = SL_INVOKE_ON_SUCCESS | SL_INVOKE_ON_ERROR | SL_INVOKE_ON_CANCEL };
+    // SAFETY: a fresh or reused IRP's CurrentStackLocation is one past its last location, so the
+    // location before it (the one the provider will use) is inside the IRP (stack size >= 1).
+    let next = unsafe { current.sub(1) };
+    // SAFETY: `next` is a valid IO_STACK_LOCATION of this IRP, which the caller does not share
+    // while it is not pending, so this is the only reference to it.
+    let next = unsafe { &mut *next };
+    next.CompletionRoutine = routine;
+    next.Context = context;
+    next.Control = SL_INVOKE_ON_SUCCESS | SL_INVOKE_ON_ERROR | SL_INVOKE_ON_CANCEL;
 }
 
 /// Irp->IoStatus. IRQL: any.
 ///
 /// # Safety
-/// As the host backend's.
+/// `irp` is a live IRP that has completed (its IoStatus is final).
 #[must_use]
 pub unsafe fn irp_status(irp: *mut IRP) -> (NtStatus, usize) {
     let irp = irp.cast::<wdk_sys::IRP>();
-    // SAFETY: a live, completed IRP.
-    let status = unsafe { (*irp).IoStatus.__bindgen_anon_1.Status };
-    // SAFETY: as above.
-    let information = unsafe { (*irp).IoStatus.Information };
-    (NtStatus(status), information as usize)
+    // SAFETY: the caller's guarantee: a live, completed IRP; Status is the member of IoStatus's
+    // union that completion writes.
+    let io_status = unsafe { &(*irp).IoStatus };
+    // SAFETY: Status is the member of IoStatus's union that IRP completion writes.
+    let status = unsafe { io_status.__bindgen_anon_1.Status };
+    let information = io_status.Information;
+    // ULONG_PTR is pointer-sized: the conversion is exact on every Windows target.
+    let information = usize::try_from(information).unwrap_or(usize::MAX);
+    (NtStatus(status), information)
 }
 
-/// ExAllocatePool2(POOL_FLAG_NON_PAGED). IRQL: <= DISPATCH_LEVEL. ExAllocatePool2 returns
-/// zeroed memory; alignment up to 16 is what pool gives (larger is refused).
+/// ExAllocatePool2(POOL_FLAG_NON_PAGED): zeroed, nonpaged, NULL on failure. Pool alignment is 16
+/// bytes on x64; a larger alignment is refused (NULL). IRQL: <= DISPATCH_LEVEL.
+///
+/// ExAllocatePool2 needs Windows 10 version 2004 (build 19041); the INF's floor says so.
 #[must_use]
 pub fn pool_allocate(tag: u32, size: usize, align: usize) -> *mut u8 {
     if align > 16 {
         return core::ptr::null_mut();
     }
-    // SAFETY: documented arguments.
+    // SAFETY: ExAllocatePool2 with a nonpaged flag is callable at <= DISPATCH_LEVEL with any
+    // size and tag, and returns NULL on failure (no POOL_FLAG_RAISE_ON_FAILURE).
     unsafe { ExAllocatePool2(POOL_FLAG_NON_PAGED, size as u64, tag) }.cast()
 }
 
 /// ExFreePoolWithTag. IRQL: <= DISPATCH_LEVEL.
 ///
 /// # Safety
-/// As the host backend's.
+/// `ptr` came from [`pool_allocate`] with the same `tag` and is freed once.
 pub unsafe fn pool_free(ptr: *mut u8, tag: u32) {
-    // SAFETY: the caller's guarantee.
+    // SAFETY: the caller's guarantee is ExFreePoolWithTag's precondition.
     unsafe { ExFreePoolWithTag(ptr.cast(), tag) }
 }
 
-/// IoAllocateMdl + MmBuildMdlForNonPagedPool. IRQL: <= DISPATCH_LEVEL.
+/// IoAllocateMdl + MmBuildMdlForNonPagedPool; NULL on failure. IRQL: <= DISPATCH_LEVEL.
+///
+/// # Safety
+/// `address..address + length` is nonpaged pool that outlives the MDL.
 #[must_use]
-pub fn mdl_allocate(address: *mut u8, length: u32) -> *mut MDL {
-    // SAFETY: documented arguments; no IRP association.
+pub unsafe fn mdl_allocate(address: *mut u8, length: u32) -> *mut MDL {
+    // SAFETY: IoAllocateMdl at <= DISPATCH_LEVEL, not secondary, no quota, no IRP.
     let mdl = unsafe { IoAllocateMdl(address.cast(), length, 0, 0, core::ptr::null_mut()) };
     if !mdl.is_null() {
-        // SAFETY: the buffer is nonpaged pool (all driver memory is).
+        // SAFETY: the caller's guarantee: the MDL describes nonpaged pool, which is what
+        // MmBuildMdlForNonPagedPool requires.
         unsafe { MmBuildMdlForNonPagedPool(mdl) };
     }
     mdl.cast()
 }
 
-/// IoFreeMdl.
+/// IoFreeMdl. IRQL: <= DISPATCH_LEVEL.
 ///
 /// # Safety
-/// As the host backend's.
+/// `mdl` came from [`mdl_allocate`], no IRP uses it any more, and it is freed once.
 pub unsafe fn mdl_free(mdl: *mut MDL) {
-    // SAFETY: the caller's guarantee.
+    // SAFETY: the caller's guarantee is IoFreeMdl's precondition.
     unsafe { IoFreeMdl(mdl.cast()) }
 }
 
@@ -422,6 +587,6 @@ pub unsafe fn mdl_free(mdl: *mut MDL) {
 #[must_use]
 pub fn interrupt_time() -> u64 {
     let mut qpc = 0u64;
-    // SAFETY: writes the QPC timestamp to a local.
+    // SAFETY: KeQueryInterruptTimePrecise writes the QPC timestamp to a valid local.
     unsafe { KeQueryInterruptTimePrecise(&raw mut qpc) }
 }

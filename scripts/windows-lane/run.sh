@@ -84,6 +84,23 @@ for header in "$kmdf"/*.h; do
 done
 cp "$here/wdk-shim.h" "$wdk/Include/$sdk/km/wskaccept-wdk-shim.h"
 
+# Import libraries from the project's export lists (scripts/windows-lane/exports/*.def), empty
+# stand-ins for the two static libraries wdk-build links that the driver takes nothing from, and
+# the link-only KMDF stub (kmdf-link-stub.c: never shipped).
+km_lib=$wdk/Lib/$sdk/km/x64
+kmdf_lib=$wdk/Lib/wdf/kmdf/x64/1.33
+for def in "$here"/exports/*.def; do
+  name=$(basename "$def" .def)
+  case "$name" in
+    wdfldr) lib=WdfLdr ;;
+    *) lib=$name ;;
+  esac
+  llvm-dlltool -m i386:x86-64 -d "$def" -l "$km_lib/$lib.lib"
+done
+for lib in BufferOverflowFastFailK wmilib; do llvm-ar rc "$km_lib/$lib.lib"; done
+clang --target=x86_64-pc-windows-msvc -O1 -c "$here/kmdf-link-stub.c" -o "$lane/kmdf-link-stub.obj"
+llvm-lib /nologo "/out:$kmdf_lib/WdfDriverEntry.lib" "$lane/kmdf-link-stub.obj"
+
 # --- the overlay workspace --------------------------------------------------------------------
 overlay=$lane/overlay
 mkdir -p "$overlay"
@@ -121,10 +138,82 @@ export BINDGEN_EXTRA_CLANG_ARGS_x86_64_pc_windows_msvc="-D__GNUC__=4 -D__GNUC_MI
 export CC_x86_64_pc_windows_msvc=$bin/clang-cl
 export AR_x86_64_pc_windows_msvc=llvm-lib
 export CFLAGS_x86_64_pc_windows_msvc="/imsvc $resource"
+# lld-link stands in for link.exe; the wrapper leaves out the two MSVC-only options wdk-build
+# passes that lld-link does not know (/KERNEL: link-time kernel-mode checks; /MAPINFO:EXPORTS:
+# map file content).
+cat >"$bin/link-wdk" <<'SH'
+#!/bin/sh
+for a in "$@"; do
+  case "$a" in
+    /KERNEL | /MAPINFO:EXPORTS) ;;
+    *) set -- "$@" "$a" ;;
+  esac
+  shift
+done
+exec lld-link "$@"
+SH
+chmod +x "$bin/link-wdk"
+export CARGO_TARGET_X86_64_PC_WINDOWS_MSVC_LINKER=$bin/link-wdk
 export CARGO_TARGET_DIR=$overlay/target
 cd "$overlay"
 
 echo "== Windows lane: cargo check -p wskaccept --target $target"
 cargo check -p wskaccept --features cross-wdk --target "$target"
 echo "== Windows lane: cargo clippy -p wskaccept --all-targets --target $target -- -D warnings"
-cargo clippy -p wskaccept --features cross-wdk --all-targets --target "$target" -- -D warnings
+cargo clippy -p wskaccept --features cross-wdk --lib --target "$target" -- -D warnings
+
+echo "== Windows lane: link wskaccept.sys (lld-link, wdk-build's KMDF link arguments)"
+cargo build -p wskaccept --features cross-wdk --target "$target"
+mkdir -p "$lane/link"
+sys=$lane/link/wskaccept.sys
+cp "$CARGO_TARGET_DIR/$target/debug/wskaccept.dll" "$sys"
+
+echo "== Windows lane: import check of $sys"
+llvm-readobj --file-headers "$sys" >"$lane/link/headers.txt"
+llvm-readobj --coff-imports "$sys" >"$lane/link/imports.txt"
+python3 - "$lane/link" "$here/exports" <<'PY'
+import pathlib, re, sys
+link, exports = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+headers = (link / "headers.txt").read_text()
+problems = []
+if not re.search(r"Magic: 0x20B", headers):
+    problems.append("not a PE32+ image")
+if "IMAGE_SUBSYSTEM_NATIVE" not in headers:
+    problems.append("subsystem is not NATIVE")
+if "IMAGE_FILE_MACHINE_AMD64" not in headers:
+    problems.append("machine is not AMD64")
+allowed = {}
+for d in exports.glob("*.def"):
+    module, names = None, set()
+    for line in d.read_text().splitlines():
+        line = line.split(";")[0].strip()
+        if line.startswith("LIBRARY"):
+            module = line.split()[1].lower()
+        elif line and line != "EXPORTS":
+            names.add(line.split()[0])
+    allowed[module] = names
+imports, module = {}, None
+for line in (link / "imports.txt").read_text().splitlines():
+    line = line.strip()
+    if line.startswith("Name:"):
+        module = line.split(":", 1)[1].strip().lower()
+        imports.setdefault(module, [])
+    elif line.startswith("Symbol:") and module is not None:
+        imports[module].append(line.split(":", 1)[1].split("(")[0].strip())
+for module, names in sorted(imports.items()):
+    if module not in allowed:
+        problems.append(f"imports from {module}, which is not an allowed module")
+        continue
+    for name in names:
+        if name not in allowed[module]:
+            problems.append(f"{module}!{name} is not in its export list")
+if not imports:
+    problems.append("no imports at all (the import table was not read)")
+for module, names in sorted(imports.items()):
+    print(f"  {module}: {len(names)} imports: {' '.join(sorted(names))}")
+if problems:
+    print("FAILED: " + "; ".join(problems))
+    sys.exit(1)
+print(f"import check: PE32+ native AMD64 image; {sum(map(len, imports.values()))} imports from "
+      f"{len(imports)} modules, each in the project's export lists")
+PY
