@@ -217,3 +217,6 @@ if problems:
 print(f"import check: PE32+ native AMD64 image; {sum(map(len, imports.values()))} imports from "
       f"{len(imports)} modules, each in the project's export lists")
 PY
+
+echo "== Windows lane: crates/wsk's layouts and constants against Wine's wsk.h"
+"$here/wsk-layout.sh"

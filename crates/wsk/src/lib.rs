@@ -5,7 +5,9 @@
 //! WSK provider: netio.sys on Windows, the host kernel's emulated provider everywhere else. Every
 //! struct and dispatch table carries compile-time assertions of its size, alignment and member
 //! offsets with the x64 values of the Windows headers (`layout.rs`); the same assertions are
-//! checked for `x86_64-pc-windows-msvc` in CI where that target can be installed.
+//! checked for `x86_64-pc-windows-msvc` in CI where that target can be installed, and the same
+//! numbers, exported as [`LAYOUTS`] and [`CONSTANTS`], are checked against an independent C
+//! header by `scripts/windows-lane/wsk-layout.sh`.
 //!
 //! Type rules (LLP64): ULONG is `u32` (never `c_ulong`), SIZE_T/ULONG_PTR are `usize`, NTSTATUS is
 //! [`NtStatus`], C enums are 4 bytes, and every callback is `extern "system"`.
@@ -14,13 +16,14 @@
 pub mod addr;
 pub mod consts;
 pub mod dispatch;
+pub mod layout;
 pub mod status;
 pub mod types;
-
-mod layout;
 
 pub use addr::{AddressError, SOCKADDR, SOCKADDR_IN, SOCKADDR_IN6, SOCKADDR_STORAGE};
 pub use consts::*;
 pub use dispatch::*;
+#[cfg(target_pointer_width = "64")]
+pub use layout::{CConstant, CONSTANTS, FieldLayout, LAYOUTS, TypeLayout};
 pub use status::NtStatus;
 pub use types::*;

@@ -13,6 +13,9 @@ macro_rules! statuses {
         impl NtStatus {
             $($(#[$doc])* pub const $name: NtStatus = NtStatus(($value as u32).cast_signed());)*
 
+            /// Every value named here, in declaration order ([`NtStatus::name`] gives its name).
+            pub const ALL: &[NtStatus] = &[$(NtStatus::$name),*];
+
             /// The ntstatus.h name of a known value, or `None`.
             #[must_use]
             pub const fn name(self) -> Option<&'static str> {
