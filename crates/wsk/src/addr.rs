@@ -18,8 +18,9 @@ pub struct SOCKADDR {
     pub sa_data: [u8; 14],
 }
 
-/// SOCKADDR_IN (ws2def.h), 16 bytes.
-#[repr(C)]
+/// SOCKADDR_IN (ws2def.h), 16 bytes, 4-aligned: in C `sin_addr` is an IN_ADDR, a union holding a
+/// ULONG, which the byte array here does not carry by itself.
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SOCKADDR_IN {
     /// `AF_INET`.

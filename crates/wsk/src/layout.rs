@@ -163,7 +163,7 @@ layouts! {
     WSK_INSPECT_ACTION: size 4, align 4 {}
     WSK_CONTROL_SOCKET_TYPE: size 4, align 4 {}
     SOCKADDR: size 16, align 2 { sa_family @ 0, sa_data @ 2 }
-    SOCKADDR_IN: size 16, align 2 { sin_family @ 0, sin_port @ 2, sin_addr @ 4, sin_zero @ 8 }
+    SOCKADDR_IN: size 16, align 4 { sin_family @ 0, sin_port @ 2, sin_addr @ 4, sin_zero @ 8 }
     SOCKADDR_IN6: size 28, align 4 {
         sin6_family @ 0, sin6_port @ 2, sin6_flowinfo @ 4, sin6_addr @ 8, sin6_scope_id @ 24,
     }
