@@ -93,3 +93,48 @@ fn kmdf_version_and_sddl_agree() {
         "WdfDeviceInitAssignSDDLString"
     );
 }
+
+/// A workflow that sets RUSTFLAGS replaces `.cargo/config.toml`'s target rustflags, and wdk-build
+/// refuses a driver built without `+crt-static` (StaticCrtNotEnabled): every RUSTFLAGS the
+/// workflow sets must carry it.
+#[test]
+fn workflow_rustflags_keep_the_static_crt() {
+    let workflow = read(".github/workflows/windows.yml");
+    let settings: Vec<&str> = workflow
+        .lines()
+        .filter(|line| line.trim_start().starts_with("RUSTFLAGS:"))
+        .collect();
+    for line in &settings {
+        assert!(line.contains("target-feature=+crt-static"), "{line}");
+    }
+    assert!(read(".cargo/config.toml").contains("target-feature=+crt-static"));
+}
+
+/// Both wskaccept and the kernel facade allocate with ExAllocatePool2, which exists from
+/// Windows 10 version 2004 (build 19041): the INF must not offer the driver to older builds.
+#[test]
+fn inf_floor_is_the_first_build_with_exallocatepool2() {
+    let inx = read("inf/wskaccept.inx");
+    assert!(read("driver/kernel/windows.rs").contains("ExAllocatePool2"));
+    let floors: Vec<&str> = inx
+        .lines()
+        .filter_map(|line| line.split("NT$ARCH$.").nth(1))
+        .collect();
+    assert!(!floors.is_empty(), "no decorated models section");
+    for floor in floors {
+        let build: u32 = floor
+            .trim_start_matches("10.0...")
+            .trim_end_matches(']')
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("unreadable floor {floor}"));
+        assert!(build >= 19041, "INF floor {build} predates ExAllocatePool2");
+    }
+}
+
+/// The Windows backend reads the IRQL from CR8 (x86_64 only): nothing may claim another target.
+#[test]
+fn no_windows_target_but_x86_64_is_configured() {
+    let config = read(".cargo/config.toml");
+    assert!(!config.contains("aarch64"), "ARM64 is not supported");
+}
