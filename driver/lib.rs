@@ -13,7 +13,7 @@
 pub mod conn;
 pub mod control;
 pub mod engine;
-#[cfg(target_os = "windows")]
+#[cfg(all(target_os = "windows", not(feature = "wine-test")))]
 mod entry;
 pub mod kernel;
 pub mod listener;
@@ -22,3 +22,5 @@ pub mod pending;
 pub mod policy;
 pub mod rundown;
 pub mod table;
+#[cfg(all(target_os = "windows", feature = "wine-test"))]
+mod wine_entry;

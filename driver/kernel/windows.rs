@@ -16,11 +16,10 @@ use core::ptr::NonNull;
 use core::time::Duration;
 
 use wdk_sys::ntddk::{
-    ExAllocatePool2, ExFreePoolWithTag, IoAllocateIrp, IoAllocateMdl, IoFreeIrp, IoFreeMdl,
-    IoReuseIrp, KeAcquireSpinLockRaiseToDpc, KeClearEvent, KeInitializeEvent,
-    KeQueryInterruptTimePrecise, KeReleaseSpinLock, KeSetEvent, KeWaitForSingleObject,
-    MmBuildMdlForNonPagedPool, ObReferenceObjectByHandle, ObfDereferenceObject,
-    PsCreateSystemThread, ZwClose,
+    ExFreePoolWithTag, IoAllocateIrp, IoAllocateMdl, IoFreeIrp, IoFreeMdl, IoReuseIrp,
+    KeAcquireSpinLockRaiseToDpc, KeClearEvent, KeInitializeEvent, KeReleaseSpinLock, KeSetEvent,
+    KeWaitForSingleObject, MmBuildMdlForNonPagedPool, ObReferenceObjectByHandle,
+    ObfDereferenceObject, PsCreateSystemThread, ZwClose,
 };
 use wdk_sys::{
     _EVENT_TYPE, _KWAIT_REASON, _MODE, HANDLE, KEVENT, KIRQL, KSPIN_LOCK, LARGE_INTEGER,
@@ -45,6 +44,7 @@ const KERNEL_MODE: i8 = 0;
 const _: () = assert!(_MODE::KernelMode == 0);
 
 /// ExAllocatePool2's POOL_FLAG_NON_PAGED (wdm.h; wdk-sys defines the POOL_FLAG_* values itself).
+#[cfg(not(feature = "wine-test"))]
 const POOL_FLAG_NON_PAGED: wdk_sys::POOL_FLAGS = 0x0000_0000_0000_0040;
 /// Pool tag of the backend's own small blocks (KEVENTs, thread start blocks): "WskK".
 const BACKEND_TAG: u32 = u32::from_le_bytes(*b"WskK");
@@ -75,24 +75,37 @@ unsafe extern "system" {
     /// NPI_WSK_INTERFACE_ID, the extern const of wsk.h that netio.lib provides (WSK-FACTS §1).
     /// Declared in a `#[link]` block, so it is reached through `__imp_NPI_WSK_INTERFACE_ID`, as a
     /// data import must be.
+    #[cfg(not(feature = "wine-test"))]
     static NPI_WSK_INTERFACE_ID: GUID;
 }
 
 #[link(name = "ntoskrnl")]
 unsafe extern "C" {
-    /// PsThreadType (ntoskrnl.exe, a data export: `extern POBJECT_TYPE *PsThreadType`).
+    /// PsThreadType (ntoskrnl.exe, a data export): the variable holding the thread object type.
     ///
-    /// Declared here rather than taken from wdk-sys, whose binding is a plain extern static: that
-    /// names the symbol `PsThreadType`, which no import library defines, instead of the
-    /// `__imp_PsThreadType` slot a data import is reached through (windows-drivers-rs #338
-    /// reports the same for PsInitialSystemProcess). A `#[link]` block makes it a dllimport.
-    static PsThreadType: *mut POBJECT_TYPE;
+    /// Declared here rather than taken from wdk-sys. wdm.h's `extern POBJECT_TYPE *PsThreadType`
+    /// is written for C without dllimport: the symbol `PsThreadType` there is the import address
+    /// table slot (which holds the variable's address), hence the extra `*`. wdk-sys binds that as
+    /// a plain extern static, which no import library defines (the link fails: windows-drivers-rs
+    /// #338 reports the same for PsInitialSystemProcess). In a `#[link]` block the static is a
+    /// dllimport reached through `__imp_PsThreadType`, so it names the variable itself: a
+    /// POBJECT_TYPE, one level of pointer fewer than the C declaration.
+    static PsThreadType: POBJECT_TYPE;
 }
 
 /// The address of netio's NPI_WSK_INTERFACE_ID. IRQL: any.
+#[cfg(not(feature = "wine-test"))]
 #[must_use]
 pub fn npi_wsk_interface_id() -> *const GUID {
     &raw const NPI_WSK_INTERFACE_ID
+}
+
+/// Wine test build: the interface id defined locally (same value, wsk.h), because Wine's
+/// netio.sys exports none. IRQL: any.
+#[cfg(feature = "wine-test")]
+#[must_use]
+pub fn npi_wsk_interface_id() -> *const GUID {
+    &raw const wsk::NPI_WSK_INTERFACE_ID
 }
 
 /// KeGetCurrentIrql: on x64 an inline read of CR8 (wdm.h), not an export. IRQL: any.
@@ -396,7 +409,7 @@ impl SystemThread {
         let mut object: PVOID = core::ptr::null_mut();
         // SAFETY: PsThreadType is an ntoskrnl data export, initialised before any driver loads
         // and never written afterwards.
-        let thread_type = unsafe { *PsThreadType };
+        let thread_type = unsafe { PsThreadType };
         // SAFETY: `handle` is the valid kernel handle just created, `thread_type` the thread
         // object type; a KernelMode reference into a local.
         let status = unsafe {
@@ -451,7 +464,11 @@ impl SystemThread {
 #[must_use]
 pub fn irp_allocate(stack_size: i8) -> *mut IRP {
     // SAFETY: IoAllocateIrp takes any stack size and ChargeQuota FALSE at <= DISPATCH_LEVEL.
-    unsafe { IoAllocateIrp(stack_size, 0) }.cast()
+    let irp: *mut IRP = unsafe { IoAllocateIrp(stack_size, 0) }.cast();
+    if !irp.is_null() {
+        count(Counted::Irp, true);
+    }
+    irp
 }
 
 /// IoFreeIrp. IRQL: <= DISPATCH_LEVEL.
@@ -459,6 +476,7 @@ pub fn irp_allocate(stack_size: i8) -> *mut IRP {
 /// # Safety
 /// `irp` came from [`irp_allocate`], is not pending and is freed once.
 pub unsafe fn irp_free(irp: *mut IRP) {
+    count(Counted::Irp, false);
     // SAFETY: the caller's guarantee is IoFreeIrp's precondition.
     unsafe { IoFreeIrp(irp.cast()) }
 }
@@ -539,6 +557,7 @@ pub unsafe fn irp_status(irp: *mut IRP) -> (NtStatus, usize) {
 /// bytes on x64; a larger alignment is refused (NULL). IRQL: <= DISPATCH_LEVEL.
 ///
 /// ExAllocatePool2 needs Windows 10 version 2004 (build 19041); the INF's floor says so.
+#[cfg(not(feature = "wine-test"))]
 #[must_use]
 pub fn pool_allocate(tag: u32, size: usize, align: usize) -> *mut u8 {
     if align > 16 {
@@ -546,7 +565,29 @@ pub fn pool_allocate(tag: u32, size: usize, align: usize) -> *mut u8 {
     }
     // SAFETY: ExAllocatePool2 with a nonpaged flag is callable at <= DISPATCH_LEVEL with any
     // size and tag, and returns NULL on failure (no POOL_FLAG_RAISE_ON_FAILURE).
-    unsafe { ExAllocatePool2(POOL_FLAG_NON_PAGED, size as u64, tag) }.cast()
+    unsafe { wdk_sys::ntddk::ExAllocatePool2(POOL_FLAG_NON_PAGED, size as u64, tag) }.cast()
+}
+
+/// Wine test build: ExAllocatePoolWithTag(NonPagedPoolNx) and zeroing, because Wine's
+/// ntoskrnl does not export ExAllocatePool2 (calling it crashes). IRQL: <= DISPATCH_LEVEL.
+#[cfg(feature = "wine-test")]
+#[must_use]
+pub fn pool_allocate(tag: u32, size: usize, align: usize) -> *mut u8 {
+    if align > 16 {
+        return core::ptr::null_mut();
+    }
+    // SAFETY: ExAllocatePoolWithTag with a nonpaged pool type at <= DISPATCH_LEVEL; NULL on
+    // failure.
+    let block: *mut u8 =
+        unsafe { wine::ExAllocatePoolWithTag(wdk_sys::_POOL_TYPE::NonPagedPoolNx, size, tag) }
+            .cast();
+    if !block.is_null() {
+        count(Counted::Pool, true);
+        // SAFETY: a fresh block of `size` bytes; ExAllocatePool2 returns zeroed memory, so the
+        // callers rely on zeroes.
+        unsafe { block.write_bytes(0, size) };
+    }
+    block
 }
 
 /// ExFreePoolWithTag. IRQL: <= DISPATCH_LEVEL.
@@ -554,6 +595,7 @@ pub fn pool_allocate(tag: u32, size: usize, align: usize) -> *mut u8 {
 /// # Safety
 /// `ptr` came from [`pool_allocate`] with the same `tag` and is freed once.
 pub unsafe fn pool_free(ptr: *mut u8, tag: u32) {
+    count(Counted::Pool, false);
     // SAFETY: the caller's guarantee is ExFreePoolWithTag's precondition.
     unsafe { ExFreePoolWithTag(ptr.cast(), tag) }
 }
@@ -567,6 +609,7 @@ pub unsafe fn mdl_allocate(address: *mut u8, length: u32) -> *mut MDL {
     // SAFETY: IoAllocateMdl at <= DISPATCH_LEVEL, not secondary, no quota, no IRP.
     let mdl = unsafe { IoAllocateMdl(address.cast(), length, 0, 0, core::ptr::null_mut()) };
     if !mdl.is_null() {
+        count(Counted::Mdl, true);
         // SAFETY: the caller's guarantee: the MDL describes nonpaged pool, which is what
         // MmBuildMdlForNonPagedPool requires.
         unsafe { MmBuildMdlForNonPagedPool(mdl) };
@@ -579,14 +622,86 @@ pub unsafe fn mdl_allocate(address: *mut u8, length: u32) -> *mut MDL {
 /// # Safety
 /// `mdl` came from [`mdl_allocate`], no IRP uses it any more, and it is freed once.
 pub unsafe fn mdl_free(mdl: *mut MDL) {
+    count(Counted::Mdl, false);
     // SAFETY: the caller's guarantee is IoFreeMdl's precondition.
     unsafe { IoFreeMdl(mdl.cast()) }
 }
 
 /// KeQueryInterruptTimePrecise, in 100 ns units. IRQL: any.
+#[cfg(not(feature = "wine-test"))]
 #[must_use]
 pub fn interrupt_time() -> u64 {
     let mut qpc = 0u64;
     // SAFETY: KeQueryInterruptTimePrecise writes the QPC timestamp to a valid local.
-    unsafe { KeQueryInterruptTimePrecise(&raw mut qpc) }
+    unsafe { wdk_sys::ntddk::KeQueryInterruptTimePrecise(&raw mut qpc) }
+}
+
+/// Wine test build: KeQueryInterruptTime, in 100 ns units, because Wine's ntoskrnl does not export
+/// KeQueryInterruptTimePrecise (calling it crashes). IRQL: any.
+#[cfg(feature = "wine-test")]
+#[must_use]
+pub fn interrupt_time() -> u64 {
+    // SAFETY: KeQueryInterruptTime takes nothing and reads the interrupt time.
+    unsafe { wine::KeQueryInterruptTime() }
+}
+
+/// Wine test build: the two documented DDIs it uses instead of ExAllocatePool2 and
+/// KeQueryInterruptTimePrecise. The mingw headers declare neither for x64 (KeQueryInterruptTime
+/// is an inline there), so wdk-sys binds neither.
+#[cfg(feature = "wine-test")]
+mod wine {
+    #[link(name = "ntoskrnl")]
+    unsafe extern "system" {
+        /// ExAllocatePoolWithTag (wdm.h). <= DISPATCH_LEVEL for nonpaged pool.
+        pub fn ExAllocatePoolWithTag(
+            pool_type: wdk_sys::POOL_TYPE,
+            size: usize,
+            tag: u32,
+        ) -> *mut core::ffi::c_void;
+        /// KeQueryInterruptTime (wdm.h). Any IRQL.
+        pub fn KeQueryInterruptTime() -> u64;
+    }
+}
+
+/// Wine test build: counts of what the driver holds (pool blocks, IRPs, MDLs), so that the test
+/// entry can report at unload whether anything was left outstanding. Not in the shipped build.
+#[cfg(feature = "wine-test")]
+pub mod outstanding {
+    use core::sync::atomic::{AtomicIsize, Ordering};
+
+    /// Pool blocks allocated and not freed.
+    pub static POOL: AtomicIsize = AtomicIsize::new(0);
+    /// IRPs allocated and not freed.
+    pub static IRPS: AtomicIsize = AtomicIsize::new(0);
+    /// MDLs allocated and not freed.
+    pub static MDLS: AtomicIsize = AtomicIsize::new(0);
+
+    /// Counts one allocation (`true`) or free (`false`) when `counted`. IRQL: any.
+    pub fn count(counter: &AtomicIsize, allocated: bool) {
+        counter.fetch_add(if allocated { 1 } else { -1 }, Ordering::Relaxed);
+    }
+}
+
+/// Counts an allocation or free for the Wine test build's unload report; nothing otherwise.
+#[inline]
+#[allow(unused_variables, reason = "only the Wine test build counts")]
+fn count(which: Counted, allocated: bool) {
+    #[cfg(feature = "wine-test")]
+    outstanding::count(
+        match which {
+            Counted::Pool => &outstanding::POOL,
+            Counted::Irp => &outstanding::IRPS,
+            Counted::Mdl => &outstanding::MDLS,
+        },
+        allocated,
+    );
+}
+
+/// What [`count`] counts.
+#[derive(Clone, Copy)]
+#[allow(dead_code, reason = "only the Wine test build reads it")]
+enum Counted {
+    Pool,
+    Irp,
+    Mdl,
 }

@@ -60,6 +60,24 @@ impl DriverIrp {
         context: *mut c_void,
         call: impl FnOnce(*mut IRP) -> NtStatus,
     ) -> Result<(), NtStatus> {
+        // SAFETY: the caller's guarantee, passed on.
+        unsafe { self.submit_returning(routine, context, call) }.map(|_| ())
+    }
+
+    /// [`DriverIrp::submit`], returning what the WSK function returned (PENDING, or the status it
+    /// completed the IRP with). IRQL: <= DISPATCH_LEVEL.
+    ///
+    /// # Errors
+    /// STATUS_INVALID_DEVICE_STATE if the IRP is still with a provider (nothing is submitted).
+    ///
+    /// # Safety
+    /// As [`DriverIrp::submit`].
+    pub unsafe fn submit_returning(
+        &self,
+        routine: PfnIoCompletionRoutine,
+        context: *mut c_void,
+        call: impl FnOnce(*mut IRP) -> NtStatus,
+    ) -> Result<NtStatus, NtStatus> {
         if self.busy.swap(true, Ordering::AcqRel) {
             return Err(NtStatus::INVALID_DEVICE_STATE);
         }
@@ -67,8 +85,20 @@ impl DriverIrp {
         unsafe { kernel::irp_reuse(self.irp.as_ptr(), NtStatus::SUCCESS) };
         // SAFETY: idle; the caller vouches for routine and context.
         unsafe { kernel::irp_set_completion(self.irp.as_ptr(), routine, context) };
-        let _ = call(self.irp.as_ptr());
-        Ok(())
+        Ok(call(self.irp.as_ptr()))
+    }
+
+    /// Takes back an IRP that a WSK function refused without completing it: it returned a
+    /// failure (not STATUS_PENDING) and the completion routine has not run. A conforming provider
+    /// completes every IRP it is given, before returning when it returns anything but PENDING,
+    /// so this happens only with a provider that does not (Wine 8.0's stubbed WSK functions).
+    /// IRQL: <= DISPATCH_LEVEL.
+    ///
+    /// # Safety
+    /// The last submission's WSK function returned a failure status and the IRP's completion
+    /// routine has not run (and, the call having returned, never will).
+    pub unsafe fn reclaim_uncompleted(&self) {
+        self.busy.store(false, Ordering::Release);
     }
 
     /// In the completion routine: reads IoStatus and gives the IRP back to the driver.

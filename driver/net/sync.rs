@@ -43,7 +43,16 @@ pub fn call(f: impl FnOnce(*mut IRP) -> NtStatus) -> Result<usize, NtStatus> {
     let context = core::ptr::from_ref(&state).cast_mut().cast();
     // SAFETY: `state` outlives the completion (we wait for it below); `f` passes the IRP to one
     // WSK call.
-    unsafe { state.irp.submit(sync_call_done, context, f) }?;
+    let returned = unsafe { state.irp.submit_returning(sync_call_done, context, f) }?;
+    // A WSK function that returns anything but STATUS_PENDING has completed the IRP before
+    // returning: the event is already set. If it is not, the provider refused the call without
+    // completing the IRP (Wine's stubs do; Windows never does): the returned failure is final,
+    // and waiting would hang forever.
+    if returned.is_error() && !state.done.wait(Some(core::time::Duration::ZERO)) {
+        // SAFETY: the call returned a failure and the completion routine has not run.
+        unsafe { state.irp.reclaim_uncompleted() };
+        return Err(returned);
+    }
     state.done.wait(None);
     let (status, information) = state.result.get();
     if status.is_success() {

@@ -77,6 +77,8 @@ statuses! {
     DATA_NOT_ACCEPTED = 0xC000_021Bu32;
     /// STATUS_NOT_FOUND.
     NOT_FOUND = 0xC000_0225u32;
+    /// STATUS_NOT_IMPLEMENTED (what Wine 8.0's stubbed WSK functions return).
+    NOT_IMPLEMENTED = 0xC000_0002u32;
     /// STATUS_ADDRESS_ALREADY_ASSOCIATED: the local address is in use.
     ADDRESS_ALREADY_ASSOCIATED = 0xC000_0238u32;
     /// STATUS_CONNECTION_ABORTED.

@@ -32,7 +32,9 @@ use client::{CallError, Client};
     propagate_version = true
 )]
 struct Cli {
-    /// Control socket of a `wskctl host` (default: $WSKACCEPT_CONTROL, else a per-user path).
+    /// Where requests go. Unix: the control socket of a `wskctl host` (default: a per-user
+    /// path). Windows: a device path to open instead of the driver's device interface (the Wine
+    /// lane's test build: `\\.\WskAcceptTest`).
     #[arg(long, global = true, env = "WSKACCEPT_CONTROL")]
     control: Option<PathBuf>,
     /// Print JSON instead of a table.

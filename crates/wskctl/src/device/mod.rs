@@ -64,24 +64,19 @@ fn default_control_path() -> PathBuf {
     std::env::temp_dir().join(format!("wskaccept-{uid}.sock"))
 }
 
-/// Opens the device: on Windows the driver's interface unless `--control` names a socket path
-/// (not available there); elsewhere the control socket.
+/// Opens the device: on Windows the driver's interface, or the device path `--control` names;
+/// elsewhere the control socket.
 ///
 /// # Errors
 /// [`DeviceError::NoDevice`] on Windows when the interface is absent.
 #[cfg_attr(unix, allow(clippy::unnecessary_wraps, reason = "fallible on Windows"))]
-#[cfg_attr(
-    windows,
-    allow(
-        clippy::needless_pass_by_value,
-        reason = "the socket path is used on Unix only"
-    )
-)]
 pub fn open(control: Option<PathBuf>) -> Result<Box<dyn Device>, DeviceError> {
     #[cfg(windows)]
     {
-        let _ = control;
-        Ok(Box::new(windows::DriverDevice::open()?))
+        Ok(Box::new(match control {
+            Some(path) => windows::DriverDevice::open_path(&path)?,
+            None => windows::DriverDevice::open()?,
+        }))
     }
     #[cfg(unix)]
     {

@@ -1,6 +1,8 @@
 //! The driver's device on Windows: found by its interface GUID (CM_Get_Device_Interface_List) and
 //! driven with DeviceIoControl. Type-checked for x86_64-pc-windows-msvc; not run on Windows yet.
 
+use std::os::windows::ffi::OsStrExt;
+use std::path::Path;
 use windows_sys::Win32::Devices::DeviceAndDriverInstallation::{
     CM_GET_DEVICE_INTERFACE_LIST_PRESENT, CM_Get_Device_Interface_List_SizeW,
     CM_Get_Device_Interface_ListW, CR_SUCCESS,
@@ -13,6 +15,7 @@ use windows_sys::Win32::Storage::FileSystem::{
 };
 use windows_sys::Win32::System::IO::DeviceIoControl;
 use windows_sys::core::GUID;
+
 use wsk::NtStatus;
 
 use super::{Device, DeviceError};
@@ -65,10 +68,24 @@ impl DriverDevice {
         if cr != CR_SUCCESS || list[0] == 0 {
             return Err(DeviceError::NoDevice);
         }
-        // SAFETY: the list starts with a NUL-terminated path.
+        Self::open_wide(&list)
+    }
+
+    /// Opens a device by path (`\\.\NAME`), for a build without the device interface.
+    pub fn open_path(path: &Path) -> Result<Self, DeviceError> {
+        let wide: Vec<u16> = path.as_os_str().encode_wide().chain(Some(0)).collect();
+        Self::open_wide(&wide)
+    }
+
+    /// CreateFileW on a NUL-terminated UTF-16 path.
+    fn open_wide(path: &[u16]) -> Result<Self, DeviceError> {
+        if !path.contains(&0) {
+            return Err(DeviceError::NoDevice);
+        }
+        // SAFETY: `path` is NUL-terminated (checked above).
         let handle = unsafe {
             CreateFileW(
-                list.as_ptr(),
+                path.as_ptr(),
                 GENERIC_READ | GENERIC_WRITE,
                 FILE_SHARE_READ | FILE_SHARE_WRITE,
                 core::ptr::null(),
