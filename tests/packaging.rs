@@ -106,8 +106,12 @@ fn workflow_rustflags_keep_the_static_crt() {
         .collect();
     for line in &settings {
         assert!(line.contains("target-feature=+crt-static"), "{line}");
+        assert!(line.contains("panic=abort"), "{line}");
     }
-    assert!(read(".cargo/config.toml").contains("target-feature=+crt-static"));
+    let config = read(".cargo/config.toml");
+    assert!(config.contains("target-feature=+crt-static"));
+    // A panic in the driver is a bug check: Windows builds abort whatever the profile.
+    assert!(config.contains(r#""-C", "panic=abort""#));
 }
 
 /// Both wskaccept and the kernel facade allocate with ExAllocatePool2, which exists from
