@@ -24,6 +24,7 @@ use crate::listener::{
 use crate::pending::PendingId;
 use crate::policy::{Action, Policy, Prefix, Rule};
 use crate::table::{AcceptPath, ConnId};
+use crate::trace;
 
 /// Dispatches one DeviceIoControl.
 pub fn dispatch(engine: &Engine, code: u32, input: &[u8], output: &mut [u8]) -> (NtStatus, usize) {
@@ -43,7 +44,10 @@ pub fn dispatch(engine: &Engine, code: u32, input: &[u8], output: &mut [u8]) -> 
     };
     match result {
         Ok(written) => (NtStatus::SUCCESS, written),
-        Err(status) => (status, 0),
+        Err(status) => {
+            trace::emit(trace::Event::IoctlFailed { code, status });
+            (status, 0)
+        }
     }
 }
 

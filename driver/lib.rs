@@ -22,5 +22,6 @@ pub mod pending;
 pub mod policy;
 pub mod rundown;
 pub mod table;
+pub mod trace;
 #[cfg(all(target_os = "windows", feature = "wine-test"))]
 mod wine_entry;

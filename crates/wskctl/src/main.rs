@@ -91,11 +91,61 @@ enum PolicyCommand {
     },
 }
 
+/// `wskctl host --log`.
+#[cfg(unix)]
+#[derive(Clone, Copy, ValueEnum)]
+enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+}
+
+/// `wskctl host --log-format`.
+#[cfg(unix)]
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Sends the driver's trace (target `wskaccept`) to stderr. `RUST_LOG`, when set, is the filter.
+#[cfg(unix)]
+fn init_trace(level: LogLevel, format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let default = match level {
+        LogLevel::Error => "error",
+        LogLevel::Warn => "warn",
+        LogLevel::Info => "info",
+        LogLevel::Debug => "debug",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Load the driver into the host kernel and serve the control socket until SIGINT/SIGTERM.
+    /// The driver's trace goes to stderr: `--log LEVEL` (error, warn, info, debug; default
+    /// info), or a `RUST_LOG` filter, which wins when set.
     #[cfg(unix)]
-    Host,
+    Host {
+        /// Least level of the driver's trace to print.
+        #[arg(long, value_enum, default_value = "info")]
+        log: LogLevel,
+        /// How the trace is printed.
+        #[arg(long, value_enum, default_value = "text")]
+        log_format: LogFormat,
+    },
     /// Start a listener.
     Start {
         /// Address to listen on, e.g. 127.0.0.1:7007 or [::]:0 (port 0 picks one).
@@ -207,7 +257,7 @@ fn run(client: &Client, command: Command, json: bool) -> Result<(), (CallError, 
     let plain = |e| (e, None);
     match command {
         #[cfg(unix)]
-        Command::Host => unreachable!("handled in main"),
+        Command::Host { .. } => unreachable!("handled in main"),
         Command::Start {
             listen,
             mode: m,
@@ -351,7 +401,8 @@ fn policy(
 fn main() -> ExitCode {
     let cli = Cli::parse();
     #[cfg(unix)]
-    if let Command::Host = cli.command {
+    if let Command::Host { log, log_format } = cli.command {
+        init_trace(log, log_format);
         let path = device::control_path(cli.control);
         return match host::run(&path) {
             Ok(true) => ExitCode::SUCCESS,
