@@ -6,56 +6,48 @@ use std::io::{BufRead, Write as _};
 use std::net::{IpAddr, SocketAddr};
 
 use ioctl::{MAX_RULES, PendingRecord, PolicyMessage, WireRule, action};
+use ipnet::IpNet;
 use serde_json::json;
 
 use crate::client::{CallError, Client};
 
 /// `--allow` / `--deny` in the order given on the command line (first match wins, so order
-/// matters and clap's per-flag lists would lose it).
-#[must_use]
-pub fn ordered_rules(args: &[String]) -> Vec<(bool, String)> {
-    let mut rules = Vec::new();
-    let mut words = args.iter();
-    while let Some(word) = words.next() {
-        for (flag, allow) in [("--allow", true), ("--deny", false)] {
-            if word == flag {
-                if let Some(value) = words.next() {
-                    rules.push((allow, value.clone()));
-                }
-            } else if let Some(value) = word
-                .strip_prefix(flag)
-                .and_then(|rest| rest.strip_prefix('='))
-            {
-                rules.push((allow, value.to_owned()));
-            }
-        }
-    }
+/// The `--allow` and `--deny` rules in the order they were given: each value with the position
+/// clap parsed it at (`ArgMatches::indices_of`), merged.
+pub fn ordered_rules(
+    allow: impl IntoIterator<Item = (usize, String)>,
+    deny: impl IntoIterator<Item = (usize, String)>,
+) -> Vec<(bool, String)> {
+    let mut rules: Vec<(usize, bool, String)> = allow
+        .into_iter()
+        .map(|(at, prefix)| (at, true, prefix))
+        .chain(deny.into_iter().map(|(at, prefix)| (at, false, prefix)))
+        .collect();
+    rules.sort_by_key(|(at, _, _)| *at);
     rules
+        .into_iter()
+        .map(|(_, allow, prefix)| (allow, prefix))
+        .collect()
 }
 
-/// A rule from `PREFIX/LEN` (a bare address means the whole address).
+/// A rule from `PREFIX/LEN`, parsed by `ipnet` (a bare address means the whole address). A prefix
+/// with host bits set (`10.1.2.3/8`) is refused: it does not say which network was meant.
 ///
 /// # Errors
 /// A sentence saying what is wrong.
 pub fn wire_rule(allow: bool, text: &str) -> Result<WireRule, String> {
-    let (address, length) = match text.split_once('/') {
-        Some((a, l)) => (a, Some(l)),
-        None => (text, None),
+    let net: IpNet = if text.contains('/') {
+        text.parse()
+            .map_err(|_| format!("'{text}' is not an IPv4 or IPv6 prefix (ADDRESS/LENGTH)"))?
+    } else {
+        text.parse::<IpAddr>()
+            .map(IpNet::from)
+            .map_err(|_| format!("'{text}' is not an IPv4 or IPv6 address or prefix"))?
     };
-    let ip: IpAddr = address
-        .parse()
-        .map_err(|_| format!("'{text}' is not an IPv4 or IPv6 prefix"))?;
-    let bits = if ip.is_ipv4() { 32 } else { 128 };
-    let length: u32 = match length {
-        Some(l) => l
-            .parse()
-            .map_err(|_| format!("'{text}': the prefix length is not a number"))?,
-        None => bits,
-    };
-    if length > bits {
+    if net.trunc() != net {
         return Err(format!(
-            "'{text}': an {} prefix is at most /{bits}",
-            if ip.is_ipv4() { "IPv4" } else { "IPv6" }
+            "'{text}' has host bits set: the network is {}",
+            net.trunc()
         ));
     }
     Ok(WireRule {
@@ -64,8 +56,8 @@ pub fn wire_rule(allow: bool, text: &str) -> Result<WireRule, String> {
         } else {
             action::REJECT
         },
-        length,
-        address: SocketAddr::new(ip, 0).into(),
+        length: u32::from(net.prefix_len()),
+        address: SocketAddr::new(net.network(), 0).into(),
     })
 }
 

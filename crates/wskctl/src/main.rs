@@ -13,23 +13,41 @@ mod frame;
 #[cfg(unix)]
 mod host;
 mod render;
+mod watch;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use ioctl::{START_DUAL_STACK, StartListener, VERSION, mode, service};
 
 use client::{CallError, Client};
+
+/// Exit statuses, documented in `--help`. 2 is clap's, for usage errors.
+mod exit {
+    /// The driver refused the request (its NTSTATUS is printed).
+    pub const REFUSED: u8 = 1;
+    /// A usage error found after parsing (a malformed policy rule), like clap's.
+    pub const USAGE: u8 = 2;
+    /// `wskctl host`: unload found something the driver left outstanding.
+    pub const OUTSTANDING: u8 = 3;
+    /// The driver cannot be reached (no device, no `wskctl host`, a broken transport).
+    pub const UNREACHABLE: u8 = 69;
+    /// `wskctl host` could not start (the driver failed to load, or the control socket).
+    pub const HOST_FAILED: u8 = 71;
+}
 
 #[derive(Parser)]
 #[command(
     name = "wskctl",
     version,
     about = "Control wskaccept, the WSK TCP server driver",
-    propagate_version = true
+    propagate_version = true,
+    after_help = "Exit status: 0 success; 1 the driver refused the request (its NTSTATUS is \
+printed); 2 usage error; 3 `wskctl host` found something outstanding at unload; 69 the driver \
+cannot be reached; 71 `wskctl host` could not start."
 )]
 struct Cli {
     /// Where requests go. Unix: the control socket of a `wskctl host` (default: a per-user
@@ -77,6 +95,9 @@ enum PolicyCommand {
         /// Deny a prefix (repeatable).
         #[arg(long, value_name = "PREFIX")]
         deny: Vec<String>,
+        /// `--allow` and `--deny` merged in command-line order (filled from clap's indices).
+        #[arg(skip)]
+        ordered: Vec<(bool, String)>,
         /// At most N active connections per source address (0: no limit).
         #[arg(long, default_value_t = 0)]
         per_source: u32,
@@ -155,10 +176,10 @@ enum Command {
         #[arg(long, value_enum, default_value = "both")]
         mode: ModeArg,
         /// Accept IRPs queued at once (1–64).
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
         depth: u32,
         /// Connection table capacity (1–65536).
-        #[arg(long, default_value_t = 1024)]
+        #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=65536))]
         capacity: u32,
         /// What to do with accepted connections.
         #[arg(long, value_enum, default_value = "hold")]
@@ -202,8 +223,9 @@ enum Command {
     Listeners,
     /// Show counters (driver-wide, or one listener's).
     Stats {
-        /// Repeat every SECONDS until interrupted.
-        #[arg(long, value_name = "SECONDS")]
+        /// Redraw every SECONDS (1–3600) with a timestamp and per-second rates, until
+        /// interrupted.
+        #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=3600))]
         watch: Option<u64>,
         /// One listener.
         #[arg(long)]
@@ -214,6 +236,9 @@ enum Command {
         /// Only this listener's.
         #[arg(long)]
         listener: Option<u32>,
+        /// Redraw every SECONDS (1–3600) with a timestamp, until interrupted.
+        #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+        watch: Option<u64>,
     },
     /// Close one connection (gracefully unless --abort).
     Close {
@@ -236,15 +261,15 @@ fn fail(error: &CallError, port: Option<u16>) -> ExitCode {
                 status.as_u32(),
                 explain::explain(*status, port)
             );
-            ExitCode::from(1)
+            ExitCode::from(exit::REFUSED)
         }
         CallError::Usage(sentence) => {
             eprintln!("wskctl: {sentence}");
-            ExitCode::from(64)
+            ExitCode::from(exit::USAGE)
         }
         CallError::Device(device) => {
             eprintln!("wskctl: {device}");
-            ExitCode::from(2)
+            ExitCode::from(exit::UNREACHABLE)
         }
     }
 }
@@ -301,20 +326,10 @@ fn run(client: &Client, command: Command, json: bool) -> Result<(), (CallError, 
             "{}",
             render::listeners(&client.listeners().map_err(plain)?, json).trim_end()
         ),
-        Command::Stats { watch, listener } => loop {
-            println!(
-                "{}",
-                render::stats(&client.stats(listener).map_err(plain)?, json).trim_end()
-            );
-            match watch {
-                Some(seconds) => std::thread::sleep(Duration::from_secs(seconds.max(1))),
-                None => break,
-            }
-        },
-        Command::List { listener } => println!(
-            "{}",
-            render::connections(&client.connections(listener).map_err(plain)?, json).trim_end()
-        ),
+        Command::Stats { watch, listener } => {
+            stats(client, listener, watch, json).map_err(plain)?;
+        }
+        Command::List { listener, watch } => list(client, listener, watch, json).map_err(plain)?,
         Command::Close { connection, abort } => {
             client.close(connection, abort).map_err(plain)?;
             if json {
@@ -360,6 +375,60 @@ fn run(client: &Client, command: Command, json: bool) -> Result<(), (CallError, 
     clippy::needless_pass_by_value,
     reason = "the parsed command is consumed by this one call"
 )]
+/// `wskctl stats [--watch SECONDS]`: once, or redrawn with per-second rates until interrupted.
+fn stats(
+    client: &Client,
+    listener: Option<u32>,
+    watch: Option<u64>,
+    json: bool,
+) -> Result<(), CallError> {
+    let Some(seconds) = watch else {
+        println!(
+            "{}",
+            render::stats(&client.stats(listener)?, json).trim_end()
+        );
+        return Ok(());
+    };
+    let every = Duration::from_secs(seconds);
+    let mut previous: Option<(ioctl::StatsRecord, Instant)> = None;
+    loop {
+        let now = client.stats(listener)?;
+        let at = Instant::now();
+        if json {
+            println!("{}", render::stats(&now, true));
+        } else {
+            let rates = previous
+                .as_ref()
+                .map(|(p, t)| (p, at.duration_since(*t).as_secs_f64()));
+            watch::show("wskaccept stats", every, &render::stats_table(&now, rates));
+        }
+        previous = Some((now, at));
+        std::thread::sleep(every);
+    }
+}
+
+/// `wskctl list [--watch SECONDS]`.
+fn list(
+    client: &Client,
+    listener: Option<u32>,
+    watch: Option<u64>,
+    json: bool,
+) -> Result<(), CallError> {
+    loop {
+        let rows = render::connections(&client.connections(listener)?, json);
+        match watch {
+            Some(seconds) if !json => {
+                watch::show("wskaccept connections", Duration::from_secs(seconds), &rows);
+            }
+            _ => println!("{}", rows.trim_end()),
+        }
+        match watch {
+            Some(seconds) => std::thread::sleep(Duration::from_secs(seconds)),
+            None => return Ok(()),
+        }
+    }
+}
+
 fn policy(
     client: &Client,
     command: PolicyCommand,
@@ -371,21 +440,16 @@ fn policy(
             listener,
             per_source,
             default,
+            ordered,
             ..
         } => {
-            let args: Vec<String> = std::env::args().collect();
             let default = match default {
                 DefaultArg::Accept => ioctl::action::ACCEPT,
                 DefaultArg::Reject => ioctl::action::REJECT,
                 DefaultArg::Defer => ioctl::action::DEFER,
             };
-            let message = conditional::policy_message(
-                listener,
-                &conditional::ordered_rules(&args),
-                default,
-                per_source,
-            )
-            .map_err(|sentence| (CallError::Usage(sentence), None))?;
+            let message = conditional::policy_message(listener, &ordered, default, per_source)
+                .map_err(|sentence| (CallError::Usage(sentence), None))?;
             client.set_policy(&message).map_err(plain)?;
             listener
         }
@@ -398,18 +462,45 @@ fn policy(
     Ok(())
 }
 
+/// The parsed command line, with `policy set`'s rules in the order they were given.
+fn parse() -> Cli {
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
+    if let Command::Policy {
+        command: PolicyCommand::Set { ordered, .. },
+    } = &mut cli.command
+    {
+        let set = matches
+            .subcommand_matches("policy")
+            .and_then(|m| m.subcommand_matches("set"));
+        let positioned = |name: &str| -> Vec<(usize, String)> {
+            set.and_then(|m| {
+                Some(
+                    m.indices_of(name)?
+                        .zip(m.get_many::<String>(name)?.cloned()),
+                )
+            })
+            .into_iter()
+            .flatten()
+            .collect()
+        };
+        *ordered = conditional::ordered_rules(positioned("allow"), positioned("deny"));
+    }
+    cli
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse();
     #[cfg(unix)]
     if let Command::Host { log, log_format } = cli.command {
         init_trace(log, log_format);
         let path = device::control_path(cli.control);
         return match host::run(&path) {
             Ok(true) => ExitCode::SUCCESS,
-            Ok(false) => ExitCode::from(3),
+            Ok(false) => ExitCode::from(exit::OUTSTANDING),
             Err(error) => {
                 eprintln!("wskctl host: {error}");
-                ExitCode::from(2)
+                ExitCode::from(exit::HOST_FAILED)
             }
         };
     }
@@ -417,7 +508,7 @@ fn main() -> ExitCode {
         Ok(device) => device,
         Err(error) => {
             eprintln!("wskctl: {error}");
-            return ExitCode::from(2);
+            return ExitCode::from(exit::UNREACHABLE);
         }
     };
     match run(&Client::new(device), cli.command, cli.json) {

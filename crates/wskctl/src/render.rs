@@ -83,17 +83,127 @@ fn stats_value(s: &StatsRecord) -> Value {
 }
 
 pub fn stats(s: &StatsRecord, as_json: bool) -> String {
-    let value = stats_value(s);
     if as_json {
-        return value.to_string();
+        return stats_value(s).to_string();
     }
+    stats_table(s, None)
+}
+
+/// The counters in groups, one line each: what was accepted (by path), refused (by reason),
+/// the conditional-accept outcomes, what closed connections (by who), errors, and the gauges.
+/// With `rates` (the previous reading and the seconds since), each counter that moved also shows
+/// its rate per second.
+pub fn stats_table(s: &StatsRecord, rates: Option<(&StatsRecord, f64)>) -> String {
     let mut out = String::new();
-    if let Value::Object(map) = value {
-        for (key, v) in map {
-            let _ = writeln!(out, "{key:<22} {v}");
-        }
+    for (group, items) in stat_groups(s, rates) {
+        let _ = writeln!(out, "{group:<12} {}", items.join(", "));
     }
     out
+}
+
+/// The groups of [`stats_table`], each a list of `name value` items (with a rate when it moved).
+fn stat_groups(
+    s: &StatsRecord,
+    rates: Option<(&StatsRecord, f64)>,
+) -> [(&'static str, Vec<String>); 7] {
+    let c = &s.counters;
+    let before = rates.map(|(r, _)| r.counters);
+    let seconds = rates.map_or(0.0, |(_, t)| t);
+    let item = |name: &str, now: u64, then: Option<u64>| -> String {
+        match then {
+            Some(then) if seconds > 0.0 && now > then => {
+                #[allow(clippy::cast_precision_loss, reason = "a display rate")]
+                let rate = (now - then) as f64 / seconds;
+                format!("{name} {now} ({rate:.1}/s)")
+            }
+            _ => format!("{name} {now}"),
+        }
+    };
+    let p = before.as_ref();
+    [
+        (
+            "active",
+            vec![
+                format!("connections {}", s.active),
+                format!("peak {}", s.peak),
+                format!("listeners {}", s.listeners),
+                format!("accept IRPs pending {}", s.accept_irps_pending),
+            ],
+        ),
+        (
+            "accepted",
+            vec![
+                item("irp", c.accepted_irp, p.map(|p| p.accepted_irp)),
+                item("event", c.accepted_event, p.map(|p| p.accepted_event)),
+                item(
+                    "conditional",
+                    c.accepted_conditional,
+                    p.map(|p| p.accepted_conditional),
+                ),
+            ],
+        ),
+        (
+            "refused",
+            vec![
+                item("full", c.rejected_full, p.map(|p| p.rejected_full)),
+                item("policy", c.rejected_policy, p.map(|p| p.rejected_policy)),
+                item(
+                    "source limit",
+                    c.rejected_source_limit,
+                    p.map(|p| p.rejected_source_limit),
+                ),
+                item(
+                    "pending full",
+                    c.rejected_pending_full,
+                    p.map(|p| p.rejected_pending_full),
+                ),
+                item(
+                    "not running",
+                    c.rejected_not_running,
+                    p.map(|p| p.rejected_not_running),
+                ),
+            ],
+        ),
+        (
+            "conditional",
+            vec![
+                item("deferred", c.inspect_pended, p.map(|p| p.inspect_pended)),
+                item("withdrawn", c.withdrawn, p.map(|p| p.withdrawn)),
+                item(
+                    "timed out",
+                    c.decision_timeouts,
+                    p.map(|p| p.decision_timeouts),
+                ),
+            ],
+        ),
+        (
+            "closed",
+            vec![
+                item("total", c.closed, p.map(|p| p.closed)),
+                item("by peer", c.peer_closed, p.map(|p| p.peer_closed)),
+                item("by user", c.user_closed, p.map(|p| p.user_closed)),
+            ],
+        ),
+        (
+            "errors",
+            vec![
+                item("accept", c.accept_errors, p.map(|p| p.accept_errors)),
+                item(
+                    "listener restarts",
+                    c.listener_restarts,
+                    p.map(|p| p.listener_restarts),
+                ),
+            ],
+        ),
+        (
+            "data",
+            vec![item(
+                "bytes discarded",
+                c.bytes_discarded,
+                p.map(|p| p.bytes_discarded),
+            )],
+        ),
+    ]
 }
 
 pub fn listeners(records: &[ListenerRecord], as_json: bool) -> String {
@@ -137,21 +247,68 @@ pub fn connections(records: &[ConnectionRecord], as_json: bool) -> String {
             .collect();
         return Value::Array(list).to_string();
     }
-    let mut out = format!(
-        "{:<20} {:<8} {:<42} {:<42} {:<5} {:>10}\n",
-        "ID", "LISTENER", "REMOTE", "LOCAL", "PATH", "AGE_MS"
-    );
-    for r in records {
-        let _ = writeln!(
-            out,
-            "{:<20} {:<8} {:<42} {:<42} {:<5} {:>10}",
-            r.id,
-            r.listener,
-            address(&r.remote),
-            address(&r.local),
-            path_name(r.path),
-            r.age_ms
-        );
+    let rows: Vec<[String; 6]> = records
+        .iter()
+        .map(|r| {
+            [
+                r.id.to_string(),
+                r.listener.to_string(),
+                address(&r.remote),
+                address(&r.local),
+                path_name(r.path).to_owned(),
+                age(r.age_ms),
+            ]
+        })
+        .collect();
+    table(
+        &["ID", "LISTENER", "REMOTE", "LOCAL", "PATH", "AGE"],
+        &rows,
+        &[5],
+    )
+}
+
+/// A duration for people: `850ms`, `12s`, `3m04s`, `2h05m`, `3d04h`.
+#[must_use]
+pub fn age(ms: u64) -> String {
+    let s = ms / 1000;
+    match ms {
+        0..1_000 => format!("{ms}ms"),
+        1_000..60_000 => format!("{s}s"),
+        60_000..3_600_000 => format!("{}m{:02}s", s / 60, s % 60),
+        3_600_000..86_400_000 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d{:02}h", s / 86_400, (s % 86_400) / 3600),
+    }
+}
+
+/// A table whose columns are as wide as their widest cell; the columns in `right` align right.
+fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]], right: &[usize]) -> String {
+    let mut widths = header.map(str::len);
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: [&str; N]| -> String {
+        let mut text = String::new();
+        for (i, (cell, width)) in cells.iter().zip(widths).enumerate() {
+            if i > 0 {
+                text.push_str("  ");
+            }
+            if right.contains(&i) {
+                let _ = write!(text, "{cell:>width$}");
+            } else if i + 1 == N {
+                text.push_str(cell);
+            } else {
+                let _ = write!(text, "{cell:<width$}");
+            }
+        }
+        text.trim_end().to_owned()
+    };
+    let mut out = line(*header);
+    out.push('\n');
+    for row in rows {
+        out.push_str(&line(row.each_ref().map(String::as_str)));
+        out.push('\n');
     }
     out
 }
