@@ -32,10 +32,12 @@ mod exit {
     /// A usage error found after parsing (a malformed policy rule), like clap's.
     pub const USAGE: u8 = 2;
     /// `wskctl host`: unload found something the driver left outstanding.
+    #[cfg(unix)]
     pub const OUTSTANDING: u8 = 3;
     /// The driver cannot be reached (no device, no `wskctl host`, a broken transport).
     pub const UNREACHABLE: u8 = 69;
     /// `wskctl host` could not start (the driver failed to load, or the control socket).
+    #[cfg(unix)]
     pub const HOST_FAILED: u8 = 71;
 }
 
