@@ -199,6 +199,11 @@ unsafe extern "C" fn device_control(_device: *mut DEVICE_OBJECT, irp: *mut IRP) 
 /// The dispatcher over a METHOD_BUFFERED system buffer: the input is copied (bounded, fallible)
 /// before the output is written over it. IRQL: PASSIVE_LEVEL.
 fn dispatch(code: u32, buffer: *mut u8, input_len: usize, output_len: usize) -> (NtStatus, usize) {
+    if code & 3 != 0 {
+        // Not METHOD_BUFFERED: the system buffer is not the output buffer. Every code of the
+        // contract is METHOD_BUFFERED (crates/ioctl).
+        return (NtStatus::INVALID_DEVICE_REQUEST, 0);
+    }
     if input_len > ioctl::MAX_INPUT {
         return (NtStatus::INVALID_PARAMETER, 0);
     }

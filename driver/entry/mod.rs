@@ -14,11 +14,11 @@ mod parked;
 mod requests;
 mod wdf_init;
 
-use core::sync::atomic::{AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
 use wdk_sys::{
-    _WDF_EXECUTION_LEVEL, _WDF_IO_QUEUE_DISPATCH_TYPE, DRIVER_OBJECT, NTSTATUS, PCUNICODE_STRING,
-    PWDFDEVICE_INIT, STATUS_SUCCESS, ULONG, UNICODE_STRING, WDF_NO_HANDLE,
+    _WDF_EXECUTION_LEVEL, _WDF_IO_QUEUE_DISPATCH_TYPE, _WDF_TRI_STATE, DRIVER_OBJECT, NTSTATUS,
+    PCUNICODE_STRING, PWDFDEVICE_INIT, STATUS_SUCCESS, ULONG, UNICODE_STRING, WDF_NO_HANDLE,
     WDF_NO_OBJECT_ATTRIBUTES, WDFDEVICE, WDFDRIVER, WDFQUEUE, call_unsafe_wdf_function_binding,
 };
 use wsk::NtStatus;
@@ -130,18 +130,30 @@ unsafe extern "C" fn device_io_init(_device: WDFDEVICE) -> NTSTATUS {
 /// listener, closing every connection without waiting for any peer. IRQL: PASSIVE_LEVEL.
 unsafe extern "C" fn device_cleanup(_device: WDFDEVICE) {
     parked::stop_pump();
+    parked::set_queue(WDF_NO_HANDLE.cast());
     if let Some(engine) = engine() {
         engine.stop_all();
     }
+    DEVICE_EXISTS.store(false, Ordering::Release);
 }
+
+/// Whether a device exists: the GET_PENDING queue and pump are per driver, so a second
+/// `Root\WskAccept` devnode is refused rather than allowed to share them.
+static DEVICE_EXISTS: AtomicBool = AtomicBool::new(false);
 
 /// EvtDriverDeviceAdd: the root-enumerated device, its interface and queues. IRQL:
 /// PASSIVE_LEVEL.
 unsafe extern "C" fn device_add(_driver: WDFDRIVER, init: PWDFDEVICE_INIT) -> NTSTATUS {
+    if DEVICE_EXISTS.swap(true, Ordering::AcqRel) {
+        return wdk_sys::STATUS_DEVICE_ALREADY_ATTACHED;
+    }
     // SAFETY: KMDF passes a valid WDFDEVICE_INIT that stays ours until WdfDeviceCreate.
     match unsafe { create_device(init) } {
         Ok(()) => STATUS_SUCCESS,
-        Err(status) => status.0,
+        Err(status) => {
+            DEVICE_EXISTS.store(false, Ordering::Release);
+            status.0
+        }
     }
 }
 
@@ -243,6 +255,9 @@ unsafe fn create_device(mut init: PWDFDEVICE_INIT) -> Result<(), NtStatus> {
         true,
     );
     queue_config.EvtIoDeviceControl = Some(requests::io_device_control);
+    // A root-enumerated software device: its queues need no power management, and a
+    // power-managed queue would hold IOCTLs (and parked GET_PENDING requests) across Dx.
+    queue_config.PowerManaged = _WDF_TRI_STATE::WdfFalse;
     let mut queue: WDFQUEUE = WDF_NO_HANDLE.cast();
     // SAFETY: the device, an initialised config, default attributes, an out-handle local.
     check(unsafe {
@@ -257,6 +272,7 @@ unsafe fn create_device(mut init: PWDFDEVICE_INIT) -> Result<(), NtStatus> {
     // The inverted call: GET_PENDING waits here until a connection is deferred to user mode.
     let mut manual =
         wdf_init::io_queue_config(_WDF_IO_QUEUE_DISPATCH_TYPE::WdfIoQueueDispatchManual, false);
+    manual.PowerManaged = _WDF_TRI_STATE::WdfFalse;
     let mut parked_queue: WDFQUEUE = WDF_NO_HANDLE.cast();
     // SAFETY: the device, an initialised config, default attributes, an out-handle local.
     check(unsafe {

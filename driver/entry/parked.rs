@@ -294,7 +294,9 @@ unsafe fn service(engine: &Engine, queue: WDFQUEUE, pass: u32) -> Option<u64> {
         // SAFETY: the reference FindRequest took; the walk restarts from the head.
         unsafe { dereference(found) };
         if !nt_success(status) {
-            // Cancelled between the find and the retrieve: the framework completes it.
+            // Cancelled between the find and the retrieve (the framework completes it), or the
+            // queue cannot deliver now: look again by its deadline at the latest.
+            earliest = Some(earliest.map_or(deadline, |e| e.min(deadline)));
             continue;
         }
         // SAFETY: a device-control request: the DeviceIoControl member of the union applies.

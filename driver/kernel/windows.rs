@@ -18,13 +18,13 @@ use core::time::Duration;
 use wdk_sys::ntddk::{
     ExFreePoolWithTag, IoAllocateIrp, IoAllocateMdl, IoFreeIrp, IoFreeMdl, IoReuseIrp,
     KeAcquireSpinLockRaiseToDpc, KeClearEvent, KeInitializeEvent, KeReleaseSpinLock, KeSetEvent,
-    KeWaitForSingleObject, MmBuildMdlForNonPagedPool, ObReferenceObjectByHandle,
-    ObfDereferenceObject, PsCreateSystemThread, ZwClose,
+    KeWaitForSingleObject, MmBuildMdlForNonPagedPool, PsCreateSystemThread, ZwClose,
+    ZwWaitForSingleObject,
 };
 use wdk_sys::{
     _EVENT_TYPE, _KWAIT_REASON, _MODE, HANDLE, KEVENT, KIRQL, KSPIN_LOCK, LARGE_INTEGER,
-    OBJ_KERNEL_HANDLE, OBJECT_ATTRIBUTES, PIO_COMPLETION_ROUTINE, POBJECT_TYPE, PVOID,
-    STATUS_SUCCESS, SYNCHRONIZE,
+    OBJ_KERNEL_HANDLE, OBJECT_ATTRIBUTES, PIO_COMPLETION_ROUTINE, PVOID, STATUS_SUCCESS,
+    SYNCHRONIZE,
 };
 use wsk::{
     GUID, IRP, MDL, NtStatus, PfnIoCompletionRoutine, WSK_CLIENT_NPI, WSK_PROVIDER_NPI,
@@ -72,37 +72,14 @@ unsafe extern "system" {
     pub fn WskReleaseProviderNPI(registration: *mut WSK_REGISTRATION);
     /// WskDeregister (netio.sys). PASSIVE_LEVEL.
     pub fn WskDeregister(registration: *mut WSK_REGISTRATION);
-    /// NPI_WSK_INTERFACE_ID, the extern const of wsk.h that netio.lib provides (WSK-FACTS §1).
-    /// Declared in a `#[link]` block, so it is reached through `__imp_NPI_WSK_INTERFACE_ID`, as a
-    /// data import must be.
-    #[cfg(not(feature = "wine-test"))]
-    static NPI_WSK_INTERFACE_ID: GUID;
 }
 
-#[link(name = "ntoskrnl")]
-unsafe extern "C" {
-    /// PsThreadType (ntoskrnl.exe, a data export): the variable holding the thread object type.
-    ///
-    /// Declared here rather than taken from wdk-sys. wdm.h's `extern POBJECT_TYPE *PsThreadType`
-    /// is written for C without dllimport: the symbol `PsThreadType` there is the import address
-    /// table slot (which holds the variable's address), hence the extra `*`. wdk-sys binds that as
-    /// a plain extern static, which no import library defines (the link fails: windows-drivers-rs
-    /// #338 reports the same for PsInitialSystemProcess). In a `#[link]` block the static is a
-    /// dllimport reached through `__imp_PsThreadType`, so it names the variable itself: a
-    /// POBJECT_TYPE, one level of pointer fewer than the C declaration.
-    static PsThreadType: POBJECT_TYPE;
-}
-
-/// The address of netio's NPI_WSK_INTERFACE_ID. IRQL: any.
-#[cfg(not(feature = "wine-test"))]
-#[must_use]
-pub fn npi_wsk_interface_id() -> *const GUID {
-    &raw const NPI_WSK_INTERFACE_ID
-}
-
-/// Wine test build: the interface id defined locally (same value, wsk.h), because Wine's
-/// netio.sys exports none. IRQL: any.
-#[cfg(feature = "wine-test")]
+/// The address of NPI_WSK_INTERFACE_ID. IRQL: any.
+///
+/// The driver's own copy of the constant (wsk.h's value, `wsk::NPI_WSK_INTERFACE_ID`), as the
+/// real netio.lib provides it too: as a static object linked into each client (disassembly of
+/// WDK-built WSK drivers shows it in-image), not as a netio.sys export. Each client having its own
+/// copy, providers compare NPI ids by value.
 #[must_use]
 pub fn npi_wsk_interface_id() -> *const GUID {
     &raw const wsk::NPI_WSK_INTERFACE_ID
@@ -348,28 +325,31 @@ const OBJECT_ATTRIBUTES_LENGTH: u32 = {
     length
 };
 
-/// A system thread, referenced so that it can be waited for.
+/// A system thread, held by a kernel handle so that it can be waited for.
 ///
 /// # Invariants
-/// `object` is a thread object referenced by ObReferenceObjectByHandle; [`SystemThread::join`]
-/// waits for it and drops that reference.
+/// `handle` is the kernel handle (OBJ_KERNEL_HANDLE) PsCreateSystemThread returned for the
+/// thread; [`SystemThread::join`] waits on it and closes it once.
 pub struct SystemThread {
-    object: PVOID,
+    handle: HANDLE,
 }
 
-// SAFETY: a referenced thread object may be waited on and dereferenced from any thread.
+// SAFETY: a kernel handle is valid in every process context, so it may be waited on and closed
+// from any thread.
 unsafe impl Send for SystemThread {}
 
 impl SystemThread {
-    /// PsCreateSystemThread (with a kernel handle) + ObReferenceObjectByHandle. IRQL:
-    /// PASSIVE_LEVEL.
+    /// PsCreateSystemThread with a kernel handle. IRQL: PASSIVE_LEVEL.
+    ///
+    /// The handle is kept (rather than exchanged for an object reference) so that once the
+    /// thread exists nothing can fail: a running thread is always joinable.
     ///
     /// # Safety
     /// `context` must stay valid for `routine` until the routine returns.
     ///
     /// # Errors
     /// STATUS_INSUFFICIENT_RESOURCES when the start block cannot be allocated, or what
-    /// PsCreateSystemThread or ObReferenceObjectByHandle return.
+    /// PsCreateSystemThread returns.
     pub unsafe fn spawn(
         routine: unsafe fn(*mut c_void),
         context: *mut c_void,
@@ -377,7 +357,7 @@ impl SystemThread {
         let start = NonPaged::new(ThreadStart { routine, context })?.0;
         // InitializeObjectAttributes(&attributes, NULL, OBJ_KERNEL_HANDLE, NULL, NULL): a kernel
         // handle whatever process context the caller runs in (DriverEntry runs in the System
-        // process, but a caller from an IOCTL would not).
+        // process, but a caller from an IOCTL or a PnP callback need not).
         let mut attributes = OBJECT_ATTRIBUTES {
             Length: OBJECT_ATTRIBUTES_LENGTH,
             RootDirectory: core::ptr::null_mut(),
@@ -406,57 +386,23 @@ impl SystemThread {
             unsafe { NonPaged::free(start) };
             return Err(NtStatus(status));
         }
-        let mut object: PVOID = core::ptr::null_mut();
-        // SAFETY: PsThreadType is an ntoskrnl data export, initialised before any driver loads
-        // and never written afterwards.
-        let thread_type = unsafe { PsThreadType };
-        // SAFETY: `handle` is the valid kernel handle just created, `thread_type` the thread
-        // object type; a KernelMode reference into a local.
-        let status = unsafe {
-            ObReferenceObjectByHandle(
-                handle,
-                SYNCHRONIZE,
-                thread_type,
-                KERNEL_MODE,
-                &raw mut object,
-                core::ptr::null_mut(),
-            )
-        };
-        // SAFETY: the kernel handle is ours and closed once; the reference (if taken) keeps the
-        // object alive without it.
-        let closed = unsafe { ZwClose(handle) };
+        Ok(Self { handle })
+    }
+
+    /// Waits for the thread to end and closes its handle. IRQL: PASSIVE_LEVEL.
+    pub fn join(self) {
+        // SAFETY: the thread's kernel handle (the type's invariant), which has SYNCHRONIZE
+        // access; a non-alertable wait with no timeout, so it returns when the thread ends.
+        let waited = unsafe { ZwWaitForSingleObject(self.handle, 0, core::ptr::null_mut()) };
+        debug_assert!(
+            waited == STATUS_SUCCESS,
+            "ZwWaitForSingleObject: {waited:#x}"
+        );
+        // SAFETY: the kernel handle is ours and closed once, here (`self` is consumed).
+        let closed = unsafe { ZwClose(self.handle) };
         // Closing a valid kernel handle we own cannot fail; if it ever did, the handle leaks and
         // nothing else is affected, so the status is only checked in debug builds.
         debug_assert!(NtStatus(closed).is_success(), "ZwClose: {closed:#x}");
-        if NtStatus(status).is_success() {
-            Ok(Self { object })
-        } else {
-            // The thread runs on unreferenced: the caller cannot wait for it. It owns nothing of
-            // the caller's but `context`, so report the failure and let the caller keep
-            // `context` alive (the documented reason this can fail is a bad handle, not ours).
-            Err(NtStatus(status))
-        }
-    }
-
-    /// Waits for the thread to end and drops the reference. IRQL: PASSIVE_LEVEL.
-    pub fn join(self) {
-        // SAFETY: a referenced thread object (the type's invariant) is a dispatcher object; a
-        // KernelMode, non-alertable wait with no timeout, which can only return STATUS_SUCCESS.
-        let status = unsafe {
-            KeWaitForSingleObject(
-                self.object,
-                _KWAIT_REASON::Executive,
-                KERNEL_MODE,
-                0,
-                core::ptr::null_mut(),
-            )
-        };
-        debug_assert!(
-            status == STATUS_SUCCESS,
-            "KeWaitForSingleObject: {status:#x}"
-        );
-        // SAFETY: the reference taken in `spawn`, dropped once here (`self` is consumed).
-        unsafe { ObfDereferenceObject(self.object) };
     }
 }
 
