@@ -15,16 +15,8 @@ use wdk_sys::{
     WDF_REQUEST_PARAMETERS,
 };
 
-/// `WDF_STRUCTURE_SIZE(T)`: `sizeof(T)` as a ULONG (every WDF config struct is far below 4 GiB).
-pub const fn size_of_ulong<T>() -> ULONG {
-    assert!(size_of::<T>() <= ULONG::MAX as usize);
-    #[allow(
-        clippy::cast_possible_truncation,
-        reason = "bounded by the assertion above"
-    )]
-    let size = size_of::<T>() as ULONG;
-    size
-}
+/// `WDF_STRUCTURE_SIZE(T)`: `sizeof(T)` as a ULONG.
+pub use crate::kernel::size_of_ulong;
 
 /// WDF_DRIVER_CONFIG_INIT (wdfdriver.h): zero, Size, EvtDriverDeviceAdd.
 pub const fn driver_config(device_add: PFN_WDF_DRIVER_DEVICE_ADD) -> WDF_DRIVER_CONFIG {

@@ -314,16 +314,23 @@ unsafe extern "C" fn thread_trampoline(start: PVOID) {
     unsafe { routine(context) };
 }
 
-/// `sizeof(OBJECT_ATTRIBUTES)` as its ULONG Length field takes it (48 bytes on x64).
-const OBJECT_ATTRIBUTES_LENGTH: u32 = {
-    assert!(size_of::<OBJECT_ATTRIBUTES>() <= u32::MAX as usize);
+/// `sizeof(T)` as the ULONG size fields of kernel and WDF structures take it.
+///
+/// # Panics
+/// At compile time, where it is evaluated in a constant, for a type of 4 GiB or more.
+#[must_use]
+pub const fn size_of_ulong<T>() -> u32 {
+    assert!(size_of::<T>() <= u32::MAX as usize);
     #[allow(
         clippy::cast_possible_truncation,
         reason = "bounded by the assertion above"
     )]
-    let length = size_of::<OBJECT_ATTRIBUTES>() as u32;
-    length
-};
+    let size = size_of::<T>() as u32;
+    size
+}
+
+/// `sizeof(OBJECT_ATTRIBUTES)` as its ULONG Length field takes it (48 bytes on x64).
+const OBJECT_ATTRIBUTES_LENGTH: u32 = size_of_ulong::<OBJECT_ATTRIBUTES>();
 
 /// A system thread, held by a kernel handle so that it can be waited for.
 ///

@@ -133,12 +133,17 @@ echo "== Wine lane: $clients real Linux clients"
 python3 "$wine_lane/clients.py" 127.0.0.1 "$port" "$clients" 5 <"$clients_in" >"$out/clients.out" &
 clients_pid=$!
 exec 8>"$clients_in"
-echo count >&8
-for _ in $(seq 1 100); do
-  [ -s "$out/clients.out" ] && break
-  sleep 0.2
-done
-tally=$(head -n 1 "$out/clients.out")
+# Sends a command to clients.py and prints its one-line JSON answer.
+ask_clients() {
+  : >"$out/clients.out"
+  echo "$1" >&8
+  for _ in $(seq 1 100); do
+    [ -s "$out/clients.out" ] && break
+    sleep 0.2
+  done
+  head -n 1 "$out/clients.out"
+}
+tally=$(ask_clients count)
 echo "  clients see: $tally"
 stats=$(wskctl stats --json | tr -d '\r')
 echo "  driver says: $stats" | cut -c1-400
@@ -176,13 +181,7 @@ PY
 
 echo "== Wine lane: wskctl stop; every held connection is closed"
 wskctl stop "$listener" >/dev/null
-: >"$out/clients.out"
-echo wait-closed >&8
-for _ in $(seq 1 100); do
-  [ -s "$out/clients.out" ] && break
-  sleep 0.2
-done
-after=$(head -n 1 "$out/clients.out")
+after=$(ask_clients wait-closed)
 echo "  clients see: $after"
 echo quit >&8
 exec 8>&-
