@@ -24,6 +24,10 @@ pub enum Rule {
     /// A completion routine of a driver-allocated IRP returned something other than
     /// STATUS_MORE_PROCESSING_REQUIRED.
     CompletionMustReturnMoreProcessing,
+    /// IoSetCompletionRoutine on an IRP from IoAllocateIrp with InvokeOnSuccess, InvokeOnError or
+    /// InvokeOnCancel FALSE: the driver owns that IRP, so its routine must always run to take it
+    /// back (WSK-FACTS §3).
+    CompletionRoutineMustAlwaysRun,
     /// A WSK function was called from inside an IRP completion routine (WSK-FACTS §3).
     WskCallInCompletionRoutine,
     /// A call that may block, or that is documented PASSIVE_LEVEL only, ran above PASSIVE_LEVEL.
@@ -62,6 +66,7 @@ impl Rule {
             Self::CompletionMustReturnMoreProcessing => {
                 "completion-routine-must-return-more-processing-required"
             }
+            Self::CompletionRoutineMustAlwaysRun => "completion-routine-must-always-run",
             Self::WskCallInCompletionRoutine => "wsk-call-in-completion-routine",
             Self::IrqlNotPassive => "irql-not-passive",
             Self::IrqlMismatch => "irql-mismatch",

@@ -283,3 +283,26 @@ fn an_invalid_irp_pointer_is_caught() {
         unsafe { irp::io_free_irp(irp) };
     });
 }
+
+#[test]
+fn a_completion_routine_that_may_not_run_on_a_driver_allocated_irp_is_caught() {
+    expect_violation(
+        "a_completion_routine_that_may_not_run_on_a_driver_allocated_irp_is_caught",
+        "completion-routine-must-always-run",
+        || {
+            let irp = irp::io_allocate_irp(1);
+            // SAFETY: a live IRP; deliberately wrong: InvokeOnCancel FALSE on an IRP the driver
+            // allocated (its routine must run on every outcome to take it back).
+            unsafe {
+                irp::io_set_completion_routine(
+                    irp,
+                    keep,
+                    std::ptr::from_ref(&DONE).cast_mut().cast(),
+                    true,
+                    true,
+                    false,
+                );
+            };
+        },
+    );
+}
