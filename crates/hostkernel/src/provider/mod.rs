@@ -14,7 +14,7 @@ mod registration;
 mod socket;
 mod translate;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::c_void;
 use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
@@ -27,6 +27,7 @@ use crate::irp::{self, IrpRef};
 use crate::schedule;
 use crate::verifier::{Rule, violation};
 
+pub use connection::set_peers_vanished;
 pub use registration::{
     WskCaptureProviderNPI, WskDeregister, WskRegister, WskReleaseProviderNPI, set_provider_ready,
 };
@@ -90,6 +91,9 @@ pub(crate) struct State {
     pub(crate) next_registration: u64,
     pub(crate) inspect_serial: u32,
     pub(crate) inspections: HashMap<usize, listen::Inspection>,
+    /// Connections whose graceful disconnect waits for the peer to acknowledge the FIN: looked at
+    /// again every few milliseconds (no readiness event announces an ACK).
+    pub(crate) fin_waiters: HashSet<usize>,
 }
 
 // SAFETY: the raw pointers inside (client contexts and dispatch tables) belong to the driver,
@@ -109,6 +113,7 @@ pub(crate) static STATE: LazyLock<Mutex<State>> = LazyLock::new(|| {
         next_registration: 1,
         inspect_serial: 1,
         inspections: HashMap::new(),
+        fin_waiters: HashSet::new(),
     })
 });
 
@@ -243,7 +248,12 @@ pub(crate) fn stop_loop() {
 fn run_loop(mut poll: Poll) {
     let mut events = Events::with_capacity(1024);
     loop {
-        if let Err(error) = poll.poll(&mut events, Some(Duration::from_millis(100))) {
+        let timeout = if state().fin_waiters.is_empty() {
+            Duration::from_millis(100)
+        } else {
+            Duration::from_millis(2)
+        };
+        if let Err(error) = poll.poll(&mut events, Some(timeout)) {
             assert!(
                 error.kind() == std::io::ErrorKind::Interrupted,
                 "hostkernel: epoll failed: {error}"
@@ -253,6 +263,10 @@ fn run_loop(mut poll: Poll) {
             if event.token() != WAKER {
                 service(event.token().0);
             }
+        }
+        let fin_waiters = std::mem::take(&mut state().fin_waiters);
+        for key in fin_waiters {
+            connection::service(key);
         }
         loop {
             let work = state().deferred.pop_front();
