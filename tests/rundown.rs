@@ -84,3 +84,38 @@ fn stopping_with_graceful_closes_in_flight_finishes() {
     assert_eq!(engine.stats().active, 0);
     unload(engine);
 }
+
+/// Finding 1: a graceful disconnect to a vanished peer never completes (host item 1), and it holds
+/// the slot's control IRP. Stop must close every socket at once whatever disconnect is in flight,
+/// and free nothing a pending IRP can still reach.
+#[test]
+fn stop_with_a_thousand_disconnects_to_vanished_peers_takes_under_two_seconds_and_leaks_nothing() {
+    const N: usize = 1_000;
+    for mode in [Mode::Irp, Mode::Event] {
+        let engine = load(Schedule::from_seed(41));
+        hostkernel::provider::set_peers_vanished(true);
+        let mut config = common::config("127.0.0.1:0", mode);
+        config.capacity = 2_048;
+        config.depth = 8;
+        config.service = Service::Close;
+        let info = engine.start_listener(config).unwrap();
+        let clients = connect_all(info.address, N);
+        wait_until("all accepted", Duration::from_secs(30), || {
+            let c = engine.listener_info(info.id).unwrap().counters;
+            (c.accepted_irp + c.accepted_event) as usize == N
+        });
+        // Every connection now has a graceful disconnect in flight that no peer will acknowledge.
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(engine.stats().active as usize, N, "no disconnect completed");
+        let started = Instant::now();
+        let counters = engine.stop_listener(info.id).unwrap();
+        let took = started.elapsed();
+        eprintln!("{mode:?}: stop with {N} disconnects in flight took {took:?}");
+        assert!(took < Duration::from_secs(2), "stop took {took:?}");
+        assert_eq!(counters.closed, N as u64);
+        assert_eq!(engine.stats().active, 0);
+        unload(engine);
+        hostkernel::provider::set_peers_vanished(false);
+        drop(clients);
+    }
+}
