@@ -4,13 +4,15 @@
 
 use core::cell::UnsafeCell;
 use core::ffi::c_void;
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use core::time::Duration;
 
 use wsk::NtStatus;
 
 use crate::kernel::{Event, PoolBox, SystemThread, WorkItem, WorkQueue, tags};
-use crate::listener::{CounterSnapshot, Global, Listener, ListenerConfig, ListenerInfo};
+use crate::listener::{
+    CounterSnapshot, Global, Listener, ListenerConfig, ListenerInfo, STOP_TIMEOUT,
+};
 use crate::net::WskClient;
 use crate::pending::{PendingId, PendingInfo};
 use crate::policy::Policy;
@@ -54,6 +56,10 @@ pub struct ConnRecord {
 
 struct Listeners {
     slots: [Option<PoolBox<Listener>>; MAX_LISTENERS],
+    /// Stopped listeners whose rundown outlasted the stop timeout: kept (never freed while an IRP
+    /// can reach them) until it finishes; freed by the next control call that finds them done,
+    /// or at unload, which waits for them before the work queue goes.
+    parked: [Option<PoolBox<Listener>>; MAX_LISTENERS],
     sequence: u32,
     retired: CounterSnapshot,
 }
@@ -76,6 +82,8 @@ pub struct Engine {
     cancel_waits: AtomicBool,
     ticker: Option<SystemThread>,
     ticker_stop: Event,
+    /// How long a stop waits before it parks the listener, in milliseconds.
+    stop_timeout_ms: AtomicU64,
 }
 
 // SAFETY: `listeners` is only reached under the `control` lock; everything else is Sync.
@@ -146,6 +154,7 @@ impl Engine {
                 control: Event::synchronization(true)?,
                 listeners: UnsafeCell::new(Listeners {
                     slots: Default::default(),
+                    parked: Default::default(),
                     sequence: 0,
                     retired: CounterSnapshot::default(),
                 }),
@@ -153,6 +162,9 @@ impl Engine {
                 cancel_waits: AtomicBool::new(false),
                 ticker: None,
                 ticker_stop: Event::notification(false)?,
+                stop_timeout_ms: AtomicU64::new(
+                    u64::try_from(STOP_TIMEOUT.as_millis()).unwrap_or(u64::MAX),
+                ),
             },
         )?;
         let mut engine = engine;
@@ -208,6 +220,7 @@ impl Engine {
             .handle();
         let guard = self.lock();
         let listeners = self.listeners(&guard);
+        self.reap(listeners);
         let slot = listeners
             .slots
             .iter()
@@ -232,6 +245,61 @@ impl Engine {
         }
     }
 
+    /// How long a stop waits for a listener's rundown before it parks the listener and returns
+    /// (default [`STOP_TIMEOUT`]). A parked listener is freed once its last IRP is back, never
+    /// before. IRQL: <= DISPATCH_LEVEL.
+    pub fn set_stop_timeout(&self, timeout: Duration) {
+        self.stop_timeout_ms.store(
+            u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Stops one listener (taken out of its slot) and frees it, or parks it when its rundown
+    /// outlasts the stop timeout. Control lock held. IRQL: PASSIVE_LEVEL.
+    fn stop_one(&self, listeners: &mut Listeners, listener: PoolBox<Listener>) -> CounterSnapshot {
+        self.reap(listeners);
+        let timeout = Duration::from_millis(self.stop_timeout_ms.load(Ordering::Relaxed));
+        let counters = match Listener::stop(listener, || self.flush(), timeout) {
+            Ok(counters) => counters,
+            Err(listener) => {
+                let counters = listener.info().counters;
+                match listeners.parked.iter_mut().find(|p| p.is_none()) {
+                    Some(free) => *free = Some(listener),
+                    // Every parking place is taken: wait for this one here.
+                    None => {
+                        let _ = Listener::free_when_stopped(listener, || self.flush());
+                    }
+                }
+                counters
+            }
+        };
+        listeners.retired.add(&counters);
+        counters
+    }
+
+    /// Frees parked listeners whose rundown has finished. Control lock held. IRQL: PASSIVE_LEVEL.
+    fn reap(&self, listeners: &mut Listeners) {
+        for place in &mut listeners.parked {
+            if place.as_ref().is_some_and(|l| l.is_stopped())
+                && let Some(listener) = place.take()
+            {
+                let _ = Listener::free_when_stopped(listener, || self.flush());
+            }
+        }
+    }
+
+    /// Waits for every parked listener and frees it (unload). IRQL: PASSIVE_LEVEL.
+    fn free_parked(&self) {
+        let guard = self.lock();
+        let listeners = self.listeners(&guard);
+        for place in &mut listeners.parked {
+            if let Some(listener) = place.take() {
+                let _ = Listener::free_when_stopped(listener, || self.flush());
+            }
+        }
+    }
+
     /// Stops and frees one listener, closing its connections. IRQL: PASSIVE_LEVEL.
     ///
     /// # Errors
@@ -247,19 +315,16 @@ impl Engine {
             return Err(NtStatus::NOT_FOUND);
         }
         let listener = slot.take().ok_or(NtStatus::NOT_FOUND)?;
-        let counters = Listener::stop(listener, || self.flush());
-        listeners.retired.add(&counters);
-        Ok(counters)
+        Ok(self.stop_one(listeners, listener))
     }
 
     /// Stops every listener. IRQL: PASSIVE_LEVEL.
     pub fn stop_all(&self) {
         let guard = self.lock();
         let listeners = self.listeners(&guard);
-        for slot in &mut listeners.slots {
-            if let Some(listener) = slot.take() {
-                let counters = Listener::stop(listener, || self.flush());
-                listeners.retired.add(&counters);
+        for index in 0..MAX_LISTENERS {
+            if let Some(listener) = listeners.slots[index].take() {
+                self.stop_one(listeners, listener);
             }
         }
     }
@@ -517,6 +582,9 @@ impl Drop for Engine {
             ticker.join();
         }
         self.stop_all();
+        // Parked listeners' IRPs still reach them and, through their kicks, the work queue: both
+        // stay until the last completion is back (WskDeregister would wait for it anyway).
+        self.free_parked();
         if let Some(queue) = self.queue.take() {
             queue.flush();
             queue.stop();

@@ -28,7 +28,7 @@ pub use config::{
 };
 pub use stats::{CounterSnapshot, Counters, Global};
 
-use crate::conn::{self, SlotIo, ctl_op};
+use crate::conn::{self, SlotIo};
 use crate::kernel::{
     self, Event, PoolBox, PoolSlice, SpinGuard, SpinLock, WorkItem, WorkQueueHandle, tags,
 };
@@ -39,8 +39,8 @@ use crate::rundown::Rundown;
 use crate::table::{AcceptPath, ConnId, ConnInfo, SlotState, Table, work};
 use accept::{AcceptSlot, accept_done, state as accept_state};
 
-/// How long `stop` waits for the rundown before it gives up and leaks the listener (never
-/// reached unless a provider never completes an IRP).
+/// How long `stop` waits for the rundown before it gives up and hands the listener back to be
+/// parked (never reached unless a provider is slow to complete a close: no IRP waits for a peer).
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Where a listener is in its life.
@@ -152,7 +152,7 @@ unsafe impl Sync for Listener {}
 unsafe impl Send for Listener {}
 
 /// Bytes of driver memory per table entry: the slot itself and its IO block. Each entry also owns
-/// two IRPs and one MDL from the kernel (not counted here).
+/// three IRPs (receive, disconnect, close) and one MDL from the kernel (not counted here).
 pub const BYTES_PER_ENTRY: usize = Table::<ConnSocket>::BYTES_PER_ENTRY + size_of::<SlotIo>();
 
 unsafe fn listener_work(context: *mut c_void) {
@@ -447,7 +447,7 @@ impl Listener {
             .table
             .entry(index)
             .is_some_and(|e| e.state() == SlotState::Closing && e.close_done);
-        if ready && !io.recv.is_busy() && !io.ctl.is_busy() {
+        if ready && !io.recv.is_busy() && !io.ctl.is_busy() && !io.close.is_busy() {
             let peer_closed = shared.table.entry(index).is_some_and(|e| e.peer_closed);
             let source = shared.table.entry(index).map(|e| e.info().remote.ip());
             if shared.table.release(index) {
@@ -512,21 +512,24 @@ impl Listener {
         }
         let generation = entry.generation();
         if bits & (work::CLOSE | work::ABORT) != 0 {
-            if io.ctl.is_busy() {
-                // A disconnect is in flight; its completion asks for the close again.
-                return None;
-            }
             let graceful =
                 bits & work::ABORT == 0 && !entry.disconnected && shared.phase != Phase::Stopping;
-            io.ctl_generation.store(generation, Ordering::Release);
-            shared.rundown.submitted();
             if graceful {
-                io.ctl_op.store(ctl_op::DISCONNECT, Ordering::Release);
+                if io.ctl.is_busy() {
+                    // A disconnect is in flight; its completion asks for the close.
+                    return None;
+                }
                 let socket = entry.socket()?.by_ref();
+                io.ctl_generation.store(generation, Ordering::Release);
+                shared.rundown.submitted();
                 return Some(SlotAction::Disconnect(index, socket));
             }
-            io.ctl_op.store(ctl_op::CLOSE, Ordering::Release);
+            // Abortive, after the disconnect, or stopping: close now, whatever disconnect or
+            // receive is in flight. Close cancels them (WSK-FACTS §7), so it never waits for a
+            // peer, and it has its own IRP, so a disconnect never holds it up.
             let socket = shared.table.begin_close(index)?;
+            io.close_generation.store(generation, Ordering::Release);
+            shared.rundown.submitted();
             return Some(SlotAction::Close(index, socket));
         }
         if bits & work::RECEIVE != 0
@@ -550,12 +553,12 @@ impl Listener {
             }),
             SlotAction::Disconnect(index, socket) => self.io.get(index as usize).map(|io| {
                 // SAFETY: as above.
-                unsafe { socket.disconnect(&io.ctl, false, conn::ctl_done, io.context()) }
+                unsafe { socket.disconnect(&io.ctl, false, conn::disconnect_done, io.context()) }
             }),
             SlotAction::Close(index, socket) => self.io.get(index as usize).map(|io| {
                 // SAFETY: as above; the socket was taken out of the table, so this is its one
                 // close, and no other call on it is in progress (worker only).
-                unsafe { socket.close(&io.ctl, conn::ctl_done, io.context()) }.map_err(
+                unsafe { socket.close(&io.close, conn::close_done, io.context()) }.map_err(
                     |(socket, status)| {
                         // Unreachable (the IRP was idle under the lock); keep the socket parked
                         // rather than lose it.
@@ -734,23 +737,46 @@ impl Listener {
         }
     }
 
-    /// Stops the listener and frees it: bounded time whatever the peers do. Returns its final
-    /// counters. IRQL: PASSIVE_LEVEL.
+    /// Stops the listener and frees it: bounded time whatever the peers do (every socket is
+    /// closed at once, and a close never waits for a peer). Returns its final counters.
+    /// IRQL: PASSIVE_LEVEL.
     ///
     /// `flush` must wait until everything queued on the work queue has run.
-    pub fn stop(this: PoolBox<Self>, flush: impl Fn()) -> CounterSnapshot {
+    ///
+    /// # Errors
+    /// When the rundown has not finished within `timeout` (a provider slow to complete a close),
+    /// the listener comes back (its counters so far in `info()`): it must not be freed while an IRP can
+    /// still reach it, and nothing its completions use (the work queue) may go before it. The
+    /// caller parks it and frees it with [`Listener::free_when_stopped`].
+    pub fn stop(
+        this: PoolBox<Self>,
+        flush: impl Fn(),
+        timeout: Duration,
+    ) -> Result<CounterSnapshot, PoolBox<Self>> {
         {
             let mut shared = this.shared.lock();
             shared.phase = Phase::Stopping;
             shared.rundown.request_stop();
             this.kick_locked(&shared);
         }
-        if !this.stopped.wait(Some(STOP_TIMEOUT)) {
-            // A provider that never completes an IRP: freeing would corrupt memory. Leak it.
-            let snapshot = this.counters.snapshot();
-            core::mem::forget(this);
-            return snapshot;
+        if !this.stopped.wait(Some(timeout)) {
+            return Err(this);
         }
+        Ok(Self::free_when_stopped(this, flush))
+    }
+
+    /// Whether a stopping listener's rundown has finished (every IRP back). IRQL: <= DISPATCH_LEVEL.
+    #[must_use]
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.wait(Some(Duration::ZERO))
+    }
+
+    /// Waits — without a limit: every IRP of a stopping listener is a close or is cancelled by
+    /// one, and WSK completes every close (WSK-FACTS §7) — until the rundown has finished, then
+    /// flushes the work queue and frees the listener. Returns its final counters.
+    /// IRQL: PASSIVE_LEVEL.
+    pub fn free_when_stopped(this: PoolBox<Self>, flush: impl Fn()) -> CounterSnapshot {
+        this.stopped.wait(None);
         // The worker run that set `stopped` (and any kick before it) must be over before the
         // work item's memory goes.
         flush();

@@ -225,6 +225,27 @@ impl Connection {
         }
     }
 
+    /// The event callback to make now, if any (the disconnect event wins over data).
+    fn next_indication(&mut self, events: u32) -> Option<Indication> {
+        if (self.eof || self.reset)
+            && !self.disconnect_indicated
+            && events & WSK_EVENT_DISCONNECT != 0
+        {
+            self.disconnect_indicated = true;
+            let abortive = if self.reset { WSK_FLAG_ABORTIVE } else { 0 };
+            return Some(Indication::Disconnect {
+                flags: abortive | WSK_FLAG_AT_DISPATCH_LEVEL,
+            });
+        }
+        (events & WSK_EVENT_RECEIVE != 0
+            && self.receives.is_empty()
+            && !self.rx.is_empty()
+            && !self.indications_paused)
+            .then(|| Indication::Receive {
+                data: self.rx.clone(),
+            })
+    }
+
     /// Moves bytes between the OS and the queues; returns the IRPs to complete.
     fn pump(&mut self, done: &mut Vec<(IrpRef, NtStatus, usize)>) {
         if let Some(stream) = self.stream.as_mut() {
@@ -356,29 +377,7 @@ pub(crate) fn service(key: usize) {
         };
         connection.pump(&mut done);
         let awaits_fin_ack = connection.awaits_fin_ack();
-        let mut indication = None;
-        if (connection.eof || connection.reset)
-            && !connection.disconnect_indicated
-            && events & WSK_EVENT_DISCONNECT != 0
-        {
-            connection.disconnect_indicated = true;
-            let abortive = if connection.reset {
-                WSK_FLAG_ABORTIVE
-            } else {
-                0
-            };
-            indication = Some(Indication::Disconnect {
-                flags: abortive | WSK_FLAG_AT_DISPATCH_LEVEL,
-            });
-        } else if events & WSK_EVENT_RECEIVE != 0
-            && connection.receives.is_empty()
-            && !connection.rx.is_empty()
-            && !connection.indications_paused
-        {
-            indication = Some(Indication::Receive {
-                data: connection.rx.clone(),
-            });
-        }
+        let indication = connection.next_indication(events);
         if indication.is_some() {
             sock.callbacks_running += 1;
         }
