@@ -119,3 +119,36 @@ fn stop_with_a_thousand_disconnects_to_vanished_peers_takes_under_two_seconds_an
         drop(clients);
     }
 }
+
+/// Host item 4: completions that arrive after a stop has given up waiting (a provider slow to
+/// finish its closes) must reach memory that is still there: the listener is parked, not freed,
+/// and unload keeps the work queue its completions kick until the last one is back.
+#[test]
+fn completions_after_a_stop_gave_up_reach_a_parked_listener_and_unload_waits_for_them() {
+    for seed in SEEDS {
+        let engine = load(Schedule::from_seed(seed));
+        engine.set_stop_timeout(Duration::from_millis(200));
+        let info = start(&engine, "127.0.0.1:0", Mode::Both, 64, Service::Hold);
+        let clients = connect_all(info.address, 20);
+        wait_until("all accepted", Duration::from_secs(10), || {
+            engine.stats().active == 20
+        });
+        hostkernel::provider::set_close_delay(Duration::from_millis(800));
+        let started = Instant::now();
+        engine.stop_listener(info.id).unwrap();
+        let gave_up = started.elapsed();
+        assert!(
+            gave_up < Duration::from_millis(700),
+            "stop returned after {gave_up:?}, before the closes finished"
+        );
+        hostkernel::provider::set_close_delay(Duration::ZERO);
+        // The control plane still serves while the parked listener's closes are late.
+        let other = start(&engine, "127.0.0.1:0", Mode::Event, 8, Service::Hold);
+        let _client = std::net::TcpStream::connect(other.address).unwrap();
+        wait_until("the other listener serves", Duration::from_secs(5), || {
+            engine.listener_info(other.id).unwrap().active == 1
+        });
+        unload(engine);
+        drop(clients);
+    }
+}

@@ -50,6 +50,9 @@ pub enum Rule {
     RegistrationMisuse,
     /// A WSK or kernel argument the documentation forbids.
     InvalidArgument,
+    /// A kernel object (a spin lock) was used after the memory holding it was freed — typically
+    /// a completion that arrived after its owner gave up waiting and freed what it reaches.
+    ObjectUsedAfterFree,
 }
 
 impl Rule {
@@ -78,6 +81,7 @@ impl Rule {
             Self::BadPoolFree => "bad-pool-free",
             Self::RegistrationMisuse => "registration-misuse",
             Self::InvalidArgument => "invalid-argument",
+            Self::ObjectUsedAfterFree => "object-used-after-free",
         }
     }
 }

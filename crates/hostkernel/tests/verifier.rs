@@ -306,3 +306,20 @@ fn a_completion_routine_that_may_not_run_on_a_driver_allocated_irp_is_caught() {
         },
     );
 }
+
+#[test]
+fn a_spin_lock_used_after_its_memory_was_freed_is_caught() {
+    expect_violation(
+        "a_spin_lock_used_after_its_memory_was_freed_is_caught",
+        "object-used-after-free",
+        || {
+            let lock = Box::into_raw(Box::new(hostkernel::spinlock::SpinLock::new(0u32)));
+            // SAFETY: dropped in place (the memory stays allocated and is never freed), as the
+            // owner of a freed object would have done.
+            unsafe { std::ptr::drop_in_place(lock) };
+            // SAFETY: deliberately wrong: the lock was dropped (a late completion kicking a work
+            // queue its driver already freed).
+            let _guard = unsafe { (*lock).lock() };
+        },
+    );
+}

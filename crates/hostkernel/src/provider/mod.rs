@@ -18,7 +18,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::c_void;
 use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mio::{Events, Poll, Token, Waker};
 use wsk::{IRP, NtStatus, WSK_SOCKET};
@@ -94,6 +94,10 @@ pub(crate) struct State {
     /// Connections whose graceful disconnect waits for the peer to acknowledge the FIN: looked at
     /// again every few milliseconds (no readiness event announces an ACK).
     pub(crate) fin_waiters: HashSet<usize>,
+    /// Work held back until its time ([`set_close_delay`]).
+    pub(crate) timers: Vec<(Instant, Deferred)>,
+    /// How long every WskCloseSocket takes to finish (fault mode; zero normally).
+    pub(crate) close_delay: Duration,
 }
 
 // SAFETY: the raw pointers inside (client contexts and dispatch tables) belong to the driver,
@@ -114,6 +118,8 @@ pub(crate) static STATE: LazyLock<Mutex<State>> = LazyLock::new(|| {
         inspect_serial: 1,
         inspections: HashMap::new(),
         fin_waiters: HashSet::new(),
+        timers: Vec::new(),
+        close_delay: Duration::ZERO,
     })
 });
 
@@ -130,6 +136,24 @@ pub(crate) fn post(state: &mut State, work: Deferred) {
     if let Some(waker) = &state.waker {
         let _ = waker.wake();
     }
+}
+
+/// Queues work for the event-loop thread to run once `delay` has passed.
+pub(crate) fn post_after(state: &mut State, delay: Duration, work: Deferred) {
+    if delay.is_zero() {
+        return post(state, work);
+    }
+    state.timers.push((Instant::now() + delay, work));
+    if let Some(waker) = &state.waker {
+        let _ = waker.wake();
+    }
+}
+
+/// Fault mode: a slow provider. Every WskCloseSocket from now on finishes (cancels the socket's
+/// pending IRPs, completes the close IRP) only after `delay`, so completions can arrive after a
+/// driver's stop has given up waiting for them. Zero turns it off.
+pub fn set_close_delay(delay: Duration) {
+    state().close_delay = delay;
 }
 
 /// Completes `irp` inline (before the WSK call returns) or later on the provider thread, as the
@@ -248,10 +272,19 @@ pub(crate) fn stop_loop() {
 fn run_loop(mut poll: Poll) {
     let mut events = Events::with_capacity(1024);
     loop {
-        let timeout = if state().fin_waiters.is_empty() {
-            Duration::from_millis(100)
-        } else {
-            Duration::from_millis(2)
+        let timeout = {
+            let state = state();
+            let base = if state.fin_waiters.is_empty() {
+                Duration::from_millis(100)
+            } else {
+                Duration::from_millis(2)
+            };
+            let now = Instant::now();
+            state
+                .timers
+                .iter()
+                .map(|(due, _)| due.saturating_duration_since(now))
+                .fold(base, Duration::min)
         };
         if let Err(error) = poll.poll(&mut events, Some(timeout)) {
             assert!(
@@ -267,6 +300,18 @@ fn run_loop(mut poll: Poll) {
         let fin_waiters = std::mem::take(&mut state().fin_waiters);
         for key in fin_waiters {
             connection::service(key);
+        }
+        let due: Vec<Deferred> = {
+            let mut state = state();
+            let now = Instant::now();
+            let (due, later) = std::mem::take(&mut state.timers)
+                .into_iter()
+                .partition(|(at, _)| *at <= now);
+            state.timers = later;
+            due.into_iter().map(|(_, work)| work).collect()
+        };
+        for work in due {
+            work();
         }
         loop {
             let work = state().deferred.pop_front();

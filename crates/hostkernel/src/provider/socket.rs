@@ -338,7 +338,12 @@ pub(crate) unsafe extern "system" fn wsk_close_socket(
     let Some(Slot::Live(sock)) = guard.sockets.insert(key, Slot::Closed { registration }) else {
         unreachable!("checked above")
     };
-    post(&mut guard, Box::new(move || finish_close(key, sock, irp)));
+    let delay = guard.close_delay;
+    super::post_after(
+        &mut guard,
+        delay,
+        Box::new(move || finish_close(key, sock, irp)),
+    );
     NtStatus::PENDING
 }
 
