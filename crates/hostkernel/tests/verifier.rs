@@ -323,3 +323,30 @@ fn a_spin_lock_used_after_its_memory_was_freed_is_caught() {
         },
     );
 }
+
+#[test]
+fn a_closed_socket_is_poisoned_so_a_call_through_its_dispatch_is_caught() {
+    expect_violation(
+        "a_closed_socket_is_poisoned_so_a_call_through_its_dispatch_is_caught",
+        "socket-used-after-close",
+        || {
+            let (_client, listener) = listener_with_client();
+            let address = local_address(listener);
+            let _peer = std::net::TcpStream::connect(address).unwrap();
+            let (status, information) = start_accept(listener).wait();
+            assert_eq!(status, NtStatus::SUCCESS);
+            let socket = information as *mut WSK_SOCKET;
+            close(socket);
+            // Deliberately wrong: reading Dispatch after the close completed yields the poison
+            // table, and any function through it stops the process.
+            let send = connection_dispatch(socket).WskSend.unwrap();
+            let mut buffer = WSK_BUF {
+                Mdl: std::ptr::null_mut(),
+                Offset: 0,
+                Length: 0,
+            };
+            // SAFETY: deliberately wrong: the socket is closed.
+            unsafe { send(socket, &raw mut buffer, 0, std::ptr::null_mut()) };
+        },
+    );
+}

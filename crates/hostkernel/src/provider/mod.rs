@@ -48,8 +48,11 @@ pub(crate) enum Kind {
 
 /// One socket the provider handed out.
 ///
-/// Invariant: `key` is the address of a leaked `Box<WSK_SOCKET>` that stays allocated until the
-/// registration that made it is deregistered, so a stale pointer is always recognised.
+/// Invariant: `key` is the address of a leaked `Box<WSK_SOCKET>`. Once the socket's close
+/// completes (or an accept event declines it), its `Dispatch` is overwritten with [`POISON`],
+/// a table whose every entry is a violation, and its key goes into a bounded quarantine; the
+/// oldest quarantined socket is then forgotten and its WSK_SOCKET freed. So a use after close is
+/// caught (through the poisoned table, or as an unknown socket) without tombstones piling up.
 pub(crate) struct Sock {
     pub(crate) registration: u64,
     pub(crate) kind: Kind,
@@ -70,7 +73,8 @@ pub(crate) struct Sock {
 // from the provider's thread until the socket is closed or the IRP completes.
 unsafe impl Send for Sock {}
 
-/// A socket slot: alive, or a tombstone kept so use-after-close is recognised.
+/// A socket slot: alive, or a tombstone kept (while quarantined) so use-after-close is
+/// recognised.
 pub(crate) enum Slot {
     Live(Sock),
     Closed { registration: u64 },
@@ -98,6 +102,34 @@ pub(crate) struct State {
     pub(crate) timers: Vec<(Instant, Deferred)>,
     /// How long every WskCloseSocket takes to finish (fault mode; zero normally).
     pub(crate) close_delay: Duration,
+    /// Closed sockets, oldest first, whose poisoned WSK_SOCKET is kept (at most [`QUARANTINE`]).
+    pub(crate) quarantine: VecDeque<usize>,
+}
+
+/// Closed sockets kept poisoned before their WSK_SOCKET is freed: a stale pointer used within the
+/// last this-many closes hits the poison table; an older one is most likely an unknown socket.
+pub(crate) const QUARANTINE: usize = 8_192;
+
+/// A closed socket is done: poison its WSK_SOCKET, quarantine it, and free the oldest ones beyond
+/// the quarantine's bound. Its slot must already be a tombstone.
+pub(crate) fn retire(state: &mut State, key: usize) {
+    // SAFETY: `key` is the address of this socket's leaked Box<WSK_SOCKET> (Sock invariant), not
+    // freed while its tombstone is in `sockets` (it is, until the quarantine lets it go below).
+    unsafe {
+        (*(key as *mut WSK_SOCKET)).Dispatch = (&raw const socket::POISON).cast();
+    }
+    state.quarantine.push_back(key);
+    while state.quarantine.len() > QUARANTINE {
+        let Some(oldest) = state.quarantine.pop_front() else {
+            break;
+        };
+        if matches!(state.sockets.get(&oldest), Some(Slot::Closed { .. })) {
+            state.sockets.remove(&oldest);
+            // SAFETY: the leaked Box<WSK_SOCKET> of a closed socket (Sock invariant), forgotten
+            // just now, so it is freed exactly once.
+            drop(unsafe { Box::from_raw(oldest as *mut WSK_SOCKET) });
+        }
+    }
 }
 
 // SAFETY: the raw pointers inside (client contexts and dispatch tables) belong to the driver,
@@ -120,6 +152,7 @@ pub(crate) static STATE: LazyLock<Mutex<State>> = LazyLock::new(|| {
         fin_waiters: HashSet::new(),
         timers: Vec::new(),
         close_delay: Duration::ZERO,
+        quarantine: VecDeque::new(),
     })
 });
 

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use wsk::{NtStatus, WSK_CLIENT_NPI, WSK_PROVIDER_NPI, WSK_REGISTRATION};
 
-use super::{CHANGED, PROVIDER_DISPATCH, Slot, ensure_loop, state, stop_loop};
+use super::{CHANGED, PROVIDER_DISPATCH, Slot, State, ensure_loop, state, stop_loop};
 use crate::accounting::COUNTERS;
 use crate::irql;
 use crate::verifier::{Rule, violation};
@@ -193,6 +193,14 @@ pub unsafe extern "system" fn WskDeregister(registration: *mut WSK_REGISTRATION)
         // SAFETY: every key is the address of a leaked Box<WSK_SOCKET> (Sock invariant) whose
         // socket is closed and now forgotten, so it is freed exactly once.
         drop(unsafe { Box::from_raw(key as *mut wsk::WSK_SOCKET) });
+    }
+    {
+        let State {
+            sockets,
+            quarantine,
+            ..
+        } = &mut *state;
+        quarantine.retain(|key| sockets.contains_key(key));
     }
     let last = state.registrations.is_empty();
     drop(state);
