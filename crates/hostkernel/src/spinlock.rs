@@ -4,7 +4,7 @@
 //! whose memory was dropped or freed (a late completion kicking a freed work queue) is a
 //! violation instead of silent corruption, like pool poisoning under Driver Verifier.
 
-use std::cell::UnsafeCell;
+use std::cell::{Cell, UnsafeCell};
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
@@ -80,6 +80,26 @@ impl<T> SpinLock<T> {
     }
 }
 
+thread_local! {
+    /// Set while this thread runs a callback the provider lets be "preempted" (fault mode).
+    static PREEMPTIBLE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` (a driver callback) so that every spin lock it releases gives the processor away for
+/// a millisecond first: the callback's thread is held up just after dropping a lock — an
+/// interrupt on Windows — while other threads (the driver's worker) run on.
+pub(crate) fn preemptible<R>(f: impl FnOnce() -> R) -> R {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            PREEMPTIBLE.with(|p| p.set(false));
+        }
+    }
+    PREEMPTIBLE.with(|p| p.set(true));
+    let _reset = Reset;
+    f()
+}
+
 impl<T> Drop for SpinLock<T> {
     fn drop(&mut self) {
         *self.signature.get_mut() = DEAD;
@@ -111,6 +131,9 @@ impl<T> Drop for SpinGuard<'_, T> {
     fn drop(&mut self) {
         self.lock.locked.store(false, Ordering::Release);
         irql::lower(self.old_irql);
+        if PREEMPTIBLE.with(Cell::get) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
     }
 }
 

@@ -50,6 +50,9 @@ pub enum Rule {
     RegistrationMisuse,
     /// A WSK or kernel argument the documentation forbids.
     InvalidArgument,
+    /// A socket handed over by WskAcceptEvent was closed, or used from another thread, before
+    /// that callback returned: the provider has not recorded it as accepted yet.
+    SocketUsedBeforeAcceptEventReturned,
     /// A kernel object (a spin lock) was used after the memory holding it was freed — typically
     /// a completion that arrived after its owner gave up waiting and freed what it reaches.
     ObjectUsedAfterFree,
@@ -82,6 +85,7 @@ impl Rule {
             Self::RegistrationMisuse => "registration-misuse",
             Self::InvalidArgument => "invalid-argument",
             Self::ObjectUsedAfterFree => "object-used-after-free",
+            Self::SocketUsedBeforeAcceptEventReturned => "socket-used-before-accept-event-returned",
         }
     }
 }

@@ -350,3 +350,83 @@ fn a_closed_socket_is_poisoned_so_a_call_through_its_dispatch_is_caught() {
         },
     );
 }
+
+static HANDED_OVER: AtomicUsize = AtomicUsize::new(0);
+
+/// An accept callback that publishes the socket, then takes its time returning (a test stand-in
+/// for a callback whose thread is interrupted just before it returns).
+unsafe extern "system" fn slow_accept(
+    _context: *mut c_void,
+    _flags: u32,
+    _local: *mut SOCKADDR,
+    _remote: *mut SOCKADDR,
+    socket: *mut WSK_SOCKET,
+    _out_context: *mut *mut c_void,
+    _out_dispatch: *mut *const WSK_CLIENT_CONNECTION_DISPATCH,
+) -> NtStatus {
+    if socket.is_null() {
+        return NtStatus::REQUEST_NOT_ACCEPTED;
+    }
+    HANDED_OVER.store(socket as usize, Ordering::SeqCst);
+    let until = std::time::Instant::now() + Duration::from_secs(2);
+    while std::time::Instant::now() < until {
+        std::hint::spin_loop();
+    }
+    NtStatus::SUCCESS
+}
+
+static SLOW_ACCEPT: WSK_CLIENT_LISTEN_DISPATCH = WSK_CLIENT_LISTEN_DISPATCH {
+    WskAcceptEvent: Some(slow_accept),
+    WskInspectEvent: None,
+    WskAbortEvent: None,
+};
+
+/// A listener whose accept callback is `slow_accept`, a peer connected to it, and the socket the
+/// callback is handing over (its callback still running).
+fn socket_being_handed_over() -> (Client, std::net::TcpStream, *mut WSK_SOCKET) {
+    let client = Client::register();
+    let (listener, address) = bound_listener(
+        &client,
+        AF_INET,
+        std::ptr::null_mut(),
+        &raw const SLOW_ACCEPT,
+    );
+    assert_eq!(set_events(listener, WSK_EVENT_ACCEPT), NtStatus::SUCCESS);
+    let peer = std::net::TcpStream::connect(address).unwrap();
+    while HANDED_OVER.load(Ordering::SeqCst) == 0 {
+        std::thread::yield_now();
+    }
+    (
+        client,
+        peer,
+        HANDED_OVER.load(Ordering::SeqCst) as *mut WSK_SOCKET,
+    )
+}
+
+#[test]
+fn closing_a_socket_before_its_accept_event_returned_is_caught() {
+    expect_violation(
+        "closing_a_socket_before_its_accept_event_returned_is_caught",
+        "socket-used-before-accept-event-returned",
+        || {
+            let (_client, _peer, socket) = socket_being_handed_over();
+            // Deliberately wrong: the accept callback has not returned yet.
+            close(socket);
+        },
+    );
+}
+
+#[test]
+fn using_a_socket_from_another_thread_before_its_accept_event_returned_is_caught() {
+    expect_violation(
+        "using_a_socket_from_another_thread_before_its_accept_event_returned_is_caught",
+        "socket-used-before-accept-event-returned",
+        || {
+            let (_client, _peer, socket) = socket_being_handed_over();
+            let f = connection_dispatch(socket).WskGetRemoteAddress.unwrap();
+            let mut storage = SOCKADDR_STORAGE::zeroed();
+            // SAFETY: documented arguments; deliberately wrong: the callback has not returned.
+            let _ = call(|irp| unsafe { f(socket, storage.as_mut_ptr(), irp) });
+        },
+    );
+}

@@ -28,6 +28,7 @@ use crate::schedule;
 use crate::verifier::{Rule, violation};
 
 pub use connection::set_peers_vanished;
+pub use listen::set_accept_event_preemption;
 pub use registration::{
     WskCaptureProviderNPI, WskDeregister, WskRegister, WskReleaseProviderNPI, set_provider_ready,
 };
@@ -66,6 +67,9 @@ pub(crate) struct Sock {
     pub(crate) calls_in_progress: u32,
     /// Event callbacks of this socket running on the provider thread right now.
     pub(crate) callbacks_running: u32,
+    /// While the WskAcceptEvent that hands this socket over runs: the thread running it. Until it
+    /// returns, closing the socket, or calling on it from any other thread, is a violation.
+    pub(crate) accept_event_thread: Option<std::thread::ThreadId>,
 }
 
 // SAFETY: the raw pointers a socket holds (client context and dispatch, the driver's address and
@@ -224,6 +228,20 @@ impl CallGuard {
         let key = socket as usize;
         let mut state = state();
         match state.sockets.get_mut(&key) {
+            Some(Slot::Live(sock))
+                if sock
+                    .accept_event_thread
+                    .is_some_and(|t| t != std::thread::current().id()) =>
+            {
+                drop(state);
+                violation(
+                    Rule::SocketUsedBeforeAcceptEventReturned,
+                    format_args!(
+                        "{function} on socket {socket:p} from another thread while the \
+                         WskAcceptEvent that hands it over has not returned"
+                    ),
+                );
+            }
             Some(Slot::Live(sock)) => sock.calls_in_progress += 1,
             Some(Slot::Closed { .. }) => {
                 drop(state);

@@ -136,6 +136,7 @@ pub(crate) unsafe extern "system" fn wsk_socket(
             events: 0,
             calls_in_progress: 0,
             callbacks_running: 0,
+            accept_event_thread: None,
         },
     );
     finish(irp, NtStatus::SUCCESS, key)
@@ -343,6 +344,16 @@ pub(crate) unsafe extern "system" fn wsk_close_socket(
     let state = state();
     let slot = state.sockets.get(&key);
     match slot {
+        Some(Slot::Live(sock)) if sock.accept_event_thread.is_some() => {
+            drop(state);
+            violation(
+                Rule::SocketUsedBeforeAcceptEventReturned,
+                format_args!(
+                    "WskCloseSocket({socket:p}) before the WskAcceptEvent that hands it over \
+                     returned"
+                ),
+            );
+        }
         Some(Slot::Live(sock)) if sock.calls_in_progress > 0 => {
             drop(state);
             violation(
