@@ -16,7 +16,7 @@
 
 use core::cell::UnsafeCell;
 use core::ffi::c_void;
-use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU32, Ordering};
 
 use wsk::{DEVICE_OBJECT, IRP, MDL, NtStatus, WSK_BUF};
 
@@ -46,6 +46,16 @@ pub struct SlotIo {
     pub ctl_generation: AtomicU32,
     /// Slot generation the pending close was submitted for.
     pub close_generation: AtomicU32,
+    /// The slot's socket came from WskAcceptEvent and is not handed over to the worker yet: it is
+    /// on the listener's hand-over list, and work asked for it waits in `stashed`. Changed under
+    /// the listener's spin lock.
+    pub awaiting: AtomicBool,
+    /// The accept callback that handed the socket over has finished (its last statement).
+    pub returned: AtomicBool,
+    /// Work (`work` bits) asked for while the slot was awaiting its hand-over.
+    pub stashed: AtomicU8,
+    /// Next slot on the hand-over list (`u32::MAX`: none). Under the listener's spin lock.
+    pub next_handover: AtomicU32,
     index: u32,
     listener: AtomicPtr<Listener>,
     rx: UnsafeCell<[u8; RX_BYTES]>,
@@ -72,6 +82,10 @@ impl SlotIo {
             recv_generation: AtomicU32::new(0),
             ctl_generation: AtomicU32::new(0),
             close_generation: AtomicU32::new(0),
+            awaiting: AtomicBool::new(false),
+            returned: AtomicBool::new(true),
+            stashed: AtomicU8::new(0),
+            next_handover: AtomicU32::new(u32::MAX),
             index,
             listener: AtomicPtr::new(core::ptr::null_mut()),
             rx: UnsafeCell::new([0; RX_BYTES]),

@@ -11,7 +11,7 @@ use wsk::NtStatus;
 
 use crate::kernel::{Event, PoolBox, SystemThread, WorkItem, WorkQueue, tags};
 use crate::listener::{
-    CounterSnapshot, Global, Listener, ListenerConfig, ListenerInfo, STOP_TIMEOUT,
+    CounterSnapshot, Global, HANDOVER_DELAY, Listener, ListenerConfig, ListenerInfo, STOP_TIMEOUT,
 };
 use crate::net::WskClient;
 use crate::pending::{PendingId, PendingInfo};
@@ -111,14 +111,35 @@ unsafe fn capture_provider(context: *mut c_void) {
 /// How often deferred requests' timeouts are checked.
 const TICK: Duration = Duration::from_millis(200);
 
+/// The ticker: every [`TICK`], kicks listeners with deferred requests (their timeouts); and
+/// [`HANDOVER_DELAY`] after an accept callback signalled a socket to hand over, asks its listener
+/// to hand it over. IRQL: PASSIVE_LEVEL (system thread).
 unsafe fn tick(context: *mut c_void) {
     // SAFETY: the ticker's context is the engine, which joins this thread before it goes.
     let engine = unsafe { &*context.cast::<Engine>() };
-    while !engine.ticker_stop.wait(Some(TICK)) {
+    let tick_100ns = u64::try_from(TICK.as_nanos() / 100).unwrap_or(u64::MAX);
+    let mut next_tick = crate::kernel::interrupt_time().saturating_add(tick_100ns);
+    loop {
+        let now = crate::kernel::interrupt_time();
+        let until_tick = Duration::from_nanos(next_tick.saturating_sub(now).saturating_mul(100));
+        let handover = engine.global.handover_ready.wait(Some(until_tick));
+        if handover && engine.ticker_stop.wait(Some(HANDOVER_DELAY)) {
+            return;
+        }
+        if engine.ticker_stop.wait(Some(Duration::ZERO)) {
+            return;
+        }
+        let due = crate::kernel::interrupt_time() >= next_tick;
+        if due {
+            next_tick = crate::kernel::interrupt_time().saturating_add(tick_100ns);
+        }
         let guard = engine.lock();
         for listener in engine.listeners(&guard).slots.iter().flatten() {
-            if listener.has_pending() {
+            if due && listener.has_pending() {
                 listener.kick();
+            }
+            if listener.has_handovers() {
+                listener.tick_handovers();
             }
         }
     }
@@ -579,6 +600,7 @@ impl Drop for Engine {
         self.cancel_waits();
         if let Some(ticker) = self.ticker.take() {
             self.ticker_stop.set();
+            self.global.handover_ready.set();
             ticker.join();
         }
         self.stop_all();

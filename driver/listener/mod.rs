@@ -18,7 +18,7 @@ mod stats;
 use core::cell::UnsafeCell;
 use core::ffi::c_void;
 use core::net::SocketAddr;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use core::time::Duration;
 
 use wsk::{DEVICE_OBJECT, IRP, NtStatus, WSK_EVENT_ACCEPT, WSK_EVENT_DISABLE, WSK_INSPECT_ID};
@@ -42,6 +42,10 @@ use accept::{AcceptSlot, accept_done, state as accept_state};
 /// How long `stop` waits for the rundown before it gives up and hands the listener back to be
 /// parked (never reached unless a provider is slow to complete a close: no IRP waits for a peer).
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long after an accept callback's last statement the engine's ticker hands its socket over
+/// when no later callback has (the callback's return takes a few instructions).
+pub const HANDOVER_DELAY: Duration = Duration::from_millis(1);
 
 /// Where a listener is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,7 +79,13 @@ pub(crate) struct Shared {
     sources: SourceCounts,
     /// Requests deferred to user mode.
     pub(crate) pending: PendingQueue,
+    /// First slot on the hand-over list (`NO_SLOT`: empty): sockets accepted by WskAcceptEvent
+    /// that the worker may not touch yet (see [`Listener::hand_over`]).
+    handovers: u32,
 }
+
+/// The end of the hand-over list.
+const NO_SLOT: u32 = u32::MAX;
 
 /// A value only the worker touches once the listener is published.
 ///
@@ -142,6 +152,8 @@ pub struct Listener {
     /// The decision in flight: its ID (read by the provider during the call) and queue slot.
     decision_id: UnsafeCell<WSK_INSPECT_ID>,
     decision_index: AtomicUsize,
+    /// The ticker asks the worker to hand over sockets whose accept callback has returned.
+    handover_tick: AtomicBool,
 }
 
 // SAFETY: shared state is behind the spin lock or atomics; `socket` and `decision_id` are
@@ -225,6 +237,7 @@ impl Listener {
                     policy,
                     sources: SourceCounts::with_capacity(config.capacity)?,
                     pending: PendingQueue::new(slot, config.address),
+                    handovers: NO_SLOT,
                 }),
                 socket: WorkerOnly(UnsafeCell::new(None)),
                 accepts: PoolSlice::try_new(tags::ACCEPT, depth, |_| AcceptSlot::new())?,
@@ -239,6 +252,7 @@ impl Listener {
                 decision: DriverIrp::allocate()?,
                 decision_id: UnsafeCell::new(WSK_INSPECT_ID::default()),
                 decision_index: AtomicUsize::new(0),
+                handover_tick: AtomicBool::new(false),
             },
         )?;
         let this = listener.as_ptr();
@@ -427,7 +441,18 @@ impl Listener {
                     Service::Hold => work::RECEIVE,
                     Service::Close => work::CLOSE,
                 };
-                shared.table.request(id.index(), first);
+                match (path, self.io.get(id.index() as usize)) {
+                    // WskAcceptEvent has not returned: the provider has not recorded the socket
+                    // as accepted, so the worker may not touch it yet (see `hand_over`).
+                    (AcceptPath::Event, Some(io)) => {
+                        io.returned.store(false, Ordering::Release);
+                        io.stashed.store(first, Ordering::Relaxed);
+                        io.awaiting.store(true, Ordering::Relaxed);
+                        io.next_handover.store(shared.handovers, Ordering::Relaxed);
+                        shared.handovers = id.index();
+                    }
+                    _ => shared.table.request(id.index(), first),
+                }
                 Ok(id)
             }
             Err(full) => {
@@ -435,6 +460,85 @@ impl Listener {
                 Err(full.0)
             }
         }
+    }
+
+    /// The accept callback that handed the socket of `id` over is about to return: its last
+    /// statements. IRQL: DISPATCH_LEVEL (callback); no lock.
+    pub(crate) fn accept_event_returning(&self, id: ConnId) {
+        if let Some(io) = self.io.get(id.index() as usize) {
+            io.returned.store(true, Ordering::Release);
+        }
+        // SAFETY: `global` points at the engine's figures, which outlive listeners.
+        unsafe { (*self.global).handover_ready.set() };
+    }
+
+    /// Hands sockets accepted by WskAcceptEvent over to the worker: their stashed work goes on
+    /// the work list. Only at points where their callbacks are known to have returned: the entry
+    /// of a later accept callback (the provider delivers one listener's accepts in turn), the
+    /// completed close of the listening socket (close waits for running callbacks, WSK-FACTS §7;
+    /// `all`), or a disable of the accept event that found no callback running (`all`, see
+    /// `hand_over_quiesced`, which the engine's ticker asks for [`HANDOVER_DELAY`] after the
+    /// callback's last statement signalled it). Otherwise, a slot whose callback has not reached
+    /// its last statement stays on the list. IRQL: DISPATCH_LEVEL (under the lock).
+    pub(crate) fn hand_over(&self, shared: &mut Shared, all: bool) {
+        let mut link = NO_SLOT;
+        let mut index = shared.handovers;
+        while index != NO_SLOT {
+            let Some(io) = self.io.get(index as usize) else {
+                break;
+            };
+            let next = io.next_handover.load(Ordering::Relaxed);
+            if all || io.returned.load(Ordering::Acquire) {
+                io.next_handover.store(NO_SLOT, Ordering::Relaxed);
+                io.awaiting.store(false, Ordering::Relaxed);
+                let bits = io.stashed.swap(0, Ordering::Relaxed);
+                shared.table.request(index, bits);
+                match self.io.get(link as usize) {
+                    Some(previous) => previous.next_handover.store(next, Ordering::Relaxed),
+                    None => shared.handovers = next,
+                }
+            } else {
+                link = index;
+            }
+            index = next;
+        }
+    }
+
+    /// Whether sockets wait to be handed over (the ticker hands them over).
+    #[must_use]
+    pub fn has_handovers(&self) -> bool {
+        self.shared.lock().handovers != NO_SLOT
+    }
+
+    /// Hands over sockets whose accept callbacks have returned, when no later callback did: the
+    /// worker disables the accept event, which answers STATUS_SUCCESS only when no accept
+    /// callback is running (WSK-FACTS §5), hands everything over, and enables it again
+    /// (connections arriving meanwhile wait in the backlog, or go to accept IRPs). Worker only.
+    fn hand_over_quiesced(&self) {
+        if !self.config.mode.uses_events() || !self.has_handovers() {
+            return;
+        }
+        // SAFETY: worker thread.
+        let Some(socket) = (unsafe { self.socket.get() }).as_ref() else {
+            // No listening socket: the restart or stop that closed it hands over.
+            return;
+        };
+        let status = socket.set_events(WSK_EVENT_ACCEPT | WSK_EVENT_DISABLE);
+        if status == NtStatus::SUCCESS {
+            self.hand_over(&mut self.shared.lock(), true);
+        }
+        // Otherwise a callback is running: it hands over at its entry, or the next tick does.
+        if !socket.set_events(WSK_EVENT_ACCEPT).is_success() {
+            let mut shared = self.shared.lock();
+            shared.last_error = NtStatus::INVALID_DEVICE_STATE;
+            Self::request_restart_locked(&mut shared);
+        }
+    }
+
+    /// The ticker: hand over what waits, then run the worker. IRQL: <= DISPATCH_LEVEL.
+    pub fn tick_handovers(&self) {
+        self.handover_tick.store(true, Ordering::Release);
+        self.kick();
     }
 
     /// Frees a Closing slot once its close completed and both its IRPs are back.
@@ -467,6 +571,9 @@ impl Listener {
     /// The worker's routine for this listener. IRQL: PASSIVE_LEVEL (worker thread).
     fn process(&self) {
         let phase = self.shared.lock().phase;
+        if phase == Phase::Running && self.handover_tick.swap(false, Ordering::AcqRel) {
+            self.hand_over_quiesced();
+        }
         match phase {
             Phase::Running => {
                 self.run_slot_work();
@@ -508,6 +615,11 @@ impl Listener {
         let io = self.io.get(index as usize)?;
         let entry = shared.table.entry(index)?;
         if entry.state() != SlotState::Active {
+            return None;
+        }
+        if io.awaiting.load(Ordering::Relaxed) {
+            // Not handed over yet: keep the work for the hand-over.
+            io.stashed.fetch_or(bits, Ordering::Relaxed);
             return None;
         }
         let generation = entry.generation();
@@ -671,6 +783,8 @@ impl Listener {
         if pending || !self.accepts_idle() {
             return;
         }
+        // The old listening socket's close completed, so every accept callback has returned.
+        self.hand_over(&mut self.shared.lock(), true);
         let reopened = self.open_socket(bound);
         let mut shared = self.shared.lock();
         if shared.phase != Phase::Restarting {
@@ -700,11 +814,15 @@ impl Listener {
         self.close_listening_socket();
         let sweep = {
             let mut shared = self.shared.lock();
-            let first = !shared.swept;
+            // Only once the listening socket's close has completed: it waited for every running
+            // accept callback (WSK-FACTS §7), so every accepted socket can be handed over and
+            // closed — never one whose WskAcceptEvent has not returned.
+            let first = !shared.swept && !shared.listen_close_pending;
             if first {
                 shared.swept = true;
                 // The provider forgets pended inspections with the listening socket.
                 shared.pending.clear();
+                self.hand_over(&mut shared, true);
             }
             first.then(|| shared.table.capacity())
         };

@@ -629,10 +629,17 @@ fn deliver_event(key: usize, new_key: usize, local: SocketAddr, remote: SocketAd
     } else {
         call()
     };
-    callback_done(key);
-    // The callback returned: from now on the socket is the client's (or declined).
-    if let Some(sock) = live(&mut state(), new_key) {
-        sock.accept_event_thread = None;
+    {
+        // The callback returned: from now on the socket is the client's (or declined). Recorded
+        // with the end of the callback, in one step, so that whoever learns that no callback
+        // runs (a disable answering STATUS_SUCCESS) finds the socket recorded.
+        let mut state = state();
+        if let Some(sock) = live(&mut state, new_key) {
+            sock.accept_event_thread = None;
+        }
+        if let Some(sock) = live(&mut state, key) {
+            sock.callbacks_running -= 1;
+        }
     }
     if status == NtStatus::SUCCESS {
         let mut state = state();
