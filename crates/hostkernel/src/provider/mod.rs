@@ -30,7 +30,8 @@ use crate::verifier::{Rule, violation};
 pub use connection::set_peers_vanished;
 pub use listen::set_accept_event_preemption;
 pub use registration::{
-    WskCaptureProviderNPI, WskDeregister, WskRegister, WskReleaseProviderNPI, set_provider_ready,
+    WskCaptureProviderNPI, WskDeregister, WskRegister, WskReleaseProviderNPI, capture_calls,
+    set_provider_no_interface, set_provider_ready,
 };
 
 use connection::Connection;

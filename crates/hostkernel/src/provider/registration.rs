@@ -1,7 +1,7 @@
 //! WskRegister, WskCaptureProviderNPI, WskReleaseProviderNPI and WskDeregister (WSK-FACTS §7).
 
 use std::sync::PoisonError;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use wsk::{NtStatus, WSK_CLIENT_NPI, WSK_PROVIDER_NPI, WSK_REGISTRATION};
@@ -10,6 +10,21 @@ use super::{CHANGED, PROVIDER_DISPATCH, Slot, State, ensure_loop, state, stop_lo
 use crate::accounting::COUNTERS;
 use crate::irql;
 use crate::verifier::{Rule, violation};
+
+static NO_INTERFACE: AtomicBool = AtomicBool::new(false);
+static CAPTURE_CALLS: AtomicU64 = AtomicU64::new(0);
+
+/// Fault mode: WskCaptureProviderNPI fails at once with STATUS_NOINTERFACE (no WSK provider
+/// matches the client's version), without waiting.
+pub fn set_provider_no_interface(on: bool) {
+    NO_INTERFACE.store(on, Ordering::SeqCst);
+}
+
+/// WskCaptureProviderNPI calls so far (all registrations), to see how hard a client retries.
+#[must_use]
+pub fn capture_calls() -> u64 {
+    CAPTURE_CALLS.load(Ordering::SeqCst)
+}
 
 /// A client registration.
 pub(crate) struct Registration {
@@ -103,6 +118,10 @@ pub unsafe extern "system" fn WskCaptureProviderNPI(
         irql::assert_passive("WskCaptureProviderNPI with a wait");
     }
     let id = registration_id(registration, "WskCaptureProviderNPI");
+    CAPTURE_CALLS.fetch_add(1, Ordering::SeqCst);
+    if NO_INTERFACE.load(Ordering::SeqCst) {
+        return NtStatus::NOINTERFACE;
+    }
     let deadline = (wait_timeout != wsk::WSK_INFINITE_WAIT)
         .then(|| Instant::now() + Duration::from_millis(u64::from(wait_timeout)));
     let mut state = state();
