@@ -27,6 +27,11 @@ pub const MAX_LISTENERS: usize = 16;
 pub const NPI_WAIT: Duration = Duration::from_secs(5);
 /// How long each WskCaptureProviderNPI attempt on the worker waits, in milliseconds.
 const CAPTURE_SLICE_MS: u32 = 250;
+/// The first pause after a capture that failed without waiting; it doubles up to
+/// [`CAPTURE_BACKOFF_MAX`].
+const CAPTURE_BACKOFF_MIN: Duration = Duration::from_millis(50);
+/// The longest pause between capture attempts.
+const CAPTURE_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Driver-wide figures.
 #[derive(Clone, Copy, Debug, Default)]
@@ -82,6 +87,8 @@ pub struct Engine {
     cancel_waits: AtomicBool,
     ticker: Option<SystemThread>,
     ticker_stop: Event,
+    /// Set when unload starts (wakes a capture that is pausing between attempts).
+    unload_started: Event,
     /// How long a stop waits before it parks the listener, in milliseconds.
     stop_timeout_ms: AtomicU64,
 }
@@ -95,8 +102,12 @@ unsafe fn capture_provider(context: *mut c_void) {
     // SAFETY: the capture item's context is the engine, alive until unload flushed the queue.
     let engine = unsafe { &*context.cast::<Engine>() };
     // WSK-FACTS §7: capture on a worker, never blocking DriverEntry; retry in slices so unload
-    // is never held up by a provider that does not come.
+    // is never held up by a provider that does not come. A capture that fails without waiting
+    // (STATUS_NOINTERFACE) is retried after a pause that grows, never in a tight loop.
+    let slice_100ns = u64::from(CAPTURE_SLICE_MS) * 10_000;
+    let mut backoff = CAPTURE_BACKOFF_MIN;
     while !engine.unloading.load(Ordering::Acquire) {
+        let started = crate::kernel::interrupt_time();
         let status = engine.client.capture(CAPTURE_SLICE_MS);
         engine
             .capture_status
@@ -104,6 +115,15 @@ unsafe fn capture_provider(context: *mut c_void) {
         if status.is_success() {
             engine.npi_ready.set();
             return;
+        }
+        if crate::kernel::interrupt_time().saturating_sub(started) < slice_100ns {
+            // Interrupted by unload (the event is set at its start) or the pause is over.
+            if engine.unload_started.wait(Some(backoff)) {
+                return;
+            }
+            backoff = (backoff * 2).min(CAPTURE_BACKOFF_MAX);
+        } else {
+            backoff = CAPTURE_BACKOFF_MIN;
         }
     }
 }
@@ -183,6 +203,7 @@ impl Engine {
                 cancel_waits: AtomicBool::new(false),
                 ticker: None,
                 ticker_stop: Event::notification(false)?,
+                unload_started: Event::notification(false)?,
                 stop_timeout_ms: AtomicU64::new(
                     u64::try_from(STOP_TIMEOUT.as_millis()).unwrap_or(u64::MAX),
                 ),
@@ -597,6 +618,7 @@ impl Drop for Engine {
     /// reach WskDeregister with sockets open — it would wait for them forever (WSK-FACTS §7).
     fn drop(&mut self) {
         self.unloading.store(true, Ordering::Release);
+        self.unload_started.set();
         self.cancel_waits();
         if let Some(ticker) = self.ticker.take() {
             self.ticker_stop.set();
