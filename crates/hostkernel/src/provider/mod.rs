@@ -33,6 +33,7 @@ pub use registration::{
     WskCaptureProviderNPI, WskDeregister, WskRegister, WskReleaseProviderNPI, capture_calls,
     set_provider_no_interface, set_provider_ready,
 };
+pub use socket::fail_next_listen_local_address;
 
 use connection::Connection;
 use listen::Listening;

@@ -421,6 +421,18 @@ fn finish_close(key: usize, sock: Sock, irp: IrpRef) {
     CHANGED.notify_all();
 }
 
+static LOCAL_ADDRESS_FAILURE: std::sync::Mutex<Option<std::time::Duration>> =
+    std::sync::Mutex::new(None);
+
+/// Fault mode: the next WskGetLocalAddress on a listening socket answers only after `delay` (a
+/// slow provider: connections keep arriving meanwhile) and then fails with
+/// STATUS_INSUFFICIENT_RESOURCES.
+pub fn fail_next_listen_local_address(delay: std::time::Duration) {
+    *LOCAL_ADDRESS_FAILURE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(delay);
+}
+
 /// WskGetLocalAddress (listen and connection dispatch).
 pub(crate) unsafe extern "system" fn wsk_get_local_address(
     socket: *mut WSK_SOCKET,
@@ -450,6 +462,25 @@ unsafe fn get_address(
 ) -> NtStatus {
     let _call = CallGuard::enter(socket, function);
     let irp = take_irp(irp, function);
+    let is_listener = matches!(
+        state().sockets.get(&(socket as usize)),
+        Some(Slot::Live(Sock {
+            kind: Kind::Listen(_),
+            ..
+        }))
+    );
+    let failure = if local && is_listener {
+        LOCAL_ADDRESS_FAILURE
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    } else {
+        None
+    };
+    if let Some(delay) = failure {
+        std::thread::sleep(delay);
+        return finish(irp, NtStatus::INSUFFICIENT_RESOURCES, 0);
+    }
     let address = {
         let mut state = state();
         match live(&mut state, socket as usize).map(|s| &s.kind) {
