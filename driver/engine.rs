@@ -255,11 +255,7 @@ impl Engine {
             return Err(NtStatus::DEVICE_NOT_READY);
         }
         let provider = self.client.provider().ok_or(NtStatus::DEVICE_NOT_READY)?;
-        let queue = self
-            .queue
-            .as_ref()
-            .ok_or(NtStatus::DEVICE_NOT_READY)?
-            .handle();
+        let queue = self.queue.as_ref().ok_or(NtStatus::DEVICE_NOT_READY)?;
         let guard = self.lock();
         let listeners = self.listeners(&guard);
         self.reap(listeners);

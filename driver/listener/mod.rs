@@ -30,7 +30,8 @@ pub use stats::{CounterSnapshot, Counters, Global};
 
 use crate::conn::{self, SlotIo};
 use crate::kernel::{
-    self, Event, PoolBox, PoolSlice, SpinGuard, SpinLock, WorkItem, WorkQueueHandle, tags,
+    self, Event, PoolBox, PoolSlice, SpinGuard, SpinLock, WorkItem, WorkQueue, WorkQueueHandle,
+    tags,
 };
 use crate::net::{ConnSocket, ConnSocketRef, DriverIrp, ListenSocket, Provider};
 use crate::pending::PendingQueue;
@@ -50,6 +51,8 @@ pub const HANDOVER_DELAY: Duration = Duration::from_millis(1);
 /// Where a listener is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
+    /// Being started: bound, not live yet (inspections are refused, the worker does nothing).
+    Starting,
     /// Accepting.
     Running,
     /// Recreating its listening socket.
@@ -209,7 +212,7 @@ impl Listener {
         config: ListenerConfig,
         policy: Policy,
         provider: Provider,
-        queue: WorkQueueHandle,
+        queue: &WorkQueue,
         global: &Global,
     ) -> Result<PoolBox<Self>, NtStatus> {
         config.validate()?;
@@ -224,11 +227,11 @@ impl Listener {
                 id,
                 config,
                 provider,
-                queue,
+                queue: queue.handle(),
                 work: WorkItem::new(listener_work),
                 shared: SpinLock::new(Shared {
                     table: Table::with_capacity(slot, config.capacity, config.address)?,
-                    phase: Phase::Running,
+                    phase: Phase::Starting,
                     rundown: Rundown::new(),
                     bound: config.address,
                     listen_close_pending: false,
@@ -264,21 +267,47 @@ impl Listener {
             io.attach(this)?;
         }
         let socket = listener.open_socket(config.address)?;
-        let bound = match socket.local_address() {
-            Ok(bound) => bound,
-            Err(status) => {
-                socket.close();
-                return Err(status);
-            }
-        };
-        listener.shared.lock().bound = bound;
-        // SAFETY: not yet published: no worker run can see this listener.
+        // Live last: the accept event is enabled only after every step that can fail, so a
+        // failed start has admitted nothing. (From bind on, inspections may call in: they are
+        // refused while Starting.)
+        let armed = socket.local_address().and_then(|bound| {
+            listener.shared.lock().bound = bound;
+            listener.arm_events(&socket)
+        });
+        if let Err(status) = armed {
+            // Close waits for running callbacks (WSK-FACTS §7); any worker run they kicked found
+            // the listener Starting and did nothing, and the flush waits it out before the
+            // listener's memory goes.
+            socket.close();
+            queue.flush();
+            return Err(status);
+        }
+        let mut shared = listener.shared.lock();
+        // SAFETY: the worker touches `socket` only in a run that found the phase past Starting
+        // under this lock, so it cannot run concurrently with this write.
         unsafe { *listener.socket.get() = Some(socket) };
-        listener.kick_locked(&listener.shared.lock());
+        shared.phase = Phase::Running;
+        listener.kick_locked(&shared);
+        drop(shared);
         Ok(listener)
     }
 
-    /// WskSocket, options, WskBind, and (event modes) the accept event. IRQL: PASSIVE_LEVEL.
+    /// Enables the accept event in the modes that use it: the listener's last step before it
+    /// goes live (WSK-FACTS §5: after bind). IRQL: PASSIVE_LEVEL.
+    fn arm_events(&self, socket: &ListenSocket) -> Result<(), NtStatus> {
+        if !self.config.mode.uses_events() {
+            return Ok(());
+        }
+        let status = socket.set_events(WSK_EVENT_ACCEPT);
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(status)
+        }
+    }
+
+    /// WskSocket, options and WskBind; the accept event is left off ([`Listener::arm_events`]).
+    /// IRQL: PASSIVE_LEVEL.
     fn open_socket(&self, address: SocketAddr) -> Result<ListenSocket, NtStatus> {
         let family = if address.is_ipv4() {
             wsk::AF_INET
@@ -305,13 +334,6 @@ impl Listener {
                 )?;
             }
             socket.bind(address)?;
-            if self.config.mode.uses_events() {
-                // After bind (WSK-FACTS §5).
-                let status = socket.set_events(WSK_EVENT_ACCEPT);
-                if !status.is_success() {
-                    return Err(status);
-                }
-            }
             Ok(())
         })();
         match configured {
@@ -407,7 +429,8 @@ impl Listener {
         remote: SocketAddr,
         path: AcceptPath,
     ) -> Result<ConnId, ConnSocket> {
-        if shared.phase != Phase::Running {
+        // Starting: only reachable once the accept event is on, after the last failure point.
+        if !matches!(shared.phase, Phase::Running | Phase::Starting) {
             Counters::bump(&self.counters.rejected_not_running);
             return Err(socket);
         }
@@ -591,7 +614,7 @@ impl Listener {
                 self.service_accepts(false);
             }
             Phase::Stopping => self.stop_step(),
-            Phase::Stopped => {}
+            Phase::Starting | Phase::Stopped => {}
         }
     }
 
@@ -785,7 +808,15 @@ impl Listener {
         }
         // The old listening socket's close completed, so every accept callback has returned.
         self.hand_over(&mut self.shared.lock(), true);
-        let reopened = self.open_socket(bound);
+        let reopened = self
+            .open_socket(bound)
+            .and_then(|socket| match self.arm_events(&socket) {
+                Ok(()) => Ok(socket),
+                Err(status) => {
+                    socket.close();
+                    Err(status)
+                }
+            });
         let mut shared = self.shared.lock();
         if shared.phase != Phase::Restarting {
             drop(shared);
