@@ -51,8 +51,29 @@ enum State {
     Free,
     Waiting,
     Delivered,
-    Decided { accept: bool, timed_out: bool },
-    InFlight { accept: bool },
+    Decided {
+        accept: bool,
+        timed_out: bool,
+    },
+    InFlight {
+        accept: bool,
+        timed_out: bool,
+        withdrawn: bool,
+    },
+}
+
+/// How a request whose decision was sent ended, for the counters: each request is counted once,
+/// under what actually happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// User mode accepted it (the connection then arrives through an accept path).
+    Accepted,
+    /// User mode rejected it.
+    Rejected,
+    /// The peer withdrew while the decision was on its way (it did nothing).
+    Withdrawn,
+    /// The driver rejected it at the decision timeout, counted then.
+    TimedOut,
 }
 
 /// What user mode sees of a pending request.
@@ -200,10 +221,11 @@ impl PendingQueue {
     }
 
     /// The peer withdrew (WskAbortEvent; the ID's contents, not its address, identify it). True
-    /// when this is the request's outcome (it was still waiting for user mode). A request already
-    /// decided (by user mode or the timeout) has its outcome: its decision is dropped, not sent
-    /// (completing an aborted ID does nothing, WSK-FACTS §6), and false is returned so nothing is
-    /// counted twice. One whose WskInspectComplete is in flight is left to finish.
+    /// when the withdrawal is the request's outcome, to count now: it was waiting for user mode,
+    /// or user mode's decision had not been sent (it is dropped: completing an aborted ID does
+    /// nothing, WSK-FACTS §6). False for a request that timed out (counted then), and for one
+    /// whose WskInspectComplete is in flight: that one is marked, and its completion reports
+    /// [`Outcome::Withdrawn`].
     pub fn abort(&mut self, inspect: &WSK_INSPECT_ID) -> bool {
         let Some(entry) = self
             .entries
@@ -213,10 +235,20 @@ impl PendingQueue {
             return false;
         };
         match entry.state {
-            State::InFlight { .. } | State::Free => false,
-            State::Decided { .. } => {
-                Self::free(entry);
+            State::Free => false,
+            State::InFlight {
+                accept, timed_out, ..
+            } => {
+                entry.state = State::InFlight {
+                    accept,
+                    timed_out,
+                    withdrawn: true,
+                };
                 false
+            }
+            State::Decided { timed_out, .. } => {
+                Self::free(entry);
+                !timed_out
             }
             State::Waiting | State::Delivered => {
                 Self::free(entry);
@@ -250,10 +282,14 @@ impl PendingQueue {
             .iter_mut()
             .enumerate()
             .find(|(_, e)| matches!(e.state, State::Decided { .. }))?;
-        let State::Decided { accept, .. } = entry.state else {
+        let State::Decided { accept, timed_out } = entry.state else {
             return None;
         };
-        entry.state = State::InFlight { accept };
+        entry.state = State::InFlight {
+            accept,
+            timed_out,
+            withdrawn: false,
+        };
         Some(Outgoing {
             index,
             inspect: entry.inspect,
@@ -261,15 +297,28 @@ impl PendingQueue {
         })
     }
 
-    /// WskInspectComplete for slot `index` completed: the slot is free again. Returns whether it
-    /// was an accept.
-    pub fn complete(&mut self, index: usize) -> Option<bool> {
+    /// WskInspectComplete for slot `index` completed: the slot is free again. Returns how the
+    /// request ended (`None`: it had ended already).
+    pub fn complete(&mut self, index: usize) -> Option<Outcome> {
         let entry = self.entries.get_mut(index)?;
-        let State::InFlight { accept } = entry.state else {
+        let State::InFlight {
+            accept,
+            timed_out,
+            withdrawn,
+        } = entry.state
+        else {
             return None;
         };
         Self::free(entry);
-        Some(accept)
+        Some(if timed_out {
+            Outcome::TimedOut
+        } else if withdrawn {
+            Outcome::Withdrawn
+        } else if accept {
+            Outcome::Accepted
+        } else {
+            Outcome::Rejected
+        })
     }
 
     fn free(entry: &mut Entry) {
@@ -280,13 +329,30 @@ impl PendingQueue {
         };
     }
 
-    /// Drops every request (listener stop: the provider forgets them with the listening socket).
-    pub fn clear(&mut self) {
+    /// Drops every request (listener stop or restart: the provider forgets them with the
+    /// listening socket and resets their peers). Returns how many had no counted outcome yet
+    /// (all but the timed-out ones): the caller counts them as refused.
+    pub fn clear(&mut self) -> u32 {
+        let mut uncounted = 0;
         for entry in &mut self.entries {
+            let counted = matches!(
+                entry.state,
+                State::Decided {
+                    timed_out: true,
+                    ..
+                } | State::InFlight {
+                    timed_out: true,
+                    ..
+                }
+            );
             if entry.state != State::Free {
+                if !counted {
+                    uncounted += 1;
+                }
                 Self::free(entry);
             }
         }
+        uncounted
     }
 }
 
@@ -323,9 +389,9 @@ mod tests {
         assert_eq!(q.next_outgoing(), None);
         assert_eq!([first.accept, second.accept], [true, false]);
         assert!(!q.abort(&first.inspect), "in flight: left to finish");
-        assert_eq!(q.complete(first.index), Some(true));
+        assert_eq!(q.complete(first.index), Some(Outcome::Withdrawn));
         assert_eq!(q.complete(first.index), None, "completed once");
-        assert_eq!(q.complete(second.index), Some(false));
+        assert_eq!(q.complete(second.index), Some(Outcome::TimedOut));
         assert!(q.is_empty());
     }
 

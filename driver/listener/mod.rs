@@ -851,8 +851,12 @@ impl Listener {
             let first = !shared.swept && !shared.listen_close_pending;
             if first {
                 shared.swept = true;
-                // The provider forgets pended inspections with the listening socket.
-                shared.pending.clear();
+                // The provider forgets pended inspections with the listening socket (and resets
+                // their peers).
+                let refused = shared.pending.clear();
+                self.counters
+                    .rejected_not_running
+                    .fetch_add(u64::from(refused), Ordering::Relaxed);
                 self.hand_over(&mut shared, true);
             }
             first.then(|| shared.table.capacity())
