@@ -483,3 +483,47 @@ fn every_connection_ends_in_exactly_one_counter_under_a_random_decider() {
         unload(engine);
     }
 }
+
+/// Finding 4: a listener restart drops the requests deferred on its old listening socket (the
+/// provider forgot them and reset their peers), as stop does: DECIDE answers STATUS_NOT_FOUND
+/// for them, nothing is completed on the new socket, and a listener whose restart failed has
+/// nothing left pending for the ticker to keep kicking.
+#[test]
+fn a_listener_restart_drops_deferred_requests_and_decide_answers_not_found() {
+    use hostkernel::schedule::{self, Fault};
+    for reopen_fails in [false, true] {
+        let engine = load(Schedule::from_seed(63));
+        let info = deferring(&engine, 30_000);
+        let mut deferred = TcpStream::connect(info.address).unwrap();
+        let (_, pending) = engine
+            .get_pending(Some(info.id), Duration::from_secs(5))
+            .unwrap();
+        // The next connection is accepted at inspection, and its delivery breaks the listening
+        // socket (a NULL AcceptSocket): the listener restarts.
+        engine
+            .set_policy(info.id, Policy::new(&[], Action::Accept, 0).unwrap())
+            .unwrap();
+        schedule::fail_nth(Fault::ListenerFailure, 1);
+        if reopen_fails {
+            schedule::fail_nth(Fault::WskSocket, 1);
+        }
+        let _breaker = TcpStream::connect(info.address).unwrap();
+        wait_until("restart done", Duration::from_secs(5), || {
+            let now = engine.listener_info(info.id).unwrap();
+            if reopen_fails {
+                now.phase == wskaccept::listener::Phase::Failed
+            } else {
+                now.counters.listener_restarts == 1
+            }
+        });
+        assert_eq!(
+            engine.decide(pending.id, true),
+            Err(NtStatus::NOT_FOUND),
+            "reopen fails: {reopen_fails}: a request of the old listening socket"
+        );
+        assert_eq!(seen(&mut deferred, Duration::from_secs(2)), Seen::Reset);
+        let c = engine.listener_info(info.id).unwrap().counters;
+        assert_eq!(c.rejected_not_running, 1, "counted once, as refused: {c:?}");
+        unload(engine);
+    }
+}
