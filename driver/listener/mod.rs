@@ -806,8 +806,18 @@ impl Listener {
         if pending || !self.accepts_idle() {
             return;
         }
-        // The old listening socket's close completed, so every accept callback has returned.
-        self.hand_over(&mut self.shared.lock(), true);
+        {
+            let mut shared = self.shared.lock();
+            // The old listening socket's close completed, so every accept callback has returned.
+            self.hand_over(&mut shared, true);
+            // The provider forgot the requests deferred on it (and reset their peers): drop them
+            // as stop does, so that DECIDE answers STATUS_NOT_FOUND and nothing is completed on
+            // the new socket.
+            let refused = shared.pending.clear();
+            self.counters
+                .rejected_not_running
+                .fetch_add(u64::from(refused), Ordering::Relaxed);
+        }
         let reopened = self
             .open_socket(bound)
             .and_then(|socket| match self.arm_events(&socket) {
