@@ -118,7 +118,16 @@ pub struct Outgoing {
 pub struct PendingQueue {
     entries: [Entry; PENDING_CAPACITY],
     listener: u8,
+    /// IDs of the last accept decisions completed, newest at `recent_next - 1`: a WskAbortEvent
+    /// for one of them means the accept did nothing (the provider had dropped the request first;
+    /// completing an aborted ID does nothing, WSK-FACTS §6), so the connection never arrives.
+    recent_accepts: [Option<WSK_INSPECT_ID>; RECENT_ACCEPTS],
+    recent_next: usize,
 }
+
+/// Completed accept decisions remembered for a late WskAbortEvent (it follows the provider's
+/// drop within a few instructions).
+const RECENT_ACCEPTS: usize = 16;
 
 impl PendingQueue {
     /// An empty queue for listener slot `listener`.
@@ -135,6 +144,8 @@ impl PendingQueue {
         Self {
             entries: [entry; PENDING_CAPACITY],
             listener,
+            recent_accepts: [None; RECENT_ACCEPTS],
+            recent_next: 0,
         }
     }
 
@@ -226,13 +237,27 @@ impl PendingQueue {
     /// nothing, WSK-FACTS §6). False for a request that timed out (counted then), and for one
     /// whose WskInspectComplete is in flight: that one is marked, and its completion reports
     /// [`Outcome::Withdrawn`].
+    ///
+    /// An abort for an accept decision that completed already (the provider dropped the request
+    /// just before the decision reached it) is the outcome too: true, and the connection that
+    /// accept would have let in never arrives.
     pub fn abort(&mut self, inspect: &WSK_INSPECT_ID) -> bool {
         let Some(entry) = self
             .entries
             .iter_mut()
             .find(|e| e.state != State::Free && e.inspect == *inspect)
         else {
-            return false;
+            return match self
+                .recent_accepts
+                .iter_mut()
+                .find(|r| **r == Some(*inspect))
+            {
+                Some(recent) => {
+                    *recent = None;
+                    true
+                }
+                None => false,
+            };
         };
         match entry.state {
             State::Free => false,
@@ -310,11 +335,14 @@ impl PendingQueue {
             return None;
         };
         Self::free(entry);
+        let inspect = entry.inspect;
         Some(if timed_out {
             Outcome::TimedOut
         } else if withdrawn {
             Outcome::Withdrawn
         } else if accept {
+            self.recent_accepts[self.recent_next % RECENT_ACCEPTS] = Some(inspect);
+            self.recent_next = (self.recent_next + 1) % RECENT_ACCEPTS;
             Outcome::Accepted
         } else {
             Outcome::Rejected
@@ -333,6 +361,7 @@ impl PendingQueue {
     /// listening socket and resets their peers). Returns how many had no counted outcome yet
     /// (all but the timed-out ones): the caller counts them as refused.
     pub fn clear(&mut self) -> u32 {
+        self.recent_accepts = [None; RECENT_ACCEPTS];
         let mut uncounted = 0;
         for entry in &mut self.entries {
             let counted = matches!(

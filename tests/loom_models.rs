@@ -187,9 +187,11 @@ fn table_under_concurrent_accept_close_and_lookup_keeps_its_invariants() {
 
 /// The pending queue of conditional accept: the peer's abort (WskAbortEvent), user mode's DECIDE
 /// and the worker's timeout race for one deferred request; the worker then sends at most one
-/// WskInspectComplete. Whatever the interleaving, the request is counted exactly once, where the
-/// driver counts it: a withdrawal when the abort wins, the timeout when it fires, and otherwise
-/// the completion of the decision (a DECIDE alone counts nothing: the peer may still withdraw).
+/// WskInspectComplete. Whatever the interleaving, the request is counted exactly once in the
+/// counters of the accounting invariant: a withdrawal when the abort wins (also an abort that
+/// overtakes a completed accept, which then never arrives), the timeout when it fires, and
+/// otherwise the completion of the decision (a DECIDE alone counts nothing: the peer may still
+/// withdraw; an accept counts when its connection arrives).
 #[test]
 fn a_deferred_request_ends_once_whatever_races_abort_timeout_and_decide() {
     // The queue is a few KB by value: run the model in a loom thread with a stack large enough.
@@ -216,14 +218,16 @@ fn deferred_request_model() {
         let id = queue.push(inspect, addr, addr, 0).unwrap();
         let queue = Arc::new(Mutex::new(queue));
         let outcomes = Arc::new(AtomicUsize::new(0));
+        let withdrawn = Arc::new(AtomicUsize::new(0));
         let aborter = {
-            let (queue, outcomes) = (queue.clone(), outcomes.clone());
+            let (queue, withdrawn) = (queue.clone(), withdrawn.clone());
             thread::spawn(move || {
                 if queue.lock().unwrap().abort(&inspect) {
-                    outcomes.fetch_add(1, Ordering::SeqCst);
+                    withdrawn.fetch_add(1, Ordering::SeqCst);
                 }
             })
         };
+        let accepted = Arc::new(AtomicUsize::new(0));
         let decider = {
             let queue = queue.clone();
             thread::spawn(move || {
@@ -231,9 +235,12 @@ fn deferred_request_model() {
             })
         };
         let counted = |outcome: Option<Outcome>| {
+            if outcome == Some(Outcome::Accepted) {
+                accepted.fetch_add(1, Ordering::SeqCst);
+            }
             usize::from(matches!(
                 outcome,
-                Some(Outcome::Accepted | Outcome::Rejected | Outcome::Withdrawn)
+                Some(Outcome::Rejected | Outcome::Withdrawn)
             ))
         };
         // The worker: a timeout tick, then send whatever was decided.
@@ -257,8 +264,11 @@ fn deferred_request_model() {
             let outcome = queue.lock().unwrap().complete(outgoing.index);
             outcomes.fetch_add(counted(outcome), Ordering::SeqCst);
         }
+        let withdrawn = withdrawn.load(Ordering::SeqCst);
+        // An accepted connection arrives (and is counted) unless an abort said it never will.
+        let arrived = usize::from(accepted.load(Ordering::SeqCst) == 1 && withdrawn == 0);
         assert_eq!(
-            outcomes.load(Ordering::SeqCst),
+            outcomes.load(Ordering::SeqCst) + withdrawn + arrived,
             1,
             "counted exactly once: withdrawn, timed out, or decided"
         );
