@@ -527,7 +527,8 @@ impl Listener {
         }
     }
 
-    /// Whether sockets wait to be handed over (the ticker hands them over).
+    /// Whether sockets wait to be handed over (the ticker hands them over). IRQL: <=
+    /// DISPATCH_LEVEL.
     #[must_use]
     pub fn has_handovers(&self) -> bool {
         self.shared.lock().handovers != NO_SLOT
