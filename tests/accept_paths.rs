@@ -101,6 +101,11 @@ fn both_mode_sees_both_paths_when_races_are_injected() {
     let mut config = common::config("127.0.0.1:0", Mode::Both);
     config.depth = 4;
     let info = engine.start_listener(config).unwrap();
+    // The worker arms the accept IRPs after start returns: on a loaded machine every client could
+    // otherwise arrive before the first IRP and go to the event.
+    wait_until("accept IRPs armed", Duration::from_secs(10), || {
+        engine.stats().accept_irps_pending > 0
+    });
     let _clients = connect_all(info.address, 400);
     wait_until("every client accepted", Duration::from_secs(30), || {
         engine.stats().active == 400
