@@ -1,19 +1,22 @@
 //! What happens to an accepted connection: the per-slot IRPs and their completion routines.
 //!
-//! Each table slot owns, from listener start, two IRPs and a small receive buffer with its MDL:
+//! Each table slot owns, from listener start, three IRPs and a small receive buffer with its MDL:
 //! - `recv` keeps one WskReceive pending (service `hold`). It completes with data (read and
 //!   discarded, then re-posted), with 0 bytes on a graceful peer close, or with an error on a
 //!   reset — so a peer close is noticed without WskDisconnectEvent, which would have a race on
 //!   IRP-accepted sockets (their events start disabled, WSK-FACTS §3, and a FIN that arrives before
 //!   the enable is not documented to be indicated).
-//! - `ctl` carries the graceful WskDisconnect and then the WskCloseSocket.
+//! - `ctl` carries the graceful WskDisconnect; `close` carries the WskCloseSocket. They are two
+//!   IRPs so that a close never waits behind a disconnect: a disconnect to a peer that never
+//!   acknowledges our FIN stays pending until the close cancels it (WSK-FACTS §7), which is how
+//!   stop closes every connection at once whatever disconnect is in flight.
 //!
 //! Completion routines run at DISPATCH_LEVEL: they take the IRP back, update the slot under the
 //! listener's spin lock, and queue work; they never call WSK, never block, never allocate.
 
 use core::cell::UnsafeCell;
 use core::ffi::c_void;
-use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU32, Ordering};
 
 use wsk::{DEVICE_OBJECT, IRP, MDL, NtStatus, WSK_BUF};
 
@@ -25,14 +28,6 @@ use crate::table::{SlotState, work};
 /// Bytes read per receive (peers' data is discarded by the hold service).
 pub const RX_BYTES: usize = 64;
 
-/// What the `ctl` IRP is doing.
-pub mod ctl_op {
-    /// WskDisconnect (graceful).
-    pub const DISCONNECT: u8 = 1;
-    /// WskCloseSocket.
-    pub const CLOSE: u8 = 2;
-}
-
 /// The IRPs and buffer of one slot.
 ///
 /// Invariant: lives in a `PoolSlice` that never moves, so `buf` can point at `rx` through `mdl`
@@ -41,14 +36,26 @@ pub mod ctl_op {
 pub struct SlotIo {
     /// The receive IRP.
     pub recv: DriverIrp,
-    /// The disconnect/close IRP.
+    /// The graceful disconnect IRP.
     pub ctl: DriverIrp,
+    /// The close IRP.
+    pub close: DriverIrp,
     /// Slot generation the pending receive was submitted for.
     pub recv_generation: AtomicU32,
-    /// Slot generation the pending ctl operation was submitted for.
+    /// Slot generation the pending disconnect was submitted for.
     pub ctl_generation: AtomicU32,
-    /// The pending ctl operation (`ctl_op`).
-    pub ctl_op: AtomicU8,
+    /// Slot generation the pending close was submitted for.
+    pub close_generation: AtomicU32,
+    /// The slot's socket came from WskAcceptEvent and is not handed over to the worker yet: it is
+    /// on the listener's hand-over list, and work asked for it waits in `stashed`. Changed under
+    /// the listener's spin lock.
+    pub awaiting: AtomicBool,
+    /// The accept callback that handed the socket over has finished (its last statement).
+    pub returned: AtomicBool,
+    /// Work (`work` bits) asked for while the slot was awaiting its hand-over.
+    pub stashed: AtomicU8,
+    /// Next slot on the hand-over list (`u32::MAX`: none). Under the listener's spin lock.
+    pub next_handover: AtomicU32,
     index: u32,
     listener: AtomicPtr<Listener>,
     rx: UnsafeCell<[u8; RX_BYTES]>,
@@ -71,9 +78,14 @@ impl SlotIo {
         Ok(Self {
             recv: DriverIrp::allocate()?,
             ctl: DriverIrp::allocate()?,
+            close: DriverIrp::allocate()?,
             recv_generation: AtomicU32::new(0),
             ctl_generation: AtomicU32::new(0),
-            ctl_op: AtomicU8::new(0),
+            close_generation: AtomicU32::new(0),
+            awaiting: AtomicBool::new(false),
+            returned: AtomicBool::new(true),
+            stashed: AtomicU8::new(0),
+            next_handover: AtomicU32::new(u32::MAX),
             index,
             listener: AtomicPtr::new(core::ptr::null_mut()),
             rx: UnsafeCell::new([0; RX_BYTES]),
@@ -192,39 +204,66 @@ pub(crate) unsafe extern "system" fn receive_done(
     NtStatus::MORE_PROCESSING_REQUIRED
 }
 
-/// Completion of the slot's WskDisconnect or WskCloseSocket. IRQL: <= DISPATCH_LEVEL; no WSK, no
+/// Completion of the slot's graceful WskDisconnect. IRQL: <= DISPATCH_LEVEL; no WSK, no
 /// blocking, no allocation.
-pub(crate) unsafe extern "system" fn ctl_done(
+pub(crate) unsafe extern "system" fn disconnect_done(
     _device: *mut DEVICE_OBJECT,
     _irp: *mut IRP,
     context: *mut c_void,
 ) -> NtStatus {
     let (io, listener) = slot_of(context);
     let generation = io.ctl_generation.load(Ordering::Acquire);
-    let op = io.ctl_op.load(Ordering::Acquire);
     // SAFETY: this is the ctl IRP's completion routine.
     let _ = unsafe { io.ctl.take_back() };
     let mut shared = listener.shared.lock();
     shared.rundown.completed();
     let index = io.index;
-    if shared
+    let current = shared
         .table
         .entry(index)
-        .is_some_and(|e| e.generation() == generation)
-    {
-        if op == ctl_op::DISCONNECT {
+        .map(|e| (e.state(), e.generation()));
+    match current {
+        Some((SlotState::Active, g)) if g == generation => {
             // Success or not, the next step is the close (a failed disconnect means the
             // connection is already gone; close aborts whatever is left).
             if let Some(entry) = shared.table.entry_mut(index) {
                 entry.disconnected = true;
             }
             shared.table.request(index, work::CLOSE);
-        } else {
-            if let Some(entry) = shared.table.entry_mut(index) {
-                entry.close_done = true;
-            }
+        }
+        // The close did not wait for us (it cancelled this disconnect): the slot may go now.
+        Some((SlotState::Closing, g)) if g == generation => {
             listener.try_release(&mut shared, index);
         }
+        _ => {}
+    }
+    listener.kick_locked(&shared);
+    NtStatus::MORE_PROCESSING_REQUIRED
+}
+
+/// Completion of the slot's WskCloseSocket. IRQL: <= DISPATCH_LEVEL; no WSK, no blocking, no
+/// allocation.
+pub(crate) unsafe extern "system" fn close_done(
+    _device: *mut DEVICE_OBJECT,
+    _irp: *mut IRP,
+    context: *mut c_void,
+) -> NtStatus {
+    let (io, listener) = slot_of(context);
+    let generation = io.close_generation.load(Ordering::Acquire);
+    // SAFETY: this is the close IRP's completion routine.
+    let _ = unsafe { io.close.take_back() };
+    let mut shared = listener.shared.lock();
+    shared.rundown.completed();
+    let index = io.index;
+    if shared
+        .table
+        .entry(index)
+        .is_some_and(|e| e.state() == SlotState::Closing && e.generation() == generation)
+    {
+        if let Some(entry) = shared.table.entry_mut(index) {
+            entry.close_done = true;
+        }
+        listener.try_release(&mut shared, index);
     }
     listener.kick_locked(&shared);
     NtStatus::MORE_PROCESSING_REQUIRED

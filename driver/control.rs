@@ -120,7 +120,7 @@ fn record(info: &ListenerInfo) -> ListenerRecord {
         capacity: info.config.capacity,
         phase: match info.phase {
             Phase::Running => phase::RUNNING,
-            Phase::Restarting => phase::RESTARTING,
+            Phase::Starting | Phase::Restarting => phase::RESTARTING,
             Phase::Failed => phase::FAILED,
             Phase::Stopping | Phase::Stopped => phase::STOPPING,
         },

@@ -4,13 +4,15 @@
 
 use core::cell::UnsafeCell;
 use core::ffi::c_void;
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use core::time::Duration;
 
 use wsk::NtStatus;
 
 use crate::kernel::{Event, PoolBox, SystemThread, WorkItem, WorkQueue, tags};
-use crate::listener::{CounterSnapshot, Global, Listener, ListenerConfig, ListenerInfo};
+use crate::listener::{
+    CounterSnapshot, Global, HANDOVER_DELAY, Listener, ListenerConfig, ListenerInfo, STOP_TIMEOUT,
+};
 use crate::net::WskClient;
 use crate::pending::{PendingId, PendingInfo};
 use crate::policy::Policy;
@@ -25,6 +27,11 @@ pub const MAX_LISTENERS: usize = 16;
 pub const NPI_WAIT: Duration = Duration::from_secs(5);
 /// How long each WskCaptureProviderNPI attempt on the worker waits, in milliseconds.
 const CAPTURE_SLICE_MS: u32 = 250;
+/// The first pause after a capture that failed without waiting; it doubles up to
+/// [`CAPTURE_BACKOFF_MAX`].
+const CAPTURE_BACKOFF_MIN: Duration = Duration::from_millis(50);
+/// The longest pause between capture attempts.
+const CAPTURE_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Driver-wide figures.
 #[derive(Clone, Copy, Debug, Default)]
@@ -54,6 +61,10 @@ pub struct ConnRecord {
 
 struct Listeners {
     slots: [Option<PoolBox<Listener>>; MAX_LISTENERS],
+    /// Stopped listeners whose rundown outlasted the stop timeout: kept (never freed while an IRP
+    /// can reach them) until it finishes; freed by the next control call that finds them done,
+    /// or at unload, which waits for them before the work queue goes.
+    parked: [Option<PoolBox<Listener>>; MAX_LISTENERS],
     sequence: u32,
     retired: CounterSnapshot,
 }
@@ -76,6 +87,10 @@ pub struct Engine {
     cancel_waits: AtomicBool,
     ticker: Option<SystemThread>,
     ticker_stop: Event,
+    /// Set when unload starts (wakes a capture that is pausing between attempts).
+    unload_started: Event,
+    /// How long a stop waits before it parks the listener, in milliseconds.
+    stop_timeout_ms: AtomicU64,
 }
 
 // SAFETY: `listeners` is only reached under the `control` lock; everything else is Sync.
@@ -87,8 +102,12 @@ unsafe fn capture_provider(context: *mut c_void) {
     // SAFETY: the capture item's context is the engine, alive until unload flushed the queue.
     let engine = unsafe { &*context.cast::<Engine>() };
     // WSK-FACTS §7: capture on a worker, never blocking DriverEntry; retry in slices so unload
-    // is never held up by a provider that does not come.
+    // is never held up by a provider that does not come. A capture that fails without waiting
+    // (STATUS_NOINTERFACE) is retried after a pause that grows, never in a tight loop.
+    let slice_100ns = u64::from(CAPTURE_SLICE_MS) * 10_000;
+    let mut backoff = CAPTURE_BACKOFF_MIN;
     while !engine.unloading.load(Ordering::Acquire) {
+        let started = crate::kernel::interrupt_time();
         let status = engine.client.capture(CAPTURE_SLICE_MS);
         engine
             .capture_status
@@ -97,20 +116,50 @@ unsafe fn capture_provider(context: *mut c_void) {
             engine.npi_ready.set();
             return;
         }
+        if crate::kernel::interrupt_time().saturating_sub(started) < slice_100ns {
+            // Interrupted by unload (the event is set at its start) or the pause is over.
+            if engine.unload_started.wait(Some(backoff)) {
+                return;
+            }
+            backoff = (backoff * 2).min(CAPTURE_BACKOFF_MAX);
+        } else {
+            backoff = CAPTURE_BACKOFF_MIN;
+        }
     }
 }
 
 /// How often deferred requests' timeouts are checked.
 const TICK: Duration = Duration::from_millis(200);
 
+/// The ticker: every [`TICK`], kicks listeners with deferred requests (their timeouts); and
+/// [`HANDOVER_DELAY`] after an accept callback signalled a socket to hand over, asks its listener
+/// to hand it over. IRQL: PASSIVE_LEVEL (system thread).
 unsafe fn tick(context: *mut c_void) {
     // SAFETY: the ticker's context is the engine, which joins this thread before it goes.
     let engine = unsafe { &*context.cast::<Engine>() };
-    while !engine.ticker_stop.wait(Some(TICK)) {
+    let tick_100ns = u64::try_from(TICK.as_nanos() / 100).unwrap_or(u64::MAX);
+    let mut next_tick = crate::kernel::interrupt_time().saturating_add(tick_100ns);
+    loop {
+        let now = crate::kernel::interrupt_time();
+        let until_tick = Duration::from_nanos(next_tick.saturating_sub(now).saturating_mul(100));
+        let handover = engine.global.handover_ready.wait(Some(until_tick));
+        if handover && engine.ticker_stop.wait(Some(HANDOVER_DELAY)) {
+            return;
+        }
+        if engine.ticker_stop.wait(Some(Duration::ZERO)) {
+            return;
+        }
+        let due = crate::kernel::interrupt_time() >= next_tick;
+        if due {
+            next_tick = crate::kernel::interrupt_time().saturating_add(tick_100ns);
+        }
         let guard = engine.lock();
         for listener in engine.listeners(&guard).slots.iter().flatten() {
-            if listener.has_pending() {
+            if due && listener.has_pending() {
                 listener.kick();
+            }
+            if listener.has_handovers() {
+                listener.tick_handovers();
             }
         }
     }
@@ -146,6 +195,7 @@ impl Engine {
                 control: Event::synchronization(true)?,
                 listeners: UnsafeCell::new(Listeners {
                     slots: Default::default(),
+                    parked: Default::default(),
                     sequence: 0,
                     retired: CounterSnapshot::default(),
                 }),
@@ -153,6 +203,10 @@ impl Engine {
                 cancel_waits: AtomicBool::new(false),
                 ticker: None,
                 ticker_stop: Event::notification(false)?,
+                unload_started: Event::notification(false)?,
+                stop_timeout_ms: AtomicU64::new(
+                    u64::try_from(STOP_TIMEOUT.as_millis()).unwrap_or(u64::MAX),
+                ),
             },
         )?;
         let mut engine = engine;
@@ -201,13 +255,10 @@ impl Engine {
             return Err(NtStatus::DEVICE_NOT_READY);
         }
         let provider = self.client.provider().ok_or(NtStatus::DEVICE_NOT_READY)?;
-        let queue = self
-            .queue
-            .as_ref()
-            .ok_or(NtStatus::DEVICE_NOT_READY)?
-            .handle();
+        let queue = self.queue.as_ref().ok_or(NtStatus::DEVICE_NOT_READY)?;
         let guard = self.lock();
         let listeners = self.listeners(&guard);
+        self.reap(listeners);
         let slot = listeners
             .slots
             .iter()
@@ -232,6 +283,61 @@ impl Engine {
         }
     }
 
+    /// How long a stop waits for a listener's rundown before it parks the listener and returns
+    /// (default [`STOP_TIMEOUT`]). A parked listener is freed once its last IRP is back, never
+    /// before. IRQL: <= DISPATCH_LEVEL.
+    pub fn set_stop_timeout(&self, timeout: Duration) {
+        self.stop_timeout_ms.store(
+            u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Stops one listener (taken out of its slot) and frees it, or parks it when its rundown
+    /// outlasts the stop timeout. Control lock held. IRQL: PASSIVE_LEVEL.
+    fn stop_one(&self, listeners: &mut Listeners, listener: PoolBox<Listener>) -> CounterSnapshot {
+        self.reap(listeners);
+        let timeout = Duration::from_millis(self.stop_timeout_ms.load(Ordering::Relaxed));
+        let counters = match Listener::stop(listener, || self.flush(), timeout) {
+            Ok(counters) => counters,
+            Err(listener) => {
+                let counters = listener.info().counters;
+                match listeners.parked.iter_mut().find(|p| p.is_none()) {
+                    Some(free) => *free = Some(listener),
+                    // Every parking place is taken: wait for this one here.
+                    None => {
+                        let _ = Listener::free_when_stopped(listener, || self.flush());
+                    }
+                }
+                counters
+            }
+        };
+        listeners.retired.add(&counters);
+        counters
+    }
+
+    /// Frees parked listeners whose rundown has finished. Control lock held. IRQL: PASSIVE_LEVEL.
+    fn reap(&self, listeners: &mut Listeners) {
+        for place in &mut listeners.parked {
+            if place.as_ref().is_some_and(|l| l.is_stopped())
+                && let Some(listener) = place.take()
+            {
+                let _ = Listener::free_when_stopped(listener, || self.flush());
+            }
+        }
+    }
+
+    /// Waits for every parked listener and frees it (unload). IRQL: PASSIVE_LEVEL.
+    fn free_parked(&self) {
+        let guard = self.lock();
+        let listeners = self.listeners(&guard);
+        for place in &mut listeners.parked {
+            if let Some(listener) = place.take() {
+                let _ = Listener::free_when_stopped(listener, || self.flush());
+            }
+        }
+    }
+
     /// Stops and frees one listener, closing its connections. IRQL: PASSIVE_LEVEL.
     ///
     /// # Errors
@@ -247,19 +353,16 @@ impl Engine {
             return Err(NtStatus::NOT_FOUND);
         }
         let listener = slot.take().ok_or(NtStatus::NOT_FOUND)?;
-        let counters = Listener::stop(listener, || self.flush());
-        listeners.retired.add(&counters);
-        Ok(counters)
+        Ok(self.stop_one(listeners, listener))
     }
 
     /// Stops every listener. IRQL: PASSIVE_LEVEL.
     pub fn stop_all(&self) {
         let guard = self.lock();
         let listeners = self.listeners(&guard);
-        for slot in &mut listeners.slots {
-            if let Some(listener) = slot.take() {
-                let counters = Listener::stop(listener, || self.flush());
-                listeners.retired.add(&counters);
+        for index in 0..MAX_LISTENERS {
+            if let Some(listener) = listeners.slots[index].take() {
+                self.stop_one(listeners, listener);
             }
         }
     }
@@ -518,12 +621,17 @@ impl Drop for Engine {
     /// reach WskDeregister with sockets open — it would wait for them forever (WSK-FACTS §7).
     fn drop(&mut self) {
         self.unloading.store(true, Ordering::Release);
+        self.unload_started.set();
         self.cancel_waits();
         if let Some(ticker) = self.ticker.take() {
             self.ticker_stop.set();
+            self.global.handover_ready.set();
             ticker.join();
         }
         self.stop_all();
+        // Parked listeners' IRPs still reach them and, through their kicks, the work queue: both
+        // stay until the last completion is back (WskDeregister would wait for it anyway).
+        self.free_parked();
         if let Some(queue) = self.queue.take() {
             queue.flush();
             queue.stop();

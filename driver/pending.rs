@@ -51,8 +51,29 @@ enum State {
     Free,
     Waiting,
     Delivered,
-    Decided { accept: bool, timed_out: bool },
-    InFlight { accept: bool },
+    Decided {
+        accept: bool,
+        timed_out: bool,
+    },
+    InFlight {
+        accept: bool,
+        timed_out: bool,
+        withdrawn: bool,
+    },
+}
+
+/// How a request whose decision was sent ended, for the counters: each request is counted once,
+/// under what actually happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// User mode accepted it (the connection then arrives through an accept path).
+    Accepted,
+    /// User mode rejected it.
+    Rejected,
+    /// The peer withdrew while the decision was on its way (it did nothing).
+    Withdrawn,
+    /// The driver rejected it at the decision timeout, counted then.
+    TimedOut,
 }
 
 /// What user mode sees of a pending request.
@@ -97,7 +118,16 @@ pub struct Outgoing {
 pub struct PendingQueue {
     entries: [Entry; PENDING_CAPACITY],
     listener: u8,
+    /// IDs of the last accept decisions completed, newest at `recent_next - 1`: a WskAbortEvent
+    /// for one of them means the accept did nothing (the provider had dropped the request first;
+    /// completing an aborted ID does nothing, WSK-FACTS §6), so the connection never arrives.
+    recent_accepts: [Option<WSK_INSPECT_ID>; RECENT_ACCEPTS],
+    recent_next: usize,
 }
+
+/// Completed accept decisions remembered for a late WskAbortEvent (it follows the provider's
+/// drop within a few instructions).
+const RECENT_ACCEPTS: usize = 16;
 
 impl PendingQueue {
     /// An empty queue for listener slot `listener`.
@@ -114,6 +144,8 @@ impl PendingQueue {
         Self {
             entries: [entry; PENDING_CAPACITY],
             listener,
+            recent_accepts: [None; RECENT_ACCEPTS],
+            recent_next: 0,
         }
     }
 
@@ -200,23 +232,48 @@ impl PendingQueue {
     }
 
     /// The peer withdrew (WskAbortEvent; the ID's contents, not its address, identify it). True
-    /// when this is the request's outcome (it was still waiting for user mode). A request already
-    /// decided (by user mode or the timeout) has its outcome: its decision is dropped, not sent
-    /// (completing an aborted ID does nothing, WSK-FACTS §6), and false is returned so nothing is
-    /// counted twice. One whose WskInspectComplete is in flight is left to finish.
+    /// when the withdrawal is the request's outcome, to count now: it was waiting for user mode,
+    /// or user mode's decision had not been sent (it is dropped: completing an aborted ID does
+    /// nothing, WSK-FACTS §6). False for a request that timed out (counted then), and for one
+    /// whose WskInspectComplete is in flight: that one is marked, and its completion reports
+    /// [`Outcome::Withdrawn`].
+    ///
+    /// An abort for an accept decision that completed already (the provider dropped the request
+    /// just before the decision reached it) is the outcome too: true, and the connection that
+    /// accept would have let in never arrives.
     pub fn abort(&mut self, inspect: &WSK_INSPECT_ID) -> bool {
         let Some(entry) = self
             .entries
             .iter_mut()
             .find(|e| e.state != State::Free && e.inspect == *inspect)
         else {
-            return false;
+            return match self
+                .recent_accepts
+                .iter_mut()
+                .find(|r| **r == Some(*inspect))
+            {
+                Some(recent) => {
+                    *recent = None;
+                    true
+                }
+                None => false,
+            };
         };
         match entry.state {
-            State::InFlight { .. } | State::Free => false,
-            State::Decided { .. } => {
-                Self::free(entry);
+            State::Free => false,
+            State::InFlight {
+                accept, timed_out, ..
+            } => {
+                entry.state = State::InFlight {
+                    accept,
+                    timed_out,
+                    withdrawn: true,
+                };
                 false
+            }
+            State::Decided { timed_out, .. } => {
+                Self::free(entry);
+                !timed_out
             }
             State::Waiting | State::Delivered => {
                 Self::free(entry);
@@ -250,10 +307,14 @@ impl PendingQueue {
             .iter_mut()
             .enumerate()
             .find(|(_, e)| matches!(e.state, State::Decided { .. }))?;
-        let State::Decided { accept, .. } = entry.state else {
+        let State::Decided { accept, timed_out } = entry.state else {
             return None;
         };
-        entry.state = State::InFlight { accept };
+        entry.state = State::InFlight {
+            accept,
+            timed_out,
+            withdrawn: false,
+        };
         Some(Outgoing {
             index,
             inspect: entry.inspect,
@@ -261,15 +322,31 @@ impl PendingQueue {
         })
     }
 
-    /// WskInspectComplete for slot `index` completed: the slot is free again. Returns whether it
-    /// was an accept.
-    pub fn complete(&mut self, index: usize) -> Option<bool> {
+    /// WskInspectComplete for slot `index` completed: the slot is free again. Returns how the
+    /// request ended (`None`: it had ended already).
+    pub fn complete(&mut self, index: usize) -> Option<Outcome> {
         let entry = self.entries.get_mut(index)?;
-        let State::InFlight { accept } = entry.state else {
+        let State::InFlight {
+            accept,
+            timed_out,
+            withdrawn,
+        } = entry.state
+        else {
             return None;
         };
         Self::free(entry);
-        Some(accept)
+        let inspect = entry.inspect;
+        Some(if timed_out {
+            Outcome::TimedOut
+        } else if withdrawn {
+            Outcome::Withdrawn
+        } else if accept {
+            self.recent_accepts[self.recent_next % RECENT_ACCEPTS] = Some(inspect);
+            self.recent_next = (self.recent_next + 1) % RECENT_ACCEPTS;
+            Outcome::Accepted
+        } else {
+            Outcome::Rejected
+        })
     }
 
     fn free(entry: &mut Entry) {
@@ -280,13 +357,31 @@ impl PendingQueue {
         };
     }
 
-    /// Drops every request (listener stop: the provider forgets them with the listening socket).
-    pub fn clear(&mut self) {
+    /// Drops every request (listener stop or restart: the provider forgets them with the
+    /// listening socket and resets their peers). Returns how many had no counted outcome yet
+    /// (all but the timed-out ones): the caller counts them as refused.
+    pub fn clear(&mut self) -> u32 {
+        self.recent_accepts = [None; RECENT_ACCEPTS];
+        let mut uncounted = 0;
         for entry in &mut self.entries {
+            let counted = matches!(
+                entry.state,
+                State::Decided {
+                    timed_out: true,
+                    ..
+                } | State::InFlight {
+                    timed_out: true,
+                    ..
+                }
+            );
             if entry.state != State::Free {
+                if !counted {
+                    uncounted += 1;
+                }
                 Self::free(entry);
             }
         }
+        uncounted
     }
 }
 
@@ -323,9 +418,9 @@ mod tests {
         assert_eq!(q.next_outgoing(), None);
         assert_eq!([first.accept, second.accept], [true, false]);
         assert!(!q.abort(&first.inspect), "in flight: left to finish");
-        assert_eq!(q.complete(first.index), Some(true));
+        assert_eq!(q.complete(first.index), Some(Outcome::Withdrawn));
         assert_eq!(q.complete(first.index), None, "completed once");
-        assert_eq!(q.complete(second.index), Some(false));
+        assert_eq!(q.complete(second.index), Some(Outcome::TimedOut));
         assert!(q.is_empty());
     }
 

@@ -101,6 +101,11 @@ fn both_mode_sees_both_paths_when_races_are_injected() {
     let mut config = common::config("127.0.0.1:0", Mode::Both);
     config.depth = 4;
     let info = engine.start_listener(config).unwrap();
+    // The worker arms the accept IRPs after start returns: on a loaded machine every client could
+    // otherwise arrive before the first IRP and go to the event.
+    wait_until("accept IRPs armed", Duration::from_secs(10), || {
+        engine.stats().accept_irps_pending > 0
+    });
     let _clients = connect_all(info.address, 400);
     wait_until("every client accepted", Duration::from_secs(30), || {
         engine.stats().active == 400
@@ -158,4 +163,41 @@ fn eight_listeners_ipv4_ipv6_and_dual_stack_at_once() {
     }
     assert_eq!(engine.stats().listeners, 0);
     unload(engine);
+}
+
+/// Finding 7 (host item 7): the worker must not touch a socket handed over by WskAcceptEvent —
+/// not its first receive, not a close (service `close`, a user's close, stop's abort) — until
+/// that callback has returned. The host holds every accept callback up for a millisecond at each
+/// spin lock it releases, so a hand-over before the return is caught.
+#[test]
+fn an_event_accepted_socket_is_not_touched_before_its_accept_event_returns() {
+    for service in [Service::Hold, Service::Close] {
+        for seed in SEEDS {
+            let engine = load(Schedule::from_seed(seed));
+            hostkernel::provider::set_accept_event_preemption(true);
+            let info = start(&engine, "127.0.0.1:0", Mode::Event, 64, service);
+            let clients = connect_all(info.address, 20);
+            wait_until("every client accepted", Duration::from_secs(10), || {
+                engine
+                    .listener_info(info.id)
+                    .unwrap()
+                    .counters
+                    .accepted_event
+                    == 20
+            });
+            if service == Service::Close {
+                wait_until("every connection closed", Duration::from_secs(10), || {
+                    engine.listener_info(info.id).unwrap().counters.closed == 20
+                });
+            }
+            // Stop while connections are still arriving: its sweep must not close one whose
+            // callback is still running either.
+            let late = connect_all(info.address, 5);
+            std::thread::sleep(Duration::from_millis(2));
+            engine.stop_listener(info.id).unwrap();
+            hostkernel::provider::set_accept_event_preemption(false);
+            unload(engine);
+            drop((clients, late));
+        }
+    }
 }

@@ -388,3 +388,142 @@ fn the_inverted_call_can_be_answered_without_waiting() {
     assert_eq!(record.listener, info.id);
     unload(engine);
 }
+
+/// Every connection a client completed, in one counter of its listener: accepted (by either
+/// path) or refused for one reason.
+fn accounted(c: &wskaccept::listener::CounterSnapshot) -> u64 {
+    c.accepted_irp
+        + c.accepted_event
+        + c.rejected_full
+        + c.rejected_not_running
+        + c.rejected_policy
+        + c.rejected_source_limit
+        + c.rejected_pending_full
+        + c.withdrawn
+        + c.decision_timeouts
+}
+
+/// Finding 9: decisions made through DECIDE are counted — rejects as `rejected_policy` — and a
+/// decision that arrives after the peer withdrew or the request timed out is counted once, under
+/// what actually happened. Under a random decider (accept, reject, or no answer until the
+/// timeout) and peers that give up at random moments, the invariant holds per listener:
+/// connections completed = accepted + every refusal counter.
+#[test]
+fn every_connection_ends_in_exactly_one_counter_under_a_random_decider() {
+    const CLIENTS: usize = 300;
+    for seed in [61_u64, 62] {
+        let engine = load(Schedule::from_seed(seed));
+        let info = start_with(
+            &engine,
+            "127.0.0.1:0",
+            Mode::Conditional,
+            &Policy::new(&[], Action::Defer, 0).unwrap(),
+            300,
+        );
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let decider_seed = rng.u64(..);
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let mut rng = fastrand::Rng::with_seed(decider_seed);
+                while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                    let Ok((_, pending)) =
+                        engine.get_pending(Some(info.id), Duration::from_millis(20))
+                    else {
+                        continue;
+                    };
+                    std::thread::sleep(Duration::from_micros(rng.u64(0..2_000)));
+                    match rng.u8(0..10) {
+                        // Leave it to the decision timeout.
+                        0 => {}
+                        n => {
+                            let _ = engine.decide(pending.id, n % 2 == 0);
+                        }
+                    }
+                }
+            });
+            let mut kept = Vec::new();
+            let mut quitters = Vec::new();
+            for _ in 0..CLIENTS {
+                let client = TcpStream::connect(info.address).unwrap();
+                match rng.u8(0..4) {
+                    // Gives up at once (withdrawn, or accepted and closed).
+                    0 => drop(client),
+                    // Gives up a little later, perhaps after the decision.
+                    1 => quitters.push((client, rng.u64(0..5))),
+                    _ => kept.push(client),
+                }
+                std::thread::sleep(Duration::from_millis(1));
+                quitters.retain_mut(|(_, left)| {
+                    *left = left.saturating_sub(1);
+                    *left > 0
+                });
+            }
+            drop(quitters);
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                wait_until("every connection counted", Duration::from_secs(10), || {
+                    accounted(&engine.listener_info(info.id).unwrap().counters) >= CLIENTS as u64
+                });
+            }));
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            let c = engine.listener_info(info.id).unwrap().counters;
+            eprintln!("seed {seed}: {c:?}");
+            assert!(
+                outcome.is_ok(),
+                "seed {seed}: {} of {CLIENTS} connections counted: {c:?}",
+                accounted(&c)
+            );
+            assert_eq!(
+                accounted(&c),
+                CLIENTS as u64,
+                "seed {seed}: counted twice: {c:?}"
+            );
+            drop(kept);
+        });
+        unload(engine);
+    }
+}
+
+/// Finding 4: a listener restart drops the requests deferred on its old listening socket (the
+/// provider forgot them and reset their peers), as stop does: DECIDE answers STATUS_NOT_FOUND
+/// for them, nothing is completed on the new socket, and a listener whose restart failed has
+/// nothing left pending for the ticker to keep kicking.
+#[test]
+fn a_listener_restart_drops_deferred_requests_and_decide_answers_not_found() {
+    use hostkernel::schedule::{self, Fault};
+    for reopen_fails in [false, true] {
+        let engine = load(Schedule::from_seed(63));
+        let info = deferring(&engine, 30_000);
+        let mut deferred = TcpStream::connect(info.address).unwrap();
+        let (_, pending) = engine
+            .get_pending(Some(info.id), Duration::from_secs(5))
+            .unwrap();
+        // The next connection is accepted at inspection, and its delivery breaks the listening
+        // socket (a NULL AcceptSocket): the listener restarts.
+        engine
+            .set_policy(info.id, Policy::new(&[], Action::Accept, 0).unwrap())
+            .unwrap();
+        schedule::fail_nth(Fault::ListenerFailure, 1);
+        if reopen_fails {
+            schedule::fail_nth(Fault::WskSocket, 1);
+        }
+        let _breaker = TcpStream::connect(info.address).unwrap();
+        wait_until("restart done", Duration::from_secs(5), || {
+            let now = engine.listener_info(info.id).unwrap();
+            if reopen_fails {
+                now.phase == wskaccept::listener::Phase::Failed
+            } else {
+                now.counters.listener_restarts == 1
+            }
+        });
+        assert_eq!(
+            engine.decide(pending.id, true),
+            Err(NtStatus::NOT_FOUND),
+            "reopen fails: {reopen_fails}: a request of the old listening socket"
+        );
+        assert_eq!(seen(&mut deferred, Duration::from_secs(2)), Seen::Reset);
+        let c = engine.listener_info(info.id).unwrap().counters;
+        assert_eq!(c.rejected_not_running, 1, "counted once, as refused: {c:?}");
+        unload(engine);
+    }
+}

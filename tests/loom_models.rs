@@ -187,7 +187,11 @@ fn table_under_concurrent_accept_close_and_lookup_keeps_its_invariants() {
 
 /// The pending queue of conditional accept: the peer's abort (WskAbortEvent), user mode's DECIDE
 /// and the worker's timeout race for one deferred request; the worker then sends at most one
-/// WskInspectComplete. Whatever the interleaving, the request ends exactly once.
+/// WskInspectComplete. Whatever the interleaving, the request is counted exactly once in the
+/// counters of the accounting invariant: a withdrawal when the abort wins (also an abort that
+/// overtakes a completed accept, which then never arrives), the timeout when it fires, and
+/// otherwise the completion of the decision (a DECIDE alone counts nothing: the peer may still
+/// withdraw; an accept counts when its connection arrives).
 #[test]
 fn a_deferred_request_ends_once_whatever_races_abort_timeout_and_decide() {
     // The queue is a few KB by value: run the model in a loom thread with a stack large enough.
@@ -203,7 +207,7 @@ fn a_deferred_request_ends_once_whatever_races_abort_timeout_and_decide() {
 
 fn deferred_request_model() {
     use wsk::WSK_INSPECT_ID;
-    use wskaccept::pending::PendingQueue;
+    use wskaccept::pending::{Outcome, PendingQueue};
     {
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 1));
         let inspect = WSK_INSPECT_ID {
@@ -214,21 +218,30 @@ fn deferred_request_model() {
         let id = queue.push(inspect, addr, addr, 0).unwrap();
         let queue = Arc::new(Mutex::new(queue));
         let outcomes = Arc::new(AtomicUsize::new(0));
+        let withdrawn = Arc::new(AtomicUsize::new(0));
         let aborter = {
-            let (queue, outcomes) = (queue.clone(), outcomes.clone());
+            let (queue, withdrawn) = (queue.clone(), withdrawn.clone());
             thread::spawn(move || {
                 if queue.lock().unwrap().abort(&inspect) {
-                    outcomes.fetch_add(1, Ordering::SeqCst);
+                    withdrawn.fetch_add(1, Ordering::SeqCst);
                 }
             })
         };
+        let accepted = Arc::new(AtomicUsize::new(0));
         let decider = {
-            let (queue, outcomes) = (queue.clone(), outcomes.clone());
+            let queue = queue.clone();
             thread::spawn(move || {
-                if queue.lock().unwrap().decide(id, true) {
-                    outcomes.fetch_add(1, Ordering::SeqCst);
-                }
+                let _ = queue.lock().unwrap().decide(id, true);
             })
+        };
+        let counted = |outcome: Option<Outcome>| {
+            if outcome == Some(Outcome::Accepted) {
+                accepted.fetch_add(1, Ordering::SeqCst);
+            }
+            usize::from(matches!(
+                outcome,
+                Some(Outcome::Rejected | Outcome::Withdrawn)
+            ))
         };
         // The worker: a timeout tick, then send whatever was decided.
         let expired = queue.lock().unwrap().expire(1_000, 1);
@@ -238,7 +251,9 @@ fn deferred_request_model() {
             let outgoing = queue.lock().unwrap().next_outgoing();
             if let Some(outgoing) = outgoing {
                 sent += 1;
-                assert!(queue.lock().unwrap().complete(outgoing.index).is_some());
+                let outcome = queue.lock().unwrap().complete(outgoing.index);
+                assert!(outcome.is_some());
+                outcomes.fetch_add(counted(outcome), Ordering::SeqCst);
             }
         }
         aborter.join().unwrap();
@@ -246,12 +261,16 @@ fn deferred_request_model() {
         // A decision that arrived after the worker's pass is sent by the next pass.
         while let Some(outgoing) = queue.lock().unwrap().next_outgoing() {
             sent += 1;
-            queue.lock().unwrap().complete(outgoing.index);
+            let outcome = queue.lock().unwrap().complete(outgoing.index);
+            outcomes.fetch_add(counted(outcome), Ordering::SeqCst);
         }
+        let withdrawn = withdrawn.load(Ordering::SeqCst);
+        // An accepted connection arrives (and is counted) unless an abort said it never will.
+        let arrived = usize::from(accepted.load(Ordering::SeqCst) == 1 && withdrawn == 0);
         assert_eq!(
-            outcomes.load(Ordering::SeqCst),
+            outcomes.load(Ordering::SeqCst) + withdrawn + arrived,
             1,
-            "exactly one of abort, decide, timeout wins"
+            "counted exactly once: withdrawn, timed out, or decided"
         );
         assert!(sent <= 1, "WskInspectComplete at most once");
         assert!(queue.lock().unwrap().is_empty(), "the slot is free again");

@@ -84,3 +84,71 @@ fn stopping_with_graceful_closes_in_flight_finishes() {
     assert_eq!(engine.stats().active, 0);
     unload(engine);
 }
+
+/// Finding 1: a graceful disconnect to a vanished peer never completes (host item 1), and it holds
+/// the slot's control IRP. Stop must close every socket at once whatever disconnect is in flight,
+/// and free nothing a pending IRP can still reach.
+#[test]
+fn stop_with_a_thousand_disconnects_to_vanished_peers_takes_under_two_seconds_and_leaks_nothing() {
+    const N: usize = 1_000;
+    for mode in [Mode::Irp, Mode::Event] {
+        let engine = load(Schedule::from_seed(41));
+        hostkernel::provider::set_peers_vanished(true);
+        let mut config = common::config("127.0.0.1:0", mode);
+        config.capacity = 2_048;
+        config.depth = 8;
+        config.service = Service::Close;
+        let info = engine.start_listener(config).unwrap();
+        let clients = connect_all(info.address, N);
+        wait_until("all accepted", Duration::from_secs(30), || {
+            let c = engine.listener_info(info.id).unwrap().counters;
+            c.accepted_irp + c.accepted_event == N as u64
+        });
+        // Every connection now has a graceful disconnect in flight that no peer will acknowledge.
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(engine.stats().active as usize, N, "no disconnect completed");
+        let started = Instant::now();
+        let counters = engine.stop_listener(info.id).unwrap();
+        let took = started.elapsed();
+        eprintln!("{mode:?}: stop with {N} disconnects in flight took {took:?}");
+        assert!(took < Duration::from_secs(2), "stop took {took:?}");
+        assert_eq!(counters.closed, N as u64);
+        assert_eq!(engine.stats().active, 0);
+        unload(engine);
+        hostkernel::provider::set_peers_vanished(false);
+        drop(clients);
+    }
+}
+
+/// Host item 4: completions that arrive after a stop has given up waiting (a provider slow to
+/// finish its closes) must reach memory that is still there: the listener is parked, not freed,
+/// and unload keeps the work queue its completions kick until the last one is back.
+#[test]
+fn completions_after_a_stop_gave_up_reach_a_parked_listener_and_unload_waits_for_them() {
+    for seed in SEEDS {
+        let engine = load(Schedule::from_seed(seed));
+        engine.set_stop_timeout(Duration::from_millis(200));
+        let info = start(&engine, "127.0.0.1:0", Mode::Both, 64, Service::Hold);
+        let clients = connect_all(info.address, 20);
+        wait_until("all accepted", Duration::from_secs(10), || {
+            engine.stats().active == 20
+        });
+        hostkernel::provider::set_close_delay(Duration::from_millis(800));
+        let started = Instant::now();
+        engine.stop_listener(info.id).unwrap();
+        let gave_up = started.elapsed();
+        assert!(
+            gave_up < Duration::from_millis(700),
+            "stop returned after {gave_up:?}, before the closes finished"
+        );
+        hostkernel::provider::set_close_delay(Duration::ZERO);
+        // The control plane still serves while the parked listener's closes are late.
+        let other = start(&engine, "127.0.0.1:0", Mode::Event, 8, Service::Hold);
+        let _client = std::net::TcpStream::connect(other.address).unwrap();
+        wait_until("the other listener serves", Duration::from_secs(5), || {
+            engine.listener_info(other.id).unwrap().active == 1
+        });
+        unload(engine);
+        drop(clients);
+    }
+}

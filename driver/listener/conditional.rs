@@ -11,7 +11,7 @@ use wsk::{DEVICE_OBJECT, IRP, NtStatus, WSK_INSPECT_ACTION, WSK_INSPECT_ID};
 
 use super::{Counters, Listener, Mode, Phase};
 use crate::kernel;
-use crate::pending::{PendingId, PendingInfo};
+use crate::pending::{Outcome, PendingId, PendingInfo};
 use crate::policy::{Policy, RejectReason, Verdict};
 
 /// Completion of WskInspectComplete. IRQL: <= DISPATCH_LEVEL; no WSK, no blocking, no allocation.
@@ -24,17 +24,31 @@ unsafe extern "system" fn decision_done(
     let listener = unsafe { &*context.cast::<Listener>() };
     let index = listener.decision_index.load(Ordering::Acquire);
     // SAFETY: this is the decision IRP's completion routine.
-    let _ = unsafe { listener.decision.take_back() };
+    let (status, _) = unsafe { listener.decision.take_back() };
     let mut shared = listener.shared.lock();
     shared.rundown.completed();
-    if shared.pending.complete(index) == Some(true) {
-        Counters::bump(&listener.counters.accepted_conditional);
-    }
+    let outcome = shared.pending.complete(index);
+    listener.count_decision(outcome, status.is_success());
     listener.kick_locked(&shared);
     NtStatus::MORE_PROCESSING_REQUIRED
 }
 
 impl Listener {
+    /// Counts how a request whose decision was sent (`sent`: WskInspectComplete succeeded) ended:
+    /// once, under what actually happened. IRQL: <= DISPATCH_LEVEL.
+    fn count_decision(&self, outcome: Option<Outcome>, sent: bool) {
+        let counter = match outcome {
+            Some(Outcome::Accepted) if sent => &self.counters.accepted_conditional,
+            // Not sent (the listening socket went, and the provider reset the peer with it).
+            Some(Outcome::Accepted) => &self.counters.rejected_not_running,
+            Some(Outcome::Rejected) => &self.counters.rejected_policy,
+            Some(Outcome::Withdrawn) => &self.counters.withdrawn,
+            // Counted at the timeout, or already ended.
+            Some(Outcome::TimedOut) | None => return,
+        };
+        Counters::bump(counter);
+    }
+
     /// Counts a refusal by its reason. IRQL: <= DISPATCH_LEVEL.
     pub(crate) fn count_rejection(&self, reason: RejectReason) {
         Counters::bump(match reason {
@@ -187,6 +201,7 @@ impl Listener {
     fn undo_decision(&self, index: usize) {
         let mut shared = self.shared.lock();
         shared.rundown.completed();
-        let _ = shared.pending.complete(index);
+        let outcome = shared.pending.complete(index);
+        self.count_decision(outcome, false);
     }
 }

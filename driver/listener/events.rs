@@ -37,6 +37,8 @@ unsafe extern "system" fn accept_event(
     // (close waits for running callbacks, WSK-FACTS §7).
     let listener = unsafe { &*context.cast::<Listener>() };
     let mut shared = listener.shared.lock();
+    // Sockets earlier callbacks handed over: those callbacks have returned.
+    listener.hand_over(&mut shared, false);
     // SAFETY: WSK-FACTS §5: NULL AcceptSocket means the listening socket no longer works.
     let Some(socket) = (unsafe { ConnSocket::from_accepted(accept_socket) }) else {
         Listener::request_restart_locked(&mut shared);
@@ -52,12 +54,14 @@ unsafe extern "system" fn accept_event(
     listener.kick_locked(&shared);
     drop(shared);
     match verdict {
-        Ok(_) => {
+        Ok(id) => {
             Counters::bump(&listener.counters.accepted_event);
             // SAFETY: out-parameters are valid for the call; written before returning success.
             unsafe { out_context.write(core::ptr::null_mut()) };
             // SAFETY: as above.
             unsafe { out_dispatch.write(&raw const NO_CONNECTION_CALLBACKS) };
+            // Last: the worker may have the socket once a later point knows we returned.
+            listener.accept_event_returning(id);
             NtStatus::SUCCESS
         }
         Err(refused) => {

@@ -18,7 +18,7 @@ mod stats;
 use core::cell::UnsafeCell;
 use core::ffi::c_void;
 use core::net::SocketAddr;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use core::time::Duration;
 
 use wsk::{DEVICE_OBJECT, IRP, NtStatus, WSK_EVENT_ACCEPT, WSK_EVENT_DISABLE, WSK_INSPECT_ID};
@@ -28,9 +28,10 @@ pub use config::{
 };
 pub use stats::{CounterSnapshot, Counters, Global};
 
-use crate::conn::{self, SlotIo, ctl_op};
+use crate::conn::{self, SlotIo};
 use crate::kernel::{
-    self, Event, PoolBox, PoolSlice, SpinGuard, SpinLock, WorkItem, WorkQueueHandle, tags,
+    self, Event, PoolBox, PoolSlice, SpinGuard, SpinLock, WorkItem, WorkQueue, WorkQueueHandle,
+    tags,
 };
 use crate::net::{ConnSocket, ConnSocketRef, DriverIrp, ListenSocket, Provider};
 use crate::pending::PendingQueue;
@@ -39,13 +40,19 @@ use crate::rundown::Rundown;
 use crate::table::{AcceptPath, ConnId, ConnInfo, SlotState, Table, work};
 use accept::{AcceptSlot, accept_done, state as accept_state};
 
-/// How long `stop` waits for the rundown before it gives up and leaks the listener (never
-/// reached unless a provider never completes an IRP).
+/// How long `stop` waits for the rundown before it gives up and hands the listener back to be
+/// parked (never reached unless a provider is slow to complete a close: no IRP waits for a peer).
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long after an accept callback's last statement the engine's ticker hands its socket over
+/// when no later callback has (the callback's return takes a few instructions).
+pub const HANDOVER_DELAY: Duration = Duration::from_millis(1);
 
 /// Where a listener is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
+    /// Being started: bound, not live yet (inspections are refused, the worker does nothing).
+    Starting,
     /// Accepting.
     Running,
     /// Recreating its listening socket.
@@ -75,7 +82,13 @@ pub(crate) struct Shared {
     sources: SourceCounts,
     /// Requests deferred to user mode.
     pub(crate) pending: PendingQueue,
+    /// First slot on the hand-over list (`NO_SLOT`: empty): sockets accepted by WskAcceptEvent
+    /// that the worker may not touch yet (see [`Listener::hand_over`]).
+    handovers: u32,
 }
+
+/// The end of the hand-over list.
+const NO_SLOT: u32 = u32::MAX;
 
 /// A value only the worker touches once the listener is published.
 ///
@@ -142,6 +155,8 @@ pub struct Listener {
     /// The decision in flight: its ID (read by the provider during the call) and queue slot.
     decision_id: UnsafeCell<WSK_INSPECT_ID>,
     decision_index: AtomicUsize,
+    /// The ticker asks the worker to hand over sockets whose accept callback has returned.
+    handover_tick: AtomicBool,
 }
 
 // SAFETY: shared state is behind the spin lock or atomics; `socket` and `decision_id` are
@@ -152,7 +167,7 @@ unsafe impl Sync for Listener {}
 unsafe impl Send for Listener {}
 
 /// Bytes of driver memory per table entry: the slot itself and its IO block. Each entry also owns
-/// two IRPs and one MDL from the kernel (not counted here).
+/// three IRPs (receive, disconnect, close) and one MDL from the kernel (not counted here).
 pub const BYTES_PER_ENTRY: usize = Table::<ConnSocket>::BYTES_PER_ENTRY + size_of::<SlotIo>();
 
 unsafe fn listener_work(context: *mut c_void) {
@@ -197,7 +212,7 @@ impl Listener {
         config: ListenerConfig,
         policy: Policy,
         provider: Provider,
-        queue: WorkQueueHandle,
+        queue: &WorkQueue,
         global: &Global,
     ) -> Result<PoolBox<Self>, NtStatus> {
         config.validate()?;
@@ -212,11 +227,11 @@ impl Listener {
                 id,
                 config,
                 provider,
-                queue,
+                queue: queue.handle(),
                 work: WorkItem::new(listener_work),
                 shared: SpinLock::new(Shared {
                     table: Table::with_capacity(slot, config.capacity, config.address)?,
-                    phase: Phase::Running,
+                    phase: Phase::Starting,
                     rundown: Rundown::new(),
                     bound: config.address,
                     listen_close_pending: false,
@@ -225,6 +240,7 @@ impl Listener {
                     policy,
                     sources: SourceCounts::with_capacity(config.capacity)?,
                     pending: PendingQueue::new(slot, config.address),
+                    handovers: NO_SLOT,
                 }),
                 socket: WorkerOnly(UnsafeCell::new(None)),
                 accepts: PoolSlice::try_new(tags::ACCEPT, depth, |_| AcceptSlot::new())?,
@@ -239,6 +255,7 @@ impl Listener {
                 decision: DriverIrp::allocate()?,
                 decision_id: UnsafeCell::new(WSK_INSPECT_ID::default()),
                 decision_index: AtomicUsize::new(0),
+                handover_tick: AtomicBool::new(false),
             },
         )?;
         let this = listener.as_ptr();
@@ -250,25 +267,54 @@ impl Listener {
             io.attach(this)?;
         }
         let socket = listener.open_socket(config.address)?;
+        // Live last: the accept event is enabled only after every step that can fail, so a
+        // failed start has admitted nothing. (From bind on, inspections may call in: they are
+        // refused while Starting.)
         let bound = match socket.local_address() {
-            Ok(bound) => bound,
             // Wine test build: Wine 8.0's WskGetLocalAddress is a stub (STATUS_NOT_IMPLEMENTED);
             // the lane binds a fixed port, so the requested address is the bound one.
             #[cfg(feature = "wine-test")]
-            Err(NtStatus::NOT_IMPLEMENTED) if config.address.port() != 0 => config.address,
-            Err(status) => {
-                socket.close();
-                return Err(status);
-            }
+            Err(NtStatus::NOT_IMPLEMENTED) if config.address.port() != 0 => Ok(config.address),
+            other => other,
         };
-        listener.shared.lock().bound = bound;
-        // SAFETY: not yet published: no worker run can see this listener.
+        let armed = bound.and_then(|bound| {
+            listener.shared.lock().bound = bound;
+            listener.arm_events(&socket)
+        });
+        if let Err(status) = armed {
+            // Close waits for running callbacks (WSK-FACTS §7); any worker run they kicked found
+            // the listener Starting and did nothing, and the flush waits it out before the
+            // listener's memory goes.
+            socket.close();
+            queue.flush();
+            return Err(status);
+        }
+        let mut shared = listener.shared.lock();
+        // SAFETY: the worker touches `socket` only in a run that found the phase past Starting
+        // under this lock, so it cannot run concurrently with this write.
         unsafe { *listener.socket.get() = Some(socket) };
-        listener.kick_locked(&listener.shared.lock());
+        shared.phase = Phase::Running;
+        listener.kick_locked(&shared);
+        drop(shared);
         Ok(listener)
     }
 
-    /// WskSocket, options, WskBind, and (event modes) the accept event. IRQL: PASSIVE_LEVEL.
+    /// Enables the accept event in the modes that use it: the listener's last step before it
+    /// goes live (WSK-FACTS §5: after bind). IRQL: PASSIVE_LEVEL.
+    fn arm_events(&self, socket: &ListenSocket) -> Result<(), NtStatus> {
+        if !self.config.mode.uses_events() {
+            return Ok(());
+        }
+        let status = socket.set_events(WSK_EVENT_ACCEPT);
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(status)
+        }
+    }
+
+    /// WskSocket, options and WskBind; the accept event is left off ([`Listener::arm_events`]).
+    /// IRQL: PASSIVE_LEVEL.
     fn open_socket(&self, address: SocketAddr) -> Result<ListenSocket, NtStatus> {
         let family = if address.is_ipv4() {
             wsk::AF_INET
@@ -297,13 +343,6 @@ impl Listener {
                 )?;
             }
             socket.bind(address)?;
-            if self.config.mode.uses_events() {
-                // After bind (WSK-FACTS §5).
-                let status = socket.set_events(WSK_EVENT_ACCEPT);
-                if !status.is_success() {
-                    return Err(status);
-                }
-            }
             Ok(())
         })();
         match configured {
@@ -399,7 +438,8 @@ impl Listener {
         remote: SocketAddr,
         path: AcceptPath,
     ) -> Result<ConnId, ConnSocket> {
-        if shared.phase != Phase::Running {
+        // Starting: only reachable once the accept event is on, after the last failure point.
+        if !matches!(shared.phase, Phase::Running | Phase::Starting) {
             Counters::bump(&self.counters.rejected_not_running);
             return Err(socket);
         }
@@ -433,7 +473,18 @@ impl Listener {
                     Service::Hold => work::RECEIVE,
                     Service::Close => work::CLOSE,
                 };
-                shared.table.request(id.index(), first);
+                match (path, self.io.get(id.index() as usize)) {
+                    // WskAcceptEvent has not returned: the provider has not recorded the socket
+                    // as accepted, so the worker may not touch it yet (see `hand_over`).
+                    (AcceptPath::Event, Some(io)) => {
+                        io.returned.store(false, Ordering::Release);
+                        io.stashed.store(first, Ordering::Relaxed);
+                        io.awaiting.store(true, Ordering::Relaxed);
+                        io.next_handover.store(shared.handovers, Ordering::Relaxed);
+                        shared.handovers = id.index();
+                    }
+                    _ => shared.table.request(id.index(), first),
+                }
                 Ok(id)
             }
             Err(full) => {
@@ -441,6 +492,86 @@ impl Listener {
                 Err(full.0)
             }
         }
+    }
+
+    /// The accept callback that handed the socket of `id` over is about to return: its last
+    /// statements. IRQL: DISPATCH_LEVEL (callback); no lock.
+    pub(crate) fn accept_event_returning(&self, id: ConnId) {
+        if let Some(io) = self.io.get(id.index() as usize) {
+            io.returned.store(true, Ordering::Release);
+        }
+        // SAFETY: `global` points at the engine's figures, which outlive listeners.
+        unsafe { (*self.global).handover_ready.set() };
+    }
+
+    /// Hands sockets accepted by WskAcceptEvent over to the worker: their stashed work goes on
+    /// the work list. Only at points where their callbacks are known to have returned: the entry
+    /// of a later accept callback (the provider delivers one listener's accepts in turn), the
+    /// completed close of the listening socket (close waits for running callbacks, WSK-FACTS §7;
+    /// `all`), or a disable of the accept event that found no callback running (`all`, see
+    /// `hand_over_quiesced`, which the engine's ticker asks for [`HANDOVER_DELAY`] after the
+    /// callback's last statement signalled it). Otherwise, a slot whose callback has not reached
+    /// its last statement stays on the list. IRQL: DISPATCH_LEVEL (under the lock).
+    pub(crate) fn hand_over(&self, shared: &mut Shared, all: bool) {
+        let mut link = NO_SLOT;
+        let mut index = shared.handovers;
+        while index != NO_SLOT {
+            let Some(io) = self.io.get(index as usize) else {
+                break;
+            };
+            let next = io.next_handover.load(Ordering::Relaxed);
+            if all || io.returned.load(Ordering::Acquire) {
+                io.next_handover.store(NO_SLOT, Ordering::Relaxed);
+                io.awaiting.store(false, Ordering::Relaxed);
+                let bits = io.stashed.swap(0, Ordering::Relaxed);
+                shared.table.request(index, bits);
+                match self.io.get(link as usize) {
+                    Some(previous) => previous.next_handover.store(next, Ordering::Relaxed),
+                    None => shared.handovers = next,
+                }
+            } else {
+                link = index;
+            }
+            index = next;
+        }
+    }
+
+    /// Whether sockets wait to be handed over (the ticker hands them over). IRQL: <=
+    /// DISPATCH_LEVEL.
+    #[must_use]
+    pub fn has_handovers(&self) -> bool {
+        self.shared.lock().handovers != NO_SLOT
+    }
+
+    /// Hands over sockets whose accept callbacks have returned, when no later callback did: the
+    /// worker disables the accept event, which answers STATUS_SUCCESS only when no accept
+    /// callback is running (WSK-FACTS §5), hands everything over, and enables it again
+    /// (connections arriving meanwhile wait in the backlog, or go to accept IRPs). Worker only.
+    fn hand_over_quiesced(&self) {
+        if !self.config.mode.uses_events() || !self.has_handovers() {
+            return;
+        }
+        // SAFETY: worker thread.
+        let Some(socket) = (unsafe { self.socket.get() }).as_ref() else {
+            // No listening socket: the restart or stop that closed it hands over.
+            return;
+        };
+        let status = socket.set_events(WSK_EVENT_ACCEPT | WSK_EVENT_DISABLE);
+        if status == NtStatus::SUCCESS {
+            self.hand_over(&mut self.shared.lock(), true);
+        }
+        // Otherwise a callback is running: it hands over at its entry, or the next tick does.
+        if !socket.set_events(WSK_EVENT_ACCEPT).is_success() {
+            let mut shared = self.shared.lock();
+            shared.last_error = NtStatus::INVALID_DEVICE_STATE;
+            Self::request_restart_locked(&mut shared);
+        }
+    }
+
+    /// The ticker: hand over what waits, then run the worker. IRQL: <= DISPATCH_LEVEL.
+    pub fn tick_handovers(&self) {
+        self.handover_tick.store(true, Ordering::Release);
+        self.kick();
     }
 
     /// Frees a Closing slot once its close completed and both its IRPs are back.
@@ -453,7 +584,7 @@ impl Listener {
             .table
             .entry(index)
             .is_some_and(|e| e.state() == SlotState::Closing && e.close_done);
-        if ready && !io.recv.is_busy() && !io.ctl.is_busy() {
+        if ready && !io.recv.is_busy() && !io.ctl.is_busy() && !io.close.is_busy() {
             let peer_closed = shared.table.entry(index).is_some_and(|e| e.peer_closed);
             let source = shared.table.entry(index).map(|e| e.info().remote.ip());
             if shared.table.release(index) {
@@ -473,6 +604,9 @@ impl Listener {
     /// The worker's routine for this listener. IRQL: PASSIVE_LEVEL (worker thread).
     fn process(&self) {
         let phase = self.shared.lock().phase;
+        if phase == Phase::Running && self.handover_tick.swap(false, Ordering::AcqRel) {
+            self.hand_over_quiesced();
+        }
         match phase {
             Phase::Running => {
                 self.run_slot_work();
@@ -490,7 +624,7 @@ impl Listener {
                 self.service_accepts(false);
             }
             Phase::Stopping => self.stop_step(),
-            Phase::Stopped => {}
+            Phase::Starting | Phase::Stopped => {}
         }
     }
 
@@ -516,23 +650,31 @@ impl Listener {
         if entry.state() != SlotState::Active {
             return None;
         }
+        if io.awaiting.load(Ordering::Relaxed) {
+            // Not handed over yet: keep the work for the hand-over.
+            io.stashed.fetch_or(bits, Ordering::Relaxed);
+            return None;
+        }
         let generation = entry.generation();
         if bits & (work::CLOSE | work::ABORT) != 0 {
-            if io.ctl.is_busy() {
-                // A disconnect is in flight; its completion asks for the close again.
-                return None;
-            }
             let graceful =
                 bits & work::ABORT == 0 && !entry.disconnected && shared.phase != Phase::Stopping;
-            io.ctl_generation.store(generation, Ordering::Release);
-            shared.rundown.submitted();
             if graceful {
-                io.ctl_op.store(ctl_op::DISCONNECT, Ordering::Release);
+                if io.ctl.is_busy() {
+                    // A disconnect is in flight; its completion asks for the close.
+                    return None;
+                }
                 let socket = entry.socket()?.by_ref();
+                io.ctl_generation.store(generation, Ordering::Release);
+                shared.rundown.submitted();
                 return Some(SlotAction::Disconnect(index, socket));
             }
-            io.ctl_op.store(ctl_op::CLOSE, Ordering::Release);
+            // Abortive, after the disconnect, or stopping: close now, whatever disconnect or
+            // receive is in flight. Close cancels them (WSK-FACTS §7), so it never waits for a
+            // peer, and it has its own IRP, so a disconnect never holds it up.
             let socket = shared.table.begin_close(index)?;
+            io.close_generation.store(generation, Ordering::Release);
+            shared.rundown.submitted();
             return Some(SlotAction::Close(index, socket));
         }
         if bits & work::RECEIVE != 0
@@ -556,12 +698,12 @@ impl Listener {
             }),
             SlotAction::Disconnect(index, socket) => self.io.get(index as usize).map(|io| {
                 // SAFETY: as above.
-                unsafe { socket.disconnect(&io.ctl, false, conn::ctl_done, io.context()) }
+                unsafe { socket.disconnect(&io.ctl, false, conn::disconnect_done, io.context()) }
             }),
             SlotAction::Close(index, socket) => self.io.get(index as usize).map(|io| {
                 // SAFETY: as above; the socket was taken out of the table, so this is its one
                 // close, and no other call on it is in progress (worker only).
-                unsafe { socket.close(&io.ctl, conn::ctl_done, io.context()) }.map_err(
+                unsafe { socket.close(&io.close, conn::close_done, io.context()) }.map_err(
                     |(socket, status)| {
                         // Unreachable (the IRP was idle under the lock); keep the socket parked
                         // rather than lose it.
@@ -674,7 +816,27 @@ impl Listener {
         if pending || !self.accepts_idle() {
             return;
         }
-        let reopened = self.open_socket(bound);
+        {
+            let mut shared = self.shared.lock();
+            // The old listening socket's close completed, so every accept callback has returned.
+            self.hand_over(&mut shared, true);
+            // The provider forgot the requests deferred on it (and reset their peers): drop them
+            // as stop does, so that DECIDE answers STATUS_NOT_FOUND and nothing is completed on
+            // the new socket.
+            let refused = shared.pending.clear();
+            self.counters
+                .rejected_not_running
+                .fetch_add(u64::from(refused), Ordering::Relaxed);
+        }
+        let reopened = self
+            .open_socket(bound)
+            .and_then(|socket| match self.arm_events(&socket) {
+                Ok(()) => Ok(socket),
+                Err(status) => {
+                    socket.close();
+                    Err(status)
+                }
+            });
         let mut shared = self.shared.lock();
         if shared.phase != Phase::Restarting {
             drop(shared);
@@ -703,11 +865,19 @@ impl Listener {
         self.close_listening_socket();
         let sweep = {
             let mut shared = self.shared.lock();
-            let first = !shared.swept;
+            // Only once the listening socket's close has completed: it waited for every running
+            // accept callback (WSK-FACTS §7), so every accepted socket can be handed over and
+            // closed — never one whose WskAcceptEvent has not returned.
+            let first = !shared.swept && !shared.listen_close_pending;
             if first {
                 shared.swept = true;
-                // The provider forgets pended inspections with the listening socket.
-                shared.pending.clear();
+                // The provider forgets pended inspections with the listening socket (and resets
+                // their peers).
+                let refused = shared.pending.clear();
+                self.counters
+                    .rejected_not_running
+                    .fetch_add(u64::from(refused), Ordering::Relaxed);
+                self.hand_over(&mut shared, true);
             }
             first.then(|| shared.table.capacity())
         };
@@ -740,23 +910,46 @@ impl Listener {
         }
     }
 
-    /// Stops the listener and frees it: bounded time whatever the peers do. Returns its final
-    /// counters. IRQL: PASSIVE_LEVEL.
+    /// Stops the listener and frees it: bounded time whatever the peers do (every socket is
+    /// closed at once, and a close never waits for a peer). Returns its final counters.
+    /// IRQL: PASSIVE_LEVEL.
     ///
     /// `flush` must wait until everything queued on the work queue has run.
-    pub fn stop(this: PoolBox<Self>, flush: impl Fn()) -> CounterSnapshot {
+    ///
+    /// # Errors
+    /// When the rundown has not finished within `timeout` (a provider slow to complete a close),
+    /// the listener comes back (its counters so far in `info()`): it must not be freed while an IRP can
+    /// still reach it, and nothing its completions use (the work queue) may go before it. The
+    /// caller parks it and frees it with [`Listener::free_when_stopped`].
+    pub fn stop(
+        this: PoolBox<Self>,
+        flush: impl Fn(),
+        timeout: Duration,
+    ) -> Result<CounterSnapshot, PoolBox<Self>> {
         {
             let mut shared = this.shared.lock();
             shared.phase = Phase::Stopping;
             shared.rundown.request_stop();
             this.kick_locked(&shared);
         }
-        if !this.stopped.wait(Some(STOP_TIMEOUT)) {
-            // A provider that never completes an IRP: freeing would corrupt memory. Leak it.
-            let snapshot = this.counters.snapshot();
-            core::mem::forget(this);
-            return snapshot;
+        if !this.stopped.wait(Some(timeout)) {
+            return Err(this);
         }
+        Ok(Self::free_when_stopped(this, flush))
+    }
+
+    /// Whether a stopping listener's rundown has finished (every IRP back). IRQL: <= DISPATCH_LEVEL.
+    #[must_use]
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.wait(Some(Duration::ZERO))
+    }
+
+    /// Waits — without a limit: every IRP of a stopping listener is a close or is cancelled by
+    /// one, and WSK completes every close (WSK-FACTS §7) — until the rundown has finished, then
+    /// flushes the work queue and frees the listener. Returns its final counters.
+    /// IRQL: PASSIVE_LEVEL.
+    pub fn free_when_stopped(this: PoolBox<Self>, flush: impl Fn()) -> CounterSnapshot {
+        this.stopped.wait(None);
         // The worker run that set `stopped` (and any kick before it) must be over before the
         // work item's memory goes.
         flush();

@@ -78,6 +78,9 @@ impl Counters {
 pub struct Global {
     /// Set whenever a request is deferred to user mode (GET_PENDING waits on it).
     pub pending_ready: crate::kernel::Event,
+    /// Set by an accept callback as its last statement when it leaves a socket to hand over
+    /// (the engine's ticker hands it over a little later).
+    pub handover_ready: crate::kernel::Event,
     /// Connections in all tables now.
     pub active: AtomicU32,
     /// Highest `active` seen.
@@ -92,6 +95,7 @@ impl Global {
     pub fn new() -> Result<Self, wsk::NtStatus> {
         Ok(Self {
             pending_ready: crate::kernel::Event::notification(false)?,
+            handover_ready: crate::kernel::Event::synchronization(false)?,
             active: AtomicU32::new(0),
             peak: AtomicU32::new(0),
         })

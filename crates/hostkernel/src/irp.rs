@@ -165,6 +165,8 @@ pub unsafe fn io_reuse_irp(irp: *mut IRP, status: NtStatus) {
 }
 
 /// IoSetCompletionRoutine(Irp, Routine, Context, InvokeOnSuccess, InvokeOnError, InvokeOnCancel).
+/// Every host IRP comes from IoAllocateIrp, so the driver owns it and its routine must run on
+/// every outcome to take it back: any InvokeOnXxx FALSE is a violation (WSK-FACTS §3).
 /// IRQL: <= DISPATCH_LEVEL.
 ///
 /// # Safety
@@ -179,6 +181,16 @@ pub unsafe fn io_set_completion_routine(
     on_cancel: bool,
 ) {
     let host_irp = host(irp, "IoSetCompletionRoutine");
+    if !(on_success && on_error && on_cancel) {
+        violation(
+            Rule::CompletionRoutineMustAlwaysRun,
+            format_args!(
+                "IoSetCompletionRoutine({irp:p}, InvokeOnSuccess {on_success}, InvokeOnError \
+                 {on_error}, InvokeOnCancel {on_cancel}) on an IRP from IoAllocateIrp: the driver \
+                 owns it, so its routine must run on every outcome (all three TRUE)"
+            ),
+        );
+    }
     let mut inner = lock(host_irp);
     if inner.state == IrpState::Pending {
         violation(
@@ -356,17 +368,21 @@ mod tests {
     }
 
     #[test]
-    fn invoke_flags_choose_whether_the_routine_runs() {
+    #[should_panic(expected = "completion-routine-must-always-run")]
+    fn a_routine_that_may_not_run_on_a_driver_allocated_irp_is_a_violation() {
+        let count = AtomicU64::new(0);
+        let irp = io_allocate_irp(1);
+        let context = std::ptr::from_ref(&count).cast_mut().cast();
+        // SAFETY: live IRP; `count` outlives it. Deliberately wrong: InvokeOnCancel FALSE.
+        unsafe { io_set_completion_routine(irp, keep, context, true, true, false) };
+    }
+
+    #[test]
+    fn the_routine_runs_on_cancel_and_the_status_is_kept() {
         let count = AtomicU64::new(0);
         let irp = io_allocate_irp(1);
         let context = std::ptr::from_ref(&count).cast_mut().cast();
         // SAFETY: live IRP; `count` outlives it.
-        unsafe { io_set_completion_routine(irp, keep, context, true, false, false) };
-        complete(take(irp, "test"), NtStatus::CANCELLED, 0);
-        assert_eq!(count.load(Ordering::SeqCst), 0, "not invoked on cancel");
-        // SAFETY: completed; reused before the next submission.
-        unsafe { io_reuse_irp(irp, NtStatus::SUCCESS) };
-        // SAFETY: as above.
         unsafe { io_set_completion_routine(irp, keep, context, true, true, true) };
         complete(take(irp, "test"), NtStatus::CANCELLED, 0);
         assert_eq!(count.load(Ordering::SeqCst), 1);

@@ -1,18 +1,27 @@
 //! A KSPIN_LOCK: acquiring raises the thread to DISPATCH_LEVEL and spins; releasing lowers it back.
 //! Nothing that may block (an event wait, a PASSIVE-only call) may run while it is held — the IRQL
-//! checks catch that.
+//! checks catch that. A lock carries a signature that its drop overwrites, so acquiring a lock
+//! whose memory was dropped or freed (a late completion kicking a freed work queue) is a
+//! violation instead of silent corruption, like pool poisoning under Driver Verifier.
 
-use std::cell::UnsafeCell;
+use std::cell::{Cell, UnsafeCell};
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use crate::irql::{self, DISPATCH_LEVEL, Kirql};
+use crate::verifier::{Rule, violation};
+
+/// The signature of a live lock ("SPLK").
+const LIVE: u32 = 0x4B4C_5053;
+/// What a dropped lock's signature becomes.
+const DEAD: u32 = 0xDEAD_10CC;
 
 /// A spin lock protecting a `T`.
 ///
 /// Invariant: `value` is only reached through a [`SpinGuard`], and at most one guard exists at a
 /// time (`locked` is true exactly while one does).
 pub struct SpinLock<T> {
+    signature: AtomicU32,
     locked: AtomicBool,
     value: UnsafeCell<T>,
 }
@@ -27,6 +36,7 @@ impl<T> SpinLock<T> {
     /// KeInitializeSpinLock.
     pub const fn new(value: T) -> Self {
         Self {
+            signature: AtomicU32::new(LIVE),
             locked: AtomicBool::new(false),
             value: UnsafeCell::new(value),
         }
@@ -37,6 +47,16 @@ impl<T> SpinLock<T> {
     /// IRQL: <= DISPATCH_LEVEL; returns at DISPATCH_LEVEL until the guard drops.
     pub fn lock(&self) -> SpinGuard<'_, T> {
         irql::assert_at_most_dispatch("KeAcquireSpinLock");
+        let signature = self.signature.load(Ordering::Acquire);
+        if signature != LIVE {
+            violation(
+                Rule::ObjectUsedAfterFree,
+                format_args!(
+                    "KeAcquireSpinLock({:p}): the lock's memory was freed (signature {signature:#x})",
+                    std::ptr::from_ref(self)
+                ),
+            );
+        }
         let old_irql = irql::raise(DISPATCH_LEVEL);
         let mut spins = 0u32;
         while self
@@ -57,6 +77,32 @@ impl<T> SpinLock<T> {
             lock: self,
             old_irql,
         }
+    }
+}
+
+thread_local! {
+    /// Set while this thread runs a callback the provider lets be "preempted" (fault mode).
+    static PREEMPTIBLE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` (a driver callback) so that every spin lock it releases gives the processor away for
+/// a millisecond first: the callback's thread is held up just after dropping a lock — an
+/// interrupt on Windows — while other threads (the driver's worker) run on.
+pub(crate) fn preemptible<R>(f: impl FnOnce() -> R) -> R {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            PREEMPTIBLE.with(|p| p.set(false));
+        }
+    }
+    PREEMPTIBLE.with(|p| p.set(true));
+    let _reset = Reset;
+    f()
+}
+
+impl<T> Drop for SpinLock<T> {
+    fn drop(&mut self) {
+        *self.signature.get_mut() = DEAD;
     }
 }
 
@@ -85,6 +131,9 @@ impl<T> Drop for SpinGuard<'_, T> {
     fn drop(&mut self) {
         self.lock.locked.store(false, Ordering::Release);
         irql::lower(self.old_irql);
+        if PREEMPTIBLE.with(Cell::get) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
     }
 }
 

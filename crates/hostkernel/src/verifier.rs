@@ -24,6 +24,10 @@ pub enum Rule {
     /// A completion routine of a driver-allocated IRP returned something other than
     /// STATUS_MORE_PROCESSING_REQUIRED.
     CompletionMustReturnMoreProcessing,
+    /// IoSetCompletionRoutine on an IRP from IoAllocateIrp with InvokeOnSuccess, InvokeOnError or
+    /// InvokeOnCancel FALSE: the driver owns that IRP, so its routine must always run to take it
+    /// back (WSK-FACTS §3).
+    CompletionRoutineMustAlwaysRun,
     /// A WSK function was called from inside an IRP completion routine (WSK-FACTS §3).
     WskCallInCompletionRoutine,
     /// A call that may block, or that is documented PASSIVE_LEVEL only, ran above PASSIVE_LEVEL.
@@ -46,6 +50,12 @@ pub enum Rule {
     RegistrationMisuse,
     /// A WSK or kernel argument the documentation forbids.
     InvalidArgument,
+    /// A socket handed over by WskAcceptEvent was closed, or used from another thread, before
+    /// that callback returned: the provider has not recorded it as accepted yet.
+    SocketUsedBeforeAcceptEventReturned,
+    /// A kernel object (a spin lock) was used after the memory holding it was freed — typically
+    /// a completion that arrived after its owner gave up waiting and freed what it reaches.
+    ObjectUsedAfterFree,
 }
 
 impl Rule {
@@ -62,6 +72,7 @@ impl Rule {
             Self::CompletionMustReturnMoreProcessing => {
                 "completion-routine-must-return-more-processing-required"
             }
+            Self::CompletionRoutineMustAlwaysRun => "completion-routine-must-always-run",
             Self::WskCallInCompletionRoutine => "wsk-call-in-completion-routine",
             Self::IrqlNotPassive => "irql-not-passive",
             Self::IrqlMismatch => "irql-mismatch",
@@ -73,6 +84,8 @@ impl Rule {
             Self::BadPoolFree => "bad-pool-free",
             Self::RegistrationMisuse => "registration-misuse",
             Self::InvalidArgument => "invalid-argument",
+            Self::ObjectUsedAfterFree => "object-used-after-free",
+            Self::SocketUsedBeforeAcceptEventReturned => "socket-used-before-accept-event-returned",
         }
     }
 }

@@ -203,3 +203,84 @@ fn receive_event_indicates_data_at_dispatch_level_once_enabled() {
     client.deregister();
     assert!(hostkernel::accounting::outstanding().is_clean());
 }
+
+/// WskDisconnect (graceful) with its own IRP, left pending.
+fn start_disconnect(socket: *mut WSK_SOCKET) -> Pending {
+    let f = connection_dispatch(socket).WskDisconnect.unwrap();
+    // SAFETY: documented arguments; no final buffer.
+    Pending::start(|irp| unsafe { f(socket, std::ptr::null_mut(), 0, irp) })
+}
+
+/// Seeds of the disconnect timing tests (each waits a little to show that nothing completes).
+const FEW_SEEDS: [u64; 4] = [1, 2, 3, 4];
+
+#[test]
+fn a_graceful_disconnect_completes_when_the_peer_acknowledges_the_fin_not_when_it_is_sent() {
+    for seed in FEW_SEEDS {
+        hostkernel::schedule::configure(hostkernel::schedule::Schedule::from_seed(seed));
+        let client = Client::register();
+        let (listener, address) =
+            bound_listener(&client, AF_INET, std::ptr::null_mut(), std::ptr::null());
+        // A peer with a tiny receive window that does not read: our data fills it, the FIN
+        // queues behind the unsent rest, and stays unacknowledged (FIN_WAIT1) until it reads.
+        let peer =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        peer.set_recv_buffer_size(2048).unwrap();
+        peer.connect(&address.into()).unwrap();
+        let mut peer = TcpStream::from(peer);
+        let (status, information) = start_accept(listener).wait();
+        assert_eq!(status, NtStatus::SUCCESS);
+        let socket = information as *mut WSK_SOCKET;
+        let mut data = vec![7u8; 16 * 1024];
+        assert_eq!(io(socket, &mut data, true), (NtStatus::SUCCESS, data.len()));
+        let disconnect = start_disconnect(socket);
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            !disconnect.is_done(),
+            "seed {seed}: the disconnect completed although the peer never acknowledged the FIN"
+        );
+        let mut received = Vec::new();
+        peer.read_to_end(&mut received).unwrap();
+        assert_eq!(
+            received.len(),
+            data.len(),
+            "the peer reads everything, then EOF"
+        );
+        assert_eq!(disconnect.wait(), (NtStatus::SUCCESS, 0));
+        close(socket);
+        close(listener);
+        client.deregister();
+        let outstanding = hostkernel::accounting::outstanding();
+        assert!(outstanding.is_clean(), "seed {seed}: {outstanding}");
+    }
+}
+
+#[test]
+fn a_vanished_peer_keeps_a_graceful_disconnect_pending_until_the_socket_is_closed() {
+    for seed in FEW_SEEDS {
+        hostkernel::schedule::configure(hostkernel::schedule::Schedule::from_seed(seed));
+        let client = Client::register();
+        hostkernel::provider::set_peers_vanished(true);
+        let (listener, socket, mut peer) = accepted_pair(&client);
+        hostkernel::provider::set_peers_vanished(false);
+        let disconnect = start_disconnect(socket);
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            !disconnect.is_done(),
+            "seed {seed}: a disconnect to a vanished peer completed"
+        );
+        // Closing with the disconnect pending is allowed: it is cancelled, the connection
+        // aborted (WSK-FACTS §7).
+        close(socket);
+        assert_eq!(disconnect.wait(), (NtStatus::CANCELLED, 0));
+        peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(
+            peer.read(&mut [0u8; 1]).unwrap_err().kind(),
+            std::io::ErrorKind::ConnectionReset
+        );
+        close(listener);
+        client.deregister();
+        let outstanding = hostkernel::accounting::outstanding();
+        assert!(outstanding.is_clean(), "seed {seed}: {outstanding}");
+    }
+}

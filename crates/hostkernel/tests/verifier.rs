@@ -283,3 +283,150 @@ fn an_invalid_irp_pointer_is_caught() {
         unsafe { irp::io_free_irp(irp) };
     });
 }
+
+#[test]
+fn a_completion_routine_that_may_not_run_on_a_driver_allocated_irp_is_caught() {
+    expect_violation(
+        "a_completion_routine_that_may_not_run_on_a_driver_allocated_irp_is_caught",
+        "completion-routine-must-always-run",
+        || {
+            let irp = irp::io_allocate_irp(1);
+            // SAFETY: a live IRP; deliberately wrong: InvokeOnCancel FALSE on an IRP the driver
+            // allocated (its routine must run on every outcome to take it back).
+            unsafe {
+                irp::io_set_completion_routine(
+                    irp,
+                    keep,
+                    std::ptr::from_ref(&DONE).cast_mut().cast(),
+                    true,
+                    true,
+                    false,
+                );
+            };
+        },
+    );
+}
+
+#[test]
+fn a_spin_lock_used_after_its_memory_was_freed_is_caught() {
+    expect_violation(
+        "a_spin_lock_used_after_its_memory_was_freed_is_caught",
+        "object-used-after-free",
+        || {
+            let lock = Box::into_raw(Box::new(hostkernel::spinlock::SpinLock::new(0u32)));
+            // SAFETY: dropped in place (the memory stays allocated and is never freed), as the
+            // owner of a freed object would have done.
+            unsafe { std::ptr::drop_in_place(lock) };
+            // SAFETY: deliberately wrong: the lock was dropped (a late completion kicking a work
+            // queue its driver already freed).
+            let _guard = unsafe { (*lock).lock() };
+        },
+    );
+}
+
+#[test]
+fn a_closed_socket_is_poisoned_so_a_call_through_its_dispatch_is_caught() {
+    expect_violation(
+        "a_closed_socket_is_poisoned_so_a_call_through_its_dispatch_is_caught",
+        "socket-used-after-close",
+        || {
+            let (_client, listener) = listener_with_client();
+            let address = local_address(listener);
+            let _peer = std::net::TcpStream::connect(address).unwrap();
+            let (status, information) = start_accept(listener).wait();
+            assert_eq!(status, NtStatus::SUCCESS);
+            let socket = information as *mut WSK_SOCKET;
+            close(socket);
+            // Deliberately wrong: reading Dispatch after the close completed yields the poison
+            // table, and any function through it stops the process.
+            let send = connection_dispatch(socket).WskSend.unwrap();
+            let mut buffer = WSK_BUF {
+                Mdl: std::ptr::null_mut(),
+                Offset: 0,
+                Length: 0,
+            };
+            // SAFETY: deliberately wrong: the socket is closed.
+            unsafe { send(socket, &raw mut buffer, 0, std::ptr::null_mut()) };
+        },
+    );
+}
+
+static HANDED_OVER: AtomicUsize = AtomicUsize::new(0);
+
+/// An accept callback that publishes the socket, then takes its time returning (a test stand-in
+/// for a callback whose thread is interrupted just before it returns).
+unsafe extern "system" fn slow_accept(
+    _context: *mut c_void,
+    _flags: u32,
+    _local: *mut SOCKADDR,
+    _remote: *mut SOCKADDR,
+    socket: *mut WSK_SOCKET,
+    _out_context: *mut *mut c_void,
+    _out_dispatch: *mut *const WSK_CLIENT_CONNECTION_DISPATCH,
+) -> NtStatus {
+    if socket.is_null() {
+        return NtStatus::REQUEST_NOT_ACCEPTED;
+    }
+    HANDED_OVER.store(socket as usize, Ordering::SeqCst);
+    let until = std::time::Instant::now() + Duration::from_secs(2);
+    while std::time::Instant::now() < until {
+        std::hint::spin_loop();
+    }
+    NtStatus::SUCCESS
+}
+
+static SLOW_ACCEPT: WSK_CLIENT_LISTEN_DISPATCH = WSK_CLIENT_LISTEN_DISPATCH {
+    WskAcceptEvent: Some(slow_accept),
+    WskInspectEvent: None,
+    WskAbortEvent: None,
+};
+
+/// A listener whose accept callback is `slow_accept`, a peer connected to it, and the socket the
+/// callback is handing over (its callback still running).
+fn socket_being_handed_over() -> (Client, std::net::TcpStream, *mut WSK_SOCKET) {
+    let client = Client::register();
+    let (listener, address) = bound_listener(
+        &client,
+        AF_INET,
+        std::ptr::null_mut(),
+        &raw const SLOW_ACCEPT,
+    );
+    assert_eq!(set_events(listener, WSK_EVENT_ACCEPT), NtStatus::SUCCESS);
+    let peer = std::net::TcpStream::connect(address).unwrap();
+    while HANDED_OVER.load(Ordering::SeqCst) == 0 {
+        std::thread::yield_now();
+    }
+    (
+        client,
+        peer,
+        HANDED_OVER.load(Ordering::SeqCst) as *mut WSK_SOCKET,
+    )
+}
+
+#[test]
+fn closing_a_socket_before_its_accept_event_returned_is_caught() {
+    expect_violation(
+        "closing_a_socket_before_its_accept_event_returned_is_caught",
+        "socket-used-before-accept-event-returned",
+        || {
+            let (_client, _peer, socket) = socket_being_handed_over();
+            // Deliberately wrong: the accept callback has not returned yet.
+            close(socket);
+        },
+    );
+}
+
+#[test]
+fn using_a_socket_from_another_thread_before_its_accept_event_returned_is_caught() {
+    expect_violation(
+        "using_a_socket_from_another_thread_before_its_accept_event_returned_is_caught",
+        "socket-used-before-accept-event-returned",
+        || {
+            let (_client, _peer, socket) = socket_being_handed_over();
+            let f = connection_dispatch(socket).WskGetRemoteAddress.unwrap();
+            let mut storage = SOCKADDR_STORAGE::zeroed();
+            // SAFETY: documented arguments; deliberately wrong: the callback has not returned.
+            let _ = call(|irp| unsafe { f(socket, storage.as_mut_ptr(), irp) });
+        },
+    );
+}

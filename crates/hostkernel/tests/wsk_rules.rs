@@ -413,6 +413,9 @@ fn conditional_pend_then_complete_accept_or_reject() {
         });
         let second = r.inspections.lock().unwrap()[1];
         assert_ne!(first, second);
+        // The ID is recorded inside the callback; the pend takes effect when it returns, and a
+        // decision before that would be for an ID the provider does not know yet.
+        std::thread::sleep(Duration::from_millis(20));
         assert_eq!(
             inspect_complete(listener, second, WSK_INSPECT_ACTION::REJECT),
             NtStatus::SUCCESS

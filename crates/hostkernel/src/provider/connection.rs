@@ -1,10 +1,18 @@
 //! Connection-oriented sockets: WskSend, WskReceive, WskDisconnect, WskDisconnectEvent and
 //! WskReceiveEvent over a real TCP stream. Received bytes are buffered (like the transport's
 //! receive window) up to `RX_WINDOW`, then reading stops until the client drains them.
+//!
+//! A graceful WskDisconnect completes when the peer has acknowledged our FIN — on Linux, when
+//! TCP_INFO's state has left FIN_WAIT1 (or LAST_ACK / CLOSING) — not when `shutdown()` returns,
+//! so a disconnect takes as long as the peer makes it. With [`set_peers_vanished`] on, the peers
+//! of connections accepted from then on have vanished: the FIN is never acknowledged and the
+//! disconnect stays pending until the socket is closed (Windows would wait out its retransmission
+//! timeout: minutes).
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use mio::{Interest, Token};
@@ -20,6 +28,45 @@ use crate::irql;
 use crate::verifier::{Rule, violation};
 
 const RX_WINDOW: usize = 64 * 1024;
+
+static PEERS_VANISHED: AtomicBool = AtomicBool::new(false);
+
+/// Fault mode: the peers of connections accepted from now on have vanished (their host is gone:
+/// nothing they would send arrives, nothing we send is acknowledged). A graceful WskDisconnect on
+/// such a connection never completes by itself; WskCloseSocket cancels it and aborts the
+/// connection (WSK-FACTS §7).
+pub fn set_peers_vanished(vanished: bool) {
+    PEERS_VANISHED.store(vanished, Ordering::SeqCst);
+}
+
+/// Whether the peer has acknowledged our FIN: TCP_INFO's state is past FIN_WAIT1, LAST_ACK and
+/// CLOSING (the states in which our FIN is still unacknowledged).
+#[cfg(target_os = "linux")]
+fn fin_acknowledged(stream: &mio::net::TcpStream) -> bool {
+    use std::os::fd::AsRawFd;
+    const TCP_FIN_WAIT1: u8 = 4;
+    const TCP_LAST_ACK: u8 = 9;
+    const TCP_CLOSING: u8 = 11;
+    // SAFETY: tcp_info is plain old data; all-zero is a valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut length = libc::socklen_t::try_from(size_of::<libc::tcp_info>()).unwrap_or(0);
+    // SAFETY: a live socket descriptor, and a buffer of `length` writable bytes.
+    let result = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast(),
+            &raw mut length,
+        )
+    };
+    result != 0 || !matches!(info.tcpi_state, TCP_FIN_WAIT1 | TCP_LAST_ACK | TCP_CLOSING)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn fin_acknowledged(_stream: &mio::net::TcpStream) -> bool {
+    true
+}
 
 /// The connection dispatch table the host hands out.
 pub(crate) static CONNECTION_DISPATCH: wsk::WSK_PROVIDER_CONNECTION_DISPATCH =
@@ -66,6 +113,10 @@ pub(crate) struct Connection {
     receives: VecDeque<Receive>,
     sends: VecDeque<Send>,
     disconnect: Option<IrpRef>,
+    /// A graceful disconnect whose FIN is sent and not yet acknowledged.
+    fin_wait: Option<IrpRef>,
+    /// The peer has vanished ([`set_peers_vanished`]): our FIN is never acknowledged.
+    vanished: bool,
     shutdown_sent: bool,
     disconnect_indicated: bool,
     indications_paused: bool,
@@ -97,6 +148,8 @@ impl Connection {
             receives: VecDeque::new(),
             sends: VecDeque::new(),
             disconnect: None,
+            fin_wait: None,
+            vanished: false,
             shutdown_sent: false,
             disconnect_indicated: false,
             indications_paused: false,
@@ -118,7 +171,15 @@ impl Connection {
             connection.reset = true;
             return connection;
         }
-        Self::with(Some(stream), Some(local), Some(remote))
+        let mut connection = Self::with(Some(stream), Some(local), Some(remote));
+        connection.vanished = PEERS_VANISHED.load(Ordering::SeqCst);
+        connection
+    }
+
+    /// Whether the provider thread must look again soon: a FIN waits for its acknowledgement,
+    /// which no readiness event announces.
+    pub(crate) fn awaits_fin_ack(&self) -> bool {
+        self.fin_wait.is_some() && !self.vanished && !self.reset
     }
 
     pub(crate) fn is_connected(&self) -> bool {
@@ -140,7 +201,8 @@ impl Connection {
             if let Some(registry) = state.registry.as_ref() {
                 let _ = registry.deregister(&mut stream);
             }
-            if self.shutdown_sent {
+            // Fully disconnected only once our FIN was acknowledged; otherwise close aborts.
+            if self.shutdown_sent && self.fin_wait.is_none() {
                 drop(stream);
             } else {
                 abortive_drop(stream);
@@ -149,6 +211,7 @@ impl Connection {
         let mut irps: Vec<IrpRef> = self.receives.drain(..).map(|r| r.irp).collect();
         irps.extend(self.sends.drain(..).map(|s| s.irp));
         irps.extend(self.disconnect.take());
+        irps.extend(self.fin_wait.take());
         irps
     }
 
@@ -160,6 +223,27 @@ impl Connection {
             }
             abortive_drop(stream);
         }
+    }
+
+    /// The event callback to make now, if any (the disconnect event wins over data).
+    fn next_indication(&mut self, events: u32) -> Option<Indication> {
+        if (self.eof || self.reset)
+            && !self.disconnect_indicated
+            && events & WSK_EVENT_DISCONNECT != 0
+        {
+            self.disconnect_indicated = true;
+            let abortive = if self.reset { WSK_FLAG_ABORTIVE } else { 0 };
+            return Some(Indication::Disconnect {
+                flags: abortive | WSK_FLAG_AT_DISPATCH_LEVEL,
+            });
+        }
+        (events & WSK_EVENT_RECEIVE != 0
+            && self.receives.is_empty()
+            && !self.rx.is_empty()
+            && !self.indications_paused)
+            .then(|| Indication::Receive {
+                data: self.rx.clone(),
+            })
     }
 
     /// Moves bytes between the OS and the queues; returns the IRPs to complete.
@@ -196,14 +280,29 @@ impl Connection {
             if self.sends.is_empty()
                 && let Some(irp) = self.disconnect.take()
             {
-                let _ = stream.shutdown(Shutdown::Write);
+                // A vanished peer would never see the FIN: it is not sent to the real one.
+                if !self.vanished {
+                    let _ = stream.shutdown(Shutdown::Write);
+                }
                 self.shutdown_sent = true;
+                self.fin_wait = Some(irp);
+            }
+            // The disconnect completes when the peer acknowledged the FIN, not when it was sent.
+            if !self.vanished
+                && !self.reset
+                && self.fin_wait.is_some()
+                && fin_acknowledged(stream)
+                && let Some(irp) = self.fin_wait.take()
+            {
                 done.push((irp, NtStatus::SUCCESS, 0));
             }
         }
         if self.reset {
             for send in self.sends.drain(..) {
                 done.push((send.irp, NtStatus::CONNECTION_RESET, 0));
+            }
+            if let Some(irp) = self.fin_wait.take() {
+                done.push((irp, NtStatus::CONNECTION_RESET, 0));
             }
         }
         while !self.receives.is_empty() && (!self.rx.is_empty() || self.eof || self.reset) {
@@ -277,33 +376,16 @@ pub(crate) fn service(key: usize) {
             return;
         };
         connection.pump(&mut done);
-        let mut indication = None;
-        if (connection.eof || connection.reset)
-            && !connection.disconnect_indicated
-            && events & WSK_EVENT_DISCONNECT != 0
-        {
-            connection.disconnect_indicated = true;
-            let abortive = if connection.reset {
-                WSK_FLAG_ABORTIVE
-            } else {
-                0
-            };
-            indication = Some(Indication::Disconnect {
-                flags: abortive | WSK_FLAG_AT_DISPATCH_LEVEL,
-            });
-        } else if events & WSK_EVENT_RECEIVE != 0
-            && connection.receives.is_empty()
-            && !connection.rx.is_empty()
-            && !connection.indications_paused
-        {
-            indication = Some(Indication::Receive {
-                data: connection.rx.clone(),
-            });
-        }
+        let awaits_fin_ack = connection.awaits_fin_ack();
+        let indication = connection.next_indication(events);
         if indication.is_some() {
             sock.callbacks_running += 1;
         }
-        indication.map(|i| (i, sock.context, sock.client_dispatch))
+        let indication = indication.map(|i| (i, sock.context, sock.client_dispatch));
+        if awaits_fin_ack {
+            state.fin_waiters.insert(key);
+        }
+        indication
     };
     for (irp, status, information) in done {
         irp::complete(irp, status, information);
@@ -511,6 +593,7 @@ unsafe extern "system" fn wsk_disconnect(
                     cancelled.extend(c.receives.drain(..).map(|r| r.irp));
                     cancelled.extend(c.sends.drain(..).map(|s| s.irp));
                     cancelled.extend(c.disconnect.take());
+                    cancelled.extend(c.fin_wait.take());
                     c.shutdown_sent = true;
                     NtStatus::SUCCESS
                 }

@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::ffi::c_void;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use mio::{Interest, Token};
@@ -23,6 +24,16 @@ use crate::irp::{self, IrpRef};
 use crate::irql;
 use crate::schedule::{self, Fault};
 use crate::verifier::{Rule, violation};
+
+static ACCEPT_EVENT_PREEMPTION: AtomicBool = AtomicBool::new(false);
+
+/// Fault mode: every WskAcceptEvent callback may be "preempted" — each spin lock it releases
+/// holds its thread up for a millisecond while the driver's other threads run on, so a driver
+/// that lets another thread use the handed-over socket before the callback returns is caught
+/// (`socket-used-before-accept-event-returned`).
+pub fn set_accept_event_preemption(on: bool) {
+    ACCEPT_EVENT_PREEMPTION.store(on, Ordering::SeqCst);
+}
 
 /// Tokens of pended inspections carry this bit, so they never collide with socket keys.
 pub(crate) const INSPECTION_TOKEN_BIT: usize = 1 << 63;
@@ -493,6 +504,7 @@ fn next_step(key: usize, irp_only: bool) -> Option<Step> {
             events,
             calls_in_progress: 0,
             callbacks_running: 0,
+            accept_event_thread: use_event.then(|| std::thread::current().id()),
         },
     );
     super::connection::register(state, new_key);
@@ -595,22 +607,40 @@ fn deliver_event(key: usize, new_key: usize, local: SocketAddr, remote: SocketAd
     let mut remote_sa = SOCKADDR_STORAGE::from(remote);
     let mut out_context: *mut c_void = std::ptr::null_mut();
     let mut out_dispatch: *const WSK_CLIENT_CONNECTION_DISPATCH = std::ptr::null();
-    let status = irql::at_dispatch(|| {
-        // SAFETY: the driver's WskAcceptEvent with the documented arguments; the address copies
-        // live for the call only, as documented (WSK-FACTS §5).
-        unsafe {
-            accept_event(
-                context,
-                WSK_FLAG_AT_DISPATCH_LEVEL,
-                local_sa.as_mut_ptr(),
-                remote_sa.as_mut_ptr(),
-                new_key as *mut WSK_SOCKET,
-                &raw mut out_context,
-                &raw mut out_dispatch,
-            )
+    let mut call = || {
+        irql::at_dispatch(|| {
+            // SAFETY: the driver's WskAcceptEvent with the documented arguments; the address
+            // copies live for the call only, as documented (WSK-FACTS §5).
+            unsafe {
+                accept_event(
+                    context,
+                    WSK_FLAG_AT_DISPATCH_LEVEL,
+                    local_sa.as_mut_ptr(),
+                    remote_sa.as_mut_ptr(),
+                    new_key as *mut WSK_SOCKET,
+                    &raw mut out_context,
+                    &raw mut out_dispatch,
+                )
+            }
+        })
+    };
+    let status = if ACCEPT_EVENT_PREEMPTION.load(Ordering::SeqCst) {
+        crate::spinlock::preemptible(call)
+    } else {
+        call()
+    };
+    {
+        // The callback returned: from now on the socket is the client's (or declined). Recorded
+        // with the end of the callback, in one step, so that whoever learns that no callback
+        // runs (a disable answering STATUS_SUCCESS) finds the socket recorded.
+        let mut state = state();
+        if let Some(sock) = live(&mut state, new_key) {
+            sock.accept_event_thread = None;
         }
-    });
-    callback_done(key);
+        if let Some(sock) = live(&mut state, key) {
+            sock.callbacks_running -= 1;
+        }
+    }
     if status == NtStatus::SUCCESS {
         let mut state = state();
         if let Some(sock) = live(&mut state, new_key) {

@@ -14,11 +14,11 @@ mod registration;
 mod socket;
 mod translate;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::c_void;
 use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mio::{Events, Poll, Token, Waker};
 use wsk::{IRP, NtStatus, WSK_SOCKET};
@@ -27,9 +27,13 @@ use crate::irp::{self, IrpRef};
 use crate::schedule;
 use crate::verifier::{Rule, violation};
 
+pub use connection::set_peers_vanished;
+pub use listen::set_accept_event_preemption;
 pub use registration::{
-    WskCaptureProviderNPI, WskDeregister, WskRegister, WskReleaseProviderNPI, set_provider_ready,
+    WskCaptureProviderNPI, WskDeregister, WskRegister, WskReleaseProviderNPI, capture_calls,
+    set_provider_no_interface, set_provider_ready,
 };
+pub use socket::fail_next_listen_local_address;
 
 use connection::Connection;
 use listen::Listening;
@@ -47,8 +51,11 @@ pub(crate) enum Kind {
 
 /// One socket the provider handed out.
 ///
-/// Invariant: `key` is the address of a leaked `Box<WSK_SOCKET>` that stays allocated until the
-/// registration that made it is deregistered, so a stale pointer is always recognised.
+/// Invariant: `key` is the address of a leaked `Box<WSK_SOCKET>`. Once the socket's close
+/// completes (or an accept event declines it), its `Dispatch` is overwritten with [`POISON`],
+/// a table whose every entry is a violation, and its key goes into a bounded quarantine; the
+/// oldest quarantined socket is then forgotten and its WSK_SOCKET freed. So a use after close is
+/// caught (through the poisoned table, or as an unknown socket) without tombstones piling up.
 pub(crate) struct Sock {
     pub(crate) registration: u64,
     pub(crate) kind: Kind,
@@ -62,6 +69,9 @@ pub(crate) struct Sock {
     pub(crate) calls_in_progress: u32,
     /// Event callbacks of this socket running on the provider thread right now.
     pub(crate) callbacks_running: u32,
+    /// While the WskAcceptEvent that hands this socket over runs: the thread running it. Until it
+    /// returns, closing the socket, or calling on it from any other thread, is a violation.
+    pub(crate) accept_event_thread: Option<std::thread::ThreadId>,
 }
 
 // SAFETY: the raw pointers a socket holds (client context and dispatch, the driver's address and
@@ -69,7 +79,8 @@ pub(crate) struct Sock {
 // from the provider's thread until the socket is closed or the IRP completes.
 unsafe impl Send for Sock {}
 
-/// A socket slot: alive, or a tombstone kept so use-after-close is recognised.
+/// A socket slot: alive, or a tombstone kept (while quarantined) so use-after-close is
+/// recognised.
 pub(crate) enum Slot {
     Live(Sock),
     Closed { registration: u64 },
@@ -90,6 +101,41 @@ pub(crate) struct State {
     pub(crate) next_registration: u64,
     pub(crate) inspect_serial: u32,
     pub(crate) inspections: HashMap<usize, listen::Inspection>,
+    /// Connections whose graceful disconnect waits for the peer to acknowledge the FIN: looked at
+    /// again every few milliseconds (no readiness event announces an ACK).
+    pub(crate) fin_waiters: HashSet<usize>,
+    /// Work held back until its time ([`set_close_delay`]).
+    pub(crate) timers: Vec<(Instant, Deferred)>,
+    /// How long every WskCloseSocket takes to finish (fault mode; zero normally).
+    pub(crate) close_delay: Duration,
+    /// Closed sockets, oldest first, whose poisoned WSK_SOCKET is kept (at most [`QUARANTINE`]).
+    pub(crate) quarantine: VecDeque<usize>,
+}
+
+/// Closed sockets kept poisoned before their WSK_SOCKET is freed: a stale pointer used within the
+/// last this-many closes hits the poison table; an older one is most likely an unknown socket.
+pub(crate) const QUARANTINE: usize = 8_192;
+
+/// A closed socket is done: poison its WSK_SOCKET, quarantine it, and free the oldest ones beyond
+/// the quarantine's bound. Its slot must already be a tombstone.
+pub(crate) fn retire(state: &mut State, key: usize) {
+    // SAFETY: `key` is the address of this socket's leaked Box<WSK_SOCKET> (Sock invariant), not
+    // freed while its tombstone is in `sockets` (it is, until the quarantine lets it go below).
+    unsafe {
+        (*(key as *mut WSK_SOCKET)).Dispatch = (&raw const socket::POISON).cast();
+    }
+    state.quarantine.push_back(key);
+    while state.quarantine.len() > QUARANTINE {
+        let Some(oldest) = state.quarantine.pop_front() else {
+            break;
+        };
+        if matches!(state.sockets.get(&oldest), Some(Slot::Closed { .. })) {
+            state.sockets.remove(&oldest);
+            // SAFETY: the leaked Box<WSK_SOCKET> of a closed socket (Sock invariant), forgotten
+            // just now, so it is freed exactly once.
+            drop(unsafe { Box::from_raw(oldest as *mut WSK_SOCKET) });
+        }
+    }
 }
 
 // SAFETY: the raw pointers inside (client contexts and dispatch tables) belong to the driver,
@@ -109,6 +155,10 @@ pub(crate) static STATE: LazyLock<Mutex<State>> = LazyLock::new(|| {
         next_registration: 1,
         inspect_serial: 1,
         inspections: HashMap::new(),
+        fin_waiters: HashSet::new(),
+        timers: Vec::new(),
+        close_delay: Duration::ZERO,
+        quarantine: VecDeque::new(),
     })
 });
 
@@ -125,6 +175,24 @@ pub(crate) fn post(state: &mut State, work: Deferred) {
     if let Some(waker) = &state.waker {
         let _ = waker.wake();
     }
+}
+
+/// Queues work for the event-loop thread to run once `delay` has passed.
+pub(crate) fn post_after(state: &mut State, delay: Duration, work: Deferred) {
+    if delay.is_zero() {
+        return post(state, work);
+    }
+    state.timers.push((Instant::now() + delay, work));
+    if let Some(waker) = &state.waker {
+        let _ = waker.wake();
+    }
+}
+
+/// Fault mode: a slow provider. Every WskCloseSocket from now on finishes (cancels the socket's
+/// pending IRPs, completes the close IRP) only after `delay`, so completions can arrive after a
+/// driver's stop has given up waiting for them. Zero turns it off.
+pub fn set_close_delay(delay: Duration) {
+    state().close_delay = delay;
 }
 
 /// Completes `irp` inline (before the WSK call returns) or later on the provider thread, as the
@@ -162,6 +230,20 @@ impl CallGuard {
         let key = socket as usize;
         let mut state = state();
         match state.sockets.get_mut(&key) {
+            Some(Slot::Live(sock))
+                if sock
+                    .accept_event_thread
+                    .is_some_and(|t| t != std::thread::current().id()) =>
+            {
+                drop(state);
+                violation(
+                    Rule::SocketUsedBeforeAcceptEventReturned,
+                    format_args!(
+                        "{function} on socket {socket:p} from another thread while the \
+                         WskAcceptEvent that hands it over has not returned"
+                    ),
+                );
+            }
             Some(Slot::Live(sock)) => sock.calls_in_progress += 1,
             Some(Slot::Closed { .. }) => {
                 drop(state);
@@ -243,7 +325,21 @@ pub(crate) fn stop_loop() {
 fn run_loop(mut poll: Poll) {
     let mut events = Events::with_capacity(1024);
     loop {
-        if let Err(error) = poll.poll(&mut events, Some(Duration::from_millis(100))) {
+        let timeout = {
+            let state = state();
+            let base = if state.fin_waiters.is_empty() {
+                Duration::from_millis(100)
+            } else {
+                Duration::from_millis(2)
+            };
+            let now = Instant::now();
+            state
+                .timers
+                .iter()
+                .map(|(due, _)| due.saturating_duration_since(now))
+                .fold(base, Duration::min)
+        };
+        if let Err(error) = poll.poll(&mut events, Some(timeout)) {
             assert!(
                 error.kind() == std::io::ErrorKind::Interrupted,
                 "hostkernel: epoll failed: {error}"
@@ -253,6 +349,22 @@ fn run_loop(mut poll: Poll) {
             if event.token() != WAKER {
                 service(event.token().0);
             }
+        }
+        let fin_waiters = std::mem::take(&mut state().fin_waiters);
+        for key in fin_waiters {
+            connection::service(key);
+        }
+        let due: Vec<Deferred> = {
+            let mut state = state();
+            let now = Instant::now();
+            let (due, later) = std::mem::take(&mut state.timers)
+                .into_iter()
+                .partition(|(at, _)| *at <= now);
+            state.timers = later;
+            due.into_iter().map(|(_, work)| work).collect()
+        };
+        for work in due {
+            work();
         }
         loop {
             let work = state().deferred.pop_front();

@@ -1,15 +1,30 @@
 //! WskRegister, WskCaptureProviderNPI, WskReleaseProviderNPI and WskDeregister (WSK-FACTS §7).
 
 use std::sync::PoisonError;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use wsk::{NtStatus, WSK_CLIENT_NPI, WSK_PROVIDER_NPI, WSK_REGISTRATION};
 
-use super::{CHANGED, PROVIDER_DISPATCH, Slot, ensure_loop, state, stop_loop};
+use super::{CHANGED, PROVIDER_DISPATCH, Slot, State, ensure_loop, state, stop_loop};
 use crate::accounting::COUNTERS;
 use crate::irql;
 use crate::verifier::{Rule, violation};
+
+static NO_INTERFACE: AtomicBool = AtomicBool::new(false);
+static CAPTURE_CALLS: AtomicU64 = AtomicU64::new(0);
+
+/// Fault mode: WskCaptureProviderNPI fails at once with STATUS_NOINTERFACE (no WSK provider
+/// matches the client's version), without waiting.
+pub fn set_provider_no_interface(on: bool) {
+    NO_INTERFACE.store(on, Ordering::SeqCst);
+}
+
+/// WskCaptureProviderNPI calls so far (all registrations), to see how hard a client retries.
+#[must_use]
+pub fn capture_calls() -> u64 {
+    CAPTURE_CALLS.load(Ordering::SeqCst)
+}
 
 /// A client registration.
 pub(crate) struct Registration {
@@ -103,6 +118,10 @@ pub unsafe extern "system" fn WskCaptureProviderNPI(
         irql::assert_passive("WskCaptureProviderNPI with a wait");
     }
     let id = registration_id(registration, "WskCaptureProviderNPI");
+    CAPTURE_CALLS.fetch_add(1, Ordering::SeqCst);
+    if NO_INTERFACE.load(Ordering::SeqCst) {
+        return NtStatus::NOINTERFACE;
+    }
     let deadline = (wait_timeout != wsk::WSK_INFINITE_WAIT)
         .then(|| Instant::now() + Duration::from_millis(u64::from(wait_timeout)));
     let mut state = state();
@@ -193,6 +212,14 @@ pub unsafe extern "system" fn WskDeregister(registration: *mut WSK_REGISTRATION)
         // SAFETY: every key is the address of a leaked Box<WSK_SOCKET> (Sock invariant) whose
         // socket is closed and now forgotten, so it is freed exactly once.
         drop(unsafe { Box::from_raw(key as *mut wsk::WSK_SOCKET) });
+    }
+    {
+        let State {
+            sockets,
+            quarantine,
+            ..
+        } = &mut *state;
+        quarantine.retain(|key| sockets.contains_key(key));
     }
     let last = state.registrations.is_empty();
     drop(state);

@@ -32,9 +32,14 @@ pub(crate) fn insert(state: &mut State, sock: Sock) -> usize {
     key
 }
 
-/// Forgets a socket the driver never owned (a rejected accept event): no tombstone.
+/// Forgets a socket the driver declined (a rejected accept event): the provider closes it, so it
+/// is retired at once like a closed one (the driver saw its pointer and must not use it).
 pub(crate) fn forget(state: &mut State, key: usize) -> Option<Sock> {
-    let Some(Slot::Live(sock)) = state.sockets.remove(&key) else {
+    let registration = match state.sockets.get(&key) {
+        Some(Slot::Live(sock)) => sock.registration,
+        _ => return None,
+    };
+    let Some(Slot::Live(sock)) = state.sockets.insert(key, Slot::Closed { registration }) else {
         return None;
     };
     if let Some(reg) = state.registrations.get_mut(&sock.registration) {
@@ -42,11 +47,44 @@ pub(crate) fn forget(state: &mut State, key: usize) -> Option<Sock> {
     }
     COUNTERS.sockets.fetch_sub(1, Ordering::SeqCst);
     CHANGED.notify_all();
-    // SAFETY: `key` is the leaked Box<WSK_SOCKET> of this socket (Sock invariant); the driver
-    // never saw it, so nothing can refer to it any more.
-    drop(unsafe { Box::from_raw(key as *mut WSK_SOCKET) });
+    super::retire(state, key);
     Some(sock)
 }
+
+/// A table of [`POISON_ENTRIES`] function pointers that a closed socket's `Dispatch` points at.
+#[repr(C)]
+pub(crate) struct Poison([unsafe extern "system" fn() -> NtStatus; POISON_ENTRIES]);
+
+/// More entries than the largest socket dispatch table (the connection table has 13).
+const POISON_ENTRIES: usize = 16;
+
+/// Any WSK function reached through a closed socket's poisoned Dispatch.
+unsafe extern "system" fn poisoned_call() -> NtStatus {
+    violation(
+        Rule::SocketUsedAfterClose,
+        "a WSK function called through the Dispatch of a closed socket (its WSK_SOCKET is \
+         poisoned once its close completed)",
+    )
+}
+
+/// WskCloseSocket (entry 1 of every table: WSK_PROVIDER_BASIC_DISPATCH) through a poisoned
+/// Dispatch.
+unsafe extern "system" fn poisoned_close() -> NtStatus {
+    violation(
+        Rule::SocketClosedTwice,
+        "WskCloseSocket through the Dispatch of a socket whose close already completed",
+    )
+}
+
+/// The poison table: every entry is a violation. The callers pass arguments the entries ignore;
+/// with the `system` ABI the caller owns its argument registers and stack, and every entry stops
+/// the process before it would return.
+pub(crate) static POISON: Poison = {
+    let mut table: [unsafe extern "system" fn() -> NtStatus; POISON_ENTRIES] =
+        [poisoned_call; POISON_ENTRIES];
+    table[1] = poisoned_close;
+    Poison(table)
+};
 
 /// WskSocket (PFN_WSK_SOCKET). Listening and connection-oriented TCP sockets only.
 pub(crate) unsafe extern "system" fn wsk_socket(
@@ -98,6 +136,7 @@ pub(crate) unsafe extern "system" fn wsk_socket(
             events: 0,
             calls_in_progress: 0,
             callbacks_running: 0,
+            accept_event_thread: None,
         },
     );
     finish(irp, NtStatus::SUCCESS, key)
@@ -305,6 +344,16 @@ pub(crate) unsafe extern "system" fn wsk_close_socket(
     let state = state();
     let slot = state.sockets.get(&key);
     match slot {
+        Some(Slot::Live(sock)) if sock.accept_event_thread.is_some() => {
+            drop(state);
+            violation(
+                Rule::SocketUsedBeforeAcceptEventReturned,
+                format_args!(
+                    "WskCloseSocket({socket:p}) before the WskAcceptEvent that hands it over \
+                     returned"
+                ),
+            );
+        }
         Some(Slot::Live(sock)) if sock.calls_in_progress > 0 => {
             drop(state);
             violation(
@@ -338,7 +387,12 @@ pub(crate) unsafe extern "system" fn wsk_close_socket(
     let Some(Slot::Live(sock)) = guard.sockets.insert(key, Slot::Closed { registration }) else {
         unreachable!("checked above")
     };
-    post(&mut guard, Box::new(move || finish_close(key, sock, irp)));
+    let delay = guard.close_delay;
+    super::post_after(
+        &mut guard,
+        delay,
+        Box::new(move || finish_close(key, sock, irp)),
+    );
     NtStatus::PENDING
 }
 
@@ -360,8 +414,23 @@ fn finish_close(key: usize, sock: Sock, irp: IrpRef) {
     if let Some(reg) = state.registrations.get_mut(&registration) {
         reg.sockets -= 1;
     }
+    // The close completed: from now on the WSK_SOCKET is poisoned, then freed (WSK-FACTS §7:
+    // after the call the socket must not be used again).
+    super::retire(&mut state, key);
     COUNTERS.sockets.fetch_sub(1, Ordering::SeqCst);
     CHANGED.notify_all();
+}
+
+static LOCAL_ADDRESS_FAILURE: std::sync::Mutex<Option<std::time::Duration>> =
+    std::sync::Mutex::new(None);
+
+/// Fault mode: the next WskGetLocalAddress on a listening socket answers only after `delay` (a
+/// slow provider: connections keep arriving meanwhile) and then fails with
+/// STATUS_INSUFFICIENT_RESOURCES.
+pub fn fail_next_listen_local_address(delay: std::time::Duration) {
+    *LOCAL_ADDRESS_FAILURE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(delay);
 }
 
 /// WskGetLocalAddress (listen and connection dispatch).
@@ -393,6 +462,25 @@ unsafe fn get_address(
 ) -> NtStatus {
     let _call = CallGuard::enter(socket, function);
     let irp = take_irp(irp, function);
+    let is_listener = matches!(
+        state().sockets.get(&(socket as usize)),
+        Some(Slot::Live(Sock {
+            kind: Kind::Listen(_),
+            ..
+        }))
+    );
+    let failure = if local && is_listener {
+        LOCAL_ADDRESS_FAILURE
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    } else {
+        None
+    };
+    if let Some(delay) = failure {
+        std::thread::sleep(delay);
+        return finish(irp, NtStatus::INSUFFICIENT_RESOURCES, 0);
+    }
     let address = {
         let mut state = state();
         match live(&mut state, socket as usize).map(|s| &s.kind) {
