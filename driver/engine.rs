@@ -589,6 +589,14 @@ impl Engine {
         signalled
     }
 
+    /// How many requests were ever deferred to user mode: a waiter that looks at the pending
+    /// queue more than once per wake-up compares it across its looks (each look clears the
+    /// pending-ready signal). IRQL: any.
+    #[must_use]
+    pub fn deferrals(&self) -> u64 {
+        self.global.deferrals.load(Ordering::Acquire)
+    }
+
     /// Wakes whoever waits in [`Engine::wait_pending_ready`] without cancelling anything: after a
     /// GET_PENDING answered directly (its look cleared the signal another deferral may have set)
     /// and to stop the pump. IRQL: <= DISPATCH_LEVEL.

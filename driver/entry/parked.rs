@@ -8,6 +8,8 @@
 //! - The pump sleeps on the engine's pending-ready event with the earliest parked deadline as its
 //!   timeout (no deadline: no timeout), so it wakes for a deferral, a deadline, a newly parked
 //!   request or a stop, never to poll.
+//! - A deferral that arrives during a pass makes another pass at once (the engine's deferral
+//!   count), so one that a later look in the pass cleared the signal of is never slept through.
 //! - Each wake-up is one pass over the queue with WdfIoQueueFindRequest: every parked request is
 //!   looked at once per pass, whatever its position, so no request (or listener) starves. A
 //!   request that still has no answer is requeued; its context's pass mark makes the pass skip it
@@ -210,6 +212,9 @@ unsafe fn pump(_context: *mut c_void) {
         let queue: WDFQUEUE = QUEUE.load(Ordering::Acquire).cast();
         // Pass 0 means "not looked at yet".
         pass = pass.wrapping_add(1).max(1);
+        // Each look in the pass clears the pending-ready signal, including a deferral's for a
+        // request the pass already looked at: the count says whether one came during the pass.
+        let deferrals = engine.deferrals();
         let earliest = if queue.is_null() {
             None
         } else {
@@ -221,6 +226,9 @@ unsafe fn pump(_context: *mut c_void) {
         // flag before it signals, so a stop that this check misses is still signalled below.
         if PUMP_STOP.load(Ordering::Acquire) {
             return;
+        }
+        if engine.deferrals() != deferrals {
+            continue;
         }
         let wait = earliest.map(|deadline| {
             Duration::from_nanos(

@@ -95,7 +95,7 @@ impl Listener {
                 }
                 Counters::bump(&self.counters.inspect_pended);
                 // SAFETY: `global` points at the engine's figures, which outlive listeners.
-                unsafe { (*self.global).pending_ready.set() };
+                unsafe { (*self.global).deferred() };
                 // Keep the timeout ticking for this request.
                 self.kick_locked(&shared);
                 WSK_INSPECT_ACTION::PEND

@@ -78,6 +78,11 @@ impl Counters {
 pub struct Global {
     /// Set whenever a request is deferred to user mode (GET_PENDING waits on it).
     pub pending_ready: crate::kernel::Event,
+    /// How many requests were ever deferred: every look at the pending queue clears
+    /// `pending_ready`, so a waiter that looks several times (the Windows GET_PENDING pump, one
+    /// look per parked request) compares this count across its looks to know whether a deferral
+    /// arrived in between.
+    pub deferrals: AtomicU64,
     /// Set by an accept callback as its last statement when it leaves a socket to hand over
     /// (the engine's ticker hands it over a little later).
     pub handover_ready: crate::kernel::Event,
@@ -95,10 +100,18 @@ impl Global {
     pub fn new() -> Result<Self, wsk::NtStatus> {
         Ok(Self {
             pending_ready: crate::kernel::Event::notification(false)?,
+            deferrals: AtomicU64::new(0),
             handover_ready: crate::kernel::Event::synchronization(false)?,
             active: AtomicU32::new(0),
             peak: AtomicU32::new(0),
         })
+    }
+
+    /// A request was deferred to user mode: count it, then wake GET_PENDING. IRQL:
+    /// <= DISPATCH_LEVEL.
+    pub fn deferred(&self) {
+        self.deferrals.fetch_add(1, Ordering::Release);
+        self.pending_ready.set();
     }
 
     /// One more connection. IRQL: <= DISPATCH_LEVEL.
