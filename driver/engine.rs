@@ -17,6 +17,7 @@ use crate::net::WskClient;
 use crate::pending::{PendingId, PendingInfo};
 use crate::policy::Policy;
 use crate::table::{AcceptPath, ConnId, ConnInfo, Table};
+use crate::trace;
 
 /// Table slots scanned per spin-lock hold when listing connections.
 const LIST_CHUNK: u32 = 256;
@@ -267,9 +268,17 @@ impl Engine {
         listeners.sequence = listeners.sequence.wrapping_add(1) & 0x00FF_FFFF;
         #[allow(clippy::cast_possible_truncation)]
         let (slot_u8, id) = (slot as u8, (listeners.sequence << 8) | slot as u32);
-        let listener = Listener::start(id, slot_u8, config, policy, provider, queue, &self.global)?;
+        let address = config.address;
+        let listener = Listener::start(id, slot_u8, config, policy, provider, queue, &self.global)
+            .inspect_err(|&status| {
+                trace::emit(trace::Event::ListenerStartFailed { address, status });
+            })?;
         let info = listener.info();
         listeners.slots[slot] = Some(listener);
+        trace::emit(trace::Event::ListenerStarted {
+            listener: info.id,
+            address: info.address,
+        });
         Ok(info)
     }
 
@@ -298,10 +307,23 @@ impl Engine {
     fn stop_one(&self, listeners: &mut Listeners, listener: PoolBox<Listener>) -> CounterSnapshot {
         self.reap(listeners);
         let timeout = Duration::from_millis(self.stop_timeout_ms.load(Ordering::Relaxed));
+        let id = listener.id();
+        let active = listener.info().active;
         let counters = match Listener::stop(listener, || self.flush(), timeout) {
-            Ok(counters) => counters,
+            Ok(counters) => {
+                trace::emit(trace::Event::ListenerStopped {
+                    listener: id,
+                    connections: active,
+                });
+                counters
+            }
             Err(listener) => {
-                let counters = listener.info().counters;
+                let info = listener.info();
+                trace::emit(trace::Event::StopTimedOut {
+                    listener: id,
+                    connections: info.active,
+                });
+                let counters = info.counters;
                 match listeners.parked.iter_mut().find(|p| p.is_none()) {
                     Some(free) => *free = Some(listener),
                     // Every parking place is taken: wait for this one here.
@@ -331,6 +353,12 @@ impl Engine {
     fn free_parked(&self) {
         let guard = self.lock();
         let listeners = self.listeners(&guard);
+        let held = listeners.parked.iter().filter(|p| p.is_some()).count();
+        if held > 0 {
+            trace::emit(trace::Event::UnloadOutstanding {
+                listeners: u32::try_from(held).unwrap_or(u32::MAX),
+            });
+        }
         for place in &mut listeners.parked {
             if let Some(listener) = place.take() {
                 let _ = Listener::free_when_stopped(listener, || self.flush());

@@ -127,6 +127,10 @@ pub(crate) unsafe extern "system" fn accept_done(
             }
         } else if status != NtStatus::CANCELLED {
             super::Counters::bump(&listener.counters.accept_errors);
+            crate::trace::emit(crate::trace::Event::AcceptFailed {
+                listener: listener.id(),
+                status,
+            });
             if status == NtStatus::CONNECTION_ABORTED {
                 // The listening socket stopped working: recreate it (worker).
                 Listener::request_restart_locked(&mut shared);

@@ -13,6 +13,7 @@ use super::{Counters, Listener, Mode, Phase};
 use crate::kernel;
 use crate::pending::{Outcome, PendingId, PendingInfo};
 use crate::policy::{Policy, RejectReason, Verdict};
+use crate::trace::{self, Refusal};
 
 /// Completion of WskInspectComplete. IRQL: <= DISPATCH_LEVEL; no WSK, no blocking, no allocation.
 unsafe extern "system" fn decision_done(
@@ -47,15 +48,33 @@ impl Listener {
             Some(Outcome::TimedOut) | None => return,
         };
         Counters::bump(counter);
+        if matches!(outcome, Some(Outcome::Rejected)) {
+            self.trace_refused(Refusal::Policy, None);
+        } else if matches!(outcome, Some(Outcome::Accepted)) && !sent {
+            self.trace_refused(Refusal::NotRunning, None);
+        }
     }
 
-    /// Counts a refusal by its reason. IRQL: <= DISPATCH_LEVEL.
-    pub(crate) fn count_rejection(&self, reason: RejectReason) {
-        Counters::bump(match reason {
-            RejectReason::Full => &self.counters.rejected_full,
-            RejectReason::NotRunning => &self.counters.rejected_not_running,
-            RejectReason::Policy => &self.counters.rejected_policy,
-            RejectReason::SourceLimit => &self.counters.rejected_source_limit,
+    /// Counts a refusal by its reason, and traces it. IRQL: <= DISPATCH_LEVEL.
+    pub(crate) fn count_rejection(&self, reason: RejectReason, remote: SocketAddr) {
+        let (counter, refusal) = match reason {
+            RejectReason::Full => (&self.counters.rejected_full, Refusal::Full),
+            RejectReason::NotRunning => (&self.counters.rejected_not_running, Refusal::NotRunning),
+            RejectReason::Policy => (&self.counters.rejected_policy, Refusal::Policy),
+            RejectReason::SourceLimit => {
+                (&self.counters.rejected_source_limit, Refusal::SourceLimit)
+            }
+        };
+        Counters::bump(counter);
+        self.trace_refused(refusal, Some(remote));
+    }
+
+    /// Traces a refusal (the counter is the caller's). IRQL: <= DISPATCH_LEVEL.
+    pub(crate) fn trace_refused(&self, reason: Refusal, remote: Option<SocketAddr>) {
+        trace::emit(trace::Event::Refused {
+            listener: self.id(),
+            reason,
+            remote,
         });
     }
 
@@ -69,6 +88,7 @@ impl Listener {
         let mut shared = self.shared.lock();
         if shared.phase != Phase::Running {
             Counters::bump(&self.counters.rejected_not_running);
+            self.trace_refused(Refusal::NotRunning, Some(remote));
             return WSK_INSPECT_ACTION::REJECT;
         }
         let from_source = shared.sources.count(remote.ip());
@@ -81,7 +101,7 @@ impl Listener {
                 WSK_INSPECT_ACTION::ACCEPT
             }
             Verdict::Reject(reason) => {
-                self.count_rejection(reason);
+                self.count_rejection(reason, remote);
                 WSK_INSPECT_ACTION::REJECT
             }
             Verdict::Defer => {
@@ -91,6 +111,7 @@ impl Listener {
                 if pended.is_err() {
                     // A full queue never blocks: the request is refused and counted.
                     Counters::bump(&self.counters.rejected_pending_full);
+                    self.trace_refused(Refusal::PendingFull, Some(remote));
                     return WSK_INSPECT_ACTION::REJECT;
                 }
                 Counters::bump(&self.counters.inspect_pended);

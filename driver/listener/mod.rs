@@ -38,6 +38,7 @@ use crate::pending::PendingQueue;
 use crate::policy::{Policy, SourceCounts, Verdict};
 use crate::rundown::Rundown;
 use crate::table::{AcceptPath, ConnId, ConnInfo, SlotState, Table, work};
+use crate::trace::{self, Refusal};
 use accept::{AcceptSlot, accept_done, state as accept_state};
 
 /// How long `stop` waits for the rundown before it gives up and hands the listener back to be
@@ -441,6 +442,7 @@ impl Listener {
         // Starting: only reachable once the accept event is on, after the last failure point.
         if !matches!(shared.phase, Phase::Running | Phase::Starting) {
             Counters::bump(&self.counters.rejected_not_running);
+            self.trace_refused(Refusal::NotRunning, Some(remote));
             return Err(socket);
         }
         // In conditional mode the inspection already applied the rules (and user mode may have
@@ -455,7 +457,7 @@ impl Listener {
             settled,
         );
         if let Verdict::Reject(reason) = verdict {
-            self.count_rejection(reason);
+            self.count_rejection(reason, remote);
             return Err(socket);
         }
         let info = ConnInfo {
@@ -489,6 +491,7 @@ impl Listener {
             }
             Err(full) => {
                 Counters::bump(&self.counters.rejected_full);
+                self.trace_refused(Refusal::Full, Some(remote));
                 Err(full.0)
             }
         }
@@ -851,10 +854,17 @@ impl Listener {
                 unsafe { *self.socket.get() = Some(socket) };
                 shared.phase = Phase::Running;
                 Counters::bump(&self.counters.listener_restarts);
+                trace::emit(trace::Event::ListenerRestarted {
+                    listener: self.id(),
+                });
             }
             Err(status) => {
                 shared.phase = Phase::Failed;
                 shared.last_error = status;
+                trace::emit(trace::Event::ListenerRestartFailed {
+                    listener: self.id(),
+                    status,
+                });
             }
         }
         self.kick_locked(&shared);

@@ -24,7 +24,8 @@ pub(super) fn emit(event: &Event) {
             listener,
             connections,
         } => at!(listener, connections, "{name}"),
-        Event::ListenerRestarted { listener, status }
+        Event::ListenerRestarted { listener } => at!(listener, "{name}"),
+        Event::ListenerRestartFailed { listener, status }
         | Event::AcceptFailed { listener, status } => at!(listener, %status, "{name}"),
         Event::ListenerStartFailed { address, status } => at!(%address, %status, "{name}"),
         Event::Refused {

@@ -81,7 +81,12 @@ pub enum Event {
     ListenerRestarted {
         /// Its id.
         listener: u32,
-        /// Why (the accept failure that triggered it).
+    },
+    /// Recreating a broken listening socket failed: the listener is Failed.
+    ListenerRestartFailed {
+        /// Its id.
+        listener: u32,
+        /// What failed.
         status: NtStatus,
     },
     /// A listener start failed.
@@ -139,7 +144,9 @@ impl Event {
             | Self::Refused { .. }
             | Self::StopTimedOut { .. }
             | Self::IoctlFailed { .. } => Level::Warn,
-            Self::ListenerStartFailed { .. } | Self::UnloadOutstanding { .. } => Level::Error,
+            Self::ListenerStartFailed { .. }
+            | Self::ListenerRestartFailed { .. }
+            | Self::UnloadOutstanding { .. } => Level::Error,
         }
     }
 
@@ -150,6 +157,7 @@ impl Event {
             Self::ListenerStarted { .. } => "listener_started",
             Self::ListenerStopped { .. } => "listener_stopped",
             Self::ListenerRestarted { .. } => "listener_restarted",
+            Self::ListenerRestartFailed { .. } => "listener_restart_failed",
             Self::ListenerStartFailed { .. } => "listener_start_failed",
             Self::AcceptFailed { .. } => "accept_failed",
             Self::Refused { .. } => "refused",

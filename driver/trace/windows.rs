@@ -88,10 +88,16 @@ pub(super) fn emit(event: &Event) {
                 c"wskaccept: listener_stopped listener=%u connections=%u\n", listener, connections
             );
         }
-        Event::ListenerRestarted { listener, status } => {
+        Event::ListenerRestarted { listener } => {
             print!(
                 level,
-                c"wskaccept: listener_restarted listener=%u status=0x%08x\n",
+                c"wskaccept: listener_restarted listener=%u\n", listener
+            );
+        }
+        Event::ListenerRestartFailed { listener, status } => {
+            print!(
+                level,
+                c"wskaccept: listener_restart_failed listener=%u status=0x%08x\n",
                 listener,
                 status.as_u32()
             );
