@@ -50,11 +50,19 @@ impl<S: tracing::Subscriber> Layer<S> for Capture {
 }
 
 impl Capture {
+    /// The process's capture, installed once (events come from the provider's and the worker's
+    /// threads too, so the subscriber is the global one), emptied for the calling test: under
+    /// `cargo test` the tests of this binary share the process, one at a time.
     fn install() -> Self {
-        let capture = Self::default();
-        tracing::subscriber::set_global_default(Registry::default().with(capture.clone()))
-            .expect("one subscriber per test process");
-        capture
+        static CAPTURE: std::sync::OnceLock<Capture> = std::sync::OnceLock::new();
+        let capture = CAPTURE.get_or_init(|| {
+            let capture = Self::default();
+            tracing::subscriber::set_global_default(Registry::default().with(capture.clone()))
+                .expect("the only subscriber of this test process");
+            capture
+        });
+        capture.0.lock().unwrap().clear();
+        capture.clone()
     }
 
     fn events(&self, message: &str) -> Vec<Record> {
