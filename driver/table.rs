@@ -361,6 +361,68 @@ impl<S> Table<S> {
     pub fn capacity(&self) -> u32 {
         u32::try_from(self.entries.len()).unwrap_or(NIL)
     }
+
+    /// Checks the table's invariants (free list, work list, counters) by walking both lists.
+    /// O(capacity): for tests and models, never on a driver path.
+    ///
+    /// # Errors
+    /// What is broken.
+    pub fn check(&self) -> Result<(), &'static str> {
+        let capacity = self.entries.len();
+        // The free list: every index on it is Free, each once, and every Free slot is on it.
+        let (mut index, mut free) = (self.free_head, 0usize);
+        while index != NIL {
+            let entry = self
+                .entries
+                .get(index as usize)
+                .ok_or("free list: bad index")?;
+            if entry.state != SlotState::Free {
+                return Err("free list: a slot in use is on it");
+            }
+            free += 1;
+            if free > capacity {
+                return Err("free list: a cycle");
+            }
+            index = entry.next_free;
+        }
+        let free_slots = self
+            .entries
+            .iter()
+            .filter(|e| e.state == SlotState::Free)
+            .count();
+        if free != free_slots || capacity - free != self.in_use as usize {
+            return Err("free list: count does not match");
+        }
+        // The work list: every index on it is in use with work to do, each once, ends at the
+        // tail; every slot with work is on it.
+        let (mut index, mut last, mut listed) = (self.work_head, NIL, 0usize);
+        while index != NIL {
+            let entry = self
+                .entries
+                .get(index as usize)
+                .ok_or("work list: bad index")?;
+            if entry.state == SlotState::Free {
+                return Err("work list: a free slot is on it");
+            }
+            if entry.work == 0 {
+                return Err("work list: a slot without work is on it");
+            }
+            listed += 1;
+            if listed > capacity {
+                return Err("work list: a cycle");
+            }
+            last = index;
+            index = entry.next_work;
+        }
+        if last != self.work_tail {
+            return Err("work list: the tail is not its last slot");
+        }
+        let with_work = self.entries.iter().filter(|e| e.work != 0).count();
+        if with_work != listed {
+            return Err("work list: a slot with work is not on it");
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -509,6 +571,261 @@ mod tests {
                 }
                 prop_assert_eq!(table.occupancy().in_use as usize, live.len());
             }
+        }
+    }
+
+    /// The slot protocol of `conn.rs` and `Listener::decide_slot_work`, one step at a time, so
+    /// that proptest interleaves completions the way the hardware can: a completion routine
+    /// takes its IRP back (it is not busy any more) *outside* the listener lock, and runs its
+    /// locked part later, after any number of worker steps and other completions.
+    mod protocol {
+        use super::*;
+
+        const DISCONNECT: u8 = 1;
+        const CLOSE_OP: u8 = 2;
+        const RECEIVE_OP: u8 = 3;
+
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        enum Phase {
+            /// The provider holds the IRP (busy).
+            InProvider,
+            /// The completion routine took the IRP back and waits for the lock.
+            TakenBack,
+        }
+
+        #[derive(Clone, Copy, Debug)]
+        struct Completion {
+            index: u32,
+            op: u8,
+            generation: u32,
+            phase: Phase,
+            /// For receives: the peer closed (0 bytes) rather than sent data.
+            peer_gone: bool,
+        }
+
+        #[derive(Default, Clone, Copy)]
+        struct Irps {
+            recv_busy: bool,
+            ctl_busy: bool,
+        }
+
+        #[derive(Debug, Clone)]
+        pub(super) enum Step {
+            Accept,
+            UserClose(usize, bool),
+            Worker,
+            TakeBack(usize),
+            Locked(usize),
+        }
+
+        pub(super) fn step() -> impl Strategy<Value = Step> {
+            prop_oneof![
+                2 => Just(Step::Accept),
+                2 => (0usize..8, any::<bool>()).prop_map(|(i, a)| Step::UserClose(i, a)),
+                3 => Just(Step::Worker),
+                3 => (0usize..8).prop_map(Step::TakeBack),
+                3 => (0usize..8).prop_map(Step::Locked),
+            ]
+        }
+
+        pub(super) struct Model {
+            table: Table<u32>,
+            irps: Vec<Irps>,
+            completions: Vec<Completion>,
+            next: u32,
+            peers_gone: bool,
+        }
+
+        impl Model {
+            pub(super) fn new(capacity: u32) -> Self {
+                Self {
+                    table: Table::with_capacity(0, capacity, placeholder()).unwrap(),
+                    irps: vec![Irps::default(); capacity as usize],
+                    completions: Vec::new(),
+                    next: 0,
+                    peers_gone: false,
+                }
+            }
+
+            fn release_if_ready(&mut self, index: u32) {
+                let irps = self.irps[index as usize];
+                let ready = self
+                    .table
+                    .entry(index)
+                    .is_some_and(|e| e.state() == SlotState::Closing && e.close_done);
+                if ready && !irps.recv_busy && !irps.ctl_busy {
+                    assert!(self.table.release(index));
+                }
+            }
+
+            fn submit(&mut self, index: u32, op: u8, generation: u32) {
+                let irps = &mut self.irps[index as usize];
+                if op == RECEIVE_OP {
+                    irps.recv_busy = true;
+                } else {
+                    irps.ctl_busy = true;
+                }
+                self.completions.push(Completion {
+                    index,
+                    op,
+                    generation,
+                    phase: Phase::InProvider,
+                    peer_gone: self.peers_gone || self.next % 3 == 0,
+                });
+            }
+
+            /// `Listener::decide_slot_work` and the submission that follows it. False when there
+            /// was no work.
+            fn worker(&mut self) -> bool {
+                let Some((index, bits)) = self.table.pop_work() else {
+                    return false;
+                };
+                let irps = self.irps[index as usize];
+                let Some(entry) = self.table.entry(index) else {
+                    return true;
+                };
+                if entry.state() != SlotState::Active {
+                    return true;
+                }
+                let generation = entry.generation();
+                if bits & (work::CLOSE | work::ABORT) != 0 {
+                    if irps.ctl_busy {
+                        return true;
+                    }
+                    if bits & work::ABORT == 0 && !entry.disconnected {
+                        self.submit(index, DISCONNECT, generation);
+                    } else {
+                        assert!(self.table.begin_close(index).is_some());
+                        self.submit(index, CLOSE_OP, generation);
+                    }
+                } else if bits & work::RECEIVE != 0 && !irps.recv_busy && !entry.peer_closed {
+                    self.submit(index, RECEIVE_OP, generation);
+                }
+                true
+            }
+
+            /// `receive_done` and `ctl_done` after the lock is taken.
+            fn locked(&mut self, c: Completion) {
+                let index = c.index;
+                let current = self.table.entry(index).map(|e| (e.state(), e.generation()));
+                if c.op == RECEIVE_OP {
+                    match current {
+                        Some((SlotState::Active, g)) if g == c.generation => {
+                            if c.peer_gone {
+                                self.table.entry_mut(index).unwrap().peer_closed = true;
+                                self.table.request(index, work::CLOSE);
+                            } else {
+                                self.table.request(index, work::RECEIVE);
+                            }
+                        }
+                        Some((SlotState::Closing, g)) if g == c.generation => {
+                            self.release_if_ready(index);
+                        }
+                        _ => {}
+                    }
+                } else if current.is_some_and(|(_, g)| g == c.generation) {
+                    if c.op == DISCONNECT {
+                        self.table.entry_mut(index).unwrap().disconnected = true;
+                        self.table.request(index, work::CLOSE);
+                    } else {
+                        self.table.entry_mut(index).unwrap().close_done = true;
+                        self.release_if_ready(index);
+                    }
+                }
+            }
+
+            pub(super) fn run(&mut self, step: &Step) {
+                match *step {
+                    Step::Accept => {
+                        self.next += 1;
+                        if let Ok(id) = self.table.insert(self.next, info(1)) {
+                            self.table.request(id.index(), work::RECEIVE);
+                        }
+                    }
+                    Step::UserClose(i, abortive) => {
+                        let capacity = self.table.capacity();
+                        let index = u32::try_from(i).unwrap() % capacity;
+                        if let Some(id) = self.table.id_of(index)
+                            && self
+                                .table
+                                .get(id)
+                                .is_some_and(|e| e.state() == SlotState::Active)
+                        {
+                            self.table
+                                .request(index, if abortive { work::ABORT } else { work::CLOSE });
+                        }
+                    }
+                    Step::Worker => {
+                        self.worker();
+                    }
+                    Step::TakeBack(k) if !self.completions.is_empty() => {
+                        let k = k % self.completions.len();
+                        let c = &mut self.completions[k];
+                        if c.phase == Phase::InProvider {
+                            c.phase = Phase::TakenBack;
+                            let irps = &mut self.irps[c.index as usize];
+                            if c.op == RECEIVE_OP {
+                                irps.recv_busy = false;
+                            } else {
+                                irps.ctl_busy = false;
+                            }
+                        }
+                    }
+                    Step::Locked(k) if !self.completions.is_empty() => {
+                        let k = k % self.completions.len();
+                        if self.completions[k].phase == Phase::TakenBack {
+                            let c = self.completions.remove(k);
+                            self.locked(c);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+
+            /// Lets every outstanding completion finish and the worker drain, peers gone (like a
+            /// stop): the protocol must come to rest with intact lists.
+            pub(super) fn settle(&mut self) {
+                self.peers_gone = true;
+                for c in &mut self.completions {
+                    c.peer_gone = true;
+                }
+                for _ in 0..10_000 {
+                    if self.completions.is_empty() {
+                        if !self.worker() {
+                            return;
+                        }
+                    } else {
+                        self.run(&Step::TakeBack(0));
+                        self.run(&Step::Locked(0));
+                    }
+                    self.table.check().unwrap();
+                }
+                panic!("the protocol did not settle");
+            }
+
+            pub(super) fn table(&self) -> &Table<u32> {
+                &self.table
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2_000))]
+        /// The slot protocol with completions interleaved outside the lock (finding 3 of issue
+        /// 11): after every step the free list and the work list are intact — no freed slot is
+        /// linked, no slot with work is lost, no cycle.
+        #[test]
+        fn work_list_survives_completions_outside_the_lock(
+            capacity in 1u32..5,
+            steps in prop::collection::vec(protocol::step(), 1..120),
+        ) {
+            let mut model = protocol::Model::new(capacity);
+            for step in &steps {
+                model.run(step);
+                prop_assert_eq!(model.table().check(), Ok(()), "after {:?}", step);
+            }
+            model.settle();
+            prop_assert_eq!(model.table().check(), Ok(()));
         }
     }
 }
