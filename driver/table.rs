@@ -6,7 +6,12 @@
 //! slot's generation changes every time it is freed, so a stale id is refused.
 //!
 //! The table also keeps an intrusive FIFO of slots with work for the worker (first receive,
-//! re-arm, close) so completion routines can hand work over without allocating.
+//! re-arm, close) so completion routines can hand work over without allocating. The FIFO is
+//! doubly linked and only [`Table::link_work`] and [`Table::unlink_work`] touch its links: a slot
+//! is on it exactly when it has work bits, and every way out of a slot's life (pop, release)
+//! unlinks it, so a freed or reused slot can never be left linked (issue 11, finding 3: a late
+//! completion asked for work on a Closing slot, `release` freed it while linked, and its reuse cut
+//! the list).
 
 use core::net::SocketAddr;
 
@@ -104,7 +109,10 @@ pub struct Entry<S> {
     generation: u32,
     state: SlotState,
     next_free: u32,
+    /// Work list links; touched only by `link_work` and `unlink_work`.
+    prev_work: u32,
     next_work: u32,
+    /// Work bits; non-zero exactly when the slot is on the work list.
     work: u8,
     socket: Option<S>,
     info: ConnInfo,
@@ -156,8 +164,8 @@ pub struct Occupancy {
 /// The table.
 ///
 /// Invariants: every index on the free list is `Free`; every other slot is `Active` or `Closing`;
-/// `in_use` counts the latter; a slot is on the work list exactly when its `work` bits are non-zero
-/// and it is not `Free`.
+/// `in_use` counts the latter; a slot is on the work list exactly when its `work` bits are non-zero,
+/// and then it is not `Free` (checked by [`Table::check`]).
 pub struct Table<S> {
     entries: PoolSlice<Entry<S>>,
     listener: u8,
@@ -194,6 +202,7 @@ impl<S> Table<S> {
                 generation: 1,
                 state: SlotState::Free,
                 next_free: if next == capacity { NIL } else { next },
+                prev_work: NIL,
                 next_work: NIL,
                 work: 0,
                 socket: None,
@@ -291,28 +300,57 @@ impl<S> Table<S> {
         }
         let was_queued = entry.work != 0;
         entry.work |= bits;
-        if was_queued {
-            return;
+        if !was_queued {
+            self.link_work(index);
         }
+    }
+
+    /// The next slot with work, and the work. O(1).
+    pub fn pop_work(&mut self) -> Option<(u32, u8)> {
+        let index = self.work_head;
+        let bits = self.entries.get(index as usize)?.work;
+        self.unlink_work(index);
+        Some((index, bits))
+    }
+
+    /// Appends `index` to the work list. Only `request` calls it, for a slot that was not on the
+    /// list (its work bits were zero).
+    fn link_work(&mut self, index: u32) {
+        let tail = self.work_tail;
+        let Some(entry) = self.entries.get_mut(index as usize) else {
+            return;
+        };
+        entry.prev_work = tail;
         entry.next_work = NIL;
-        match self.entries.get_mut(self.work_tail as usize) {
+        match self.entries.get_mut(tail as usize) {
             Some(tail) => tail.next_work = index,
             None => self.work_head = index,
         }
         self.work_tail = index;
     }
 
-    /// The next slot with work, and the work. O(1).
-    pub fn pop_work(&mut self) -> Option<(u32, u8)> {
-        let index = self.work_head;
-        let entry = self.entries.get_mut(index as usize)?;
-        self.work_head = entry.next_work;
-        if self.work_head == NIL {
-            self.work_tail = NIL;
-        }
+    /// Takes `index` off the work list (wherever it is) and clears its work. O(1). Its work bits
+    /// say whether it is on the list at all.
+    fn unlink_work(&mut self, index: u32) {
+        let Some(entry) = self.entries.get_mut(index as usize) else {
+            return;
+        };
+        let linked = entry.work != 0;
+        let (prev, next) = (entry.prev_work, entry.next_work);
+        entry.work = 0;
+        entry.prev_work = NIL;
         entry.next_work = NIL;
-        let bits = core::mem::take(&mut entry.work);
-        Some((index, bits))
+        if !linked {
+            return;
+        }
+        match self.entries.get_mut(prev as usize) {
+            Some(prev) => prev.next_work = next,
+            None => self.work_head = next,
+        }
+        match self.entries.get_mut(next as usize) {
+            Some(next) => next.prev_work = prev,
+            None => self.work_tail = prev,
+        }
     }
 
     /// Active → Closing: takes the socket out to close it (exactly once). O(1).
@@ -325,17 +363,21 @@ impl<S> Table<S> {
         entry.socket.take()
     }
 
-    /// Closing → Free: the slot's generation moves on, so its old id goes stale. O(1).
+    /// Closing → Free: the slot leaves the work list (work asked for a closing slot is moot), and
+    /// its generation moves on, so its old id goes stale. O(1).
     pub fn release(&mut self, index: u32) -> bool {
+        if self
+            .entry(index)
+            .is_none_or(|e| e.state != SlotState::Closing)
+        {
+            return false;
+        }
+        self.unlink_work(index);
         let Some(entry) = self.entries.get_mut(index as usize) else {
             return false;
         };
-        if entry.state != SlotState::Closing {
-            return false;
-        }
         entry.state = SlotState::Free;
         entry.socket = None;
-        entry.work = 0;
         entry.generation = match (entry.generation + 1) & GENERATION_MASK {
             0 => 1,
             next => next,
@@ -410,6 +452,9 @@ impl<S> Table<S> {
             listed += 1;
             if listed > capacity {
                 return Err("work list: a cycle");
+            }
+            if entry.prev_work != last {
+                return Err("work list: a back link is wrong");
             }
             last = index;
             index = entry.next_work;
@@ -494,6 +539,34 @@ mod tests {
         );
         assert_eq!(table.pop_work(), Some((ids[0].index(), work::RECEIVE)));
         assert_eq!(table.pop_work(), None);
+    }
+
+    #[test]
+    fn a_released_slot_leaves_the_work_list_wherever_it_is() {
+        // Finding 3 of issue 11, deterministically: work asked for a Closing slot, then the slot
+        // is released and reused while slots behind it still wait.
+        let mut table = Table::with_capacity(0, 3, placeholder()).unwrap();
+        let ids: Vec<_> = (0..3).map(|i| table.insert(i, info(1)).unwrap()).collect();
+        assert_eq!(table.begin_close(ids[1].index()), Some(1));
+        table.request(ids[0].index(), work::RECEIVE);
+        table.request(ids[1].index(), work::CLOSE);
+        table.request(ids[2].index(), work::RECEIVE);
+        assert!(table.release(ids[1].index()));
+        table.check().unwrap();
+        let reused = table.insert(9, info(2)).unwrap();
+        assert_eq!(reused.index(), ids[1].index());
+        table.request(reused.index(), work::RECEIVE);
+        table.check().unwrap();
+        let popped: Vec<_> = core::iter::from_fn(|| table.pop_work()).collect();
+        assert_eq!(
+            popped,
+            [
+                (ids[0].index(), work::RECEIVE),
+                (ids[2].index(), work::RECEIVE),
+                (reused.index(), work::RECEIVE)
+            ]
+        );
+        table.check().unwrap();
     }
 
     #[test]
