@@ -345,4 +345,29 @@ mod tests {
             "other listener's id"
         );
     }
+
+    #[test]
+    fn a_stale_pending_id_stays_refused_across_queues_and_reuse() {
+        // Finding 5 of issue 11: a new listener in the same listener slot, and 2^24 reuses of one
+        // queue slot, must not bring an old id back to life.
+        let mut old = PendingQueue::new(3, addr());
+        let stale = old.push(id(1), addr(), addr(), 0).unwrap();
+        let mut q = PendingQueue::new(3, addr());
+        let fresh = q.push(id(2), addr(), addr(), 0).unwrap();
+        assert_ne!(
+            fresh, stale,
+            "a new queue in the same listener slot gives new ids"
+        );
+        assert!(!q.decide(stale, true), "another instance's id is refused");
+        assert!(q.abort(&id(2)));
+        let first = q.push(id(3), addr(), addr(), 0).unwrap();
+        assert!(q.abort(&id(3)));
+        for serial in 4..(1u32 << 24) + 4 {
+            let pending = q.push(id(serial), addr(), addr(), 0).unwrap();
+            assert_ne!(pending, first, "an id was given twice");
+            assert!(q.abort(&id(serial)));
+        }
+        q.push(id(0), addr(), addr(), 0).unwrap();
+        assert!(!q.decide(first, true), "the stale id is refused");
+    }
 }

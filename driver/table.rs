@@ -570,6 +570,25 @@ mod tests {
     }
 
     #[test]
+    fn a_stale_id_stays_refused_however_often_its_slot_is_reused() {
+        // Finding 5 of issue 11: LIFO reuse puts every connection in the same slot; 2^24 reuses
+        // (28 minutes at 10,000 connections/s) must not bring an old id back to life.
+        let mut table = Table::with_capacity(0, 1, placeholder()).unwrap();
+        let first = table.insert(0u32, info(1)).unwrap();
+        table.begin_close(first.index());
+        table.release(first.index());
+        for _ in 1..(1u32 << 24) {
+            let id = table.insert(0u32, info(1)).unwrap();
+            assert_ne!(id, first, "an id was given twice");
+            table.begin_close(id.index());
+            table.release(id.index());
+        }
+        let last = table.insert(1u32, info(1)).unwrap();
+        assert!(table.get(first).is_none(), "the stale id is refused");
+        assert!(table.get(last).is_some());
+    }
+
+    #[test]
     fn generation_is_never_zero_after_wrapping() {
         let mut table = Table::with_capacity(0, 1, placeholder()).unwrap();
         table.entries[0].generation = GENERATION_MASK;
