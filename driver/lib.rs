@@ -14,6 +14,7 @@ pub mod control;
 pub mod engine;
 #[cfg(target_os = "windows")]
 mod entry;
+pub mod ids;
 pub mod kernel;
 pub mod listener;
 pub mod net;

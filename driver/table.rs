@@ -2,8 +2,11 @@
 //! an intrusive free list, no allocation after creation. It lives under the listener's spin lock;
 //! every method is a few instructions (safe at DISPATCH_LEVEL).
 //!
-//! User mode sees a 64-bit [`ConnId`] (listener, generation, slot index), never a pointer; a
-//! slot's generation changes every time it is freed, so a stale id is refused.
+//! User mode sees a 64-bit [`ConnId`] (listener slot, serial, slot index; packed by
+//! [`crate::ids`]), never a pointer. Every connection gets a serial no other connection of the
+//! driver ever had, so a stale id is refused for the life of the driver, whoever reuses the slot.
+//! Separately, a slot's `generation` changes every time it is freed, so a completion submitted
+//! for an earlier occupant of the slot recognises that it is late.
 //!
 //! The table also keeps an intrusive FIFO of slots with work for the worker (first receive,
 //! re-arm, close) so completion routines can hand work over without allocating. The FIFO is
@@ -17,47 +20,39 @@ use core::net::SocketAddr;
 
 use wsk::NtStatus;
 
+use crate::ids;
 use crate::kernel::{PoolSlice, tags};
 
 const NIL: u32 = u32::MAX;
-/// Generations are 24 bits wide in a [`ConnId`].
-const GENERATION_MASK: u32 = 0x00FF_FFFF;
 
-/// A connection id: bits 0–31 slot index, 32–55 generation (never 0), 56–63 listener slot.
+/// A connection id: listener slot, serial (never 0, never reused) and slot index, packed by
+/// [`crate::ids`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ConnId(pub u64);
 
 impl ConnId {
     /// Builds an id.
     #[must_use]
-    pub const fn new(listener: u8, generation: u32, index: u32) -> Self {
-        Self(
-            ((listener as u64) << 56)
-                | (((generation & GENERATION_MASK) as u64) << 32)
-                | index as u64,
-        )
+    pub const fn new(listener: u8, serial: u64, index: u32) -> Self {
+        Self(ids::pack(listener, serial, index))
     }
 
     /// The listener slot.
     #[must_use]
     pub const fn listener(self) -> u8 {
-        (self.0 >> 56) as u8
+        ids::listener(self.0)
     }
 
-    /// The slot generation.
+    /// The connection's serial.
     #[must_use]
-    pub const fn generation(self) -> u32 {
-        ((self.0 >> 32) as u32) & GENERATION_MASK
+    pub const fn serial(self) -> u64 {
+        ids::serial(self.0)
     }
 
     /// The slot index.
     #[must_use]
-    #[allow(
-        clippy::cast_possible_truncation,
-        reason = "the index is the low 32 bits by design"
-    )]
     pub const fn index(self) -> u32 {
-        self.0 as u32
+        ids::index(self.0)
     }
 }
 
@@ -106,7 +101,10 @@ pub struct ConnInfo {
 
 /// One slot. `S` is the owned socket type (a `ConnSocket` in the driver).
 pub struct Entry<S> {
+    /// Changes every time the slot is freed (completions compare it); wraps, never 0.
     generation: u32,
+    /// The occupant's serial (its id); 0 while free.
+    serial: u64,
     state: SlotState,
     next_free: u32,
     /// Work list links; touched only by `link_work` and `unlink_work`.
@@ -131,7 +129,7 @@ impl<S> Entry<S> {
         self.state
     }
 
-    /// The slot's current generation.
+    /// The slot's current generation (for completions; ids use the serial).
     #[must_use]
     pub fn generation(&self) -> u32 {
         self.generation
@@ -200,6 +198,7 @@ impl<S> Table<S> {
             let next = u32::try_from(index + 1).unwrap_or(NIL);
             Ok(Entry {
                 generation: 1,
+                serial: 0,
                 state: SlotState::Free,
                 next_free: if next == capacity { NIL } else { next },
                 prev_work: NIL,
@@ -241,12 +240,17 @@ impl<S> Table<S> {
     /// Inserts an accepted connection; O(1), no allocation.
     ///
     /// # Errors
-    /// [`Full`] with the socket when no slot is free.
+    /// [`Full`] with the socket when no slot is free (or, after 2^44 connections in the life of
+    /// the driver, no serial is left).
     pub fn insert(&mut self, socket: S, info: ConnInfo) -> Result<ConnId, Full<S>> {
         let index = self.free_head;
         let Some(entry) = self.entries.get_mut(index as usize) else {
             return Err(Full(socket));
         };
+        let Some(serial) = ids::next_serial() else {
+            return Err(Full(socket));
+        };
+        entry.serial = serial;
         self.free_head = entry.next_free;
         entry.next_free = NIL;
         entry.state = SlotState::Active;
@@ -257,18 +261,18 @@ impl<S> Table<S> {
         entry.close_done = false;
         self.in_use += 1;
         self.peak = self.peak.max(self.in_use);
-        Ok(ConnId::new(self.listener, entry.generation, index))
+        Ok(ConnId::new(self.listener, serial, index))
     }
 
-    /// The entry an id names, if the id is current (right listener, index and generation, slot not
-    /// free). O(1).
+    /// The entry an id names, if the id is current (right listener slot, index and serial, slot
+    /// not free). O(1).
     #[must_use]
     pub fn get(&self, id: ConnId) -> Option<&Entry<S>> {
         if id.listener() != self.listener {
             return None;
         }
         let entry = self.entries.get(id.index() as usize)?;
-        (entry.state != SlotState::Free && entry.generation == id.generation()).then_some(entry)
+        (entry.state != SlotState::Free && entry.serial == id.serial()).then_some(entry)
     }
 
     /// The entry at `index` whatever its state.
@@ -287,7 +291,7 @@ impl<S> Table<S> {
     pub fn id_of(&self, index: u32) -> Option<ConnId> {
         self.entry(index)
             .filter(|e| e.state != SlotState::Free)
-            .map(|e| ConnId::new(self.listener, e.generation, index))
+            .map(|e| ConnId::new(self.listener, e.serial, index))
     }
 
     /// Asks the worker for `bits` on a slot that is not free; queues it once. O(1).
@@ -363,8 +367,9 @@ impl<S> Table<S> {
         entry.socket.take()
     }
 
-    /// Closing → Free: the slot leaves the work list (work asked for a closing slot is moot), and
-    /// its generation moves on, so its old id goes stale. O(1).
+    /// Closing → Free: the slot leaves the work list (work asked for a closing slot is moot), its
+    /// id goes stale (the serial is never given again), and its generation moves on, so a late
+    /// completion for this occupant is recognised. O(1).
     pub fn release(&mut self, index: u32) -> bool {
         if self
             .entry(index)
@@ -378,7 +383,8 @@ impl<S> Table<S> {
         };
         entry.state = SlotState::Free;
         entry.socket = None;
-        entry.generation = match (entry.generation + 1) & GENERATION_MASK {
+        entry.serial = 0;
+        entry.generation = match entry.generation.wrapping_add(1) {
             0 => 1,
             next => next,
         };
@@ -521,7 +527,12 @@ mod tests {
         assert!(table.get(first).is_none());
         let second = table.insert(2u32, info(2)).unwrap();
         assert_eq!(second.index(), first.index());
-        assert_ne!(second.generation(), first.generation());
+        assert_ne!(second.serial(), first.serial());
+        assert_ne!(
+            table.entry(first.index()).unwrap().generation(),
+            1,
+            "the slot's generation moved on"
+        );
         assert!(table.get(first).is_none(), "the stale id is refused");
         assert_eq!(table.get(second).unwrap().socket(), Some(&2));
     }
@@ -591,7 +602,7 @@ mod tests {
     #[test]
     fn generation_is_never_zero_after_wrapping() {
         let mut table = Table::with_capacity(0, 1, placeholder()).unwrap();
-        table.entries[0].generation = GENERATION_MASK;
+        table.entries[0].generation = u32::MAX;
         let id = table.insert(1u32, info(1)).unwrap();
         table.begin_close(id.index());
         table.release(id.index());
