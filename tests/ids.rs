@@ -90,3 +90,31 @@ fn a_pending_id_from_a_stopped_listener_never_reaches_the_next_listener_in_its_s
     engine.decide(current.id, false).unwrap();
     unload(engine);
 }
+
+#[test]
+fn at_the_end_of_the_serials_new_connections_are_refused_never_given_an_old_id() {
+    use wskaccept::ids;
+    let engine = load(Schedule::from_seed(7));
+    let info = start(&engine, "127.0.0.1:0", Mode::Event, 8, Service::Hold);
+    // Force the driver-wide counter to its end: two serials are left.
+    ids::skip_serials_to(ids::LAST_SERIAL - 2);
+    let clients: Vec<_> = (0..3)
+        .map(|_| {
+            let client = TcpStream::connect(info.address).unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            client
+        })
+        .collect();
+    wait_until("two accepted, one refused", Duration::from_secs(5), || {
+        let stats = engine.stats();
+        stats.active == 2 && stats.counters.rejected_full == 1
+    });
+    let mut out: Vec<Option<ConnRecord>> = vec![None; 4];
+    let (n, _) = engine.list_connections(None, 0, &mut out).unwrap();
+    let mut serials: Vec<u64> = out[..n].iter().flatten().map(|r| r.id.serial()).collect();
+    serials.sort_unstable();
+    assert_eq!(serials, [ids::LAST_SERIAL - 1, ids::LAST_SERIAL]);
+    assert_eq!(ids::next_serial(), None, "spent, and it stays spent");
+    drop(clients);
+    unload(engine);
+}
