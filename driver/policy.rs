@@ -265,6 +265,19 @@ impl SourceCounts {
         index
     }
 
+    /// How many slots a lookup of `peer` examines (tests of the probe bound).
+    #[cfg(test)]
+    fn probes(&self, peer: IpAddr) -> usize {
+        let key = key(peer);
+        let mut index = self.home(key);
+        let mut examined = 1;
+        while self.slots[index].1 != 0 && self.slots[index].0 != key {
+            index = (index + 1) & self.mask;
+            examined += 1;
+        }
+        examined
+    }
+
     /// Active connections from `peer` now.
     #[must_use]
     pub fn count(&self, peer: IpAddr) -> u32 {
@@ -413,6 +426,29 @@ mod tests {
             "settled by inspection"
         );
         assert!(Policy::new(&[rules[0]; MAX_RULES + 1], Action::Accept, 0).is_err());
+    }
+
+    /// 10,000 IPv6 sources chosen so that the map's hash cannot tell them apart unless it is
+    /// keyed: the two halves of each address XOR to the same value.
+    pub(crate) fn colliding_sources(n: u64) -> impl Iterator<Item = IpAddr> {
+        (0..n).map(|i| {
+            let high = 0x2001_0db8_0000_0000u64 | i;
+            let low = high ^ 0x5555_5555_5555_5555;
+            IpAddr::from(((u128::from(high)) << 64 | u128::from(low)).to_be_bytes())
+        })
+    }
+
+    #[test]
+    fn chosen_colliding_sources_cost_a_bounded_probe_each() {
+        // Finding 6 of issue 11: at DISPATCH_LEVEL, under the listener's spin lock, a source that
+        // an attacker chose must not make an accept probe more than a small bounded window.
+        let mut counts = SourceCounts::with_capacity(65_536).unwrap();
+        let mut worst = 0;
+        for source in colliding_sources(10_000) {
+            worst = worst.max(counts.probes(source));
+            counts.add(source);
+        }
+        assert!(worst <= 32, "a probe examined {worst} slots");
     }
 
     proptest! {

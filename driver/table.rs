@@ -600,6 +600,31 @@ mod tests {
     }
 
     #[test]
+    fn a_listing_scan_stays_within_its_chunk_of_a_sparse_table() {
+        // Finding 6 of issue 11: one Active slot at the end of a 65,536-slot table; a listing
+        // step from slot 0 must not walk the whole table under the spin lock to find it.
+        let mut table = Table::with_capacity(0, 65_536, placeholder()).unwrap();
+        let ids: Vec<_> = (0..65_536)
+            .map(|i| table.insert(i, info(1)).unwrap())
+            .collect();
+        for id in &ids[..65_535] {
+            table.begin_close(id.index());
+            table.release(id.index());
+        }
+        let last = ids[65_535].index();
+        assert!(
+            table.active_from(0).size_hint().1 <= Some(256),
+            "a scan is bounded by a chunk"
+        );
+        assert_eq!(
+            table.active_from(0).next().map(|(i, _)| i),
+            None,
+            "nothing Active in the first chunk"
+        );
+        assert_eq!(table.active_from(last).next().map(|(i, _)| i), Some(last));
+    }
+
+    #[test]
     fn generation_is_never_zero_after_wrapping() {
         let mut table = Table::with_capacity(0, 1, placeholder()).unwrap();
         table.entries[0].generation = u32::MAX;
