@@ -25,6 +25,9 @@ use crate::kernel::{PoolSlice, tags};
 
 const NIL: u32 = u32::MAX;
 
+/// Slots one call of [`Table::active_from`] examines at most.
+pub const SCAN_CHUNK: u32 = 256;
+
 /// A connection id: listener slot, serial (never 0, never reused) and slot index, packed by
 /// [`crate::ids`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -394,14 +397,21 @@ impl<S> Table<S> {
         true
     }
 
-    /// Indices of slots at or after `start` that are Active, in index order (for paged listing).
+    /// The Active slots among the [`SCAN_CHUNK`] slots from `start`, in index order (for paged
+    /// listing: the caller continues at `start + SCAN_CHUNK`). Bounded, so that a listing step
+    /// under the spin lock never walks a sparse 65,536-slot table to its end.
     pub fn active_from(&self, start: u32) -> impl Iterator<Item = (u32, &Entry<S>)> {
+        let start = start as usize;
+        let end = start
+            .saturating_add(SCAN_CHUNK as usize)
+            .min(self.entries.len());
         self.entries
+            .get(start..end)
+            .unwrap_or(&[])
             .iter()
-            .enumerate()
-            .skip(start as usize)
-            .filter(|(_, e)| e.state == SlotState::Active)
-            .filter_map(|(i, e)| u32::try_from(i).ok().map(|i| (i, e)))
+            .zip(start..)
+            .filter(|(e, _)| e.state == SlotState::Active)
+            .filter_map(|(e, i)| u32::try_from(i).ok().map(|i| (i, e)))
     }
 
     /// Number of slots.
@@ -613,7 +623,7 @@ mod tests {
         }
         let last = ids[65_535].index();
         assert!(
-            table.active_from(0).size_hint().1 <= Some(256),
+            table.active_from(0).size_hint().1 <= Some(SCAN_CHUNK as usize),
             "a scan is bounded by a chunk"
         );
         assert_eq!(
@@ -798,7 +808,7 @@ mod tests {
                     op,
                     generation,
                     phase: Phase::InProvider,
-                    peer_gone: self.peers_gone || self.next % 3 == 0,
+                    peer_gone: self.peers_gone || self.next.is_multiple_of(3),
                 });
             }
 

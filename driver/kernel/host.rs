@@ -165,3 +165,17 @@ pub unsafe fn mdl_free(mdl: *mut MDL) {
 pub fn npi_wsk_interface_id() -> *const wsk::GUID {
     &raw const wsk::NPI_WSK_INTERFACE_ID
 }
+
+/// Random bytes from the kernel's system-preferred generator (BCryptGenRandom with a NULL
+/// algorithm and BCRYPT_USE_SYSTEM_PREFERRED_RNG). IRQL: PASSIVE_LEVEL.
+///
+/// # Errors
+/// What BCryptGenRandom returns.
+pub fn random_bytes(buffer: &mut [u8]) -> Result<(), NtStatus> {
+    let status = hostkernel::random::gen_random(buffer);
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(status)
+    }
+}

@@ -23,6 +23,7 @@ pub mod irql;
 pub mod mdl;
 pub mod pool;
 pub mod provider;
+pub mod random;
 pub mod rlimit;
 pub mod schedule;
 pub mod spinlock;
