@@ -1,0 +1,237 @@
+//! One driver life driven through the IOCTL dispatcher, for fault sweeps and the seeded campaign:
+//! load, start a listener (IOCTL), real clients connect, query / stats / list / close / a stale
+//! decide (IOCTLs), optionally a listener restart (its listening socket breaks), stop (IOCTL),
+//! unload. Under injected faults any step may fail, but only with a clear status; the driver must
+//! never crash, never break a verifier rule (the host kernel stops the process), and leak
+//! nothing.
+#![allow(dead_code, clippy::missing_panics_doc, missing_docs)]
+
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use hostkernel::schedule;
+use ioctl::*;
+use wsk::NtStatus;
+use wskaccept::control::dispatch;
+use wskaccept::engine::Engine;
+use wskaccept::kernel::PoolBox;
+use zerocopy::IntoBytes;
+
+/// What one run asks of the driver.
+#[derive(Clone, Copy, Debug)]
+pub struct Plan {
+    /// Wire mode (`ioctl::mode`).
+    pub mode: u32,
+    /// Table capacity.
+    pub capacity: u32,
+    /// Accept IRPs.
+    pub depth: u32,
+    /// Clients that connect.
+    pub clients: usize,
+    /// Break the listening socket once, so the listener restarts.
+    pub restart: bool,
+    /// Close one connection by id (abortively or not).
+    pub close_one: Option<bool>,
+}
+
+/// What a run saw (for the campaign's figures).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Seen {
+    /// The driver loaded.
+    pub loaded: bool,
+    /// The listener started.
+    pub started: bool,
+    /// IOCTLs answered with a failure status (all of them allowed ones).
+    pub ioctl_failures: u32,
+    /// Connections the driver accepted.
+    pub accepted: u64,
+}
+
+/// Statuses a fault may legitimately surface as.
+fn allowed(status: NtStatus) -> bool {
+    [
+        NtStatus::SUCCESS,
+        NtStatus::INSUFFICIENT_RESOURCES,
+        NtStatus::NOT_FOUND,
+        NtStatus::DEVICE_NOT_READY,
+    ]
+    .contains(&status)
+}
+
+pub fn call(engine: &Engine, code: u32, input: &[u8], output_len: usize) -> (NtStatus, Vec<u8>) {
+    let mut output = vec![0u8; output_len];
+    let (status, written) = dispatch(engine, code, input, &mut output);
+    assert!(written <= output_len);
+    if !status.is_success() {
+        assert_eq!(written, 0, "a failure writes nothing");
+    }
+    output.truncate(written);
+    (status, output)
+}
+
+fn checked(engine: &Engine, seen: &mut Seen, code: u32, input: &[u8], out: usize) -> Vec<u8> {
+    let (status, bytes) = call(engine, code, input, out);
+    assert!(allowed(status), "IOCTL 0x{code:X} answered {status:?}");
+    if !status.is_success() {
+        seen.ioctl_failures += 1;
+    }
+    bytes
+}
+
+/// Loads the driver; under allocation faults the load itself may fail, cleanly.
+pub fn try_load() -> Option<PoolBox<Engine>> {
+    let _ = hostkernel::rlimit::raise_nofile_to_hard_limit();
+    match Engine::load() {
+        Ok(engine) => Some(engine),
+        Err(status) => {
+            assert_eq!(status, NtStatus::INSUFFICIENT_RESOURCES, "load failed");
+            None
+        }
+    }
+}
+
+/// Unloads and asserts nothing is outstanding.
+pub fn unload_clean(engine: Option<PoolBox<Engine>>) {
+    if let Some(engine) = engine {
+        Engine::unload(engine);
+    }
+    let outstanding = hostkernel::accounting::outstanding();
+    assert!(
+        outstanding.is_clean(),
+        "seed {}: {outstanding}",
+        schedule::current_seed()
+    );
+}
+
+/// Runs the plan on a loaded engine.
+pub fn run(engine: &Engine, plan: Plan) -> Seen {
+    let mut seen = Seen {
+        loaded: true,
+        ..Seen::default()
+    };
+    let start = StartListener {
+        version: VERSION,
+        flags: 0,
+        address: "127.0.0.1:0".parse::<SocketAddr>().unwrap().into(),
+        mode: plan.mode,
+        depth: plan.depth,
+        capacity: plan.capacity,
+        service: service::HOLD,
+        decision_timeout_ms: 0,
+        reserved: [0; 3],
+    };
+    let record = checked(
+        engine,
+        &mut seen,
+        IOCTL_START_LISTENER,
+        start.as_bytes(),
+        size_of::<ListenerRecord>(),
+    );
+    let query = QueryHeader {
+        version: VERSION,
+        reserved: 0,
+    };
+    if record.is_empty() {
+        // Start failed cleanly: nothing may be left running.
+        checked(
+            engine,
+            &mut seen,
+            IOCTL_QUERY_LISTENERS,
+            query.as_bytes(),
+            4096,
+        );
+        assert_eq!(
+            engine.stats().listeners,
+            0,
+            "a failed start left a listener"
+        );
+        return seen;
+    }
+    seen.started = true;
+    let listener: ListenerRecord = ioctl::read(&record).unwrap();
+    let address = listener.address.to_socket_addr().unwrap();
+    if plan.restart {
+        schedule::fail_nth(schedule::Fault::ListenerFailure, 1);
+    }
+    let mut clients: Vec<TcpStream> = Vec::new();
+    for _ in 0..plan.clients {
+        // A listener that failed to restart refuses connections: fine.
+        if let Ok(client) = TcpStream::connect_timeout(&address, Duration::from_secs(1)) {
+            clients.push(client);
+        }
+    }
+    // Let the driver take what it will (accept failures and resets are part of the plan).
+    let deadline = Instant::now() + Duration::from_millis(500);
+    let expected = u64::try_from(clients.len()).unwrap();
+    while Instant::now() < deadline {
+        let c = engine.stats().counters;
+        let settled = c.accepted_irp
+            + c.accepted_event
+            + c.rejected_full
+            + c.rejected_not_running
+            + c.rejected_policy
+            + c.rejected_source_limit;
+        if settled >= expected {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let one = ListenerRequest {
+        version: VERSION,
+        listener: listener.id,
+        reserved: [0; 2],
+    };
+    checked(
+        engine,
+        &mut seen,
+        IOCTL_QUERY_LISTENERS,
+        query.as_bytes(),
+        4096,
+    );
+    checked(engine, &mut seen, IOCTL_QUERY_STATS, one.as_bytes(), 512);
+    let list = ListConnections {
+        version: VERSION,
+        listener: ALL_LISTENERS,
+        cursor: 0,
+        reserved: [0; 2],
+    };
+    let listed = checked(
+        engine,
+        &mut seen,
+        IOCTL_LIST_CONNECTIONS,
+        list.as_bytes(),
+        4096,
+    );
+    if let (Some(abortive), Ok(header)) = (plan.close_one, ioctl::read::<ListHeader>(&listed)) {
+        if header.count > 0 {
+            let first: ConnectionRecord = ioctl::read(&listed[size_of::<ListHeader>()..]).unwrap();
+            let close = CloseConnection {
+                version: VERSION,
+                flags: if abortive { CLOSE_ABORTIVE } else { 0 },
+                id: first.id,
+                reserved: [0; 2],
+            };
+            checked(
+                engine,
+                &mut seen,
+                IOCTL_CLOSE_CONNECTION,
+                close.as_bytes(),
+                0,
+            );
+        }
+    }
+    let stale = Decide {
+        version: VERSION,
+        action: action::ACCEPT,
+        id: 1,
+        reserved: [0; 2],
+    };
+    let (status, _) = call(engine, IOCTL_DECIDE, stale.as_bytes(), 0);
+    assert_eq!(status, NtStatus::NOT_FOUND, "a made-up pending id");
+    let c = engine.stats().counters;
+    seen.accepted = c.accepted_irp + c.accepted_event;
+    checked(engine, &mut seen, IOCTL_STOP_LISTENER, one.as_bytes(), 512);
+    assert_eq!(engine.stats().listeners, 0);
+    drop(clients);
+    seen
+}
