@@ -7,8 +7,6 @@
 use core::mem::size_of;
 use core::net::{IpAddr, SocketAddr};
 
-use alloc::vec;
-use alloc::vec::Vec;
 use ioctl::{
     ALL_LISTENERS, CLOSE_ABORTIVE, CloseConnection, ConnectionRecord, Decide, GetPending,
     LIST_MORE, ListConnections, ListHeader, ListenerRecord, ListenerRequest, MAX_RULES,
@@ -18,7 +16,7 @@ use ioctl::{
 use wsk::NtStatus;
 
 use crate::engine::{ConnRecord, Engine, MAX_LISTENERS};
-use crate::kernel;
+use crate::kernel::{self, PoolSlice, tags};
 use crate::listener::{
     self, CounterSnapshot, DEFAULT_CAPACITY, DEFAULT_DEPTH, ListenerConfig, ListenerInfo, Mode,
     Phase, Service,
@@ -26,6 +24,9 @@ use crate::listener::{
 use crate::pending::PendingId;
 use crate::policy::{Action, Policy, Prefix, Rule};
 use crate::table::{AcceptPath, ConnId};
+
+/// Most connection records one LIST_CONNECTIONS call returns (bounds its working memory).
+const LIST_BATCH: usize = 1_024;
 
 /// Dispatches one DeviceIoControl.
 pub fn dispatch(engine: &Engine, code: u32, input: &[u8], output: &mut [u8]) -> (NtStatus, usize) {
@@ -244,7 +245,11 @@ fn connections(engine: &Engine, input: &[u8], output: &mut [u8]) -> Result<usize
         // Room for the header only would answer "more" forever.
         return Err(NtStatus::BUFFER_TOO_SMALL);
     }
-    let mut found: Vec<Option<ConnRecord>> = vec![None; room];
+    // Working memory from the pool: like every driver allocation it can fail, and then the
+    // answer is STATUS_INSUFFICIENT_RESOURCES (a failed heap allocation would be a bug check).
+    // At most LIST_BATCH records per call; the caller pages on with the cursor.
+    let mut found: PoolSlice<Option<ConnRecord>> =
+        PoolSlice::try_new(tags::CONTROL, room.min(LIST_BATCH), |_| Ok(None))?;
     let listener = (request.listener != ALL_LISTENERS).then_some(request.listener);
     let (count, next) = engine.list_connections(listener, request.cursor, &mut found)?;
     let now = kernel::interrupt_time();

@@ -41,4 +41,6 @@ pub mod tags {
     pub const ACCEPT: u32 = u32::from_le_bytes(*b"WskA");
     /// Synchronous-call state.
     pub const CALL: u32 = u32::from_le_bytes(*b"WskC");
+    /// IOCTL working memory (connection listing).
+    pub const CONTROL: u32 = u32::from_le_bytes(*b"WskI");
 }
