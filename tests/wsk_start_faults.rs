@@ -61,3 +61,45 @@ fn every_wsk_call_of_listener_start_can_fail_in_every_mode() {
     assert!(failures >= 4 * 4, "every kind of call failed in every mode");
     unload(engine);
 }
+
+#[test]
+fn a_failed_listener_start_closes_its_socket_even_when_no_irp_can_be_had_for_the_close() {
+    // WskCloseSocket needs an IRP, and a close must never be skipped: a socket left open makes
+    // WskDeregister wait forever at unload (WSK-FACTS §7). Each WSK step of start fails while
+    // one IRP allocation of that start fails too — including the one a close would make.
+    let engine = load(Schedule::from_seed(4));
+    let mut leaked = None;
+    'sweep: for (fault, nth) in [
+        (Fault::WskControlSocket, 1),
+        (Fault::WskBind, 1),
+        (Fault::WskControlSocket, 2),
+        (Fault::WskGetLocalAddress, 1),
+    ] {
+        for irp in 1.. {
+            schedule::configure(Schedule::from_seed(4));
+            schedule::fail_nth(fault, nth);
+            schedule::fail_nth(Fault::IrpAllocation, irp);
+            let mut small = config("127.0.0.1:0", Mode::Event);
+            small.capacity = 2;
+            let result = engine.start_listener(small);
+            if schedule::fired(Fault::IrpAllocation) == 0 {
+                assert!(result.is_err(), "{fault:?} #{nth} fired");
+                break;
+            }
+            if let Ok(info) = result {
+                engine.stop_listener(info.id).unwrap();
+            }
+            let sockets = hostkernel::accounting::outstanding().sockets;
+            if sockets != 0 {
+                leaked = Some((fault, nth, irp, sockets));
+                break 'sweep;
+            }
+        }
+    }
+    if let Some((fault, nth, irp, sockets)) = leaked {
+        // Unloading would wait forever in WskDeregister: report instead.
+        std::mem::forget(engine);
+        panic!("{fault:?} #{nth} with IRP allocation #{irp} failing left {sockets} socket(s) open");
+    }
+    unload(engine);
+}

@@ -71,6 +71,31 @@ pub fn call(engine: &Engine, code: u32, input: &[u8], output_len: usize) -> (NtS
 
 fn checked(engine: &Engine, seen: &mut Seen, code: u32, input: &[u8], out: usize) -> Vec<u8> {
     let (status, bytes) = call(engine, code, input, out);
+    if std::env::var_os("CAMPAIGN_TRACE").is_some() {
+        use schedule::Fault::*;
+        let fired: Vec<_> = [
+            PoolAllocation,
+            IrpAllocation,
+            MdlAllocation,
+            WskSocket,
+            WskBind,
+            WskControlSocket,
+            WskGetLocalAddress,
+            WskAccept,
+            ConnectionReset,
+            ListenerFailure,
+        ]
+        .into_iter()
+        .map(|f| (f, schedule::fired(f)))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+        eprintln!(
+            "  IOCTL 0x{code:X}: {status:?}; listeners {} active {}; sockets {}; fired {fired:?}",
+            engine.stats().listeners,
+            engine.stats().active,
+            hostkernel::accounting::outstanding().sockets
+        );
+    }
     assert!(allowed(status), "IOCTL 0x{code:X} answered {status:?}");
     if !status.is_success() {
         seen.ioctl_failures += 1;
