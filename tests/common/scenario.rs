@@ -41,6 +41,8 @@ pub struct Seen {
     pub loaded: bool,
     /// The listener started.
     pub started: bool,
+    /// Listeners started (0 or 1 per run; summed over runs).
+    pub starts: u32,
     /// IOCTLs answered with a failure status (all of them allowed ones).
     pub ioctl_failures: u32,
     /// Connections the driver accepted.
@@ -173,6 +175,7 @@ pub fn run(engine: &Engine, plan: Plan) -> Seen {
         return seen;
     }
     seen.started = true;
+    seen.starts = 1;
     let listener: ListenerRecord = ioctl::read(&record).unwrap();
     let address = listener.address.to_socket_addr().unwrap();
     if plan.restart {
