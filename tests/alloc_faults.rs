@@ -23,9 +23,9 @@ fn sweep(plan: Plan, seed: u64) -> u32 {
         if let Some(engine) = &engine {
             scenario::run(engine, plan);
         }
-        let seen = schedule::allocations_seen();
+        let allocations = schedule::allocations_seen();
         scenario::unload_clean(engine);
-        if seen < u64::from(nth) {
+        if allocations < u64::from(nth) {
             eprintln!(
                 "{plan:?}: {} allocations, each failed alone, in {:?}",
                 nth - 1,

@@ -244,9 +244,9 @@ fn campaign_seed(mode: u32, seed: u64) -> common::scenario::Seen {
         eprintln!("  {plan:?}");
     }
     let engine = scenario::try_load();
-    let mut seen = scenario::Seen::default();
+    let mut outcome = scenario::Seen::default();
     if let Some(engine) = &engine {
-        seen = scenario::run(engine, plan);
+        outcome = scenario::run(engine, plan);
         // Start again on the same engine (a new listener instance in the same slot).
         let again = scenario::run(
             engine,
@@ -255,12 +255,12 @@ fn campaign_seed(mode: u32, seed: u64) -> common::scenario::Seen {
                 ..plan
             },
         );
-        seen.ioctl_failures += again.ioctl_failures;
-        seen.accepted += again.accepted;
-        seen.starts += again.starts;
+        outcome.ioctl_failures += again.ioctl_failures;
+        outcome.accepted += again.accepted;
+        outcome.starts += again.starts;
     }
     scenario::unload_clean(engine);
-    seen
+    outcome
 }
 
 fn campaign(mode: u32) {
@@ -280,11 +280,11 @@ fn campaign(mode: u32) {
         if std::env::var_os("CAMPAIGN_TRACE").is_some() {
             eprintln!("campaign mode {mode}: seed {seed}");
         }
-        let seen = campaign_seed(mode, seed);
-        loaded += u32::from(seen.loaded);
-        starts += seen.starts;
-        failures += seen.ioctl_failures;
-        accepted += seen.accepted;
+        let outcome = campaign_seed(mode, seed);
+        loaded += u32::from(outcome.loaded);
+        starts += outcome.starts;
+        failures += outcome.ioctl_failures;
+        accepted += outcome.accepted;
     }
     eprintln!(
         "campaign mode {mode}: {} seeds, 0 crashes, 0 violations, 0 leaks in {:?}; \

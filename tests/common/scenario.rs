@@ -131,6 +131,77 @@ pub fn unload_clean(engine: Option<PoolBox<Engine>>) {
 }
 
 /// Runs the plan on a loaded engine.
+/// The connections a client completed that the driver has dealt with (accepted or refused).
+fn settled(engine: &Engine) -> u64 {
+    let c = engine.stats().counters;
+    c.accepted_irp
+        + c.accepted_event
+        + c.rejected_full
+        + c.rejected_not_running
+        + c.rejected_policy
+        + c.rejected_source_limit
+}
+
+/// Connects `n` clients and lets the driver take what it will (accept failures and resets are
+/// part of the plan), for at most half a second.
+fn connect(engine: &Engine, address: SocketAddr, n: usize) -> Vec<TcpStream> {
+    // A listener that failed to restart refuses connections: fine.
+    let clients: Vec<TcpStream> = (0..n)
+        .filter_map(|_| TcpStream::connect_timeout(&address, Duration::from_secs(1)).ok())
+        .collect();
+    let deadline = Instant::now() + Duration::from_millis(500);
+    let expected = u64::try_from(clients.len()).unwrap();
+    while Instant::now() < deadline && settled(engine) < expected {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    clients
+}
+
+/// QUERY_LISTENERS, QUERY_STATS, LIST_CONNECTIONS, maybe CLOSE_CONNECTION of the first one
+/// listed, and a DECIDE for an id that was never given.
+fn query_list_close(engine: &Engine, seen: &mut Seen, listener: u32, close: Option<bool>) {
+    let query = QueryHeader {
+        version: VERSION,
+        reserved: 0,
+    };
+    checked(engine, seen, IOCTL_QUERY_LISTENERS, query.as_bytes(), 4096);
+    let one = ListenerRequest {
+        version: VERSION,
+        listener,
+        reserved: [0; 2],
+    };
+    checked(engine, seen, IOCTL_QUERY_STATS, one.as_bytes(), 512);
+    let list = ListConnections {
+        version: VERSION,
+        listener: ALL_LISTENERS,
+        cursor: 0,
+        reserved: [0; 2],
+    };
+    let listed = checked(engine, seen, IOCTL_LIST_CONNECTIONS, list.as_bytes(), 4096);
+    let count = ioctl::read::<ListHeader>(&listed).map_or(0, |h| h.count);
+    if let Some(abortive) = close
+        && count > 0
+    {
+        let first: ConnectionRecord = ioctl::read(&listed[size_of::<ListHeader>()..]).unwrap();
+        let close = CloseConnection {
+            version: VERSION,
+            flags: if abortive { CLOSE_ABORTIVE } else { 0 },
+            id: first.id,
+            reserved: [0; 2],
+        };
+        checked(engine, seen, IOCTL_CLOSE_CONNECTION, close.as_bytes(), 0);
+    }
+    let stale = Decide {
+        version: VERSION,
+        action: action::ACCEPT,
+        id: 1,
+        reserved: [0; 2],
+    };
+    let (status, _) = call(engine, IOCTL_DECIDE, stale.as_bytes(), 0);
+    assert_eq!(status, NtStatus::NOT_FOUND, "a made-up pending id");
+}
+
+/// Runs the plan on a loaded engine.
 pub fn run(engine: &Engine, plan: Plan) -> Seen {
     let mut seen = Seen {
         loaded: true,
@@ -154,19 +225,8 @@ pub fn run(engine: &Engine, plan: Plan) -> Seen {
         start.as_bytes(),
         size_of::<ListenerRecord>(),
     );
-    let query = QueryHeader {
-        version: VERSION,
-        reserved: 0,
-    };
     if record.is_empty() {
         // Start failed cleanly: nothing may be left running.
-        checked(
-            engine,
-            &mut seen,
-            IOCTL_QUERY_LISTENERS,
-            query.as_bytes(),
-            4096,
-        );
         assert_eq!(
             engine.stats().listeners,
             0,
@@ -177,87 +237,22 @@ pub fn run(engine: &Engine, plan: Plan) -> Seen {
     seen.started = true;
     seen.starts = 1;
     let listener: ListenerRecord = ioctl::read(&record).unwrap();
-    let address = listener.address.to_socket_addr().unwrap();
     if plan.restart {
         schedule::fail_nth(schedule::Fault::ListenerFailure, 1);
     }
-    let mut clients: Vec<TcpStream> = Vec::new();
-    for _ in 0..plan.clients {
-        // A listener that failed to restart refuses connections: fine.
-        if let Ok(client) = TcpStream::connect_timeout(&address, Duration::from_secs(1)) {
-            clients.push(client);
-        }
-    }
-    // Let the driver take what it will (accept failures and resets are part of the plan).
-    let deadline = Instant::now() + Duration::from_millis(500);
-    let expected = u64::try_from(clients.len()).unwrap();
-    while Instant::now() < deadline {
-        let c = engine.stats().counters;
-        let settled = c.accepted_irp
-            + c.accepted_event
-            + c.rejected_full
-            + c.rejected_not_running
-            + c.rejected_policy
-            + c.rejected_source_limit;
-        if settled >= expected {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let clients = connect(
+        engine,
+        listener.address.to_socket_addr().unwrap(),
+        plan.clients,
+    );
+    query_list_close(engine, &mut seen, listener.id, plan.close_one);
+    let c = engine.stats().counters;
+    seen.accepted = c.accepted_irp + c.accepted_event;
     let one = ListenerRequest {
         version: VERSION,
         listener: listener.id,
         reserved: [0; 2],
     };
-    checked(
-        engine,
-        &mut seen,
-        IOCTL_QUERY_LISTENERS,
-        query.as_bytes(),
-        4096,
-    );
-    checked(engine, &mut seen, IOCTL_QUERY_STATS, one.as_bytes(), 512);
-    let list = ListConnections {
-        version: VERSION,
-        listener: ALL_LISTENERS,
-        cursor: 0,
-        reserved: [0; 2],
-    };
-    let listed = checked(
-        engine,
-        &mut seen,
-        IOCTL_LIST_CONNECTIONS,
-        list.as_bytes(),
-        4096,
-    );
-    if let (Some(abortive), Ok(header)) = (plan.close_one, ioctl::read::<ListHeader>(&listed)) {
-        if header.count > 0 {
-            let first: ConnectionRecord = ioctl::read(&listed[size_of::<ListHeader>()..]).unwrap();
-            let close = CloseConnection {
-                version: VERSION,
-                flags: if abortive { CLOSE_ABORTIVE } else { 0 },
-                id: first.id,
-                reserved: [0; 2],
-            };
-            checked(
-                engine,
-                &mut seen,
-                IOCTL_CLOSE_CONNECTION,
-                close.as_bytes(),
-                0,
-            );
-        }
-    }
-    let stale = Decide {
-        version: VERSION,
-        action: action::ACCEPT,
-        id: 1,
-        reserved: [0; 2],
-    };
-    let (status, _) = call(engine, IOCTL_DECIDE, stale.as_bytes(), 0);
-    assert_eq!(status, NtStatus::NOT_FOUND, "a made-up pending id");
-    let c = engine.stats().counters;
-    seen.accepted = c.accepted_irp + c.accepted_event;
     checked(engine, &mut seen, IOCTL_STOP_LISTENER, one.as_bytes(), 512);
     assert_eq!(engine.stats().listeners, 0);
     drop(clients);
