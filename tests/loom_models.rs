@@ -166,6 +166,7 @@ fn table_under_concurrent_accept_close_and_lookup_keeps_its_invariants() {
                     assert!(table.begin_close(id.index()).is_none());
                     assert!(table.release(id.index()));
                     assert!(table.get(id).is_none(), "a closed id is stale");
+                    table.check().unwrap();
                 }
             })
         };
@@ -182,6 +183,7 @@ fn table_under_concurrent_accept_close_and_lookup_keeps_its_invariants() {
             .count();
         assert_eq!(table.occupancy().in_use as usize, live);
         assert_ne!(accepted[0], accepted[1]);
+        table.check().unwrap();
     });
 }
 
