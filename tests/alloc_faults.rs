@@ -53,6 +53,7 @@ fn every_allocation_of_load_start_accept_ioctls_and_stop_can_fail_alone() {
                 clients: 2,
                 restart: false,
                 close_one: Some(false),
+                defer: mode == mode::CONDITIONAL,
             },
             seed,
         );

@@ -239,6 +239,7 @@ fn campaign_seed(mode: u32, seed: u64) -> common::scenario::Seen {
             1 => Some(false),
             _ => Some(true),
         },
+        defer: rng.bool(),
     };
     if std::env::var_os("CAMPAIGN_TRACE").is_some() {
         eprintln!("  {plan:?}");
@@ -258,6 +259,7 @@ fn campaign_seed(mode: u32, seed: u64) -> common::scenario::Seen {
         outcome.ioctl_failures += again.ioctl_failures;
         outcome.accepted += again.accepted;
         outcome.starts += again.starts;
+        outcome.decided += again.decided;
     }
     scenario::unload_clean(engine);
     outcome
@@ -275,7 +277,7 @@ fn campaign(mode: u32) {
             .map(|i| 10_000 + u64::from(mode) * 1_000 + i)
             .collect(),
     };
-    let (mut loaded, mut starts, mut failures, mut accepted) = (0, 0, 0, 0);
+    let (mut loaded, mut starts, mut failures, mut accepted, mut decided) = (0, 0, 0, 0, 0);
     for &seed in &seeds {
         if std::env::var_os("CAMPAIGN_TRACE").is_some() {
             eprintln!("campaign mode {mode}: seed {seed}");
@@ -285,11 +287,12 @@ fn campaign(mode: u32) {
         starts += outcome.starts;
         failures += outcome.ioctl_failures;
         accepted += outcome.accepted;
+        decided += outcome.decided;
     }
     eprintln!(
         "campaign mode {mode}: {} seeds, 0 crashes, 0 violations, 0 leaks in {:?}; \
          {loaded} loads, {starts} listeners started (of {} tried), {failures} IOCTLs \
-         failed cleanly, {accepted} connections accepted",
+         failed cleanly, {accepted} connections accepted, {decided} deferred requests decided",
         seeds.len(),
         started.elapsed(),
         2 * loaded

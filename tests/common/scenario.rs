@@ -32,6 +32,9 @@ pub struct Plan {
     pub restart: bool,
     /// Close one connection by id (abortively or not).
     pub close_one: Option<bool>,
+    /// Conditional mode: defer every connection to user mode (SET_POLICY), then GET_PENDING and
+    /// DECIDE (accept, reject) what comes; undecided requests time out after 100 ms.
+    pub defer: bool,
 }
 
 /// What a run saw (for the campaign's figures).
@@ -47,6 +50,8 @@ pub struct Seen {
     pub ioctl_failures: u32,
     /// Connections the driver accepted.
     pub accepted: u64,
+    /// Deferred requests handed over by GET_PENDING and decided.
+    pub decided: u32,
 }
 
 /// Statuses a fault may legitimately surface as.
@@ -144,17 +149,63 @@ fn settled(engine: &Engine) -> u64 {
 
 /// Connects `n` clients and lets the driver take what it will (accept failures and resets are
 /// part of the plan), for at most half a second.
-fn connect(engine: &Engine, address: SocketAddr, n: usize) -> Vec<TcpStream> {
+fn connect(engine: &Engine, address: SocketAddr, n: usize, wait: bool) -> Vec<TcpStream> {
     // A listener that failed to restart refuses connections: fine.
     let clients: Vec<TcpStream> = (0..n)
         .filter_map(|_| TcpStream::connect_timeout(&address, Duration::from_secs(1)).ok())
         .collect();
-    let deadline = Instant::now() + Duration::from_millis(500);
+    let wait = if wait { 500 } else { 0 };
+    let deadline = Instant::now() + Duration::from_millis(wait);
     let expected = u64::try_from(clients.len()).unwrap();
     while Instant::now() < deadline && settled(engine) < expected {
         std::thread::sleep(Duration::from_millis(5));
     }
     clients
+}
+
+/// SET_POLICY: defer everything to user mode.
+fn defer_all(engine: &Engine, seen: &mut Seen, listener: u32) {
+    let policy = PolicyMessage {
+        listener,
+        default_action: action::DEFER,
+        ..PolicyMessage::default()
+    };
+    checked(engine, seen, IOCTL_SET_POLICY, policy.as_bytes(), 0);
+}
+
+/// GET_PENDING (no wait) and DECIDE, alternately accept and reject, for up to `n` requests.
+fn decide_pending(engine: &Engine, seen: &mut Seen, listener: u32, n: usize) {
+    let get = GetPending {
+        version: VERSION,
+        listener,
+        timeout_ms: 0,
+        reserved: 0,
+    };
+    for i in 0..n {
+        let record = checked(
+            engine,
+            seen,
+            IOCTL_GET_PENDING,
+            get.as_bytes(),
+            size_of::<PendingRecord>(),
+        );
+        let Ok(pending) = ioctl::read::<PendingRecord>(&record) else {
+            return;
+        };
+        let decide = Decide {
+            version: VERSION,
+            action: if i % 2 == 0 {
+                action::ACCEPT
+            } else {
+                action::REJECT
+            },
+            id: pending.id,
+            reserved: [0; 2],
+        };
+        // NOT_FOUND when the peer withdrew or the request timed out meanwhile.
+        checked(engine, seen, IOCTL_DECIDE, decide.as_bytes(), 0);
+        seen.decided += 1;
+    }
 }
 
 /// QUERY_LISTENERS, QUERY_STATS, LIST_CONNECTIONS, maybe CLOSE_CONNECTION of the first one
@@ -215,7 +266,7 @@ pub fn run(engine: &Engine, plan: Plan) -> Seen {
         depth: plan.depth,
         capacity: plan.capacity,
         service: service::HOLD,
-        decision_timeout_ms: 0,
+        decision_timeout_ms: if plan.defer { 100 } else { 0 },
         reserved: [0; 3],
     };
     let record = checked(
@@ -240,11 +291,19 @@ pub fn run(engine: &Engine, plan: Plan) -> Seen {
     if plan.restart {
         schedule::fail_nth(schedule::Fault::ListenerFailure, 1);
     }
+    let defer = plan.defer && plan.mode == mode::CONDITIONAL;
+    if defer {
+        defer_all(engine, &mut seen, listener.id);
+    }
     let clients = connect(
         engine,
         listener.address.to_socket_addr().unwrap(),
         plan.clients,
+        !defer,
     );
+    if defer {
+        decide_pending(engine, &mut seen, listener.id, plan.clients);
+    }
     query_list_close(engine, &mut seen, listener.id, plan.close_one);
     let c = engine.stats().counters;
     seen.accepted = c.accepted_irp + c.accepted_event;
