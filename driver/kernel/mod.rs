@@ -43,4 +43,6 @@ pub mod tags {
     pub const CALL: u32 = u32::from_le_bytes(*b"WskC");
     /// IOCTL working memory (connection listing).
     pub const CONTROL: u32 = u32::from_le_bytes(*b"WskI");
+    /// Kernel objects the backends allocate: KEVENTs, system thread start blocks.
+    pub const EVENT: u32 = u32::from_le_bytes(*b"WskE");
 }
