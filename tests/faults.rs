@@ -260,6 +260,7 @@ fn campaign_seed(mode: u32, seed: u64) -> common::scenario::Seen {
         outcome.accepted += again.accepted;
         outcome.starts += again.starts;
         outcome.decided += again.decided;
+        outcome.restarts += again.restarts;
     }
     scenario::unload_clean(engine);
     outcome
@@ -277,7 +278,8 @@ fn campaign(mode: u32) {
             .map(|i| 10_000 + u64::from(mode) * 1_000 + i)
             .collect(),
     };
-    let (mut loaded, mut starts, mut failures, mut accepted, mut decided) = (0, 0, 0, 0, 0);
+    let (mut loaded, mut starts, mut failures, mut accepted, mut decided, mut restarts) =
+        (0, 0, 0, 0, 0, 0);
     for &seed in &seeds {
         if std::env::var_os("CAMPAIGN_TRACE").is_some() {
             eprintln!("campaign mode {mode}: seed {seed}");
@@ -288,11 +290,13 @@ fn campaign(mode: u32) {
         failures += outcome.ioctl_failures;
         accepted += outcome.accepted;
         decided += outcome.decided;
+        restarts += outcome.restarts;
     }
     eprintln!(
         "campaign mode {mode}: {} seeds, 0 crashes, 0 violations, 0 leaks in {:?}; \
          {loaded} loads, {starts} listeners started (of {} tried), {failures} IOCTLs \
-         failed cleanly, {accepted} connections accepted, {decided} deferred requests decided",
+         failed cleanly, {accepted} connections accepted, {decided} deferred requests decided, \
+         {restarts} listener restarts",
         seeds.len(),
         started.elapsed(),
         2 * loaded

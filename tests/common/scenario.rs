@@ -15,6 +15,7 @@ use wsk::NtStatus;
 use wskaccept::control::dispatch;
 use wskaccept::engine::Engine;
 use wskaccept::kernel::PoolBox;
+use wskaccept::listener::Phase;
 use zerocopy::IntoBytes;
 
 /// What one run asks of the driver.
@@ -52,6 +53,8 @@ pub struct Seen {
     pub accepted: u64,
     /// Deferred requests handed over by GET_PENDING and decided.
     pub decided: u32,
+    /// Listener restarts that completed.
+    pub restarts: u64,
 }
 
 /// Statuses a fault may legitimately surface as.
@@ -149,14 +152,21 @@ fn settled(engine: &Engine) -> u64 {
 
 /// Connects `n` clients and lets the driver take what it will (accept failures and resets are
 /// part of the plan), for at most half a second.
-fn connect(engine: &Engine, address: SocketAddr, n: usize, wait: bool) -> Vec<TcpStream> {
+/// `lost` connections are expected to vanish uncounted (the one that breaks the listener).
+fn connect(
+    engine: &Engine,
+    address: SocketAddr,
+    n: usize,
+    lost: u64,
+    wait: bool,
+) -> Vec<TcpStream> {
     // A listener that failed to restart refuses connections: fine.
     let clients: Vec<TcpStream> = (0..n)
         .filter_map(|_| TcpStream::connect_timeout(&address, Duration::from_secs(1)).ok())
         .collect();
     let wait = if wait { 500 } else { 0 };
     let deadline = Instant::now() + Duration::from_millis(wait);
-    let expected = u64::try_from(clients.len()).unwrap();
+    let expected = u64::try_from(clients.len()).unwrap().saturating_sub(lost);
     while Instant::now() < deadline && settled(engine) < expected {
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -175,13 +185,14 @@ fn defer_all(engine: &Engine, seen: &mut Seen, listener: u32) {
 
 /// GET_PENDING (no wait) and DECIDE, alternately accept and reject, for up to `n` requests.
 fn decide_pending(engine: &Engine, seen: &mut Seen, listener: u32, n: usize) {
-    let get = GetPending {
-        version: VERSION,
-        listener,
-        timeout_ms: 0,
-        reserved: 0,
-    };
     for i in 0..n {
+        // Wait a little for the first request (the clients have only just connected).
+        let get = GetPending {
+            version: VERSION,
+            listener,
+            timeout_ms: if i == 0 { 200 } else { 20 },
+            reserved: 0,
+        };
         let record = checked(
             engine,
             seen,
@@ -298,15 +309,47 @@ pub fn run(engine: &Engine, plan: Plan) -> Seen {
     let clients = connect(
         engine,
         listener.address.to_socket_addr().unwrap(),
-        plan.clients,
-        !defer,
+        if plan.restart {
+            plan.clients.max(1)
+        } else {
+            plan.clients
+        },
+        u64::from(plan.restart),
+        // A restart loses the connections queued on the broken socket: the wait below is for
+        // the restart itself.
+        !defer && !plan.restart,
     );
     if defer {
         decide_pending(engine, &mut seen, listener.id, plan.clients);
     }
+    if plan.restart {
+        // Let the listening socket break and the restart finish (or fail) before the IOCTLs
+        // and the stop.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let restarting = || {
+            schedule::fired(schedule::Fault::ListenerFailure) == 0
+                || engine
+                    .listener_info(listener.id)
+                    .is_ok_and(|i| i.counters.listener_restarts == 0 && i.phase != Phase::Failed)
+        };
+        while Instant::now() < deadline && restarting() {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    if std::env::var_os("CAMPAIGN_TRACE").is_some() {
+        eprintln!(
+            "  after connect: listener failure fired {}, {:?}",
+            schedule::fired(schedule::Fault::ListenerFailure),
+            engine
+                .listener_info(listener.id)
+                .map(|i| (i.phase, i.counters.listener_restarts))
+        );
+    }
     query_list_close(engine, &mut seen, listener.id, plan.close_one);
-    let c = engine.stats().counters;
-    seen.accepted = c.accepted_irp + c.accepted_event;
+    if let Ok(info) = engine.listener_info(listener.id) {
+        seen.accepted = info.counters.accepted_irp + info.counters.accepted_event;
+        seen.restarts = info.counters.listener_restarts;
+    }
     let one = ListenerRequest {
         version: VERSION,
         listener: listener.id,
