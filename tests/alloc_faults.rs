@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use common::scenario::{self, Plan};
 use hostkernel::schedule::{self, Fault, Schedule};
@@ -20,6 +20,10 @@ fn sweep(plan: Plan, seed: u64) -> u32 {
     loop {
         schedule::configure(Schedule::from_seed(seed));
         schedule::fail_nth_allocation(nth);
+        let _watchdog = scenario::Watchdog::arm(
+            format!("{plan:?} with allocation #{nth} failing"),
+            Duration::from_secs(20),
+        );
         let engine = scenario::try_load();
         if let Some(engine) = &engine {
             scenario::run(engine, plan);

@@ -284,7 +284,12 @@ fn campaign(mode: u32) {
         if std::env::var_os("CAMPAIGN_TRACE").is_some() {
             eprintln!("campaign mode {mode}: seed {seed}");
         }
+        let watchdog = common::scenario::Watchdog::arm(
+            format!("campaign mode {mode} seed {seed}"),
+            Duration::from_secs(20),
+        );
         let outcome = campaign_seed(mode, seed);
+        drop(watchdog);
         loaded += u32::from(outcome.loaded);
         starts += outcome.starts;
         failures += outcome.ioctl_failures;

@@ -360,3 +360,36 @@ pub fn run(engine: &Engine, plan: Plan) -> Seen {
     drop(clients);
     seen
 }
+
+/// Stops the process with a report when a step takes longer than `limit` (a hang shows where it
+/// is instead of as a test timeout). Disarmed when dropped.
+pub struct Watchdog(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Watchdog {
+    pub fn arm(what: String, limit: Duration) -> Self {
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = done.clone();
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + limit;
+            while Instant::now() < deadline {
+                if flag.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            eprintln!(
+                "STUCK for {limit:?}: {what} (seed {}); {}",
+                schedule::current_seed(),
+                hostkernel::accounting::outstanding()
+            );
+            std::process::abort();
+        });
+        Self(done)
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
