@@ -19,8 +19,9 @@ use crate::policy::Policy;
 use crate::table::{AcceptPath, ConnId, ConnInfo, Table};
 use crate::trace;
 
-/// Table slots scanned per spin-lock hold when listing connections.
-const LIST_CHUNK: u32 = 256;
+/// Table slots scanned per spin-lock hold when listing connections (what one
+/// `Table::active_from` call examines).
+const LIST_CHUNK: u32 = crate::table::SCAN_CHUNK;
 
 /// Most listeners at once (listener slots in a connection id are 8 bits).
 pub const MAX_LISTENERS: usize = 16;

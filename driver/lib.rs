@@ -15,6 +15,7 @@ pub mod control;
 pub mod engine;
 #[cfg(all(target_os = "windows", not(feature = "wine-test")))]
 mod entry;
+pub mod ids;
 pub mod kernel;
 pub mod listener;
 pub mod net;

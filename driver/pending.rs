@@ -10,39 +10,33 @@ use core::net::SocketAddr;
 
 use wsk::WSK_INSPECT_ID;
 
+use crate::ids;
+
 /// Requests one listener holds at most.
 pub const PENDING_CAPACITY: usize = 64;
 
-const GENERATION_MASK: u32 = 0x00FF_FFFF;
-
-/// A pending request's id for user mode: bits 0–31 index, 32–55 generation, 56–63 listener slot.
+/// A pending request's id for user mode: listener slot, serial (never 0, never reused by any
+/// request or connection of the driver) and queue index, packed by [`crate::ids`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PendingId(pub u64);
 
 impl PendingId {
-    fn new(listener: u8, generation: u32, index: usize) -> Self {
-        Self(
-            (u64::from(listener) << 56)
-                | (u64::from(generation & GENERATION_MASK) << 32)
-                | index as u64,
-        )
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "index < PENDING_CAPACITY, asserted to fit in crate::ids"
+    )]
+    fn new(listener: u8, serial: u64, index: usize) -> Self {
+        Self(ids::pack(listener, serial, index as u32))
     }
 
     /// The listener slot.
     #[must_use]
     pub fn listener(self) -> u8 {
-        (self.0 >> 56) as u8
+        ids::listener(self.0)
     }
 
-    #[allow(
-        clippy::cast_possible_truncation,
-        reason = "the fields are packed by `new`"
-    )]
-    fn parts(self) -> (u32, usize) {
-        (
-            ((self.0 >> 32) as u32) & GENERATION_MASK,
-            self.0 as u32 as usize,
-        )
+    fn parts(self) -> (u64, usize) {
+        (ids::serial(self.0), ids::index(self.0) as usize)
     }
 }
 
@@ -92,7 +86,8 @@ pub struct PendingInfo {
 #[derive(Clone, Copy)]
 struct Entry {
     state: State,
-    generation: u32,
+    /// The request's serial (its id); 0 while free.
+    serial: u64,
     inspect: WSK_INSPECT_ID,
     remote: SocketAddr,
     local: SocketAddr,
@@ -135,7 +130,7 @@ impl PendingQueue {
     pub fn new(listener: u8, placeholder: SocketAddr) -> Self {
         let entry = Entry {
             state: State::Free,
-            generation: 1,
+            serial: 0,
             inspect: WSK_INSPECT_ID::default(),
             remote: placeholder,
             local: placeholder,
@@ -152,7 +147,7 @@ impl PendingQueue {
     /// Pends a request (from WskInspectEvent). O(capacity), bounded, no allocation.
     ///
     /// # Errors
-    /// [`QueueFull`].
+    /// [`QueueFull`] (also after 2^44 serials in the life of the driver: no id is ever reused).
     pub fn push(
         &mut self,
         inspect: WSK_INSPECT_ID,
@@ -166,15 +161,16 @@ impl PendingQueue {
             .enumerate()
             .find(|(_, e)| e.state == State::Free)
             .ok_or(QueueFull)?;
+        let serial = ids::next_serial().ok_or(QueueFull)?;
         *entry = Entry {
             state: State::Waiting,
-            generation: entry.generation,
+            serial,
             inspect,
             remote,
             local,
             arrived_at: now,
         };
-        Ok(PendingId::new(self.listener, entry.generation, index))
+        Ok(PendingId::new(self.listener, serial, index))
     }
 
     /// The oldest request not yet handed to user mode, now marked delivered.
@@ -188,7 +184,7 @@ impl PendingQueue {
             .min_by_key(|(_, e)| e.arrived_at)?;
         entry.state = State::Delivered;
         Some(PendingInfo {
-            id: PendingId::new(listener, entry.generation, index),
+            id: PendingId::new(listener, entry.serial, index),
             remote: entry.remote,
             local: entry.local,
             arrived_at: entry.arrived_at,
@@ -208,13 +204,13 @@ impl PendingQueue {
     }
 
     fn lookup(&mut self, id: PendingId) -> Option<&mut Entry> {
-        let (generation, index) = id.parts();
+        let (serial, index) = id.parts();
         if id.listener() != self.listener {
             return None;
         }
         self.entries
             .get_mut(index)
-            .filter(|e| e.generation == generation && e.state != State::Free)
+            .filter(|e| e.serial == serial && e.state != State::Free)
     }
 
     /// User mode's decision. False when the id is unknown, already decided, timed out or withdrawn.
@@ -351,10 +347,7 @@ impl PendingQueue {
 
     fn free(entry: &mut Entry) {
         entry.state = State::Free;
-        entry.generation = match (entry.generation + 1) & GENERATION_MASK {
-            0 => 1,
-            next => next,
-        };
+        entry.serial = 0;
     }
 
     /// Drops every request (listener stop or restart: the provider forgets them with the
@@ -433,11 +426,39 @@ mod tests {
         assert_eq!(q.push(id(999), addr(), addr(), 0), Err(QueueFull));
         assert!(q.abort(&id(0)));
         let reused = q.push(id(1000), addr(), addr(), 0).unwrap();
-        assert_ne!(reused, ids[0], "a reused slot has a new generation");
+        assert_ne!(reused, ids[0], "a reused slot has a new serial");
         assert!(!q.decide(ids[0], true));
         assert!(
-            !q.decide(PendingId(reused.0 | (1 << 56)), true),
+            !q.decide(
+                PendingId(ids::pack(1, ids::serial(reused.0), ids::index(reused.0))),
+                true
+            ),
             "other listener's id"
         );
+    }
+
+    #[test]
+    fn a_stale_pending_id_stays_refused_across_queues_and_reuse() {
+        // Finding 5 of issue 11: a new listener in the same listener slot, and 2^24 reuses of one
+        // queue slot, must not bring an old id back to life.
+        let mut old = PendingQueue::new(3, addr());
+        let stale = old.push(id(1), addr(), addr(), 0).unwrap();
+        let mut q = PendingQueue::new(3, addr());
+        let fresh = q.push(id(2), addr(), addr(), 0).unwrap();
+        assert_ne!(
+            fresh, stale,
+            "a new queue in the same listener slot gives new ids"
+        );
+        assert!(!q.decide(stale, true), "another instance's id is refused");
+        assert!(q.abort(&id(2)));
+        let first = q.push(id(3), addr(), addr(), 0).unwrap();
+        assert!(q.abort(&id(3)));
+        for serial in 4..(1u32 << 24) + 4 {
+            let pending = q.push(id(serial), addr(), addr(), 0).unwrap();
+            assert_ne!(pending, first, "an id was given twice");
+            assert!(q.abort(&id(serial)));
+        }
+        q.push(id(0), addr(), addr(), 0).unwrap();
+        assert!(!q.decide(first, true), "the stale id is refused");
     }
 }

@@ -14,7 +14,7 @@ use core::net::{IpAddr, SocketAddr};
 
 use wsk::NtStatus;
 
-use crate::kernel::{PoolSlice, tags};
+use crate::kernel::{self, PoolSlice, tags};
 use crate::table::Occupancy;
 
 /// Most rules per policy.
@@ -227,12 +227,29 @@ impl Policy {
     }
 }
 
+/// Slots a lookup in [`SourceCounts`] examines at most: the window that starts at the key's home
+/// slot. A source whose window is full cannot be counted (see [`SourceCounts::count`]). At most
+/// 64 (a window is read as one word of occupancy bits).
+pub const MAX_PROBE: usize = 32;
+const _: () = assert!(MAX_PROBE <= 64);
+
 /// Active connections per source address: a preallocated open-addressing map, so counting on the
 /// accept path never allocates. Sized at twice the table capacity (rounded up to a power of two),
-/// so it never fills.
+/// so it is at most half full.
+///
+/// It runs at DISPATCH_LEVEL under the listener's spin lock, where peers choose the keys, so
+/// (issue 11, finding 6) every operation is bounded by construction: a key lives within
+/// [`MAX_PROBE`] slots of its home, and a lookup examines that window and nothing else (no
+/// probe chain, no shifting on removal: a removed entry just empties its slot). Homes come from
+/// SipHash-1-3 keyed with a per-listener random key, so sources cannot be chosen to share a
+/// window without knowing the key.
 pub struct SourceCounts {
     slots: PoolSlice<(u128, u32)>,
+    /// One bit per slot, set while the slot holds a source (count > 0): a lookup reads its
+    /// window's bits and compares keys only where a source is.
+    occupied: PoolSlice<u64>,
     mask: usize,
+    key: (u64, u64),
 }
 
 fn key(peer: IpAddr) -> u128 {
@@ -243,83 +260,209 @@ fn key(peer: IpAddr) -> u128 {
     }
 }
 
+/// SipHash with `c` compression and `d` finalisation rounds of a 16-byte message (two
+/// little-endian words), keyed with `(k0, k1)`.
+fn siphash(k0: u64, k1: u64, m0: u64, m1: u64, c: usize, d: usize) -> u64 {
+    let mut v = [
+        k0 ^ 0x736f_6d65_7073_6575,
+        k1 ^ 0x646f_7261_6e64_6f6d,
+        k0 ^ 0x6c79_6765_6e65_7261,
+        k1 ^ 0x7465_6462_7974_6573,
+    ];
+    let round = |v: &mut [u64; 4]| {
+        v[0] = v[0].wrapping_add(v[1]);
+        v[1] = v[1].rotate_left(13) ^ v[0];
+        v[0] = v[0].rotate_left(32);
+        v[2] = v[2].wrapping_add(v[3]);
+        v[3] = v[3].rotate_left(16) ^ v[2];
+        v[0] = v[0].wrapping_add(v[3]);
+        v[3] = v[3].rotate_left(21) ^ v[0];
+        v[2] = v[2].wrapping_add(v[1]);
+        v[1] = v[1].rotate_left(17) ^ v[2];
+        v[2] = v[2].rotate_left(32);
+    };
+    // The two message words, then the final block: the length (16) in the top byte.
+    for m in [m0, m1, 16u64 << 56] {
+        v[3] ^= m;
+        for _ in 0..c {
+            round(&mut v);
+        }
+        v[0] ^= m;
+    }
+    v[2] ^= 0xff;
+    for _ in 0..d {
+        round(&mut v);
+    }
+    v[0] ^ v[1] ^ v[2] ^ v[3]
+}
+
+/// Where a key is, or where it would go.
+enum Probe {
+    /// The key's slot.
+    Found(usize),
+    /// The first empty slot of the key's window.
+    Vacant(usize),
+    /// The window is full and the key is not in it.
+    Untracked,
+}
+
 impl SourceCounts {
-    /// A map for `capacity` connections. IRQL: <= DISPATCH_LEVEL.
+    /// A map for `capacity` connections, keyed with fresh random bytes from the kernel.
+    /// IRQL: PASSIVE_LEVEL (BCryptGenRandom).
+    ///
+    /// # Errors
+    /// STATUS_INSUFFICIENT_RESOURCES, or what the kernel's random generator returns.
+    pub fn with_capacity(capacity: u32) -> Result<Self, NtStatus> {
+        let mut key = [0u8; 16];
+        kernel::random_bytes(&mut key)?;
+        Self::with_key(capacity, key)
+    }
+
+    /// A map for `capacity` connections with a given hash key (tests and benchmarks; the driver
+    /// uses [`SourceCounts::with_capacity`]). IRQL: <= DISPATCH_LEVEL.
     ///
     /// # Errors
     /// STATUS_INSUFFICIENT_RESOURCES.
-    pub fn with_capacity(capacity: u32) -> Result<Self, NtStatus> {
+    pub fn with_key(capacity: u32, key: [u8; 16]) -> Result<Self, NtStatus> {
         let size = (capacity as usize * 2).next_power_of_two().max(2);
+        let word = |half: usize| {
+            let mut bytes = [0u8; 8];
+            for (to, from) in bytes.iter_mut().zip(key.iter().skip(half * 8)) {
+                *to = *from;
+            }
+            u64::from_le_bytes(bytes)
+        };
         Ok(Self {
             slots: PoolSlice::try_new(tags::TABLE, size, |_| Ok((0, 0)))?,
+            occupied: PoolSlice::try_new(tags::TABLE, size.div_ceil(64), |_| Ok(0))?,
             mask: size - 1,
+            key: (word(0), word(1)),
         })
     }
 
-    fn find(&self, key: u128) -> usize {
-        // Linear probing from the key's home slot.
-        let mut index = self.home(key);
-        while self.slots[index].1 != 0 && self.slots[index].0 != key {
-            index = (index + 1) & self.mask;
-        }
-        index
+    /// Slots in a window: [`MAX_PROBE`], or the whole map when it is smaller.
+    fn window_len(&self) -> usize {
+        MAX_PROBE.min(self.slots.len())
     }
 
-    /// Active connections from `peer` now.
+    /// The occupancy bits of the window at `home`: bit k is slot `(home + k) & mask`.
+    fn window(&self, home: usize) -> u64 {
+        let len = self.window_len();
+        let (mut bits, mut k) = (0u64, 0);
+        // A few words at most: the window may wrap around the end of the map.
+        while k < len {
+            let index = (home + k) & self.mask;
+            let shift = index % 64;
+            // Within this word, within the window, and not past the end of the map.
+            let take = (64 - shift).min(len - k).min(self.slots.len() - index);
+            let word = self.occupied[index / 64] >> shift;
+            let low = if take == 64 {
+                u64::MAX
+            } else {
+                (1u64 << take) - 1
+            };
+            bits |= (word & low) << k;
+            k += take;
+        }
+        bits
+    }
+
+    fn set_occupied(&mut self, index: usize, occupied: bool) {
+        let bit = 1u64 << (index % 64);
+        if occupied {
+            self.occupied[index / 64] |= bit;
+        } else {
+            self.occupied[index / 64] &= !bit;
+        }
+    }
+
+    /// Looks in the key's window, and only there: at most [`MAX_PROBE`] slots, keys compared
+    /// only where the occupancy bits say a source is.
+    fn probe(&self, key: u128) -> Probe {
+        let home = self.home(key);
+        let bits = self.window(home);
+        let mut held = bits;
+        while held != 0 {
+            let index = (home + held.trailing_zeros() as usize) & self.mask;
+            if self.slots[index].0 == key {
+                return Probe::Found(index);
+            }
+            held &= held - 1;
+        }
+        let len = self.window_len();
+        let all = if len == 64 {
+            u64::MAX
+        } else {
+            (1u64 << len) - 1
+        };
+        let free = !bits & all;
+        if free == 0 {
+            Probe::Untracked
+        } else {
+            Probe::Vacant((home + free.trailing_zeros() as usize) & self.mask)
+        }
+    }
+
+    /// Active connections from `peer` now; `u32::MAX` when `peer` cannot be counted because its
+    /// window is full (with a keyed hash at most half full, not something a peer can arrange),
+    /// so that a per-source limit refuses it rather than let it in uncounted.
     #[must_use]
     pub fn count(&self, peer: IpAddr) -> u32 {
-        self.slots[self.find(key(peer))].1
+        match self.probe(key(peer)) {
+            Probe::Found(index) => self.slots[index].1,
+            Probe::Vacant(_) => 0,
+            Probe::Untracked => u32::MAX,
+        }
     }
 
-    /// One more connection from `peer`.
+    /// One more connection from `peer` (nothing, for a peer that cannot be counted).
     pub fn add(&mut self, peer: IpAddr) {
         let key = key(peer);
-        let index = self.find(key);
-        self.slots[index] = (key, self.slots[index].1 + 1);
-    }
-
-    /// One fewer connection from `peer`; an entry that reaches zero is removed by shifting its
-    /// probe chain back (no tombstones).
-    pub fn remove(&mut self, peer: IpAddr) {
-        let mut hole = self.find(key(peer));
-        if self.slots[hole].1 == 0 {
-            return;
-        }
-        self.slots[hole].1 -= 1;
-        if self.slots[hole].1 != 0 {
-            return;
-        }
-        let mut next = (hole + 1) & self.mask;
-        while self.slots[next].1 != 0 {
-            let origin = self.home(self.slots[next].0);
-            // Move `next` into the hole if its origin is not in (hole, next].
-            let between = if hole <= next {
-                origin > hole && origin <= next
-            } else {
-                origin > hole || origin <= next
-            };
-            if !between {
-                self.slots[hole] = self.slots[next];
-                self.slots[next] = (0, 0);
-                hole = next;
+        match self.probe(key) {
+            Probe::Found(index) => {
+                self.slots[index].1 = self.slots[index].1.saturating_add(1);
             }
-            next = (next + 1) & self.mask;
+            Probe::Vacant(index) => {
+                self.slots[index] = (key, 1);
+                self.set_occupied(index, true);
+            }
+            Probe::Untracked => {}
         }
-        self.slots[hole] = (0, 0);
     }
 
-    /// Fibonacci hashing of the folded key.
+    /// One fewer connection from `peer`; an entry that reaches zero empties its slot.
+    pub fn remove(&mut self, peer: IpAddr) {
+        if let Probe::Found(index) = self.probe(key(peer)) {
+            self.slots[index].1 -= 1;
+            if self.slots[index].1 == 0 {
+                self.slots[index] = (0, 0);
+                self.set_occupied(index, false);
+            }
+        }
+    }
+
+    /// How many slots a lookup of `peer` examines (tests of the bound).
+    #[cfg(test)]
+    fn probes(&self, peer: IpAddr) -> usize {
+        let home = self.home(key(peer));
+        match self.probe(key(peer)) {
+            Probe::Found(index) => ((index.wrapping_sub(home)) & self.mask) + 1,
+            Probe::Vacant(_) | Probe::Untracked => self.window_len(),
+        }
+    }
+
+    /// The key's home slot: SipHash-1-3 of the address under the map's key.
     fn home(&self, key: u128) -> usize {
         #[allow(
             clippy::cast_possible_truncation,
-            reason = "folding 128 bits to 64, then keeping the top 32"
+            reason = "the low and high halves of the address"
         )]
-        let folded = (key as u64) ^ ((key >> 64) as u64);
+        let (low, high) = (key as u64, (key >> 64) as u64);
         #[allow(
             clippy::cast_possible_truncation,
-            reason = "the top 32 bits of the product"
+            reason = "masked to the table size, which is a usize"
         )]
-        let home = (folded.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize & self.mask;
+        let home = siphash(self.key.0, self.key.1, low, high, 1, 3) as usize & self.mask;
         home
     }
 }
@@ -413,6 +556,94 @@ mod tests {
             "settled by inspection"
         );
         assert!(Policy::new(&[rules[0]; MAX_RULES + 1], Action::Accept, 0).is_err());
+    }
+
+    /// 10,000 IPv6 sources chosen so that the map's hash cannot tell them apart unless it is
+    /// keyed: the two halves of each address XOR to the same value.
+    pub(crate) fn colliding_sources(n: u64) -> impl Iterator<Item = IpAddr> {
+        (0..n).map(|i| {
+            let high = 0x2001_0db8_0000_0000u64 | i;
+            let low = high ^ 0x5555_5555_5555_5555;
+            IpAddr::from(((u128::from(high)) << 64 | u128::from(low)).to_be_bytes())
+        })
+    }
+
+    #[test]
+    fn chosen_colliding_sources_cost_a_bounded_probe_each() {
+        // Finding 6 of issue 11: at DISPATCH_LEVEL, under the listener's spin lock, a source that
+        // an attacker chose must not make an accept probe more than a small bounded window.
+        let mut counts = SourceCounts::with_capacity(65_536).unwrap();
+        let mut worst = 0;
+        for source in colliding_sources(10_000) {
+            worst = worst.max(counts.probes(source));
+            counts.add(source);
+        }
+        assert!(worst <= MAX_PROBE, "a probe examined {worst} slots");
+        for source in colliding_sources(10_000) {
+            assert_eq!(counts.count(source), 1, "every chosen source is counted");
+        }
+    }
+
+    #[test]
+    fn the_home_hash_is_siphash() {
+        // SipHash-2-4 of the same 16 bytes, by the standard library's implementation, checks
+        // the rounds and the final block; the map uses the 1-3 variant of the same code.
+        #[allow(deprecated, reason = "the reference SipHash-2-4 implementation")]
+        let reference = |k0: u64, k1: u64, message: &[u8; 16]| {
+            use std::hash::Hasher;
+            let mut hasher = std::hash::SipHasher::new_with_keys(k0, k1);
+            hasher.write(message);
+            hasher.finish()
+        };
+        for (k0, k1, m) in [(0u64, 0u64, 0u128), (1, 2, 3), (u64::MAX, 7, u128::MAX)] {
+            #[allow(clippy::cast_possible_truncation, reason = "the two halves")]
+            let (low, high) = (m as u64, (m >> 64) as u64);
+            assert_eq!(
+                siphash(k0, k1, low, high, 2, 4),
+                reference(k0, k1, &m.to_le_bytes())
+            );
+        }
+    }
+
+    #[test]
+    fn a_full_window_refuses_to_count_rather_than_probe_further() {
+        // Sources that share one home under a known key (found by search, as an attacker who
+        // knew the key would): the first MAX_PROBE are counted, the rest are untracked (count
+        // u32::MAX, so a per-source limit refuses them), and no lookup leaves the window.
+        let mut counts = SourceCounts::with_key(1_024, [7; 16]).unwrap();
+        let target = counts.home(key(IpAddr::from([10, 0, 0, 0])));
+        let same_home: Vec<IpAddr> = (0u32..)
+            .map(|i| IpAddr::from((0x2001_0db8_u128 << 96 | u128::from(i)).to_be_bytes()))
+            .filter(|peer| counts.home(key(*peer)) == target)
+            .take(MAX_PROBE + 8)
+            .collect();
+        for peer in &same_home {
+            counts.add(*peer);
+            assert!(counts.probes(*peer) <= MAX_PROBE);
+        }
+        for peer in &same_home[..MAX_PROBE] {
+            assert_eq!(counts.count(*peer), 1);
+        }
+        for peer in &same_home[MAX_PROBE..] {
+            assert_eq!(counts.count(*peer), u32::MAX, "untracked");
+            counts.remove(*peer);
+        }
+        let policy = Policy::new(&[], Action::Accept, 4).unwrap();
+        let room = Occupancy {
+            in_use: 0,
+            peak: 0,
+            capacity: 1_024,
+        };
+        let untracked = SocketAddr::new(same_home[MAX_PROBE], 1);
+        assert_eq!(
+            policy.evaluate(&untracked, room, counts.count(untracked.ip()), false, false),
+            Verdict::Reject(RejectReason::SourceLimit)
+        );
+        // A slot in the window frees up: the next source there is counted again.
+        counts.remove(same_home[0]);
+        assert_eq!(counts.count(same_home[0]), 0);
+        counts.add(same_home[MAX_PROBE]);
+        assert_eq!(counts.count(same_home[MAX_PROBE]), 1);
     }
 
     proptest! {

@@ -166,6 +166,7 @@ fn table_under_concurrent_accept_close_and_lookup_keeps_its_invariants() {
                     assert!(table.begin_close(id.index()).is_none());
                     assert!(table.release(id.index()));
                     assert!(table.get(id).is_none(), "a closed id is stale");
+                    table.check().unwrap();
                 }
             })
         };
@@ -182,6 +183,7 @@ fn table_under_concurrent_accept_close_and_lookup_keeps_its_invariants() {
             .count();
         assert_eq!(table.occupancy().in_use as usize, live);
         assert_ne!(accepted[0], accepted[1]);
+        table.check().unwrap();
     });
 }
 
@@ -275,4 +277,144 @@ fn deferred_request_model() {
         assert!(sent <= 1, "WskInspectComplete at most once");
         assert!(queue.lock().unwrap().is_empty(), "the slot is free again");
     }
+}
+
+/// One slot's ctl IRP as `conn::SlotIo` keeps it: the IRP's busy flag (cleared by `take_back`
+/// in the completion routine, *before* the listener lock is taken), the operation and the slot
+/// generation it was submitted for.
+struct CtlIrp {
+    busy: AtomicBool,
+    op: loom::sync::atomic::AtomicU8,
+    generation: loom::sync::atomic::AtomicU32,
+}
+
+const DISCONNECT: u8 = 1;
+const CLOSE: u8 = 2;
+
+/// The worker's part of `Listener::decide_slot_work` for close work, under the lock: start the
+/// close (or the graceful disconnect) unless the ctl IRP is busy. Returns whether a close was
+/// submitted.
+fn worker_decides(table: &mut Table<u32>, ctl: &CtlIrp, index: u32, bits: u8) -> bool {
+    use wskaccept::table::{SlotState, work};
+    let Some(entry) = table.entry(index) else {
+        return false;
+    };
+    if entry.state() != SlotState::Active || bits & (work::CLOSE | work::ABORT) == 0 {
+        return false;
+    }
+    if ctl.busy.load(Ordering::SeqCst) {
+        // A disconnect is in flight; its completion asks for the close again.
+        return false;
+    }
+    let generation = entry.generation();
+    ctl.busy.store(true, Ordering::SeqCst);
+    ctl.generation.store(generation, Ordering::SeqCst);
+    ctl.op.store(CLOSE, Ordering::SeqCst);
+    table.begin_close(index).is_some()
+}
+
+/// `conn::ctl_done`, with its real window: the generation and operation are read and the IRP is
+/// taken back (not busy any more) *before* the listener lock is taken. The locked part mirrors
+/// the driver's, including `Listener::try_release` (the receive IRP is idle in this model).
+fn ctl_completion(table: &Mutex<Table<u32>>, ctl: &CtlIrp, index: u32) {
+    use wskaccept::table::work;
+    let generation = ctl.generation.load(Ordering::SeqCst);
+    let op = ctl.op.load(Ordering::SeqCst);
+    ctl.busy.store(false, Ordering::SeqCst);
+    let mut table = table.lock().unwrap();
+    if table
+        .entry(index)
+        .is_some_and(|e| e.generation() == generation)
+    {
+        if op == DISCONNECT {
+            if let Some(entry) = table.entry_mut(index) {
+                entry.disconnected = true;
+            }
+            table.request(index, work::CLOSE);
+        } else {
+            if let Some(entry) = table.entry_mut(index) {
+                entry.close_done = true;
+            }
+            let ready = table.entry(index).is_some_and(|e| e.close_done);
+            if ready && !ctl.busy.load(Ordering::SeqCst) {
+                table.release(index);
+            }
+        }
+    }
+    table.check().unwrap();
+}
+
+/// The worker: pops every queued slot and starts what it asks for; a close it starts completes
+/// inline (the provider may complete before WskCloseSocket returns), outside the lock.
+fn worker_run(table: &Mutex<Table<u32>>, ctl: &CtlIrp) {
+    loop {
+        let closing = {
+            let mut guard = table.lock().unwrap();
+            let Some((index, bits)) = guard.pop_work() else {
+                guard.check().unwrap();
+                return;
+            };
+            let closing =
+                (index == 0 && worker_decides(&mut guard, ctl, index, bits)).then_some(index);
+            guard.check().unwrap();
+            closing
+        };
+        if let Some(index) = closing {
+            ctl_completion(table, ctl, index);
+        }
+    }
+}
+
+/// Finding 3 of issue 11, as it happens in the driver: slot 0 has a graceful disconnect in
+/// flight and a user ABORT queued. The disconnect's completion takes its IRP back and then waits
+/// for the lock while the worker starts (and completes) the close on the now idle IRP; the late
+/// disconnect completion then asks for CLOSE on the Closing slot. Whatever the interleaving, the
+/// table's free and work lists stay intact, a freed slot is never on the work list, and work
+/// asked for a reused slot and for another slot is popped exactly once each.
+#[test]
+fn late_disconnect_completion_racing_a_close_never_corrupts_the_work_list() {
+    use wskaccept::table::work;
+    builder().check(|| {
+        let mut table =
+            Table::<u32>::with_capacity(0, 2, std::net::SocketAddr::from(([0, 0, 0, 0], 0)))
+                .unwrap();
+        let a = table.insert(1, info()).unwrap();
+        let b = table.insert(2, info()).unwrap();
+        let ctl = Arc::new(CtlIrp {
+            busy: AtomicBool::new(true),
+            op: loom::sync::atomic::AtomicU8::new(DISCONNECT),
+            generation: loom::sync::atomic::AtomicU32::new(
+                table.entry(a.index()).unwrap().generation(),
+            ),
+        });
+        // The user's ABORT (close_connection) for the slot whose disconnect is in flight.
+        table.request(a.index(), work::ABORT);
+        let table = Arc::new(Mutex::new(table));
+        let disconnect_done = {
+            let (table, ctl) = (table.clone(), ctl.clone());
+            thread::spawn(move || ctl_completion(&table, &ctl, a.index()))
+        };
+        worker_run(&table, &ctl);
+        disconnect_done.join().unwrap();
+        // The kick of the disconnect completion: the worker runs again.
+        worker_run(&table, &ctl);
+        let mut guard = table.lock().unwrap();
+        guard.check().unwrap();
+        assert!(guard.get(a).is_none(), "slot 0's connection is closed");
+        // A new connection reuses the slot; it and slot 1 both ask for work.
+        let c = guard.insert(3, info()).unwrap();
+        guard.request(c.index(), work::RECEIVE);
+        guard.request(b.index(), work::RECEIVE);
+        guard.check().unwrap();
+        let mut popped = Vec::new();
+        while let Some((index, bits)) = guard.pop_work() {
+            assert!(popped.len() < 2, "the work list loops");
+            popped.push((index, bits));
+        }
+        popped.sort_unstable();
+        let mut expected = vec![(c.index(), work::RECEIVE), (b.index(), work::RECEIVE)];
+        expected.sort_unstable();
+        assert_eq!(popped, expected, "each queued slot is popped once");
+        guard.check().unwrap();
+    });
 }

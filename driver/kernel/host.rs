@@ -18,44 +18,63 @@ pub fn current_irql() -> Irql {
 }
 
 /// A KEVENT. Notification events stay signaled; synchronization events wake one waiter.
-pub struct Event(HostEvent);
+///
+/// The Windows backend allocates each KEVENT in nonpaged pool, which can fail; so does the host:
+/// every event holds a pool block (tag `WskE`), which the schedule can refuse and the accounting
+/// counts.
+pub struct Event {
+    event: HostEvent,
+    _storage: super::PoolBox<u8>,
+}
 
 impl Event {
-    /// KeInitializeEvent(NotificationEvent). IRQL: <= DISPATCH_LEVEL.
+    /// KeInitializeEvent(NotificationEvent) on pool memory. IRQL: <= DISPATCH_LEVEL.
     ///
     /// # Errors
-    /// Never on the host (kept fallible: the Windows backend allocates the KEVENT).
+    /// STATUS_INSUFFICIENT_RESOURCES when the pool has no room.
     pub fn notification(signaled: bool) -> Result<Self, NtStatus> {
-        Ok(Self(HostEvent::new(EventKind::Notification, signaled)))
+        let storage = super::PoolBox::new(super::tags::EVENT, 0u8)?;
+        Ok(Self {
+            event: HostEvent::new(EventKind::Notification, signaled),
+            _storage: storage,
+        })
     }
 
-    /// KeInitializeEvent(SynchronizationEvent). IRQL: <= DISPATCH_LEVEL.
+    /// KeInitializeEvent(SynchronizationEvent) on pool memory. IRQL: <= DISPATCH_LEVEL.
     ///
     /// # Errors
-    /// Never on the host.
+    /// STATUS_INSUFFICIENT_RESOURCES when the pool has no room.
     pub fn synchronization(signaled: bool) -> Result<Self, NtStatus> {
-        Ok(Self(HostEvent::new(EventKind::Synchronization, signaled)))
+        let storage = super::PoolBox::new(super::tags::EVENT, 0u8)?;
+        Ok(Self {
+            event: HostEvent::new(EventKind::Synchronization, signaled),
+            _storage: storage,
+        })
     }
 
     /// KeSetEvent. IRQL: <= DISPATCH_LEVEL.
     pub fn set(&self) {
-        self.0.set();
+        self.event.set();
     }
 
     /// KeClearEvent. IRQL: <= DISPATCH_LEVEL.
     pub fn clear(&self) {
-        self.0.clear();
+        self.event.clear();
     }
 
     /// KeWaitForSingleObject; `None` waits forever. True when signaled. IRQL: PASSIVE_LEVEL
     /// (or <= DISPATCH_LEVEL with a zero timeout).
     pub fn wait(&self, timeout: Option<core::time::Duration>) -> bool {
-        self.0.wait(timeout)
+        self.event.wait(timeout)
     }
 }
 
-/// A system thread (PsCreateSystemThread).
-pub struct SystemThread(hostkernel::thread::SystemThread);
+/// A system thread (PsCreateSystemThread). Like the Windows backend's start block, its start
+/// holds a pool block (tag `WskE`) that the schedule can refuse.
+pub struct SystemThread {
+    thread: hostkernel::thread::SystemThread,
+    _start: super::PoolBox<u8>,
+}
 
 impl SystemThread {
     /// Starts `routine(context)` on a new system thread. IRQL: PASSIVE_LEVEL.
@@ -69,15 +88,19 @@ impl SystemThread {
         routine: unsafe fn(*mut c_void),
         context: *mut c_void,
     ) -> Result<Self, NtStatus> {
+        let start = super::PoolBox::new(super::tags::EVENT, 0u8)?;
         // SAFETY: forwarded with the caller's guarantee.
         unsafe { hostkernel::thread::SystemThread::spawn("wskaccept-worker", routine, context) }
-            .map(Self)
+            .map(|thread| Self {
+                thread,
+                _start: start,
+            })
             .map_err(|_| NtStatus::INSUFFICIENT_RESOURCES)
     }
 
     /// Waits for the thread to return. IRQL: PASSIVE_LEVEL.
     pub fn join(self) {
-        self.0.join();
+        self.thread.join();
     }
 }
 
@@ -168,4 +191,18 @@ pub unsafe fn mdl_free(mdl: *mut MDL) {
 #[must_use]
 pub fn npi_wsk_interface_id() -> *const wsk::GUID {
     &raw const wsk::NPI_WSK_INTERFACE_ID
+}
+
+/// Random bytes from the kernel's system-preferred generator (BCryptGenRandom with a NULL
+/// algorithm and BCRYPT_USE_SYSTEM_PREFERRED_RNG). IRQL: PASSIVE_LEVEL.
+///
+/// # Errors
+/// What BCryptGenRandom returns.
+pub fn random_bytes(buffer: &mut [u8]) -> Result<(), NtStatus> {
+    let status = hostkernel::random::gen_random(buffer);
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(status)
+    }
 }

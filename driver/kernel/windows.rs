@@ -54,6 +54,45 @@ const SL_INVOKE_ON_CANCEL: u8 = 0x20;
 const SL_INVOKE_ON_SUCCESS: u8 = 0x40;
 const SL_INVOKE_ON_ERROR: u8 = 0x80;
 
+#[link(name = "cng")]
+unsafe extern "system" {
+    /// BCryptGenRandom (bcrypt.h; kernel mode: cng.sys, linked through cng.lib). With a NULL
+    /// algorithm and BCRYPT_USE_SYSTEM_PREFERRED_RNG: PASSIVE_LEVEL.
+    fn BCryptGenRandom(
+        algorithm: *mut c_void,
+        buffer: *mut u8,
+        length: u32,
+        flags: u32,
+    ) -> NtStatus;
+}
+
+/// BCRYPT_USE_SYSTEM_PREFERRED_RNG (bcrypt.h).
+const BCRYPT_USE_SYSTEM_PREFERRED_RNG: u32 = 0x0000_0002;
+
+/// Random bytes from the system-preferred generator (BCryptGenRandom with a NULL algorithm and
+/// BCRYPT_USE_SYSTEM_PREFERRED_RNG). IRQL: PASSIVE_LEVEL.
+///
+/// # Errors
+/// What BCryptGenRandom returns; STATUS_INVALID_PARAMETER for a buffer of 4 GiB or more.
+pub fn random_bytes(buffer: &mut [u8]) -> Result<(), NtStatus> {
+    let length = u32::try_from(buffer.len()).map_err(|_| NtStatus::INVALID_PARAMETER)?;
+    // SAFETY: `buffer` is a valid writable region of `length` bytes; a NULL algorithm handle
+    // with BCRYPT_USE_SYSTEM_PREFERRED_RNG is the documented kernel-mode use at PASSIVE_LEVEL.
+    let status = unsafe {
+        BCryptGenRandom(
+            core::ptr::null_mut(),
+            buffer.as_mut_ptr(),
+            length,
+            BCRYPT_USE_SYSTEM_PREFERRED_RNG,
+        )
+    };
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(status)
+    }
+}
+
 #[link(name = "netio")]
 unsafe extern "system" {
     /// WskRegister (netio.sys). PASSIVE_LEVEL.

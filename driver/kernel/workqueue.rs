@@ -55,6 +55,12 @@ struct Inner {
     list: SpinLock<List>,
     wake: Event,
     stopping: AtomicBool,
+    /// What `flush` needs, made at start so that a flush never allocates and so never fails:
+    /// freeing memory after a flush that did not wait would let the worker run on it. `flush_lock`
+    /// (a synchronization event, signalled when free) lets one flush at a time use the item.
+    flush_item: WorkItem,
+    flush_done: Event,
+    flush_lock: Event,
 }
 
 /// A handle for queueing from any context (completion routines, callbacks).
@@ -136,7 +142,7 @@ unsafe fn run(context: *mut c_void) {
 }
 
 unsafe fn signal(context: *mut c_void) {
-    // SAFETY: the context is the Event on `flush`'s stack, alive until flush's wait returns.
+    // SAFETY: the context is the queue's `flush_done`, alive as long as the queue.
     unsafe { (*context.cast::<Event>()).set() };
 }
 
@@ -155,8 +161,14 @@ impl WorkQueue {
                 }),
                 wake: Event::synchronization(false)?,
                 stopping: AtomicBool::new(false),
+                flush_item: WorkItem::new(signal),
+                flush_done: Event::notification(false)?,
+                flush_lock: Event::synchronization(true)?,
             },
         )?;
+        inner
+            .flush_item
+            .set_context(ptr::from_ref(&inner.flush_done).cast_mut().cast());
         // SAFETY: `inner` is pinned in pool and outlives the thread (joined in `stop`/drop).
         let thread = unsafe { SystemThread::spawn(run, inner.as_ptr().cast_mut().cast()) }?;
         Ok(Self {
@@ -171,16 +183,18 @@ impl WorkQueue {
         WorkQueueHandle(self.inner.as_ptr())
     }
 
-    /// Waits until everything queued before this call has run. IRQL: PASSIVE_LEVEL.
+    /// Waits until everything queued before this call has run. Allocates nothing, cannot fail.
+    /// IRQL: PASSIVE_LEVEL.
     pub fn flush(&self) {
-        let Ok(done) = Event::notification(false) else {
-            return;
-        };
-        let item = WorkItem::new(signal);
-        item.set_context(ptr::from_ref(&done).cast_mut().cast());
-        // SAFETY: `item` and `done` live until the wait below returns, after the item ran.
-        unsafe { self.handle().queue(&item) };
-        done.wait(None);
+        let inner = &*self.inner;
+        inner.flush_lock.wait(None);
+        inner.flush_done.clear();
+        // SAFETY: the item lives in the queue's own pinned Inner. Under `flush_lock` it is not
+        // queued (the previous flush waited for it to run), so this queues it behind everything
+        // queued before this call.
+        unsafe { self.handle().queue(&inner.flush_item) };
+        inner.flush_done.wait(None);
+        inner.flush_lock.set();
     }
 
     fn shut_down(&mut self) {

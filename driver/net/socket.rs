@@ -23,9 +23,12 @@ fn missing() -> NtStatus {
 /// A listening socket (WSK_FLAG_LISTEN_SOCKET).
 ///
 /// Invariant: `raw` is a live listening socket of a captured provider, owned here, closed once by
-/// [`ListenSocket::close`] or [`ListenSocket::close_async`].
+/// [`ListenSocket::close`] or [`ListenSocket::close_async`]. `closer` is allocated before the
+/// socket exists, so that the waited close never needs memory it may not get: a socket left open
+/// would make WskDeregister wait forever (WSK-FACTS §7).
 pub struct ListenSocket {
     raw: NonNull<WSK_SOCKET>,
+    closer: sync::Prepared,
 }
 
 // SAFETY: a WSK socket may be used from any thread (callers serialise calls on it).
@@ -49,6 +52,7 @@ impl ListenSocket {
     ) -> Result<Self, NtStatus> {
         let wsk_socket = provider.dispatch().WskSocket.ok_or_else(missing)?;
         let client = provider.client();
+        let closer = sync::Prepared::new()?;
         let information = sync::call(|irp| {
             // SAFETY: documented WskSocket arguments (WSK-FACTS §1); the dispatch is static.
             unsafe {
@@ -68,7 +72,7 @@ impl ListenSocket {
             }
         })?;
         NonNull::new(information as *mut WSK_SOCKET)
-            .map(|raw| Self { raw })
+            .map(|raw| Self { raw, closer })
             .ok_or(NtStatus::UNSUCCESSFUL)
     }
 
@@ -235,14 +239,15 @@ impl ListenSocket {
     }
 
     /// WskCloseSocket, waited for: pending accepts complete with STATUS_CANCELLED first
-    /// (WSK-FACTS §7). IRQL: PASSIVE_LEVEL.
+    /// (WSK-FACTS §7). Allocates nothing (the IRP was prepared with the socket). IRQL:
+    /// PASSIVE_LEVEL.
     pub fn close(self) {
         let Some(close) = self.dispatch().Basic.WskCloseSocket else {
             return;
         };
         let raw = self.raw.as_ptr();
         // SAFETY: consumed: no other call can follow. Close never fails (WSK-FACTS §7).
-        let _ = sync::call(|irp| unsafe { close(raw, irp) });
+        let _ = self.closer.call(|irp| unsafe { close(raw, irp) });
     }
 
     /// WskCloseSocket without waiting. IRQL: <= DISPATCH_LEVEL.

@@ -40,17 +40,17 @@ sys=$out/wskaccept_test.sys
 echo "== Wine lane: the test driver (feature wine-test) as a staticlib, linked by lld-link"
 cargo rustc -p wskaccept --lib --crate-type staticlib --features cross-wdk,wine-test \
   --target "$target"
-for def in ntoskrnl netio; do
+for def in ntoskrnl netio cng; do
   llvm-dlltool -m i386:x86-64 -d "$here/exports/$def.def" -l "$out/$def.lib"
 done
 # The WDM entry never calls KMDF, but wdk-sys's objects name the KMDF stub's globals: the
 # Windows lane's link-only stub satisfies them (nothing of it runs).
 lld-link /NOLOGO /MACHINE:X64 /DRIVER /SUBSYSTEM:NATIVE /ENTRY:DriverEntry /NODEFAULTLIB \
   /OPT:REF "/OUT:$sys" "$CARGO_TARGET_DIR/$target/debug/wskaccept.lib" "$out/ntoskrnl.lib" \
-  "$out/netio.lib" "$wdk/Lib/wdf/kmdf/x64/1.33/WdfDriverEntry.lib"
+  "$out/netio.lib" "$out/cng.lib" "$wdk/Lib/wdf/kmdf/x64/1.33/WdfDriverEntry.lib"
 
 echo "== Wine lane: every import of the test driver is exported by Wine's modules"
-for module in ntoskrnl.exe netio.sys; do
+for module in ntoskrnl.exe netio.sys cng.sys; do
   llvm-readobj --coff-exports "$wine_dlls/$module" | sed -n 's/^ *Name: //p' >"$out/$module.exports"
 done
 llvm-readobj --coff-imports "$sys" | awk '
@@ -64,7 +64,7 @@ while read -r module symbol; do
   fi
 done <"$out/imports.txt"
 [ "$missing" = 0 ] || { echo "FAILED: the test driver imports what Wine does not export"; exit 1; }
-echo "  $(wc -l <"$out/imports.txt") imports, all exported by Wine's ntoskrnl.exe and netio.sys"
+echo "  $(wc -l <"$out/imports.txt") imports, all exported by Wine's ntoskrnl.exe, netio.sys and cng.sys"
 
 echo "== Wine lane: wskctl.exe for $gnu (its DeviceIoControl transport)"
 (cd "$root" && CARGO_TARGET_DIR=$root/target \

@@ -116,3 +116,5 @@ pub fn seen(stream: &mut TcpStream, wait: Duration) -> Seen {
         Err(e) => panic!("unexpected read error {e}"),
     }
 }
+
+pub mod scenario;

@@ -1,11 +1,15 @@
 //! Criterion micro-benchmarks of the connection table: insert+remove, and lookup, at 1%, 50% and
-//! 99% full, at capacity 1,024 and 65,536 (the cost must not grow with capacity).
+//! 99% full, at capacity 1,024 and 65,536 (the cost must not grow with capacity); and the
+//! per-source map's share of an accept (count, add, and the remove at close) with 10,000 sources
+//! already held, chosen to collide in an unkeyed hash or drawn at random (issue 11, finding 6).
 #![cfg(unix)]
 
 use std::hint::black_box;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use wskaccept::policy::SourceCounts;
 use wskaccept::table::{AcceptPath, ConnInfo, Table};
 
 fn info() -> ConnInfo {
@@ -54,5 +58,45 @@ fn table(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, table);
+/// IPv6 sources whose halves XOR to one value: one home slot in an unkeyed fold-and-multiply
+/// hash.
+fn colliding(n: u64) -> Vec<IpAddr> {
+    (0..n)
+        .map(|i| {
+            let high = 0x2001_0db8_0000_0000u64 | i;
+            let low = high ^ 0x5555_5555_5555_5555;
+            IpAddr::from((u128::from(high) << 64 | u128::from(low)).to_be_bytes())
+        })
+        .collect()
+}
+
+fn random(n: u64) -> Vec<IpAddr> {
+    let mut rng = fastrand::Rng::with_seed(42);
+    (0..n)
+        .map(|_| IpAddr::from(rng.u128(..).to_be_bytes()))
+        .collect()
+}
+
+fn sources(c: &mut Criterion) {
+    let mut group = c.benchmark_group("sources");
+    group.measurement_time(Duration::from_secs(3));
+    for (label, set) in [("colliding", colliding(10_001)), ("random", random(10_001))] {
+        // A listener of capacity 65,536 holding 10,000 connections, one per source.
+        let mut counts = SourceCounts::with_capacity(65_536).expect("map");
+        for source in &set[..10_000] {
+            counts.add(*source);
+        }
+        let next = set[10_000];
+        group.bench_function(BenchmarkId::new("accept+close, 10k held", label), |b| {
+            b.iter(|| {
+                black_box(counts.count(black_box(next)));
+                counts.add(next);
+                counts.remove(next);
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, table, sources);
 criterion_main!(benches);

@@ -18,9 +18,14 @@ pub struct HostMdl {
     pub byte_count: u32,
 }
 
-/// IoAllocateMdl(address, length) + MmBuildMdlForNonPagedPool. IRQL: <= DISPATCH_LEVEL.
+/// IoAllocateMdl(address, length) + MmBuildMdlForNonPagedPool: NULL when the schedule injects an
+/// allocation failure. IRQL: <= DISPATCH_LEVEL.
 #[must_use]
 pub fn allocate(address: *mut u8, length: u32) -> *mut MDL {
+    crate::irql::assert_at_most_dispatch("IoAllocateMdl");
+    if crate::schedule::should_fail(crate::schedule::Fault::MdlAllocation) {
+        return std::ptr::null_mut();
+    }
     COUNTERS.mdls.fetch_add(1, Ordering::SeqCst);
     crate::accounting::MDL_ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
     Box::into_raw(Box::new(HostMdl {

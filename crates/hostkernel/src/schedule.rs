@@ -1,7 +1,10 @@
 //! Schedules and faults. One seed decides, call by call, whether a provider completes an IRP
 //! inline (before the WSK call returns) or later on the provider thread, and whether to inject the
 //! documented race of WSK-FACTS §4 (an accept event while an accept IRP is queued). Faults are
-//! either armed one by one ("fail the 2nd WskBind") or drawn from the seed at a rate.
+//! either armed one by one ("fail the 2nd WskBind"), drawn from the seed at a rate (allocations
+//! and WSK calls), or — for an exhaustive sweep over a scenario — "fail the N-th allocation of
+//! any kind" (pool, IRP or MDL): [`fail_nth_allocation`], with [`allocations_seen`] telling when N
+//! has passed the scenario's last allocation.
 //!
 //! Every violation prints the seed, so a failing run can be replayed with `HOSTKERNEL_SEED`.
 
@@ -17,7 +20,7 @@ pub struct Schedule {
     /// Percent of accepted connections delivered by WskAcceptEvent although an accept IRP is
     /// queued (WSK-FACTS §4), when both are armed (0–100).
     pub race_percent: u8,
-    /// Percent of pool and IRP allocations that fail (0–100).
+    /// Percent of pool, IRP and MDL allocations that fail (0–100).
     pub alloc_fail_percent: u8,
 }
 
@@ -65,12 +68,16 @@ pub enum Fault {
     PoolAllocation,
     /// IoAllocateIrp returns NULL.
     IrpAllocation,
+    /// IoAllocateMdl returns NULL.
+    MdlAllocation,
     /// WskSocket fails with STATUS_INSUFFICIENT_RESOURCES.
     WskSocket,
     /// WskBind fails with STATUS_INSUFFICIENT_RESOURCES.
     WskBind,
     /// WskControlSocket fails with STATUS_INSUFFICIENT_RESOURCES.
     WskControlSocket,
+    /// WskGetLocalAddress fails with STATUS_INSUFFICIENT_RESOURCES.
+    WskGetLocalAddress,
     /// WskAccept completes with STATUS_INSUFFICIENT_RESOURCES.
     WskAccept,
     /// The peer of the next accepted connection resets it right after the handshake.
@@ -80,13 +87,39 @@ pub enum Fault {
     ListenerFailure,
 }
 
-const FAULTS: usize = 8;
+const FAULTS: usize = 10;
+
+impl Fault {
+    fn is_allocation(self) -> bool {
+        matches!(
+            self,
+            Self::PoolAllocation | Self::IrpAllocation | Self::MdlAllocation
+        )
+    }
+
+    fn is_wsk_call(self) -> bool {
+        matches!(
+            self,
+            Self::WskSocket
+                | Self::WskBind
+                | Self::WskControlSocket
+                | Self::WskGetLocalAddress
+                | Self::WskAccept
+        )
+    }
+}
 
 struct State {
     schedule: Schedule,
     rng: fastrand::Rng,
     armed: [u32; FAULTS],
     fired: [u32; FAULTS],
+    /// Fail the allocation (of any kind) this many allocations from now (0: disarmed).
+    armed_allocation: u32,
+    /// Allocations (of any kind) asked for since the schedule was configured.
+    allocations: u64,
+    /// Percent of WSK calls that fail (see [`set_wsk_fail_percent`]).
+    wsk_fail_percent: u8,
 }
 
 static STATE: Mutex<Option<State>> = Mutex::new(None);
@@ -100,6 +133,9 @@ fn with_state<R>(f: impl FnOnce(&mut State) -> R) -> R {
             rng: fastrand::Rng::with_seed(schedule.seed),
             armed: [0; FAULTS],
             fired: [0; FAULTS],
+            armed_allocation: 0,
+            allocations: 0,
+            wsk_fail_percent: 0,
         }
     });
     f(state)
@@ -112,7 +148,17 @@ pub fn configure(schedule: Schedule) {
         state.rng = fastrand::Rng::with_seed(schedule.seed);
         state.armed = [0; FAULTS];
         state.fired = [0; FAULTS];
+        state.armed_allocation = 0;
+        state.allocations = 0;
+        state.wsk_fail_percent = 0;
     });
+}
+
+/// Makes `percent` of WskSocket, WskBind, WskControlSocket, WskGetLocalAddress and WskAccept
+/// calls fail with STATUS_INSUFFICIENT_RESOURCES, drawn from the schedule's seed (0–100; reset
+/// by [`configure`]).
+pub fn set_wsk_fail_percent(percent: u8) {
+    with_state(|state| state.wsk_fail_percent = percent.min(100));
 }
 
 /// The schedule in force.
@@ -136,25 +182,53 @@ pub fn fail_nth(fault: Fault, nth: u32) {
     with_state(|state| state.armed[fault as usize] = nth);
 }
 
+/// Arms the `nth` next allocation of any kind — pool, IRP or MDL — to fail (1 = the very next).
+/// Sweeping `nth` from 1 until [`allocations_seen`] stays below it makes every allocation of a
+/// scenario fail once, alone.
+pub fn fail_nth_allocation(nth: u32) {
+    with_state(|state| state.armed_allocation = nth);
+}
+
+/// Allocations of any kind the driver asked for since the schedule was configured.
+#[must_use]
+pub fn allocations_seen() -> u64 {
+    with_state(|state| state.allocations)
+}
+
 /// How many times `fault` has fired since the schedule was configured.
 #[must_use]
 pub fn fired(fault: Fault) -> u32 {
     with_state(|state| state.fired[fault as usize])
 }
 
-/// Asks whether `fault` fires now (consumes an armed count; draws for allocation faults).
+/// Asks whether `fault` fires now (consumes armed counts; draws for allocations and WSK calls
+/// at the schedule's rates).
 pub(crate) fn should_fail(fault: Fault) -> bool {
     with_state(|state| {
+        let mut any_allocation = false;
+        if fault.is_allocation() {
+            state.allocations += 1;
+            if state.armed_allocation > 0 {
+                state.armed_allocation -= 1;
+                any_allocation = state.armed_allocation == 0;
+            }
+        }
         let slot = &mut state.armed[fault as usize];
         let fire = if *slot > 0 {
             *slot -= 1;
             *slot == 0
-        } else if matches!(fault, Fault::PoolAllocation | Fault::IrpAllocation) {
+        } else if any_allocation {
+            true
+        } else if fault.is_allocation() {
             let percent = state.schedule.alloc_fail_percent;
+            percent > 0 && state.rng.u8(0..100) < percent
+        } else if fault.is_wsk_call() {
+            let percent = state.wsk_fail_percent;
             percent > 0 && state.rng.u8(0..100) < percent
         } else {
             false
         };
+        let fire = fire || any_allocation;
         if fire {
             state.fired[fault as usize] += 1;
         }

@@ -495,6 +495,9 @@ unsafe fn get_address(
             _ => None,
         }
     };
+    if local && schedule::should_fail(Fault::WskGetLocalAddress) {
+        return finish(irp, NtStatus::INSUFFICIENT_RESOURCES, 0);
+    }
     match address {
         Some(address) if !out.is_null() => {
             // SAFETY: the driver passes a SOCKADDR_STORAGE-sized buffer for the address.
