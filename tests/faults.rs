@@ -4,8 +4,8 @@
 //!
 //! And the seeded fault campaign (issue 11): for each seed, a driver life — load, start, accept,
 //! IOCTLs, a listener restart, stop, a second start and stop, unload — under allocation failures
-//! (pool, IRP, MDL), WSK call failures and connection resets drawn from the seed, in every mode:
-//! no crash (any panic aborts the process, as a bug check would), no verifier violation (the host
+//! (pool, IRP, MDL), WSK call failures, connection resets and vanished peers drawn from the seed,
+//! in every mode: no crash (any panic aborts the process, as a bug check would), no verifier violation (the host
 //! kernel stops the process), nothing leaked (checked after every seed). 4 × 100 seeds in CI.
 //! Replay one seed: `HOSTKERNEL_SEED=N cargo nextest run -p wskaccept
 //! --test faults campaign` (runs only seed N, in each mode's test; the failing test's name says
@@ -189,11 +189,6 @@ fn connection_resets_right_after_accept_are_cleaned_up() {
 /// Seeds per mode in CI.
 const CAMPAIGN_SEEDS: u64 = 100;
 
-/// A vanished peer (the disconnect waits out the retransmission timeout) is another fault mode
-/// of issue 11 (host item 1). When the host kernel has it, draw it here like the resets:
-/// `const VANISHED_PEERS: bool = true;` and arm it in `campaign_seed`.
-const VANISHED_PEERS: bool = false;
-
 /// Any panic — on the driver's worker, the provider thread or here — stops the process like a bug
 /// check, so that no failure can hide on a thread nobody joins.
 fn panics_are_bug_checks() {
@@ -225,9 +220,9 @@ fn campaign_seed(mode: u32, seed: u64) -> common::scenario::Seen {
     if rng.bool() {
         schedule::fail_nth(Fault::ConnectionReset, rng.u32(1..=3));
     }
-    if VANISHED_PEERS {
-        // Arm the vanished-peer fault here once the host kernel has it.
-    }
+    // Vanished peers (host item 1): a graceful disconnect never completes until the socket is
+    // closed, as when Windows waits out the retransmission timeout. One seed in four.
+    hostkernel::provider::set_peers_vanished(rng.u8(0..4) == 0);
     let plan = Plan {
         mode,
         capacity: rng.u32(1..=6),
