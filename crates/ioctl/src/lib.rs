@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod codes;
+pub mod ids;
 pub mod wire;
 
 pub use codes::*;

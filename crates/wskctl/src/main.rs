@@ -244,7 +244,8 @@ enum Command {
     },
     /// Close one connection (gracefully unless --abort).
     Close {
-        /// Connection id (from `wskctl list`).
+        /// Connection id, as `wskctl list` shows it (LISTENER.INDEX.SERIAL) or the full number.
+        #[arg(value_parser = parse_id)]
         connection: u64,
         /// Reset instead of a graceful close.
         #[arg(long)]
@@ -341,7 +342,8 @@ fn run(client: &Client, command: Command, json: bool) -> Result<(), (CallError, 
                 );
             } else {
                 println!(
-                    "connection {connection} {}",
+                    "connection {} {}",
+                    ioctl::ids::short(connection),
                     if abort { "reset" } else { "closing" }
                 );
             }
@@ -462,6 +464,11 @@ fn policy(
         conditional::render_policy(&client.policy(listener).map_err(plain)?, json).trim_end()
     );
     Ok(())
+}
+
+/// A connection id in its short form or as a number (clap value parser).
+fn parse_id(text: &str) -> Result<u64, String> {
+    ioctl::ids::parse(text).map_err(str::to_owned)
 }
 
 /// The parsed command line, with `policy set`'s rules in the order they were given.

@@ -251,7 +251,7 @@ pub fn connections(records: &[ConnectionRecord], as_json: bool) -> String {
         .iter()
         .map(|r| {
             [
-                r.id.to_string(),
+                ioctl::ids::short(r.id).to_string(),
                 r.listener.to_string(),
                 address(&r.remote),
                 address(&r.local),

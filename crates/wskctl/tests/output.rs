@@ -103,11 +103,26 @@ fn list_fits_its_content_and_shows_ages_for_people() {
     assert!(!header.contains("AGE_MS"));
     let row = lines.next().unwrap();
     assert!(row.len() < 100, "a row of {} columns: {row}", row.len());
+    // Ids are short (LISTENER.INDEX.SERIAL), and `close` takes them as `list` shows them.
+    let short = row.split_whitespace().next().unwrap();
+    let fields: Vec<&str> = short.split('.').collect();
+    assert!(
+        fields.len() == 3 && fields.iter().all(|f| f.parse::<u64>().is_ok()),
+        "short id {short} in {row}"
+    );
+    let full = host.json(&["list"])[0]["id"].as_u64().unwrap();
+    assert!(full >= 1 << 20, "the JSON keeps the full 64-bit id: {full}");
     let age = row.split_whitespace().last().unwrap();
     assert!(
         age.ends_with("ms") || age.ends_with('s'),
         "age {age} in {row}"
     );
+    let closed = text(&host, &["close", short, "--abort"]);
+    assert!(
+        closed.contains(short) && closed.contains("reset"),
+        "{closed}"
+    );
+    host.wait_active(None, 0);
     drop(client);
 }
 
