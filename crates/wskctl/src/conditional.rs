@@ -175,10 +175,18 @@ pub fn decide_loop(
     let mut input = stdin.lock();
     let mut out = std::io::stdout();
     let mut made = 0u64;
+    // On a terminal, say what it waits for (once per wait, on stderr: stdout stays the answers).
+    let tell = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut told = false;
     while count.is_none_or(|c| made < c) {
+        if tell && !told {
+            eprintln!("waiting for a deferred connection (Ctrl-C to stop)...");
+            told = true;
+        }
         let Some(pending) = client.get_pending(listener, 1_000)? else {
             continue;
         };
+        told = false;
         let accept = match answer {
             Answer::AcceptAll => true,
             Answer::RejectAll => false,
