@@ -158,7 +158,8 @@ impl From<SocketAddr> for SOCKADDR_STORAGE {
                 unsafe { dst.cast::<SOCKADDR_IN>().write(SOCKADDR_IN::from(v4)) };
             }
             SocketAddr::V6(v6) => {
-                // SAFETY: as above; SOCKADDR_IN6 is 28 bytes and 4-aligned.
+                // SAFETY: SOCKADDR_STORAGE is 128 bytes and 8-aligned; SOCKADDR_IN6 (28 bytes,
+                // 4-aligned) fits at its start, which is what ws2def.h's storage is for.
                 unsafe { dst.cast::<SOCKADDR_IN6>().write(SOCKADDR_IN6::from(v6)) };
             }
         }

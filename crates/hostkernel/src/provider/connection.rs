@@ -483,6 +483,12 @@ fn with_connection(
 
 /// WskSend: queues the bytes; the provider thread writes them and completes the IRP with the
 /// number of bytes sent.
+///
+/// # Safety
+/// `socket` must be a socket this provider handed out that the driver has not closed, and `irp`
+/// an IRP from IoAllocateIrp with a completion routine, not pending (both checked: anything else
+/// is a verifier violation); `buffer` must be NULL or a WSK_BUF whose MDL chain
+/// describes readable memory (PFN_WSK_SEND).
 unsafe extern "system" fn wsk_send(
     socket: *mut WSK_SOCKET,
     buffer: *mut WSK_BUF,
@@ -525,6 +531,12 @@ unsafe extern "system" fn wsk_send(
 
 /// WskReceive: completes when data (Information = bytes), a graceful close (Information 0) or a
 /// reset (STATUS_CONNECTION_RESET) arrives.
+///
+/// # Safety
+/// `socket` must be a socket this provider handed out that the driver has not closed, and `irp`
+/// an IRP from IoAllocateIrp with a completion routine, not pending (both checked: anything else
+/// is a verifier violation); `buffer` must be NULL or a WSK_BUF whose MDL chain
+/// describes writable memory that stays valid until the IRP completes (PFN_WSK_RECEIVE).
 unsafe extern "system" fn wsk_receive(
     socket: *mut WSK_SOCKET,
     buffer: *mut WSK_BUF,
@@ -561,6 +573,12 @@ unsafe extern "system" fn wsk_receive(
 }
 
 /// WskDisconnect: graceful (FIN after queued sends) or abortive (RST) with `WSK_FLAG_ABORTIVE`.
+///
+/// # Safety
+/// `socket` must be a socket this provider handed out that the driver has not closed, and `irp`
+/// an IRP from IoAllocateIrp with a completion routine, not pending (both checked: anything else
+/// is a verifier violation); `buffer` is not read (a final buffer is refused,
+/// PFN_WSK_DISCONNECT).
 unsafe extern "system" fn wsk_disconnect(
     socket: *mut WSK_SOCKET,
     buffer: *mut WSK_BUF,
@@ -622,6 +640,12 @@ fn complete_later_now(irp: IrpRef, status: NtStatus) {
     super::complete_later(&mut state(), irp, status, 0);
 }
 
+/// WskBind on a connection socket: outgoing connections are not emulated.
+///
+/// # Safety
+/// `socket` must be a socket this provider handed out that the driver has not closed, and `irp`
+/// an IRP from IoAllocateIrp with a completion routine, not pending (both checked: anything else
+/// is a verifier violation); the address is not read.
 unsafe extern "system" fn wsk_bind_connection(
     socket: *mut WSK_SOCKET,
     _address: *mut SOCKADDR,
@@ -633,6 +657,12 @@ unsafe extern "system" fn wsk_bind_connection(
     finish(take_irp(irp, "WskBind"), NtStatus::NOT_SUPPORTED, 0)
 }
 
+/// WskConnect: outgoing connections are not emulated.
+///
+/// # Safety
+/// `socket` must be a socket this provider handed out that the driver has not closed, and `irp`
+/// an IRP from IoAllocateIrp with a completion routine, not pending (both checked: anything else
+/// is a verifier violation); the address is not read.
 unsafe extern "system" fn wsk_connect(
     socket: *mut WSK_SOCKET,
     _address: *mut SOCKADDR,
@@ -643,6 +673,11 @@ unsafe extern "system" fn wsk_connect(
     finish(take_irp(irp, "WskConnect"), NtStatus::NOT_SUPPORTED, 0)
 }
 
+/// WskRelease: the host never lets a client retain indications, so nothing is released.
+///
+/// # Safety
+/// `socket` must be a socket this provider handed out that the driver has not closed (checked);
+/// the indication list is not read.
 unsafe extern "system" fn wsk_release(
     socket: *mut WSK_SOCKET,
     _indication: *mut WSK_DATA_INDICATION,

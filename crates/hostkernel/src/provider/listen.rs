@@ -193,6 +193,12 @@ impl Listening {
 }
 
 /// WskBind (PFN_WSK_BIND): binds and starts listening (WSK-FACTS §3: no separate listen call).
+///
+/// # Safety
+/// `socket` must be a socket this provider handed out that the driver has not closed, and `irp`
+/// an IRP from IoAllocateIrp with a completion routine, not pending (both checked: anything else
+/// is a verifier violation); `address` must be NULL or a readable SOCKADDR_IN/SOCKADDR_IN6
+/// of its family (PFN_WSK_BIND).
 unsafe extern "system" fn wsk_bind(
     socket: *mut WSK_SOCKET,
     address: *mut SOCKADDR,
@@ -256,6 +262,14 @@ unsafe extern "system" fn wsk_bind(
 
 /// WskAccept (PFN_WSK_ACCEPT). Queued IRPs are served before accept events (WSK-FACTS §4); a
 /// connection already waiting may complete the IRP inline.
+///
+/// # Safety
+/// `socket` must be a socket this provider handed out that the driver has not closed, and `irp`
+/// an IRP from IoAllocateIrp with a completion routine, not pending (both checked: anything else
+/// is a verifier violation); `local_out` and `remote_out` must each be NULL or a
+/// writable SOCKADDR_STORAGE-sized buffer that stays valid until the IRP completes, and
+/// `dispatch` NULL or a WSK_CLIENT_CONNECTION_DISPATCH resident while the accepted socket lives
+/// (PFN_WSK_ACCEPT, WSK-FACTS §3).
 unsafe extern "system" fn wsk_accept(
     socket: *mut WSK_SOCKET,
     flags: u32,
@@ -312,6 +326,12 @@ unsafe extern "system" fn wsk_accept(
 
 /// WskInspectComplete (PFN_WSK_INSPECT_COMPLETE): the decision on a pended inspection.
 /// Completing an aborted (or unknown) ID does nothing (WSK-FACTS §6).
+///
+/// # Safety
+/// `socket` must be a socket this provider handed out that the driver has not closed, and `irp`
+/// an IRP from IoAllocateIrp with a completion routine, not pending (both checked: anything else
+/// is a verifier violation); `id` must be NULL or a readable WSK_INSPECT_ID
+/// (PFN_WSK_INSPECT_COMPLETE).
 unsafe extern "system" fn wsk_inspect_complete(
     socket: *mut WSK_SOCKET,
     id: *mut WSK_INSPECT_ID,
@@ -518,7 +538,9 @@ fn next_step(key: usize, irp_only: bool) -> Option<Step> {
             // SAFETY: the driver passed nonpaged SOCKADDR_STORAGE-sized buffers (or NULL) that
             // live until the accept completes (WSK-FACTS §3).
             unsafe { translate::write(request.local_out, local) };
-            // SAFETY: as above.
+            // SAFETY: `remote_out` is, like `local_out`, NULL or a SOCKADDR_STORAGE-sized buffer
+            // the driver keeps until this accept completes (PFN_WSK_ACCEPT, WSK-FACTS §3); the IRP
+            // is still pending.
             unsafe { translate::write(request.remote_out, remote) };
             Some(Step::Completed {
                 irp: request.irp,
@@ -609,8 +631,11 @@ fn deliver_event(key: usize, new_key: usize, local: SocketAddr, remote: SocketAd
     let mut out_dispatch: *const WSK_CLIENT_CONNECTION_DISPATCH = std::ptr::null();
     let mut call = || {
         irql::at_dispatch(|| {
-            // SAFETY: the driver's WskAcceptEvent with the documented arguments; the address
-            // copies live for the call only, as documented (WSK-FACTS §5).
+            // SAFETY: PFN_WSK_ACCEPT_EVENT's contract (WSK-FACTS §5): `context` is the
+            // SocketContext the driver gave this listening socket, valid while the socket lives,
+            // and the socket cannot finish closing while this provider-thread callback runs; the
+            // addresses are SOCKADDR_STORAGE copies on this stack and the out-parameters locals,
+            // all valid for the call; `new_key` is the live WSK_SOCKET being handed over.
             unsafe {
                 accept_event(
                     context,
@@ -699,7 +724,10 @@ fn inspect(key: usize, stream: std::net::TcpStream, local: SocketAddr, remote: S
     let mut local_sa = SOCKADDR_STORAGE::from(local);
     let mut remote_sa = SOCKADDR_STORAGE::from(remote);
     let action = irql::at_dispatch(|| {
-        // SAFETY: the driver's WskInspectEvent with the documented arguments (WSK-FACTS §6).
+        // SAFETY: PFN_WSK_INSPECT_EVENT's contract (WSK-FACTS §6): `context` is the listening
+        // socket's SocketContext, valid while the socket lives (it cannot finish closing while
+        // this provider-thread callback runs); the addresses and the ID are locals, valid for the
+        // call.
         unsafe {
             inspect_event(
                 context,

@@ -59,6 +59,11 @@ pub(crate) struct Poison([unsafe extern "system" fn() -> NtStatus; POISON_ENTRIE
 const POISON_ENTRIES: usize = 16;
 
 /// Any WSK function reached through a closed socket's poisoned Dispatch.
+///
+/// # Safety
+/// None beyond being called: it takes no arguments (the `system` ABI leaves whatever the caller
+/// passed to the caller) and stops the process before it would return. It is `unsafe` only to
+/// share the type of the dispatch entries it stands in for.
 unsafe extern "system" fn poisoned_call() -> NtStatus {
     violation(
         Rule::SocketUsedAfterClose,
@@ -69,6 +74,11 @@ unsafe extern "system" fn poisoned_call() -> NtStatus {
 
 /// WskCloseSocket (entry 1 of every table: WSK_PROVIDER_BASIC_DISPATCH) through a poisoned
 /// Dispatch.
+///
+/// # Safety
+/// None beyond being called: it takes no arguments (the `system` ABI leaves whatever the caller
+/// passed to the caller) and stops the process before it would return. It is `unsafe` only to
+/// share the type of the dispatch entries it stands in for.
 unsafe extern "system" fn poisoned_close() -> NtStatus {
     violation(
         Rule::SocketClosedTwice,
@@ -87,6 +97,13 @@ pub(crate) static POISON: Poison = {
 };
 
 /// WskSocket (PFN_WSK_SOCKET). Listening and connection-oriented TCP sockets only.
+///
+/// # Safety
+/// `client` must be the Client of a captured provider NPI and `irp` an IRP from IoAllocateIrp
+/// with a completion routine, not pending (both checked); `dispatch` must be NULL or the client
+/// dispatch of the socket's category (WSK_CLIENT_LISTEN_DISPATCH or
+/// WSK_CLIENT_CONNECTION_DISPATCH), resident with `socket_context` while the socket lives
+/// (PFN_WSK_SOCKET).
 pub(crate) unsafe extern "system" fn wsk_socket(
     client: *mut c_void,
     family: u16,
@@ -144,6 +161,10 @@ pub(crate) unsafe extern "system" fn wsk_socket(
 
 /// WskControlClient: the host supports no client-level control codes (static event callbacks
 /// are not emulated; wskaccept enables events per socket).
+///
+/// # Safety
+/// `irp` must be NULL or an IRP from IoAllocateIrp with a completion routine, not pending
+/// (checked); no other argument is read.
 pub(crate) unsafe extern "system" fn wsk_control_client(
     _client: *mut c_void,
     _code: u32,
@@ -174,6 +195,12 @@ fn answer(irp: Option<IrpRef>, status: NtStatus) -> NtStatus {
 
 /// WskControlSocket (PFN_WSK_CONTROL_SOCKET): SO_WSK_EVENT_CALLBACK, SO_EXCLUSIVEADDRUSE,
 /// SO_REUSEADDR, IPV6_V6ONLY and SO_CONDITIONAL_ACCEPT.
+///
+/// # Safety
+/// `socket` must be a socket this provider handed out that the driver has not closed, and `irp`
+/// NULL (SO_WSK_EVENT_CALLBACK only) or an IRP from IoAllocateIrp with a completion routine, not
+/// pending (all checked); `input` must be NULL or `input_size` readable bytes, and a
+/// WSK_EVENT_CALLBACK_CONTROL's `NpiId` NULL or a readable GUID (PFN_WSK_CONTROL_SOCKET).
 pub(crate) unsafe extern "system" fn wsk_control_socket(
     socket: *mut WSK_SOCKET,
     request: WSK_CONTROL_SOCKET_TYPE,
@@ -335,6 +362,12 @@ fn callbacks_present(sock: &Sock, mask: u32) -> bool {
 /// STATUS_CANCELLED and Information 0, aborts a connection that is not disconnected, waits for
 /// running callbacks (they run on the provider thread, which finishes the close), then completes
 /// the close IRP. Never fails (WSK-FACTS §7).
+///
+/// # Safety
+/// `socket` must be a socket this provider handed out and `irp` an IRP from IoAllocateIrp with a
+/// completion routine, not pending (both checked, as are a second close and a close while
+/// another call is in progress); the driver must not use `socket` once the close completes
+/// (a use within the quarantine is caught through the poisoned Dispatch).
 pub(crate) unsafe extern "system" fn wsk_close_socket(
     socket: *mut WSK_SOCKET,
     irp: *mut IRP,
@@ -434,25 +467,46 @@ pub fn fail_next_listen_local_address(delay: std::time::Duration) {
 }
 
 /// WskGetLocalAddress (listen and connection dispatch).
+///
+/// # Safety
+/// `socket` must be a socket this provider handed out that the driver has not closed, and `irp`
+/// an IRP from IoAllocateIrp with a completion routine, not pending (both checked: anything else
+/// is a verifier violation); `out` must be NULL or a writable
+/// SOCKADDR_STORAGE-sized buffer (PFN_WSK_GET_LOCAL_ADDRESS).
 pub(crate) unsafe extern "system" fn wsk_get_local_address(
     socket: *mut WSK_SOCKET,
     out: *mut SOCKADDR,
     irp: *mut IRP,
 ) -> NtStatus {
-    // SAFETY: forwarded with the driver's own guarantees for `out`.
+    // SAFETY: the caller's guarantees for `socket`, `out` and `irp` (this function's # Safety)
+    // are exactly get_address's.
     unsafe { get_address(socket, out, irp, "WskGetLocalAddress", true) }
 }
 
 /// WskGetRemoteAddress (connection dispatch).
+///
+/// # Safety
+/// `socket` must be a socket this provider handed out that the driver has not closed, and `irp`
+/// an IRP from IoAllocateIrp with a completion routine, not pending (both checked: anything else
+/// is a verifier violation); `out` must be NULL or a writable
+/// SOCKADDR_STORAGE-sized buffer (PFN_WSK_GET_REMOTE_ADDRESS).
 pub(crate) unsafe extern "system" fn wsk_get_remote_address(
     socket: *mut WSK_SOCKET,
     out: *mut SOCKADDR,
     irp: *mut IRP,
 ) -> NtStatus {
-    // SAFETY: forwarded with the driver's own guarantees for `out`.
+    // SAFETY: the caller's guarantees for `socket`, `out` and `irp` (this function's # Safety)
+    // are exactly get_address's.
     unsafe { get_address(socket, out, irp, "WskGetRemoteAddress", false) }
 }
 
+/// WskGetLocalAddress (`local`) or WskGetRemoteAddress on `socket`.
+///
+/// # Safety
+/// `socket` must be a socket this provider handed out that the driver has not closed, and `irp`
+/// an IRP from IoAllocateIrp with a completion routine, not pending (both checked: anything else
+/// is a verifier violation); `out` must be NULL or a writable
+/// SOCKADDR_STORAGE-sized buffer.
 unsafe fn get_address(
     socket: *mut WSK_SOCKET,
     out: *mut SOCKADDR,

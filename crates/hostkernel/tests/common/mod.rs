@@ -45,6 +45,10 @@ pub struct Client {
     pub npi: WSK_PROVIDER_NPI,
 }
 
+/// The completion routine of [`call`] and [`Pending`]: sets their event.
+///
+/// # Safety
+/// `context` must point at a live [`Event`] (PIO_COMPLETION_ROUTINE's context is the caller's).
 unsafe extern "system" fn signal(
     _device: *mut DEVICE_OBJECT,
     _irp: *mut IRP,
@@ -203,7 +207,9 @@ pub fn set_events(socket: *mut WSK_SOCKET, mask: u32) -> NtStatus {
         NpiId: &raw const NPI_WSK_INTERFACE_ID,
         EventMask: mask,
     };
-    // SAFETY: documented arguments; no IRP for event control.
+    // SAFETY: PFN_WSK_CONTROL_SOCKET's contract: `socket` is live (the test has not closed it),
+    // `control` is a WSK_EVENT_CALLBACK_CONTROL of the size passed that outlives the call, and
+    // SO_WSK_EVENT_CALLBACK is the one option that may go without an IRP.
     unsafe {
         f(
             socket,
@@ -223,14 +229,16 @@ pub fn set_events(socket: *mut WSK_SOCKET, mask: u32) -> NtStatus {
 pub fn bind(socket: *mut WSK_SOCKET, address: SocketAddr) -> NtStatus {
     let f = listen_dispatch(socket).WskBind.unwrap();
     let mut storage = SOCKADDR_STORAGE::from(address);
-    // SAFETY: documented arguments; storage outlives the call.
+    // SAFETY: PFN_WSK_BIND's contract: `socket` is live, `storage` a SOCKADDR_STORAGE that
+    // outlives the call (call() waits for the IRP), `irp` call()'s fresh IRP.
     call(|irp| unsafe { f(socket, storage.as_mut_ptr(), 0, irp) }).1
 }
 
 pub fn local_address(socket: *mut WSK_SOCKET) -> SocketAddr {
     let f = listen_dispatch(socket).WskGetLocalAddress.unwrap();
     let mut storage = SOCKADDR_STORAGE::zeroed();
-    // SAFETY: documented arguments.
+    // SAFETY: PFN_WSK_GET_LOCAL_ADDRESS's contract: `socket` is live, `storage` a writable
+    // SOCKADDR_STORAGE that outlives the call (call() waits for the IRP), `irp` call()'s IRP.
     let status = call(|irp| unsafe { f(socket, storage.as_mut_ptr(), irp) }).1;
     assert_eq!(status, NtStatus::SUCCESS);
     storage.to_socket_addr().unwrap()
@@ -239,7 +247,8 @@ pub fn local_address(socket: *mut WSK_SOCKET) -> SocketAddr {
 /// WskCloseSocket, waited for. Works for listening and connection sockets (Basic is first).
 pub fn close(socket: *mut WSK_SOCKET) {
     let f = listen_dispatch(socket).Basic.WskCloseSocket.unwrap();
-    // SAFETY: documented arguments; the socket is not used afterwards.
+    // SAFETY: PFN_WSK_CLOSE_SOCKET's contract: `socket` is live and has no call in progress,
+    // `irp` is call()'s fresh IRP, and the caller does not use the socket afterwards.
     let (_, status, _) = call(|irp| unsafe { f(socket, irp) });
     assert_eq!(status, NtStatus::SUCCESS);
 }
@@ -341,7 +350,9 @@ impl Pending {
 /// WskAccept with its own IRP (no address out-parameters).
 pub fn start_accept(listener: *mut WSK_SOCKET) -> Pending {
     let f = listen_dispatch(listener).WskAccept.unwrap();
-    // SAFETY: documented arguments; no client dispatch for the accepted socket.
+    // SAFETY: PFN_WSK_ACCEPT's contract: `listener` is a live listening socket, the address
+    // out-parameters are NULL (not asked for), a NULL client dispatch is allowed (no events on
+    // the accepted socket), and `irp` is Pending::start's fresh IRP.
     Pending::start(|irp| unsafe {
         f(
             listener,
