@@ -8,8 +8,8 @@ use core::ffi::c_void;
 use crate::addr::SOCKADDR;
 use crate::status::NtStatus;
 use crate::types::{
-    DEVICE_OBJECT, IRP, WSK_BUF, WSK_CLIENT_NPI, WSK_CONTROL_SOCKET_TYPE, WSK_DATA_INDICATION,
-    WSK_INSPECT_ACTION, WSK_INSPECT_ID, WSK_PROVIDER_NPI, WSK_REGISTRATION, WSK_SOCKET,
+    DEVICE_OBJECT, IRP, WSK_BUF, WSK_CONTROL_SOCKET_TYPE, WSK_DATA_INDICATION, WSK_INSPECT_ACTION,
+    WSK_INSPECT_ID, WSK_SOCKET,
 };
 
 /// PIO_COMPLETION_ROUTINE (wdm.h). WSK passes a NULL device object.
@@ -18,10 +18,6 @@ pub type PfnIoCompletionRoutine =
 
 /// A dispatch slot this server never calls; typed only so the table has the right size.
 pub type PfnNotUsed = unsafe extern "system" fn();
-
-/// PFN_WSK_CLIENT_EVENT (wsk.h).
-pub type PfnWskClientEvent =
-    unsafe extern "system" fn(*mut c_void, u32, *mut c_void, usize) -> NtStatus;
 
 /// PFN_WSK_SOCKET (wsk.h): `(Client, AddressFamily, SocketType, Protocol, Flags, SocketContext,
 /// Dispatch, OwningProcess, OwningThread, SecurityDescriptor, Irp)`.
@@ -152,17 +148,6 @@ pub type PfnWskDisconnectEvent = unsafe extern "system" fn(*mut c_void, u32) -> 
 
 /// PFN_WSK_SEND_BACKLOG_EVENT (wsk.h): `(SocketContext, IdealBacklogSize)`.
 pub type PfnWskSendBacklogEvent = unsafe extern "system" fn(*mut c_void, usize) -> NtStatus;
-
-/// WskRegister (netio.sys export), PASSIVE_LEVEL only.
-pub type PfnWskRegister =
-    unsafe extern "system" fn(*const WSK_CLIENT_NPI, *mut WSK_REGISTRATION) -> NtStatus;
-/// WskCaptureProviderNPI (netio.sys export): `(Registration, WaitTimeout ms, ProviderNpi out)`.
-pub type PfnWskCaptureProviderNpi =
-    unsafe extern "system" fn(*mut WSK_REGISTRATION, u32, *mut WSK_PROVIDER_NPI) -> NtStatus;
-/// WskReleaseProviderNPI (netio.sys export).
-pub type PfnWskReleaseProviderNpi = unsafe extern "system" fn(*mut WSK_REGISTRATION);
-/// WskDeregister (netio.sys export), PASSIVE_LEVEL only; blocks until everything is returned.
-pub type PfnWskDeregister = unsafe extern "system" fn(*mut WSK_REGISTRATION);
 
 /// WSK_PROVIDER_DISPATCH (wsk.h): provider-level functions.
 #[repr(C)]
