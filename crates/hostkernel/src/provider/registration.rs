@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use wsk::{NtStatus, WSK_CLIENT_NPI, WSK_PROVIDER_NPI, WSK_REGISTRATION};
 
-use super::{CHANGED, PROVIDER_DISPATCH, Slot, State, ensure_loop, state, stop_loop};
+use super::event_loop::{ensure_loop, stop_loop};
+use super::provider_calls::PROVIDER_DISPATCH;
+use super::state::{CHANGED, Registration, Slot, State, state};
 use crate::accounting::COUNTERS;
 use crate::irql;
 use crate::verifier::{Rule, violation};
@@ -24,12 +26,6 @@ pub fn set_provider_no_interface(on: bool) {
 #[must_use]
 pub fn capture_calls() -> u64 {
     CAPTURE_CALLS.load(Ordering::SeqCst)
-}
-
-/// A client registration.
-pub(crate) struct Registration {
-    pub(crate) captured: u32,
-    pub(crate) sockets: u32,
 }
 
 /// Makes the provider available or not: while it is not, WskCaptureProviderNPI answers

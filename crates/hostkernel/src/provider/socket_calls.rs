@@ -1,4 +1,6 @@
-//! WskSocket, WskControlClient, WskControlSocket, WskCloseSocket and the address queries.
+//! The basic calls every socket dispatch table starts with — WskControlSocket (options and
+//! SO_WSK_EVENT_CALLBACK), WskCloseSocket — and the address queries WskGetLocalAddress and
+//! WskGetRemoteAddress.
 
 use std::ffi::c_void;
 use std::sync::atomic::Ordering;
@@ -9,183 +11,18 @@ use wsk::{
     WSK_EVENT_SEND_BACKLOG, WSK_SOCKET,
 };
 
-use super::connection::Connection;
-use super::listen::Listening;
-use super::{CHANGED, CallGuard, Kind, Slot, Sock, State, finish, live, post, state, take_irp};
+use super::conditional;
+use super::state::{
+    CHANGED, CallGuard, Kind, Slot, Sock, check_wsk_entry, finish, live, post, post_after, retire,
+    serve_later, state, take_irp,
+};
+use super::translate;
 use crate::accounting::COUNTERS;
 use crate::irp::{self, IrpRef};
 use crate::schedule::{self, Fault};
-use crate::verifier::{Rule, check_wsk_entry, violation};
+use crate::verifier::{Rule, violation};
 
-/// Allocates the WSK_SOCKET a new socket is known by, and records the socket.
-pub(crate) fn insert(state: &mut State, sock: Sock) -> usize {
-    let dispatch: *const c_void = match &sock.kind {
-        Kind::Listen(_) => (&raw const super::listen::LISTEN_DISPATCH).cast(),
-        Kind::Connection(_) => (&raw const super::connection::CONNECTION_DISPATCH).cast(),
-    };
-    let key = Box::into_raw(Box::new(WSK_SOCKET { Dispatch: dispatch })) as usize;
-    if let Some(reg) = state.registrations.get_mut(&sock.registration) {
-        reg.sockets += 1;
-    }
-    state.sockets.insert(key, Slot::Live(sock));
-    COUNTERS.sockets.fetch_add(1, Ordering::SeqCst);
-    key
-}
-
-/// Forgets a socket the driver declined (a rejected accept event): the provider closes it, so it
-/// is retired at once like a closed one (the driver saw its pointer and must not use it).
-pub(crate) fn forget(state: &mut State, key: usize) -> Option<Sock> {
-    let registration = match state.sockets.get(&key) {
-        Some(Slot::Live(sock)) => sock.registration,
-        _ => return None,
-    };
-    let Some(Slot::Live(sock)) = state.sockets.insert(key, Slot::Closed { registration }) else {
-        return None;
-    };
-    if let Some(reg) = state.registrations.get_mut(&sock.registration) {
-        reg.sockets -= 1;
-    }
-    COUNTERS.sockets.fetch_sub(1, Ordering::SeqCst);
-    CHANGED.notify_all();
-    super::retire(state, key);
-    Some(sock)
-}
-
-/// A table of [`POISON_ENTRIES`] function pointers that a closed socket's `Dispatch` points at.
-#[repr(C)]
-pub(crate) struct Poison([unsafe extern "system" fn() -> NtStatus; POISON_ENTRIES]);
-
-/// More entries than the largest socket dispatch table (the connection table has 13).
-const POISON_ENTRIES: usize = 16;
-
-/// Any WSK function reached through a closed socket's poisoned Dispatch.
-///
-/// # Safety
-/// None beyond being called: it takes no arguments (the `system` ABI leaves whatever the caller
-/// passed to the caller) and stops the process before it would return. It is `unsafe` only to
-/// share the type of the dispatch entries it stands in for.
-unsafe extern "system" fn poisoned_call() -> NtStatus {
-    violation(
-        Rule::SocketUsedAfterClose,
-        "a WSK function called through the Dispatch of a closed socket (its WSK_SOCKET is \
-         poisoned once its close completed)",
-    )
-}
-
-/// WskCloseSocket (entry 1 of every table: WSK_PROVIDER_BASIC_DISPATCH) through a poisoned
-/// Dispatch.
-///
-/// # Safety
-/// None beyond being called: it takes no arguments (the `system` ABI leaves whatever the caller
-/// passed to the caller) and stops the process before it would return. It is `unsafe` only to
-/// share the type of the dispatch entries it stands in for.
-unsafe extern "system" fn poisoned_close() -> NtStatus {
-    violation(
-        Rule::SocketClosedTwice,
-        "WskCloseSocket through the Dispatch of a socket whose close already completed",
-    )
-}
-
-/// The poison table: every entry is a violation. The callers pass arguments the entries ignore;
-/// with the `system` ABI the caller owns its argument registers and stack, and every entry stops
-/// the process before it would return.
-pub(crate) static POISON: Poison = {
-    let mut table: [unsafe extern "system" fn() -> NtStatus; POISON_ENTRIES] =
-        [poisoned_call; POISON_ENTRIES];
-    table[1] = poisoned_close;
-    Poison(table)
-};
-
-/// WskSocket (PFN_WSK_SOCKET). Listening and connection-oriented TCP sockets only.
-///
-/// # Safety
-/// `client` must be the Client of a captured provider NPI and `irp` an IRP from IoAllocateIrp
-/// with a completion routine, not pending (both checked); `dispatch` must be NULL or the client
-/// dispatch of the socket's category (WSK_CLIENT_LISTEN_DISPATCH or
-/// WSK_CLIENT_CONNECTION_DISPATCH), resident with `socket_context` while the socket lives
-/// (PFN_WSK_SOCKET).
-pub(crate) unsafe extern "system" fn wsk_socket(
-    client: *mut c_void,
-    family: u16,
-    socket_type: u16,
-    protocol: u32,
-    flags: u32,
-    socket_context: *mut c_void,
-    dispatch: *const c_void,
-    _owning_process: *mut c_void,
-    _owning_thread: *mut c_void,
-    _security_descriptor: *mut c_void,
-    irp: *mut IRP,
-) -> NtStatus {
-    check_wsk_entry("WskSocket");
-    let irp = take_irp(irp, "WskSocket");
-    let registration = client as u64;
-    if !state().registrations.contains_key(&registration) {
-        violation(
-            Rule::RegistrationMisuse,
-            "WskSocket with a client that is not a captured provider NPI",
-        );
-    }
-    if schedule::should_fail(Fault::WskSocket) {
-        return finish(irp, NtStatus::INSUFFICIENT_RESOURCES, 0);
-    }
-    if socket_type != wsk::SOCK_STREAM || (protocol != wsk::IPPROTO_TCP && protocol != 0) {
-        return finish(irp, NtStatus::NOT_SUPPORTED, 0);
-    }
-    let kind = match flags {
-        wsk::WSK_FLAG_LISTEN_SOCKET => match Listening::new(family) {
-            Ok(listening) => Kind::Listen(Box::new(listening)),
-            Err(status) => return finish(irp, status, 0),
-        },
-        wsk::WSK_FLAG_CONNECTION_SOCKET => match Connection::unconnected(family) {
-            Some(connection) => Kind::Connection(Box::new(connection)),
-            None => return finish(irp, NtStatus::INVALID_PARAMETER, 0),
-        },
-        _ => return finish(irp, NtStatus::NOT_SUPPORTED, 0),
-    };
-    let key = insert(
-        &mut state(),
-        Sock {
-            registration,
-            kind,
-            context: socket_context,
-            client_dispatch: dispatch,
-            events: 0,
-            calls_in_progress: 0,
-            callbacks_running: 0,
-            accept_event_thread: None,
-        },
-    );
-    finish(irp, NtStatus::SUCCESS, key)
-}
-
-/// WskControlClient: the host supports no client-level control codes (static event callbacks
-/// are not emulated; wskaccept enables events per socket).
-///
-/// # Safety
-/// `irp` must be NULL or an IRP from IoAllocateIrp with a completion routine, not pending
-/// (checked); no other argument is read.
-pub(crate) unsafe extern "system" fn wsk_control_client(
-    _client: *mut c_void,
-    _code: u32,
-    _input_size: usize,
-    _input: *mut c_void,
-    _output_size: usize,
-    _output: *mut c_void,
-    _returned: *mut usize,
-    irp: *mut IRP,
-) -> NtStatus {
-    check_wsk_entry("WskControlClient");
-    if irp.is_null() {
-        return NtStatus::NOT_SUPPORTED;
-    }
-    finish(
-        take_irp(irp, "WskControlClient"),
-        NtStatus::NOT_SUPPORTED,
-        0,
-    )
-}
-
+/// Completes `irp` with `status` if there is one; returns what the call returns.
 fn answer(irp: Option<IrpRef>, status: NtStatus) -> NtStatus {
     match irp {
         Some(irp) => finish(irp, status, 0),
@@ -267,6 +104,7 @@ pub(crate) unsafe extern "system" fn wsk_control_socket(
     answer(irp, status)
 }
 
+/// SO_WSK_EVENT_CALLBACK: enables or disables event callbacks (WSK-FACTS §5).
 fn set_events(key: usize, mask: u32, irp: Option<IrpRef>) -> NtStatus {
     let mut state = state();
     let Some(sock) = live(&mut state, key) else {
@@ -324,11 +162,12 @@ fn set_events(key: usize, mask: u32, irp: Option<IrpRef>) -> NtStatus {
     }
     sock.events |= mask;
     // A listener may have connections waiting for a consumer; a connection may have data.
-    post(&mut state, Box::new(move || super::service(key)));
+    serve_later(&mut state, key);
     drop(state);
     answer(irp, NtStatus::SUCCESS)
 }
 
+/// Whether the client dispatch has a callback for every event in `mask`.
 fn callbacks_present(sock: &Sock, mask: u32) -> bool {
     if sock.client_dispatch.is_null() {
         return false;
@@ -412,7 +251,7 @@ pub(crate) unsafe extern "system" fn wsk_close_socket(
     }
     drop(state);
     let irp = take_irp(irp, "WskCloseSocket");
-    let mut guard = super::state();
+    let mut guard = super::state::state();
     let registration = match guard.sockets.get(&key) {
         Some(Slot::Live(sock)) => sock.registration,
         _ => unreachable!("checked above under the same call"),
@@ -421,7 +260,7 @@ pub(crate) unsafe extern "system" fn wsk_close_socket(
         unreachable!("checked above")
     };
     let delay = guard.close_delay;
-    super::post_after(
+    post_after(
         &mut guard,
         delay,
         Box::new(move || finish_close(key, sock, irp)),
@@ -435,8 +274,12 @@ fn finish_close(key: usize, sock: Sock, irp: IrpRef) {
     let cancelled = {
         let mut state = state();
         match sock.kind {
-            Kind::Listen(listening) => listening.shut_down(&mut state, key),
-            Kind::Connection(connection) => connection.shut_down(&state),
+            Kind::Listen(listening) => {
+                let irps = listening.shut_down(state.registry.as_ref());
+                conditional::drop_inspections(&mut state, key);
+                irps
+            }
+            Kind::Connection(connection) => connection.shut_down(state.registry.as_ref()),
         }
     };
     for pending in cancelled {
@@ -449,7 +292,7 @@ fn finish_close(key: usize, sock: Sock, irp: IrpRef) {
     }
     // The close completed: from now on the WSK_SOCKET is poisoned, then freed (WSK-FACTS §7:
     // after the call the socket must not be used again).
-    super::retire(&mut state, key);
+    retire(&mut state, key);
     COUNTERS.sockets.fetch_sub(1, Ordering::SeqCst);
     CHANGED.notify_all();
 }
@@ -555,7 +398,7 @@ unsafe fn get_address(
     match address {
         Some(address) if !out.is_null() => {
             // SAFETY: the driver passes a SOCKADDR_STORAGE-sized buffer for the address.
-            unsafe { super::translate::write(out, address) };
+            unsafe { translate::write(out, address) };
             finish(irp, NtStatus::SUCCESS, 0)
         }
         Some(_) => finish(irp, NtStatus::INVALID_PARAMETER, 0),
