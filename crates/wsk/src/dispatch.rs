@@ -151,6 +151,7 @@ pub type PfnWskSendBacklogEvent = unsafe extern "system" fn(*mut c_void, usize) 
 
 /// WSK_PROVIDER_DISPATCH (wsk.h): provider-level functions.
 #[repr(C)]
+#[derive(Debug)]
 pub struct WSK_PROVIDER_DISPATCH {
     /// Provider's WSK version.
     pub Version: u16,
@@ -172,6 +173,7 @@ pub struct WSK_PROVIDER_DISPATCH {
 
 /// WSK_PROVIDER_BASIC_DISPATCH (wsk.h): the head of every socket dispatch table.
 #[repr(C)]
+#[derive(Debug)]
 pub struct WSK_PROVIDER_BASIC_DISPATCH {
     /// WskControlSocket.
     pub WskControlSocket: Option<PfnWskControlSocket>,
@@ -181,6 +183,7 @@ pub struct WSK_PROVIDER_BASIC_DISPATCH {
 
 /// WSK_PROVIDER_LISTEN_DISPATCH (wsk.h).
 #[repr(C)]
+#[derive(Debug)]
 pub struct WSK_PROVIDER_LISTEN_DISPATCH {
     /// Basic functions.
     pub Basic: WSK_PROVIDER_BASIC_DISPATCH,
@@ -197,6 +200,7 @@ pub struct WSK_PROVIDER_LISTEN_DISPATCH {
 /// WSK_PROVIDER_CONNECTION_DISPATCH (wsk.h). Nothing after `WskRelease` may be called: older
 /// systems end the table there.
 #[repr(C)]
+#[derive(Debug)]
 pub struct WSK_PROVIDER_CONNECTION_DISPATCH {
     /// Basic functions.
     pub Basic: WSK_PROVIDER_BASIC_DISPATCH,
@@ -226,6 +230,7 @@ pub struct WSK_PROVIDER_CONNECTION_DISPATCH {
 
 /// WSK_CLIENT_LISTEN_DISPATCH (wsk.h): the client's callbacks for a listening socket.
 #[repr(C)]
+#[derive(Debug)]
 pub struct WSK_CLIENT_LISTEN_DISPATCH {
     /// WskAcceptEvent.
     pub WskAcceptEvent: Option<PfnWskAcceptEvent>,
@@ -237,6 +242,7 @@ pub struct WSK_CLIENT_LISTEN_DISPATCH {
 
 /// WSK_CLIENT_CONNECTION_DISPATCH (wsk.h): the client's callbacks for a connection socket.
 #[repr(C)]
+#[derive(Debug)]
 pub struct WSK_CLIENT_CONNECTION_DISPATCH {
     /// WskReceiveEvent.
     pub WskReceiveEvent: Option<PfnWskReceiveEvent>,

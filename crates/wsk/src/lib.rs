@@ -17,6 +17,8 @@
 //! Type rules (LLP64): ULONG is `u32` (never `c_ulong`), SIZE_T/ULONG_PTR are `usize`, NTSTATUS is
 //! [`NtStatus`], C enums are 4 bytes, and every callback is `extern "system"`.
 #![no_std]
+// Not in [workspace.lints] yet: the driver crate has types without Debug.
+#![warn(missing_debug_implementations)]
 
 pub mod addr;
 pub mod consts;

@@ -14,6 +14,7 @@ pub type PfnWskClientEvent =
 
 /// WSK_CLIENT_DISPATCH (wsk.h): the client's registration dispatch.
 #[repr(C)]
+#[derive(Debug)]
 pub struct WSK_CLIENT_DISPATCH {
     /// WSK version the client asks for (`WSK_VERSION_1_0`).
     pub Version: u16,
@@ -25,6 +26,7 @@ pub struct WSK_CLIENT_DISPATCH {
 
 /// WSK_CLIENT_NPI (wsk.h).
 #[repr(C)]
+#[derive(Debug)]
 pub struct WSK_CLIENT_NPI {
     /// Client context, passed back to `WskClientEvent`.
     pub ClientContext: *mut c_void,
@@ -34,6 +36,7 @@ pub struct WSK_CLIENT_NPI {
 
 /// WSK_REGISTRATION (wsk.h): opaque state filled by WskRegister; resident until WskDeregister.
 #[repr(C)]
+#[derive(Debug)]
 pub struct WSK_REGISTRATION {
     /// Reserved for the provider.
     pub ReservedRegistrationState: u64,
@@ -57,6 +60,7 @@ impl WSK_REGISTRATION {
 
 /// WSK_PROVIDER_NPI (wsk.h): what WskCaptureProviderNPI returns.
 #[repr(C)]
+#[derive(Debug)]
 pub struct WSK_PROVIDER_NPI {
     /// The provider's client object, the first argument of provider-level calls.
     pub Client: *mut c_void,

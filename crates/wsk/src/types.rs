@@ -8,6 +8,7 @@ macro_rules! opaque {
     ($($(#[$doc:meta])* $name:ident;)*) => {$(
         $(#[$doc])*
         #[repr(C)]
+        #[derive(Debug)]
         pub struct $name {
             _data: [u8; 0],
             _marker: PhantomData<(*mut u8, PhantomPinned)>,
@@ -49,6 +50,7 @@ pub struct WSK_SOCKET {
 
 /// WSK_BUF (wsk.h): a byte range of an MDL chain.
 #[repr(C)]
+#[derive(Debug)]
 pub struct WSK_BUF {
     /// First MDL of the chain.
     pub Mdl: *mut MDL,
@@ -60,6 +62,7 @@ pub struct WSK_BUF {
 
 /// WSK_DATA_INDICATION (wsk.h): one element of the chain given to WskReceiveEvent.
 #[repr(C)]
+#[derive(Debug)]
 pub struct WSK_DATA_INDICATION {
     /// Next indication or NULL.
     pub Next: *mut WSK_DATA_INDICATION,
@@ -69,6 +72,7 @@ pub struct WSK_DATA_INDICATION {
 
 /// WSK_EVENT_CALLBACK_CONTROL (wsk.h): the SO_WSK_EVENT_CALLBACK option value.
 #[repr(C)]
+#[derive(Debug)]
 pub struct WSK_EVENT_CALLBACK_CONTROL {
     /// `&NPI_WSK_INTERFACE_ID`.
     pub NpiId: *const GUID,

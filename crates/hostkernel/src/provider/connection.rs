@@ -1,8 +1,8 @@
 //! A connection socket's state over a real TCP stream ([`Connection`]): what the calls queue
-//! (`connection_calls`), what the event loop moves between the OS and those queues ([`Connection::pump`])
-//! and which event callback is due ([`Connection::next_indication`], made by `connection_events`).
-//! Received bytes are buffered (like the transport's receive window) up to `RX_WINDOW`, then
-//! reading stops until the client drains them.
+//! (`connection_calls`), what the event loop moves between the OS and those queues
+//! ([`Connection::pump`]) and which event callback is due ([`Connection::next_indication`], made
+//! by `connection_events`). Received bytes are buffered (like the transport's receive window) up
+//! to `RX_WINDOW`, then reading stops until the client drains them.
 //!
 //! A graceful WskDisconnect completes when the peer has acknowledged our FIN — on Linux, when
 //! TCP_INFO's state has left FIN_WAIT1 (or LAST_ACK / CLOSING) — not when `shutdown()` returns,

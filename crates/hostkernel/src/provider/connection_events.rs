@@ -1,6 +1,7 @@
 //! The event loop's side of a connection socket: register it with the poller, move its bytes
-//! and complete its IRPs ([`Connection::pump`]), then make the event callback due — WskReceiveEvent
-//! or WskDisconnectEvent, at DISPATCH_LEVEL (WSK-FACTS §5).
+//! and complete its IRPs ([`Connection::pump`](super::connection::Connection::pump)), then make
+//! the event callback due — WskReceiveEvent or WskDisconnectEvent, at DISPATCH_LEVEL
+//! (WSK-FACTS §5).
 
 use mio::Token;
 use wsk::{

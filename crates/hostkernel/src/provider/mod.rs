@@ -25,7 +25,7 @@
 //! 11. `registration`: WskRegister … WskDeregister.
 //!
 //! A lower module that needs a socket served again (an event enabled, an inspection accepted)
-//! asks the event loop through [`state::serve_later`] instead of calling up.
+//! asks the event loop through `state::serve_later` instead of calling up.
 
 mod conditional;
 mod connection;
