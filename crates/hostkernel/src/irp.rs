@@ -51,7 +51,8 @@ struct Inner {
 
 /// The host's IRP object. `*mut IRP` handed to the driver points at one of these.
 ///
-/// Invariant: it lives in a `Box` whose address is in `LIVE` from IoAllocateIrp to IoFreeIrp.
+/// # Invariants
+/// It lives in a `Box` whose address is in `LIVE` from IoAllocateIrp to IoFreeIrp.
 struct HostIrp {
     serial: u64,
     inner: Mutex<Inner>,

@@ -19,7 +19,8 @@ const DEAD: u32 = 0xDEAD_10CC;
 
 /// A spin lock protecting a `T`.
 ///
-/// Invariant: `value` is only reached through a [`SpinGuard`], and at most one guard exists at a
+/// # Invariants
+/// `value` is only reached through a [`SpinGuard`], and at most one guard exists at a
 /// time (`locked` is true exactly while one does).
 pub struct SpinLock<T> {
     signature: AtomicU32,

@@ -58,8 +58,9 @@ pub(crate) fn service(key: usize) {
         return;
     };
     // SAFETY: a connection socket's client dispatch is the WSK_CLIENT_CONNECTION_DISPATCH the
-    // driver gave (WskAccept or its accept event); an event is only enabled when the callback is
-    // present (checked at enable time).
+    // driver gave (WskAccept or its accept event), resident while the socket lives (Sock
+    // invariants); an event is only enabled when that dispatch is non-NULL and has the callback
+    // (checked at enable time; a NULL dispatch from the accept event clears the events).
     let dispatch = unsafe { &*dispatch.cast::<WSK_CLIENT_CONNECTION_DISPATCH>() };
     match indication {
         Indication::Disconnect { flags } => {

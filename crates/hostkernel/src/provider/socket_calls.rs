@@ -174,8 +174,8 @@ fn callbacks_present(sock: &Sock, mask: u32) -> bool {
     }
     match &sock.kind {
         Kind::Listen(_) => {
-            // SAFETY: a listening socket's client dispatch is the WSK_CLIENT_LISTEN_DISPATCH the
-            // driver passed to WskSocket, resident while the socket lives.
+            // SAFETY: non-NULL (checked above), so the WSK_CLIENT_LISTEN_DISPATCH the driver
+            // passed to WskSocket, resident while the socket lives (Sock invariants).
             let d = unsafe {
                 &*sock
                     .client_dispatch
@@ -184,7 +184,8 @@ fn callbacks_present(sock: &Sock, mask: u32) -> bool {
             mask & WSK_EVENT_ACCEPT == 0 || d.WskAcceptEvent.is_some()
         }
         Kind::Connection(_) => {
-            // SAFETY: a connection socket's client dispatch is a WSK_CLIENT_CONNECTION_DISPATCH.
+            // SAFETY: non-NULL (checked above), so the WSK_CLIENT_CONNECTION_DISPATCH the driver
+            // gave with the socket, resident while it lives (Sock invariants).
             let d = unsafe {
                 &*sock
                     .client_dispatch

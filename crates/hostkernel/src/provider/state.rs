@@ -29,13 +29,20 @@ pub(crate) enum Kind {
     Connection(Box<Connection>),
 }
 
-/// One socket the provider handed out.
+/// One socket the provider handed out, recorded in [`State::sockets`] under its key.
 ///
-/// Invariant: `key` is the address of a leaked `Box<WSK_SOCKET>`. Once the socket's close
-/// completes (or an accept event declines it), its `Dispatch` is overwritten with [`POISON`],
-/// a table whose every entry is a violation, and its key goes into a bounded quarantine; the
-/// oldest quarantined socket is then forgotten and its WSK_SOCKET freed. So a use after close is
-/// caught (through the poisoned table, or as an unknown socket) without tombstones piling up.
+/// # Invariants
+/// - Its key is the address of a leaked `Box<WSK_SOCKET>` ([`insert`]). Once the socket's close
+///   completes (or an accept event declines it), its `Dispatch` is overwritten with [`POISON`],
+///   a table whose every entry is a violation, and its key goes into a bounded quarantine
+///   ([`retire`]); the oldest quarantined socket is then forgotten and its WSK_SOCKET freed. So a
+///   use after close is caught (through the poisoned table, or as an unknown socket) without
+///   tombstones piling up.
+/// - `client_dispatch` is NULL or the client dispatch of the socket's category
+///   (WSK_CLIENT_LISTEN_DISPATCH for `Kind::Listen`, WSK_CLIENT_CONNECTION_DISPATCH for
+///   `Kind::Connection`) the driver gave WskSocket, WskAccept or its WskAcceptEvent, which the
+///   driver keeps resident, with `context`, while the socket lives (PFN_WSK_SOCKET,
+///   PFN_WSK_ACCEPT, PFN_WSK_ACCEPT_EVENT).
 pub(crate) struct Sock {
     pub(crate) registration: u64,
     pub(crate) kind: Kind,
@@ -335,19 +342,21 @@ pub(crate) fn forget(state: &mut State, key: usize) -> Option<Sock> {
 }
 
 /// The listening socket's client dispatch and context, for a callback about to run: counts the
-/// callback as running until [`callback_done`].
+/// callback as running until [`callback_done`]. None when `key` is no live listening socket or
+/// it has no client dispatch.
 pub(crate) fn listen_dispatch(
     key: usize,
 ) -> Option<(*mut c_void, &'static WSK_CLIENT_LISTEN_DISPATCH)> {
     let mut state = state();
     let sock = live(&mut state, key)?;
-    if sock.client_dispatch.is_null() {
+    if sock.client_dispatch.is_null() || !matches!(sock.kind, Kind::Listen(_)) {
         return None;
     }
     sock.callbacks_running += 1;
-    // SAFETY: a listening socket's client dispatch is the WSK_CLIENT_LISTEN_DISPATCH the driver
-    // passed to WskSocket; the driver keeps it resident while the socket lives, and the socket
-    // cannot finish closing while this (provider-thread) callback runs.
+    // SAFETY: a listening socket's (checked above) non-NULL client dispatch is the
+    // WSK_CLIENT_LISTEN_DISPATCH the driver passed to
+    // WskSocket, resident while the socket lives (Sock invariants); the socket cannot finish
+    // closing while this (provider-thread) callback runs.
     Some((sock.context, unsafe {
         &*sock.client_dispatch.cast::<WSK_CLIENT_LISTEN_DISPATCH>()
     }))
