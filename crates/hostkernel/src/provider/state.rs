@@ -353,10 +353,10 @@ pub(crate) fn listen_dispatch(
         return None;
     }
     sock.callbacks_running += 1;
-    // SAFETY: a listening socket's (checked above) non-NULL client dispatch is the
-    // WSK_CLIENT_LISTEN_DISPATCH the driver passed to
-    // WskSocket, resident while the socket lives (Sock invariants); the socket cannot finish
-    // closing while this (provider-thread) callback runs.
+    // SAFETY: a listening socket's non-NULL client dispatch (both checked above) is the
+    // WSK_CLIENT_LISTEN_DISPATCH the driver passed to WskSocket, resident while the socket lives
+    // (Sock invariants); the socket cannot finish closing while this (provider-thread) callback
+    // runs.
     Some((sock.context, unsafe {
         &*sock.client_dispatch.cast::<WSK_CLIENT_LISTEN_DISPATCH>()
     }))
