@@ -8,9 +8,10 @@
 # a child (`pub use child::X`) is above it. Inline `#[cfg(test)] mod tests` blocks count as their
 # file's module. Comments are ignored.
 #
-# Usage: scripts/check-module-cycles-host.sh [CRATE_DIR...]   (default: crates/hostkernel
-# crates/wsk). Prints each crate's modules in layer order (a module imports only modules of lower
-# layers) and every cycle; exit status 1 when a crate has one.
+# Usage: scripts/check-module-cycles-host.sh [DIR...]   (default: crates/hostkernel crates/wsk).
+# DIR is a crate directory (DIR/src/lib.rs) or the directory of a crate root (e.g. driver/, whose
+# lib.rs is the root). Prints each crate's modules in layer order (a module imports only modules
+# of lower layers) and every cycle; exit status 1 when a crate has one.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -71,7 +72,8 @@ def expand_use(tree):
 
 
 def check(crate):
-    src = crate / "src"
+    # A crate directory (CRATE/src/lib.rs) or the directory of a crate root (driver/lib.rs).
+    src = crate / "src" if (crate / "src").is_dir() else crate
     files = sorted(src.rglob("*.rs"))
     modules = {module_of(src, f): f for f in files}
     edges = {m: set() for m in modules}
