@@ -312,7 +312,8 @@ pub(crate) fn complete(irp: IrpRef, status: NtStatus, information: usize) {
     }
     // The routine may have freed or reused the IRP; only a still-completing IRP becomes Completed.
     if is_live(irp.0) {
-        // SAFETY: the address is live; see `host`.
+        // SAFETY: the address is in LIVE (checked just above), so it is a boxed HostIrp not yet
+        // freed (HostIrp invariants).
         let host_irp = unsafe { &*irp.0.cast::<HostIrp>() };
         if host_irp.serial == serial {
             let mut inner = lock(host_irp);

@@ -210,11 +210,13 @@ pub unsafe fn read_sockaddr(ptr: *const SOCKADDR) -> Result<SocketAddr, AddressE
 pub unsafe fn write_sockaddr(ptr: *mut SOCKADDR, addr: SocketAddr) {
     match addr {
         SocketAddr::V4(v4) => {
-            // SAFETY: the caller guarantees room for the address.
+            // SAFETY: `ptr` has room for the family written (this function's # Safety): 16
+            // bytes for SOCKADDR_IN; the write is unaligned, as allowed.
             unsafe { ptr.cast::<SOCKADDR_IN>().write_unaligned(v4.into()) };
         }
         SocketAddr::V6(v6) => {
-            // SAFETY: the caller guarantees room for the address.
+            // SAFETY: `ptr` has room for the family written (this function's # Safety): 28
+            // bytes for SOCKADDR_IN6; the write is unaligned, as allowed.
             unsafe { ptr.cast::<SOCKADDR_IN6>().write_unaligned(v6.into()) };
         }
     }

@@ -107,7 +107,8 @@ impl Client {
             Client: std::ptr::null_mut(),
             Dispatch: std::ptr::null(),
         };
-        // SAFETY: registered above.
+        // SAFETY: `registration` was registered above and stays boxed until deregister;
+        // `npi` is writable.
         let status = unsafe {
             WskCaptureProviderNPI(&raw mut *registration, WSK_INFINITE_WAIT, &raw mut npi)
         };
@@ -134,7 +135,9 @@ impl Client {
         let f = self.provider().WskSocket.unwrap();
         let client = self.npi.Client;
         let (_, status, info) = call(|irp| {
-            // SAFETY: documented WskSocket arguments.
+            // SAFETY: PFN_WSK_SOCKET's contract: `client` is the captured NPI's Client, `dispatch`
+            // NULL or the test's static WSK_CLIENT_LISTEN_DISPATCH, kept with `context` while the
+            // socket lives; `irp` is call()'s fresh IRP.
             unsafe {
                 f(
                     client,
@@ -156,9 +159,10 @@ impl Client {
     }
 
     pub fn deregister(mut self) {
-        // SAFETY: captured once in register.
+        // SAFETY: the registration is registered and holds the NPI captured once in register.
         unsafe { WskReleaseProviderNPI(self.registration()) };
-        // SAFETY: registered; every socket is closed by the test first.
+        // SAFETY: the registration is registered and resident (boxed in self); every socket is
+        // closed by the test first.
         unsafe { WskDeregister(self.registration()) };
     }
 }
