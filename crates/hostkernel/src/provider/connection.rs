@@ -68,6 +68,10 @@ fn fin_acknowledged(_stream: &mio::net::TcpStream) -> bool {
 }
 
 /// A queued WskReceive.
+///
+/// # Invariants
+/// `mdl`, `offset` and `length` are the WSK_BUF the driver passed, whose MDL chain describes
+/// writable memory valid until `irp` completes (WskReceive's # Safety: PFN_WSK_RECEIVE).
 pub(super) struct Receive {
     pub(super) irp: IrpRef,
     pub(super) mdl: *mut wsk::MDL,
@@ -302,7 +306,8 @@ impl Connection {
                 Offset: receive.offset,
                 Length: receive.length,
             };
-            // SAFETY: the WSK_BUF the driver passed to WskReceive stays valid until completion.
+            // SAFETY: the WSK_BUF the driver passed to WskReceive stays valid until completion
+            // (Receive invariants), and its IRP is still pending.
             let pieces = unsafe { crate::mdl::pieces(&buf) };
             let mut copied = 0;
             for (ptr, len) in pieces {

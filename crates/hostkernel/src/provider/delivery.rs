@@ -196,8 +196,8 @@ fn next_step(key: usize, irp_only: bool) -> Option<Step> {
             remote,
         }),
         Some(request) => {
-            // SAFETY: the driver passed nonpaged SOCKADDR_STORAGE-sized buffers (or NULL) that
-            // live until the accept completes (WSK-FACTS §3).
+            // SAFETY: `local_out` is NULL or a SOCKADDR_STORAGE-sized buffer valid until the
+            // accept completes (AcceptRequest invariants, WSK-FACTS §3); the IRP is still pending.
             unsafe { translate::write(request.local_out, local) };
             // SAFETY: `remote_out` is, like `local_out`, NULL or a SOCKADDR_STORAGE-sized buffer
             // the driver keeps until this accept completes (PFN_WSK_ACCEPT, WSK-FACTS §3); the IRP

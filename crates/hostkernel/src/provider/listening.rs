@@ -20,6 +20,11 @@ pub(crate) struct Incoming {
 }
 
 /// A queued WskAccept.
+///
+/// # Invariants
+/// `local_out` and `remote_out` are NULL or writable SOCKADDR_STORAGE-sized buffers, and
+/// `dispatch` NULL or a WSK_CLIENT_CONNECTION_DISPATCH, that the driver keeps valid until `irp`
+/// completes (WskAccept's # Safety: PFN_WSK_ACCEPT).
 pub(super) struct AcceptRequest {
     pub(super) irp: IrpRef,
     pub(super) context: *mut c_void,
