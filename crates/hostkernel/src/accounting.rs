@@ -5,6 +5,8 @@
 use std::fmt;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
+pub use crate::pool::PoolUsage;
+
 /// Global counters of kernel objects the driver holds.
 pub(crate) struct Counters {
     pub(crate) irps: AtomicI64,
@@ -26,7 +28,6 @@ pub struct Allocations {
     pub mdls: u64,
 }
 
-pub(crate) static POOL_ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
 pub(crate) static IRP_ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
 pub(crate) static MDL_ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
 
@@ -34,7 +35,7 @@ pub(crate) static MDL_ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
 #[must_use]
 pub fn allocations() -> Allocations {
     Allocations {
-        pool: POOL_ALLOCATIONS.load(Ordering::Relaxed),
+        pool: crate::pool::ALLOCATIONS.load(Ordering::Relaxed),
         irps: IRP_ALLOCATIONS.load(Ordering::Relaxed),
         mdls: MDL_ALLOCATIONS.load(Ordering::Relaxed),
     }
@@ -48,17 +49,6 @@ pub(crate) static COUNTERS: Counters = Counters {
     system_threads: AtomicI64::new(0),
     mdls: AtomicI64::new(0),
 };
-
-/// Pool blocks outstanding under one tag.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PoolUsage {
-    /// The four-character tag.
-    pub tag: String,
-    /// Blocks outstanding.
-    pub blocks: u64,
-    /// Bytes outstanding.
-    pub bytes: u64,
-}
 
 /// A snapshot of everything outstanding.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -16,6 +16,7 @@ pub enum EventKind {
 }
 
 /// A kernel event.
+#[derive(Debug)]
 pub struct Event {
     kind: EventKind,
     signaled: Mutex<bool>,

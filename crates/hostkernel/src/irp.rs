@@ -2,7 +2,8 @@
 //!
 //! A host IRP is in one of four states:
 //! - `Ready`: allocated or reused; the driver may set a completion routine and hand it to WSK;
-//! - `Pending`: a provider owns it; the driver may only IoCancelIrp it;
+//! - `Pending`: a provider owns it; the driver may not touch it (WSK IRPs are not cancelled:
+//!   closing the socket completes them, WSK-FACTS §3);
 //! - `Completing`: its completion routine runs; the routine owns it (may free or reuse it);
 //! - `Completed`: back with the driver; it must be reused before it is submitted again.
 //!
@@ -50,7 +51,8 @@ struct Inner {
 
 /// The host's IRP object. `*mut IRP` handed to the driver points at one of these.
 ///
-/// Invariant: it lives in a `Box` whose address is in `LIVE` from IoAllocateIrp to IoFreeIrp.
+/// # Invariants
+/// It lives in a `Box` whose address is in `LIVE` from IoAllocateIrp to IoFreeIrp.
 struct HostIrp {
     serial: u64,
     inner: Mutex<Inner>,
@@ -59,7 +61,9 @@ struct HostIrp {
 // SAFETY: the raw context pointer inside is the driver's; the driver promised (IoSetCompletion-
 // Routine) that its completion routine may run on any thread with that context.
 unsafe impl Send for HostIrp {}
-// SAFETY: as above; all mutable state is behind the mutex.
+// SAFETY: shared references reach only `serial` (immutable after construction) and `inner`, a
+// Mutex that serialises every access; the context pointer inside is only copied out under that
+// lock and handed to the routine, which the driver promised may run on any thread with it.
 unsafe impl Sync for HostIrp {}
 
 static LIVE: Mutex<Option<HashSet<usize>>> = Mutex::new(None);
@@ -207,18 +211,6 @@ pub unsafe fn io_set_completion_routine(
     });
 }
 
-/// IoCancelIrp. WSK does not document cancelling its IRPs (WSK-FACTS §3: close the socket
-/// instead), so the host cancels nothing and answers FALSE — a driver that relies on it fails here.
-/// IRQL: <= DISPATCH_LEVEL.
-///
-/// # Safety
-/// `irp` must be an IRP from [`io_allocate_irp`].
-pub unsafe fn io_cancel_irp(irp: *mut IRP) -> bool {
-    irql::assert_at_most_dispatch("IoCancelIrp");
-    let _ = host(irp, "IoCancelIrp");
-    false
-}
-
 /// Irp->IoStatus: `(Status, Information)`. IRQL: any.
 ///
 /// # Safety
@@ -320,7 +312,8 @@ pub(crate) fn complete(irp: IrpRef, status: NtStatus, information: usize) {
     }
     // The routine may have freed or reused the IRP; only a still-completing IRP becomes Completed.
     if is_live(irp.0) {
-        // SAFETY: the address is live; see `host`.
+        // SAFETY: the address is in LIVE (checked just above), so it is a boxed HostIrp not yet
+        // freed (HostIrp invariants).
         let host_irp = unsafe { &*irp.0.cast::<HostIrp>() };
         if host_irp.serial == serial {
             let mut inner = lock(host_irp);
@@ -335,12 +328,17 @@ pub(crate) fn complete(irp: IrpRef, status: NtStatus, information: usize) {
 mod tests {
     use super::*;
 
+    /// A completion routine that counts its calls.
+    ///
+    /// # Safety
+    /// `count` must point at a live `AtomicU64` (PIO_COMPLETION_ROUTINE's context is the
+    /// caller's).
     unsafe extern "system" fn keep(
         _d: *mut wsk::DEVICE_OBJECT,
         _i: *mut IRP,
         count: *mut c_void,
     ) -> NtStatus {
-        // SAFETY: the tests pass a live AtomicU64.
+        // SAFETY: `count` points at a live AtomicU64 (this function's # Safety).
         unsafe { (*count.cast::<AtomicU64>()).fetch_add(1, Ordering::SeqCst) };
         NtStatus::MORE_PROCESSING_REQUIRED
     }
@@ -388,7 +386,8 @@ mod tests {
         assert_eq!(count.load(Ordering::SeqCst), 1);
         // SAFETY: completed and not used again.
         assert_eq!(unsafe { io_status(irp) }, (NtStatus::CANCELLED, 0));
-        // SAFETY: as above.
+        // SAFETY: `irp` is from io_allocate_irp and completed (not pending); it is not used after
+        // this free.
         unsafe { io_free_irp(irp) };
     }
 

@@ -16,6 +16,8 @@
 //! - [`schedule`]: a seed that decides inline or deferred completion and injects races, resets
 //!   and failures, so a failing run can be replayed.
 #![allow(unsafe_code)]
+// Not in [workspace.lints] yet: the driver crate has types without Debug.
+#![warn(missing_debug_implementations)]
 
 pub mod accounting;
 pub mod event;

@@ -9,6 +9,7 @@ use crate::accounting::COUNTERS;
 
 /// The host's MDL; `*mut MDL` points at one.
 #[repr(C)]
+#[derive(Debug)]
 pub struct HostMdl {
     /// Next MDL of the chain.
     pub next: *mut MDL,

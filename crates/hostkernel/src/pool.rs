@@ -3,9 +3,9 @@
 
 use std::alloc::Layout;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
-use crate::accounting::PoolUsage;
 use crate::irql;
 use crate::schedule::{self, Fault};
 use crate::verifier::{Rule, violation};
@@ -16,6 +16,20 @@ struct Block {
 }
 
 static BLOCKS: Mutex<Option<HashMap<usize, Block>>> = Mutex::new(None);
+
+/// ExAllocatePool2 calls that succeeded so far (cumulative; [`crate::accounting::allocations`]).
+pub(crate) static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+/// Pool blocks outstanding under one tag.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolUsage {
+    /// The four-character tag.
+    pub tag: String,
+    /// Blocks outstanding.
+    pub blocks: u64,
+    /// Bytes outstanding.
+    pub bytes: u64,
+}
 
 fn tag_name(tag: u32) -> String {
     tag.to_le_bytes()
@@ -40,7 +54,7 @@ pub fn allocate(tag: u32, size: usize, align: usize) -> *mut u8 {
     // SAFETY: the layout has a non-zero size (checked above).
     let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
     if !ptr.is_null() {
-        crate::accounting::POOL_ALLOCATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
         BLOCKS
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

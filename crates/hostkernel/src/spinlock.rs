@@ -5,6 +5,7 @@
 //! violation instead of silent corruption, like pool poisoning under Driver Verifier.
 
 use std::cell::{Cell, UnsafeCell};
+use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
@@ -18,7 +19,8 @@ const DEAD: u32 = 0xDEAD_10CC;
 
 /// A spin lock protecting a `T`.
 ///
-/// Invariant: `value` is only reached through a [`SpinGuard`], and at most one guard exists at a
+/// # Invariants
+/// `value` is only reached through a [`SpinGuard`], and at most one guard exists at a
 /// time (`locked` is true exactly while one does).
 pub struct SpinLock<T> {
     signature: AtomicU32,
@@ -106,10 +108,29 @@ impl<T> Drop for SpinLock<T> {
     }
 }
 
+/// Shows whether the lock is held, never the value (reading it needs the lock).
+impl<T> fmt::Debug for SpinLock<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SpinLock")
+            .field("locked", &self.locked.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
 /// Proof that the lock is held; releases it and lowers IRQL when dropped.
 pub struct SpinGuard<'a, T> {
     lock: &'a SpinLock<T>,
     old_irql: Kirql,
+}
+
+/// Shows the value: the guard holds the lock.
+impl<T: fmt::Debug> fmt::Debug for SpinGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SpinGuard")
+            .field("value", &**self)
+            .field("old_irql", &self.old_irql)
+            .finish()
+    }
 }
 
 impl<T> Deref for SpinGuard<'_, T> {

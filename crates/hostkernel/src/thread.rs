@@ -11,6 +11,7 @@ pub type SystemThreadRoutine = unsafe fn(*mut c_void);
 
 /// A running system thread. Dropping it without [`SystemThread::join`] leaks it (and accounting
 /// says so).
+#[derive(Debug)]
 pub struct SystemThread {
     handle: Option<std::thread::JoinHandle<()>>,
 }

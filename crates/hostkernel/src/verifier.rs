@@ -108,7 +108,7 @@ pub fn violation(rule: Rule, detail: impl fmt::Display) -> ! {
     let message = format!("{VIOLATION_PREFIX} [{rule}]: {detail}");
     eprintln!("{message}");
     eprintln!("(schedule seed {})", crate::schedule::current_seed());
-    if std::thread::current().name() == Some(crate::provider::THREAD_NAME) {
+    if BUG_CHECK_THREAD.with(Cell::get) {
         // On the provider thread nobody would see the panic: stop everything, as a bug check does.
         std::process::abort();
     }
@@ -117,6 +117,13 @@ pub fn violation(rule: Rule, detail: impl fmt::Display) -> ! {
 
 thread_local! {
     static IN_COMPLETION_ROUTINE: Cell<u32> = const { Cell::new(0) };
+    static BUG_CHECK_THREAD: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks the current thread as one whose panics nobody would see (the provider's event-loop
+/// thread): a violation there aborts the process at once, as a bug check stops the machine.
+pub(crate) fn abort_on_violation_in_this_thread() {
+    BUG_CHECK_THREAD.with(|on| on.set(true));
 }
 
 /// Marks the current thread as running a completion routine for the guard's lifetime.
@@ -139,18 +146,4 @@ impl Drop for CompletionRoutineScope {
 #[must_use]
 pub fn in_completion_routine() -> bool {
     IN_COMPLETION_ROUTINE.with(Cell::get) > 0
-}
-
-/// The check every WSK entry point makes first (WSK-FACTS §3: never call WSK from a completion
-/// routine; every WSK call is allowed at IRQL <= DISPATCH_LEVEL).
-pub(crate) fn check_wsk_entry(function: &str) {
-    if in_completion_routine() {
-        violation(
-            Rule::WskCallInCompletionRoutine,
-            format_args!(
-                "{function} called from inside an IRP completion routine; queue it to a worker"
-            ),
-        );
-    }
-    crate::irql::assert_at_most_dispatch(function);
 }

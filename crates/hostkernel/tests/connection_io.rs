@@ -36,7 +36,9 @@ fn io(socket: *mut WSK_SOCKET, bytes: &mut [u8], send: bool) -> (NtStatus, usize
         Offset: 0,
         Length: bytes.len(),
     };
-    // SAFETY: documented arguments; the buffer and MDL outlive the call (we wait for it).
+    // SAFETY: PFN_WSK_SEND/PFN_WSK_RECEIVE's contract: `socket` is a live connection socket,
+    // `buf` a WSK_BUF over a host MDL describing `bytes`, and both outlive the call (call() waits
+    // for the IRP to complete); `irp` is call()'s fresh IRP.
     let (_, status, information) = call(|irp| unsafe { f(socket, &raw mut buf, 0, irp) });
     // SAFETY: allocated above, no longer in use.
     unsafe { mdl::free(mdl) };
@@ -46,7 +48,8 @@ fn io(socket: *mut WSK_SOCKET, bytes: &mut [u8], send: bool) -> (NtStatus, usize
 fn disconnect(socket: *mut WSK_SOCKET, abortive: bool) -> NtStatus {
     let f = connection_dispatch(socket).WskDisconnect.unwrap();
     let flags = if abortive { WSK_FLAG_ABORTIVE } else { 0 };
-    // SAFETY: documented arguments; no final buffer.
+    // SAFETY: PFN_WSK_DISCONNECT's contract: `socket` is a live connection socket, the final
+    // buffer is optional (NULL), `irp` is call()'s fresh IRP.
     call(|irp| unsafe { f(socket, std::ptr::null_mut(), flags, irp) }).1
 }
 
@@ -121,6 +124,11 @@ fn accepted_pair_on(
 
 static RECEIVED: Mutex<Vec<u8>> = Mutex::new(Vec::new());
 
+/// A WskReceiveEvent that takes every byte indicated.
+///
+/// # Safety
+/// PFN_WSK_RECEIVE_EVENT's contract: `indication` must be one valid WSK_DATA_INDICATION over a
+/// host MDL of `indicated` bytes and `accepted` writable, both for the call.
 unsafe extern "system" fn on_receive(
     _context: *mut c_void,
     flags: u32,
@@ -137,7 +145,8 @@ unsafe extern "system" fn on_receive(
     let buf = unsafe { &(*indication).Buffer };
     // SAFETY: a host MDL describing `indicated` bytes.
     let host = unsafe { &*buf.Mdl.cast::<mdl::HostMdl>() };
-    // SAFETY: as above.
+    // SAFETY: the host indicates one MDL whose `address` starts `indicated` readable bytes, valid
+    // for the call (PFN_WSK_RECEIVE_EVENT).
     let bytes = unsafe { std::slice::from_raw_parts(host.address, indicated) };
     RECEIVED.lock().unwrap().extend_from_slice(bytes);
     // SAFETY: the out-parameter is valid for the call.
@@ -145,6 +154,10 @@ unsafe extern "system" fn on_receive(
     NtStatus::SUCCESS
 }
 
+/// A WskAcceptEvent that keeps every socket and enables receive callbacks on it.
+///
+/// # Safety
+/// PFN_WSK_ACCEPT_EVENT's contract: `out_dispatch` must be writable for the call.
 unsafe extern "system" fn accept_with_receive(
     _context: *mut c_void,
     _flags: u32,
@@ -207,7 +220,8 @@ fn receive_event_indicates_data_at_dispatch_level_once_enabled() {
 /// WskDisconnect (graceful) with its own IRP, left pending.
 fn start_disconnect(socket: *mut WSK_SOCKET) -> Pending {
     let f = connection_dispatch(socket).WskDisconnect.unwrap();
-    // SAFETY: documented arguments; no final buffer.
+    // SAFETY: PFN_WSK_DISCONNECT's contract: `socket` is a live connection socket, the final
+    // buffer is optional (NULL), `irp` is Pending::start's fresh IRP.
     Pending::start(|irp| unsafe { f(socket, std::ptr::null_mut(), 0, irp) })
 }
 

@@ -13,6 +13,10 @@ use wsk::*;
 
 static ACCEPTED: Mutex<Vec<usize>> = Mutex::new(Vec::new());
 
+/// A WskAcceptEvent that keeps every socket.
+///
+/// # Safety
+/// None beyond PFN_WSK_ACCEPT_EVENT's: it dereferences no argument.
 unsafe extern "system" fn keep_all(
     _context: *mut c_void,
     _flags: u32,

@@ -29,7 +29,9 @@ fn local_address_with(
 fn query_local_address(listener: *mut WSK_SOCKET, irp: *mut IRP) {
     let f = listen_dispatch(listener).WskGetLocalAddress.unwrap();
     let mut storage = SOCKADDR_STORAGE::zeroed();
-    // SAFETY: documented arguments; deliberately wrong IRPs are the point of these tests.
+    // SAFETY: PFN_WSK_GET_LOCAL_ADDRESS's contract for `listener` (live) and `storage` (a
+    // writable SOCKADDR_STORAGE for the call: the host writes it during the call); the IRP is
+    // deliberately wrong in these tests, which the verifier stops before any memory is touched.
     unsafe { f(listener, storage.as_mut_ptr(), irp) };
 }
 
@@ -92,12 +94,16 @@ fn resubmitting_a_pending_irp_is_caught() {
     );
 }
 
+/// A completion routine that records it ran.
+///
+/// # Safety
+/// `done` must point at a live `AtomicBool` (PIO_COMPLETION_ROUTINE's context is the caller's).
 unsafe extern "system" fn keep(
     _d: *mut DEVICE_OBJECT,
     _i: *mut IRP,
     done: *mut c_void,
 ) -> NtStatus {
-    // SAFETY: the context is a static AtomicBool.
+    // SAFETY: `done` points at a live AtomicBool (this function's # Safety): the static DONE.
     unsafe { (*done.cast::<AtomicBool>()).store(true, Ordering::SeqCst) };
     NtStatus::MORE_PROCESSING_REQUIRED
 }
@@ -122,6 +128,10 @@ fn submitting_a_completed_irp_without_reuse_is_caught() {
     );
 }
 
+/// A completion routine that wrongly returns STATUS_SUCCESS.
+///
+/// # Safety
+/// None beyond PIO_COMPLETION_ROUTINE's: it reads neither the IRP nor the context.
 unsafe extern "system" fn returns_success(
     _d: *mut DEVICE_OBJECT,
     _i: *mut IRP,
@@ -145,6 +155,10 @@ fn a_completion_routine_must_return_more_processing_required() {
 
 static LISTENER: AtomicUsize = AtomicUsize::new(0);
 
+/// A completion routine that wrongly calls WSK.
+///
+/// # Safety
+/// None beyond PIO_COMPLETION_ROUTINE's: it reads neither the IRP nor the context.
 unsafe extern "system" fn calls_wsk(
     _d: *mut DEVICE_OBJECT,
     _i: *mut IRP,
@@ -225,6 +239,10 @@ fn a_socket_closed_twice_is_caught() {
 
 static IN_CALL: AtomicBool = AtomicBool::new(false);
 
+/// A completion routine that holds its (inline) call open for two seconds.
+///
+/// # Safety
+/// None beyond PIO_COMPLETION_ROUTINE's: it reads neither the IRP nor the context.
 unsafe extern "system" fn stalls(
     _d: *mut DEVICE_OBJECT,
     _i: *mut IRP,
@@ -355,6 +373,9 @@ static HANDED_OVER: AtomicUsize = AtomicUsize::new(0);
 
 /// An accept callback that publishes the socket, then takes its time returning (a test stand-in
 /// for a callback whose thread is interrupted just before it returns).
+///
+/// # Safety
+/// None beyond PFN_WSK_ACCEPT_EVENT's: it dereferences no argument.
 unsafe extern "system" fn slow_accept(
     _context: *mut c_void,
     _flags: u32,
@@ -425,7 +446,9 @@ fn using_a_socket_from_another_thread_before_its_accept_event_returned_is_caught
             let (_client, _peer, socket) = socket_being_handed_over();
             let f = connection_dispatch(socket).WskGetRemoteAddress.unwrap();
             let mut storage = SOCKADDR_STORAGE::zeroed();
-            // SAFETY: documented arguments; deliberately wrong: the callback has not returned.
+            // SAFETY: PFN_WSK_GET_REMOTE_ADDRESS's contract: `socket` is live, `storage` a
+            // writable SOCKADDR_STORAGE that outlives the call, `irp` call()'s IRP. Deliberately
+            // wrong: the accept callback handing `socket` over has not returned.
             let _ = call(|irp| unsafe { f(socket, storage.as_mut_ptr(), irp) });
         },
     );

@@ -30,8 +30,12 @@ struct Recorder {
     disconnect_flags: std::sync::atomic::AtomicU32,
 }
 
-fn recorder<'a>(context: *mut c_void) -> &'a Recorder {
-    // SAFETY: every test passes a &Recorder that outlives its sockets.
+/// The test's recorder behind a socket context.
+///
+/// # Safety
+/// `context` must point at a live `Recorder` that outlives `'a`.
+unsafe fn recorder<'a>(context: *mut c_void) -> &'a Recorder {
+    // SAFETY: `context` points at a live Recorder (this function's # Safety).
     unsafe { &*context.cast::<Recorder>() }
 }
 
@@ -41,6 +45,11 @@ fn check_dispatch(r: &Recorder) {
     }
 }
 
+/// WskAcceptEvent: records the socket, or rejects it when asked.
+///
+/// # Safety
+/// `context` must point at the test's live `Recorder` (the SocketContext every test passes);
+/// `out_context` and `out_dispatch` must be writable for the call (PFN_WSK_ACCEPT_EVENT).
 unsafe extern "system" fn on_accept(
     context: *mut c_void,
     flags: u32,
@@ -50,7 +59,9 @@ unsafe extern "system" fn on_accept(
     out_context: *mut *mut c_void,
     out_dispatch: *mut *const WSK_CLIENT_CONNECTION_DISPATCH,
 ) -> NtStatus {
-    let r = recorder(context);
+    // SAFETY: every socket context here is a &Recorder that outlives the test's sockets, so it
+    // is live during their callbacks (this function's # Safety).
+    let r = unsafe { recorder(context) };
     check_dispatch(r);
     if flags & WSK_FLAG_AT_DISPATCH_LEVEL == 0 {
         r.wrong_irql.store(true, Ordering::SeqCst);
@@ -66,33 +77,53 @@ unsafe extern "system" fn on_accept(
     r.sockets.lock().unwrap().push(socket as usize);
     // SAFETY: out-parameters are valid for the call.
     unsafe { *out_context = context };
-    // SAFETY: as above.
+    // SAFETY: PFN_WSK_ACCEPT_EVENT's out-parameter AcceptSocketDispatch is writable for the call
+    // (this function's # Safety).
     unsafe { *out_dispatch = &raw const CONNECTION_CALLBACKS };
     NtStatus::SUCCESS
 }
 
+/// WskInspectEvent: records the ID and answers the recorder's action.
+///
+/// # Safety
+/// `context` must point at the test's live `Recorder` (the SocketContext every test passes);
+/// `id` must be readable for the call (PFN_WSK_INSPECT_EVENT).
 unsafe extern "system" fn on_inspect(
     context: *mut c_void,
     _local: *mut SOCKADDR,
     _remote: *mut SOCKADDR,
     id: *mut WSK_INSPECT_ID,
 ) -> WSK_INSPECT_ACTION {
-    let r = recorder(context);
+    // SAFETY: every socket context here is a &Recorder that outlives the test's sockets, so it
+    // is live during their callbacks (this function's # Safety).
+    let r = unsafe { recorder(context) };
     check_dispatch(r);
     // SAFETY: the provider passes a valid ID for the call.
     r.inspections.lock().unwrap().push(unsafe { *id });
     WSK_INSPECT_ACTION(r.inspect_action.load(Ordering::SeqCst))
 }
 
+/// WskAbortEvent: counts aborts.
+///
+/// # Safety
+/// `context` must point at the test's live `Recorder` (the SocketContext every test passes).
 unsafe extern "system" fn on_abort(context: *mut c_void, _id: *mut WSK_INSPECT_ID) -> NtStatus {
-    let r = recorder(context);
+    // SAFETY: every socket context here is a &Recorder that outlives the test's sockets, so it
+    // is live during their callbacks (this function's # Safety).
+    let r = unsafe { recorder(context) };
     check_dispatch(r);
     r.aborts.fetch_add(1, Ordering::SeqCst);
     NtStatus::SUCCESS
 }
 
+/// WskDisconnectEvent: records the flags.
+///
+/// # Safety
+/// `context` must point at the test's live `Recorder` (the SocketContext every test passes).
 unsafe extern "system" fn on_disconnect(context: *mut c_void, flags: u32) -> NtStatus {
-    let r = recorder(context);
+    // SAFETY: every socket context here is a &Recorder that outlives the test's sockets, so it
+    // is live during their callbacks (this function's # Safety).
+    let r = unsafe { recorder(context) };
     check_dispatch(r);
     r.disconnect_flags.store(flags, Ordering::SeqCst);
     r.disconnects.fetch_add(1, Ordering::SeqCst);
@@ -141,12 +172,14 @@ fn completion_always_runs_inline_and_deferred() {
         let socket = client.listen_socket(AF_INET, std::ptr::null_mut(), std::ptr::null());
         let f = listen_dispatch(socket).WskBind.unwrap();
         let mut address = SOCKADDR_STORAGE::from("127.0.0.1:0".parse::<SocketAddr>().unwrap());
-        // SAFETY: documented arguments.
+        // SAFETY: PFN_WSK_BIND's contract: `socket` is live, `address` a SOCKADDR_STORAGE that
+        // outlives the call (call() waits for the IRP), `irp` call()'s fresh IRP.
         let (returned, status, _) = call(|irp| unsafe { f(socket, address.as_mut_ptr(), 0, irp) });
         assert_eq!(returned, expect, "inline {inline}%");
         assert_eq!(status, NtStatus::SUCCESS);
         // An error completes through the routine too.
-        // SAFETY: documented arguments.
+        // SAFETY: PFN_WSK_BIND's contract, as for the first bind: `socket` is live, `address`
+        // outlives the call, `irp` is call()'s fresh IRP.
         let (_, status, _) = call(|irp| unsafe { f(socket, address.as_mut_ptr(), 0, irp) });
         assert_eq!(
             status,
@@ -186,7 +219,8 @@ fn accept_irp_receives_the_connection_socket_in_information() {
         let accepted = information as *mut WSK_SOCKET;
         let f = connection_dispatch(accepted).WskGetRemoteAddress.unwrap();
         let mut remote = SOCKADDR_STORAGE::zeroed();
-        // SAFETY: documented arguments.
+        // SAFETY: PFN_WSK_GET_REMOTE_ADDRESS's contract: `accepted` is a live connection
+        // socket, `remote` a writable SOCKADDR_STORAGE that outlives the call, `irp` call()'s IRP.
         let (_, status, _) = call(|irp| unsafe { f(accepted, remote.as_mut_ptr(), irp) });
         assert_eq!(status, NtStatus::SUCCESS);
         assert_eq!(remote.to_socket_addr().unwrap(), peer.local_addr().unwrap());
@@ -375,7 +409,8 @@ fn inspect_complete(
 ) -> NtStatus {
     let f = listen_dispatch(listener).WskInspectComplete.unwrap();
     let mut id = id;
-    // SAFETY: documented arguments.
+    // SAFETY: PFN_WSK_INSPECT_COMPLETE's contract: `listener` is a live listening socket, `id`
+    // a readable WSK_INSPECT_ID for the call, `irp` call()'s fresh IRP.
     call(|irp| unsafe { f(listener, &raw mut id, action, irp) }).1
 }
 

@@ -158,7 +158,8 @@ impl From<SocketAddr> for SOCKADDR_STORAGE {
                 unsafe { dst.cast::<SOCKADDR_IN>().write(SOCKADDR_IN::from(v4)) };
             }
             SocketAddr::V6(v6) => {
-                // SAFETY: as above; SOCKADDR_IN6 is 28 bytes and 4-aligned.
+                // SAFETY: SOCKADDR_STORAGE is 128 bytes and 8-aligned; SOCKADDR_IN6 (28 bytes,
+                // 4-aligned) fits at its start, which is what ws2def.h's storage is for.
                 unsafe { dst.cast::<SOCKADDR_IN6>().write(SOCKADDR_IN6::from(v6)) };
             }
         }
@@ -209,11 +210,13 @@ pub unsafe fn read_sockaddr(ptr: *const SOCKADDR) -> Result<SocketAddr, AddressE
 pub unsafe fn write_sockaddr(ptr: *mut SOCKADDR, addr: SocketAddr) {
     match addr {
         SocketAddr::V4(v4) => {
-            // SAFETY: the caller guarantees room for the address.
+            // SAFETY: `ptr` has room for the family written (this function's # Safety): 16
+            // bytes for SOCKADDR_IN; the write is unaligned, as allowed.
             unsafe { ptr.cast::<SOCKADDR_IN>().write_unaligned(v4.into()) };
         }
         SocketAddr::V6(v6) => {
-            // SAFETY: the caller guarantees room for the address.
+            // SAFETY: `ptr` has room for the family written (this function's # Safety): 28
+            // bytes for SOCKADDR_IN6; the write is unaligned, as allowed.
             unsafe { ptr.cast::<SOCKADDR_IN6>().write_unaligned(v6.into()) };
         }
     }

@@ -8,8 +8,8 @@ use core::ffi::c_void;
 use crate::addr::SOCKADDR;
 use crate::status::NtStatus;
 use crate::types::{
-    DEVICE_OBJECT, IRP, WSK_BUF, WSK_CLIENT_NPI, WSK_CONTROL_SOCKET_TYPE, WSK_DATA_INDICATION,
-    WSK_INSPECT_ACTION, WSK_INSPECT_ID, WSK_PROVIDER_NPI, WSK_REGISTRATION, WSK_SOCKET,
+    DEVICE_OBJECT, IRP, WSK_BUF, WSK_CONTROL_SOCKET_TYPE, WSK_DATA_INDICATION, WSK_INSPECT_ACTION,
+    WSK_INSPECT_ID, WSK_SOCKET,
 };
 
 /// PIO_COMPLETION_ROUTINE (wdm.h). WSK passes a NULL device object.
@@ -18,10 +18,6 @@ pub type PfnIoCompletionRoutine =
 
 /// A dispatch slot this server never calls; typed only so the table has the right size.
 pub type PfnNotUsed = unsafe extern "system" fn();
-
-/// PFN_WSK_CLIENT_EVENT (wsk.h).
-pub type PfnWskClientEvent =
-    unsafe extern "system" fn(*mut c_void, u32, *mut c_void, usize) -> NtStatus;
 
 /// PFN_WSK_SOCKET (wsk.h): `(Client, AddressFamily, SocketType, Protocol, Flags, SocketContext,
 /// Dispatch, OwningProcess, OwningThread, SecurityDescriptor, Irp)`.
@@ -153,19 +149,9 @@ pub type PfnWskDisconnectEvent = unsafe extern "system" fn(*mut c_void, u32) -> 
 /// PFN_WSK_SEND_BACKLOG_EVENT (wsk.h): `(SocketContext, IdealBacklogSize)`.
 pub type PfnWskSendBacklogEvent = unsafe extern "system" fn(*mut c_void, usize) -> NtStatus;
 
-/// WskRegister (netio.sys export), PASSIVE_LEVEL only.
-pub type PfnWskRegister =
-    unsafe extern "system" fn(*const WSK_CLIENT_NPI, *mut WSK_REGISTRATION) -> NtStatus;
-/// WskCaptureProviderNPI (netio.sys export): `(Registration, WaitTimeout ms, ProviderNpi out)`.
-pub type PfnWskCaptureProviderNpi =
-    unsafe extern "system" fn(*mut WSK_REGISTRATION, u32, *mut WSK_PROVIDER_NPI) -> NtStatus;
-/// WskReleaseProviderNPI (netio.sys export).
-pub type PfnWskReleaseProviderNpi = unsafe extern "system" fn(*mut WSK_REGISTRATION);
-/// WskDeregister (netio.sys export), PASSIVE_LEVEL only; blocks until everything is returned.
-pub type PfnWskDeregister = unsafe extern "system" fn(*mut WSK_REGISTRATION);
-
 /// WSK_PROVIDER_DISPATCH (wsk.h): provider-level functions.
 #[repr(C)]
+#[derive(Debug)]
 pub struct WSK_PROVIDER_DISPATCH {
     /// Provider's WSK version.
     pub Version: u16,
@@ -187,6 +173,7 @@ pub struct WSK_PROVIDER_DISPATCH {
 
 /// WSK_PROVIDER_BASIC_DISPATCH (wsk.h): the head of every socket dispatch table.
 #[repr(C)]
+#[derive(Debug)]
 pub struct WSK_PROVIDER_BASIC_DISPATCH {
     /// WskControlSocket.
     pub WskControlSocket: Option<PfnWskControlSocket>,
@@ -196,6 +183,7 @@ pub struct WSK_PROVIDER_BASIC_DISPATCH {
 
 /// WSK_PROVIDER_LISTEN_DISPATCH (wsk.h).
 #[repr(C)]
+#[derive(Debug)]
 pub struct WSK_PROVIDER_LISTEN_DISPATCH {
     /// Basic functions.
     pub Basic: WSK_PROVIDER_BASIC_DISPATCH,
@@ -212,6 +200,7 @@ pub struct WSK_PROVIDER_LISTEN_DISPATCH {
 /// WSK_PROVIDER_CONNECTION_DISPATCH (wsk.h). Nothing after `WskRelease` may be called: older
 /// systems end the table there.
 #[repr(C)]
+#[derive(Debug)]
 pub struct WSK_PROVIDER_CONNECTION_DISPATCH {
     /// Basic functions.
     pub Basic: WSK_PROVIDER_BASIC_DISPATCH,
@@ -241,6 +230,7 @@ pub struct WSK_PROVIDER_CONNECTION_DISPATCH {
 
 /// WSK_CLIENT_LISTEN_DISPATCH (wsk.h): the client's callbacks for a listening socket.
 #[repr(C)]
+#[derive(Debug)]
 pub struct WSK_CLIENT_LISTEN_DISPATCH {
     /// WskAcceptEvent.
     pub WskAcceptEvent: Option<PfnWskAcceptEvent>,
@@ -252,6 +242,7 @@ pub struct WSK_CLIENT_LISTEN_DISPATCH {
 
 /// WSK_CLIENT_CONNECTION_DISPATCH (wsk.h): the client's callbacks for a connection socket.
 #[repr(C)]
+#[derive(Debug)]
 pub struct WSK_CLIENT_CONNECTION_DISPATCH {
     /// WskReceiveEvent.
     pub WskReceiveEvent: Option<PfnWskReceiveEvent>,

@@ -9,14 +9,22 @@
 //! numbers, exported as [`LAYOUTS`] and [`CONSTANTS`], are checked against an independent C
 //! header by `scripts/windows-lane/wsk-layout.sh`.
 //!
+//! Modules, lowest first (each imports only the ones before it; `scripts/check-module-cycles-host.sh`
+//! checks): [`status`] and [`types`] (plain structs, opaque objects), [`consts`], [`addr`]
+//! (SOCKADDRs), [`dispatch`] (PFN types and socket dispatch tables), [`npi`] (registration and the
+//! NPIs, which carry the dispatch tables), [`layout`].
+//!
 //! Type rules (LLP64): ULONG is `u32` (never `c_ulong`), SIZE_T/ULONG_PTR are `usize`, NTSTATUS is
 //! [`NtStatus`], C enums are 4 bytes, and every callback is `extern "system"`.
 #![no_std]
+// Not in [workspace.lints] yet: the driver crate has types without Debug.
+#![warn(missing_debug_implementations)]
 
 pub mod addr;
 pub mod consts;
 pub mod dispatch;
 pub mod layout;
+pub mod npi;
 pub mod status;
 pub mod types;
 
@@ -25,5 +33,6 @@ pub use consts::*;
 pub use dispatch::*;
 #[cfg(target_pointer_width = "64")]
 pub use layout::{CConstant, CONSTANTS, FieldLayout, LAYOUTS, TypeLayout};
+pub use npi::*;
 pub use status::NtStatus;
 pub use types::*;

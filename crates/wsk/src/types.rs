@@ -4,12 +4,11 @@
 use core::ffi::c_void;
 use core::marker::{PhantomData, PhantomPinned};
 
-use crate::dispatch::{PfnWskClientEvent, WSK_PROVIDER_DISPATCH};
-
 macro_rules! opaque {
     ($($(#[$doc:meta])* $name:ident;)*) => {$(
         $(#[$doc])*
         #[repr(C)]
+        #[derive(Debug)]
         pub struct $name {
             _data: [u8; 0],
             _marker: PhantomData<(*mut u8, PhantomPinned)>,
@@ -49,60 +48,9 @@ pub struct WSK_SOCKET {
     pub Dispatch: *const c_void,
 }
 
-/// WSK_CLIENT_DISPATCH (wsk.h): the client's registration dispatch.
-#[repr(C)]
-pub struct WSK_CLIENT_DISPATCH {
-    /// WSK version the client asks for (`WSK_VERSION_1_0`).
-    pub Version: u16,
-    /// Reserved, zero.
-    pub Reserved: u16,
-    /// Optional client-level event callback.
-    pub WskClientEvent: Option<PfnWskClientEvent>,
-}
-
-/// WSK_CLIENT_NPI (wsk.h).
-#[repr(C)]
-pub struct WSK_CLIENT_NPI {
-    /// Client context, passed back to `WskClientEvent`.
-    pub ClientContext: *mut c_void,
-    /// The client's dispatch; must stay resident until WskDeregister returns.
-    pub Dispatch: *const WSK_CLIENT_DISPATCH,
-}
-
-/// WSK_REGISTRATION (wsk.h): opaque state filled by WskRegister; resident until WskDeregister.
-#[repr(C)]
-pub struct WSK_REGISTRATION {
-    /// Reserved for the provider.
-    pub ReservedRegistrationState: u64,
-    /// Reserved for the provider.
-    pub ReservedRegistrationContext: *mut c_void,
-    /// Reserved for the provider (a KSPIN_LOCK).
-    pub ReservedRegistrationLock: usize,
-}
-
-impl WSK_REGISTRATION {
-    /// A zeroed registration, as WskRegister expects it.
-    #[must_use]
-    pub const fn zeroed() -> Self {
-        Self {
-            ReservedRegistrationState: 0,
-            ReservedRegistrationContext: core::ptr::null_mut(),
-            ReservedRegistrationLock: 0,
-        }
-    }
-}
-
-/// WSK_PROVIDER_NPI (wsk.h): what WskCaptureProviderNPI returns.
-#[repr(C)]
-pub struct WSK_PROVIDER_NPI {
-    /// The provider's client object, the first argument of provider-level calls.
-    pub Client: *mut c_void,
-    /// The provider dispatch.
-    pub Dispatch: *const WSK_PROVIDER_DISPATCH,
-}
-
 /// WSK_BUF (wsk.h): a byte range of an MDL chain.
 #[repr(C)]
+#[derive(Debug)]
 pub struct WSK_BUF {
     /// First MDL of the chain.
     pub Mdl: *mut MDL,
@@ -114,6 +62,7 @@ pub struct WSK_BUF {
 
 /// WSK_DATA_INDICATION (wsk.h): one element of the chain given to WskReceiveEvent.
 #[repr(C)]
+#[derive(Debug)]
 pub struct WSK_DATA_INDICATION {
     /// Next indication or NULL.
     pub Next: *mut WSK_DATA_INDICATION,
@@ -123,6 +72,7 @@ pub struct WSK_DATA_INDICATION {
 
 /// WSK_EVENT_CALLBACK_CONTROL (wsk.h): the SO_WSK_EVENT_CALLBACK option value.
 #[repr(C)]
+#[derive(Debug)]
 pub struct WSK_EVENT_CALLBACK_CONTROL {
     /// `&NPI_WSK_INTERFACE_ID`.
     pub NpiId: *const GUID,

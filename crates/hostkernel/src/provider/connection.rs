@@ -1,6 +1,8 @@
-//! Connection-oriented sockets: WskSend, WskReceive, WskDisconnect, WskDisconnectEvent and
-//! WskReceiveEvent over a real TCP stream. Received bytes are buffered (like the transport's
-//! receive window) up to `RX_WINDOW`, then reading stops until the client drains them.
+//! A connection socket's state over a real TCP stream ([`Connection`]): what the calls queue
+//! (`connection_calls`), what the event loop moves between the OS and those queues
+//! ([`Connection::pump`]) and which event callback is due ([`Connection::next_indication`], made
+//! by `connection_events`). Received bytes are buffered (like the transport's receive window) up
+//! to `RX_WINDOW`, then reading stops until the client drains them.
 //!
 //! A graceful WskDisconnect completes when the peer has acknowledged our FIN — on Linux, when
 //! TCP_INFO's state has left FIN_WAIT1 (or LAST_ACK / CLOSING) — not when `shutdown()` returns,
@@ -17,15 +19,12 @@ use std::time::Duration;
 
 use mio::{Interest, Token};
 use wsk::{
-    IRP, NtStatus, SOCKADDR, WSK_BUF, WSK_CLIENT_CONNECTION_DISPATCH, WSK_DATA_INDICATION,
-    WSK_EVENT_DISCONNECT, WSK_EVENT_RECEIVE, WSK_FLAG_ABORTIVE, WSK_FLAG_AT_DISPATCH_LEVEL,
-    WSK_SOCKET,
+    NtStatus, WSK_BUF, WSK_EVENT_DISCONNECT, WSK_EVENT_RECEIVE, WSK_FLAG_ABORTIVE,
+    WSK_FLAG_AT_DISPATCH_LEVEL,
 };
 
-use super::{CallGuard, Kind, State, finish, live, post, state, take_irp};
-use crate::irp::{self, IrpRef};
-use crate::irql;
-use crate::verifier::{Rule, violation};
+use super::translate;
+use crate::irp::IrpRef;
 
 const RX_WINDOW: usize = 64 * 1024;
 
@@ -68,68 +67,54 @@ fn fin_acknowledged(_stream: &mio::net::TcpStream) -> bool {
     true
 }
 
-/// The connection dispatch table the host hands out.
-pub(crate) static CONNECTION_DISPATCH: wsk::WSK_PROVIDER_CONNECTION_DISPATCH =
-    wsk::WSK_PROVIDER_CONNECTION_DISPATCH {
-        Basic: wsk::WSK_PROVIDER_BASIC_DISPATCH {
-            WskControlSocket: Some(super::socket::wsk_control_socket),
-            WskCloseSocket: Some(super::socket::wsk_close_socket),
-        },
-        WskBind: Some(wsk_bind_connection),
-        WskConnect: Some(wsk_connect),
-        WskGetLocalAddress: Some(super::socket::wsk_get_local_address),
-        WskGetRemoteAddress: Some(super::socket::wsk_get_remote_address),
-        WskSend: Some(wsk_send),
-        WskReceive: Some(wsk_receive),
-        WskDisconnect: Some(wsk_disconnect),
-        WskRelease: Some(wsk_release),
-        WskConnectEx: None,
-        WskSendEx: None,
-        WskReceiveEx: None,
-    };
-
-struct Receive {
-    irp: IrpRef,
-    mdl: *mut wsk::MDL,
-    offset: u32,
-    length: usize,
+/// A queued WskReceive.
+///
+/// # Invariants
+/// `mdl`, `offset` and `length` are the WSK_BUF the driver passed, whose MDL chain describes
+/// writable memory valid until `irp` completes (WskReceive's # Safety: PFN_WSK_RECEIVE).
+pub(super) struct Receive {
+    pub(super) irp: IrpRef,
+    pub(super) mdl: *mut wsk::MDL,
+    pub(super) offset: u32,
+    pub(super) length: usize,
 }
 
-struct Send {
-    irp: IrpRef,
-    data: Vec<u8>,
-    written: usize,
+/// A queued WskSend.
+pub(super) struct Send {
+    pub(super) irp: IrpRef,
+    pub(super) data: Vec<u8>,
+    pub(super) written: usize,
 }
 
 /// A connection socket's state (the flags mirror TCP's: each is an independent fact).
 #[allow(clippy::struct_excessive_bools)]
 pub(crate) struct Connection {
-    stream: Option<mio::net::TcpStream>,
-    local: Option<SocketAddr>,
-    remote: Option<SocketAddr>,
-    rx: Vec<u8>,
-    eof: bool,
-    reset: bool,
-    receives: VecDeque<Receive>,
-    sends: VecDeque<Send>,
-    disconnect: Option<IrpRef>,
+    pub(super) stream: Option<mio::net::TcpStream>,
+    pub(super) local: Option<SocketAddr>,
+    pub(super) remote: Option<SocketAddr>,
+    pub(super) rx: Vec<u8>,
+    pub(super) eof: bool,
+    pub(super) reset: bool,
+    pub(super) receives: VecDeque<Receive>,
+    pub(super) sends: VecDeque<Send>,
+    pub(super) disconnect: Option<IrpRef>,
     /// A graceful disconnect whose FIN is sent and not yet acknowledged.
-    fin_wait: Option<IrpRef>,
+    pub(super) fin_wait: Option<IrpRef>,
     /// The peer has vanished ([`set_peers_vanished`]): our FIN is never acknowledged.
-    vanished: bool,
-    shutdown_sent: bool,
-    disconnect_indicated: bool,
-    indications_paused: bool,
+    pub(super) vanished: bool,
+    pub(super) shutdown_sent: bool,
+    pub(super) disconnect_indicated: bool,
+    pub(super) indications_paused: bool,
 }
 
-fn abortive_drop(stream: mio::net::TcpStream) {
+pub(super) fn abortive_drop(stream: mio::net::TcpStream) {
     let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
     drop(stream);
 }
 
 impl Connection {
     pub(crate) fn unconnected(family: u16) -> Option<Self> {
-        super::translate::domain(family)?;
+        translate::domain(family)?;
         Some(Self::with(None, None, None))
     }
 
@@ -196,9 +181,9 @@ impl Connection {
 
     /// Close: everything pending is cancelled; a connection that was not disconnected gracefully
     /// by the client is aborted (WSK-FACTS §7).
-    pub(crate) fn shut_down(mut self, state: &State) -> Vec<IrpRef> {
+    pub(crate) fn shut_down(mut self, registry: Option<&mio::Registry>) -> Vec<IrpRef> {
         if let Some(mut stream) = self.stream.take() {
-            if let Some(registry) = state.registry.as_ref() {
+            if let Some(registry) = registry {
                 let _ = registry.deregister(&mut stream);
             }
             // Fully disconnected only once our FIN was acknowledged; otherwise close aborts.
@@ -216,9 +201,9 @@ impl Connection {
     }
 
     /// The provider resets a connection the client never owned (a rejected accept event).
-    pub(crate) fn abort(mut self, state: &State) {
+    pub(crate) fn abort(mut self, registry: Option<&mio::Registry>) {
         if let Some(mut stream) = self.stream.take() {
-            if let Some(registry) = state.registry.as_ref() {
+            if let Some(registry) = registry {
                 let _ = registry.deregister(&mut stream);
             }
             abortive_drop(stream);
@@ -226,7 +211,7 @@ impl Connection {
     }
 
     /// The event callback to make now, if any (the disconnect event wins over data).
-    fn next_indication(&mut self, events: u32) -> Option<Indication> {
+    pub(super) fn next_indication(&mut self, events: u32) -> Option<Indication> {
         if (self.eof || self.reset)
             && !self.disconnect_indicated
             && events & WSK_EVENT_DISCONNECT != 0
@@ -246,8 +231,8 @@ impl Connection {
             })
     }
 
-    /// Moves bytes between the OS and the queues; returns the IRPs to complete.
-    fn pump(&mut self, done: &mut Vec<(IrpRef, NtStatus, usize)>) {
+    /// Moves bytes between the OS and the queues; adds the IRPs to complete to `done`.
+    pub(super) fn pump(&mut self, done: &mut Vec<(IrpRef, NtStatus, usize)>) {
         if let Some(stream) = self.stream.as_mut() {
             let mut chunk = [0u8; 16 * 1024];
             while !self.eof && !self.reset && self.rx.len() < RX_WINDOW {
@@ -321,7 +306,8 @@ impl Connection {
                 Offset: receive.offset,
                 Length: receive.length,
             };
-            // SAFETY: the WSK_BUF the driver passed to WskReceive stays valid until completion.
+            // SAFETY: the WSK_BUF the driver passed to WskReceive stays valid until completion
+            // (Receive invariants), and its IRP is still pending.
             let pieces = unsafe { crate::mdl::pieces(&buf) };
             let mut copied = 0;
             for (ptr, len) in pieces {
@@ -340,314 +326,28 @@ impl Connection {
             done.push((receive.irp, NtStatus::SUCCESS, copied));
         }
     }
-}
 
-/// Registers an accepted connection with the provider's poller.
-pub(crate) fn register(state: &mut State, key: usize) {
-    let State {
-        sockets, registry, ..
-    } = state;
-    if let (Some(super::Slot::Live(sock)), Some(registry)) =
-        (sockets.get_mut(&key), registry.as_ref())
-        && let Kind::Connection(connection) = &mut sock.kind
-        && let Some(stream) = connection.stream.as_mut()
-    {
-        registry
-            .register(stream, Token(key), Interest::READABLE | Interest::WRITABLE)
-            .expect("hostkernel: epoll register");
+    /// Registers the stream with the provider's poller under `token`.
+    pub(super) fn register(&mut self, registry: &mio::Registry, token: Token) {
+        if let Some(stream) = self.stream.as_mut() {
+            registry
+                .register(stream, token, Interest::READABLE | Interest::WRITABLE)
+                .expect("hostkernel: epoll register");
+        }
+    }
+
+    /// A receive event returned: `consumed` bytes are the client's; `pause` stops indications
+    /// until the next WskReceive.
+    pub(super) fn indicated(&mut self, consumed: usize, pause: bool) {
+        self.rx.drain(..consumed.min(self.rx.len()));
+        self.indications_paused |= pause;
     }
 }
 
-enum Indication {
+/// An event callback due on a connection.
+pub(super) enum Indication {
+    /// WskDisconnectEvent with these flags.
     Disconnect { flags: u32 },
+    /// WskReceiveEvent over a copy of the buffered bytes.
     Receive { data: Vec<u8> },
-}
-
-/// Serves a connection socket (provider thread): I/O, completions, then event callbacks.
-pub(crate) fn service(key: usize) {
-    let mut done = Vec::new();
-    let indication = {
-        let mut state = state();
-        let Some(sock) = live(&mut state, key) else {
-            return;
-        };
-        let events = sock.events;
-        let Kind::Connection(connection) = &mut sock.kind else {
-            return;
-        };
-        connection.pump(&mut done);
-        let awaits_fin_ack = connection.awaits_fin_ack();
-        let indication = connection.next_indication(events);
-        if indication.is_some() {
-            sock.callbacks_running += 1;
-        }
-        let indication = indication.map(|i| (i, sock.context, sock.client_dispatch));
-        if awaits_fin_ack {
-            state.fin_waiters.insert(key);
-        }
-        indication
-    };
-    for (irp, status, information) in done {
-        irp::complete(irp, status, information);
-    }
-    let Some((indication, context, dispatch)) = indication else {
-        return;
-    };
-    // SAFETY: a connection socket's client dispatch is the WSK_CLIENT_CONNECTION_DISPATCH the
-    // driver gave (WskAccept or its accept event); an event is only enabled when the callback is
-    // present (checked at enable time).
-    let dispatch = unsafe { &*dispatch.cast::<WSK_CLIENT_CONNECTION_DISPATCH>() };
-    match indication {
-        Indication::Disconnect { flags } => {
-            if let Some(callback) = dispatch.WskDisconnectEvent {
-                // SAFETY: the driver's WskDisconnectEvent with its socket context.
-                irql::at_dispatch(|| unsafe { callback(context, flags) });
-            }
-            finish_callback(key, 0, false);
-        }
-        Indication::Receive { mut data } => {
-            let Some(callback) = dispatch.WskReceiveEvent else {
-                return finish_callback(key, 0, false);
-            };
-            let length = data.len();
-            let mdl =
-                crate::mdl::allocate(data.as_mut_ptr(), u32::try_from(length).unwrap_or(u32::MAX));
-            let mut indication = WSK_DATA_INDICATION {
-                Next: std::ptr::null_mut(),
-                Buffer: WSK_BUF {
-                    Mdl: mdl,
-                    Offset: 0,
-                    Length: length,
-                },
-            };
-            let mut accepted = 0usize;
-            let status = irql::at_dispatch(|| {
-                // SAFETY: the driver's WskReceiveEvent with one indication over `data`, valid for
-                // the call.
-                unsafe {
-                    callback(
-                        context,
-                        WSK_FLAG_AT_DISPATCH_LEVEL,
-                        &raw mut indication,
-                        length,
-                        &raw mut accepted,
-                    )
-                }
-            });
-            // SAFETY: the MDL was allocated above and the driver may not retain it (see below).
-            unsafe { crate::mdl::free(mdl) };
-            if status == NtStatus::PENDING {
-                violation(
-                    Rule::InvalidArgument,
-                    "WskReceiveEvent retained the indication (STATUS_PENDING): not emulated by the host kernel",
-                );
-            }
-            let consumed = if status == NtStatus::SUCCESS {
-                accepted.min(length)
-            } else {
-                0
-            };
-            finish_callback(
-                key,
-                consumed,
-                status == NtStatus::DATA_NOT_ACCEPTED || consumed < length,
-            );
-        }
-    }
-}
-
-fn finish_callback(key: usize, consumed: usize, pause: bool) {
-    let mut state = state();
-    if let Some(sock) = live(&mut state, key) {
-        sock.callbacks_running -= 1;
-        if let Kind::Connection(connection) = &mut sock.kind {
-            connection.rx.drain(..consumed.min(connection.rx.len()));
-            connection.indications_paused |= pause;
-        }
-        post(&mut state, Box::new(move || service(key)));
-    }
-}
-
-fn with_connection(
-    key: usize,
-    f: impl FnOnce(&mut Connection) -> Result<(), NtStatus>,
-) -> Result<(), NtStatus> {
-    let mut state = state();
-    match live(&mut state, key).map(|s| &mut s.kind) {
-        Some(Kind::Connection(connection)) => f(connection)?,
-        _ => return Err(NtStatus::INVALID_DEVICE_STATE),
-    }
-    post(&mut state, Box::new(move || service(key)));
-    Ok(())
-}
-
-/// WskSend: queues the bytes; the provider thread writes them and completes the IRP with the
-/// number of bytes sent.
-unsafe extern "system" fn wsk_send(
-    socket: *mut WSK_SOCKET,
-    buffer: *mut WSK_BUF,
-    flags: u32,
-    irp: *mut IRP,
-) -> NtStatus {
-    let _call = CallGuard::enter(socket, "WskSend");
-    let irp = take_irp(irp, "WskSend");
-    if buffer.is_null() || flags != 0 {
-        return finish(irp, NtStatus::INVALID_PARAMETER, 0);
-    }
-    // SAFETY: checked non-NULL; the driver's WSK_BUF stays valid until completion.
-    let buffer = unsafe { &*buffer };
-    // SAFETY: the driver's WSK_BUF describes live MDLs until completion.
-    let data: Vec<u8> = unsafe { crate::mdl::pieces(buffer) }
-        .into_iter()
-        // SAFETY: each piece is a readable range of driver memory described by its MDL.
-        .flat_map(|(ptr, len)| unsafe { std::slice::from_raw_parts(ptr, len) }.to_vec())
-        .collect();
-    let result = with_connection(socket as usize, |c| {
-        if c.stream.is_none() || c.shutdown_sent || c.disconnect.is_some() {
-            return Err(if c.reset {
-                NtStatus::CONNECTION_RESET
-            } else {
-                NtStatus::INVALID_DEVICE_STATE
-            });
-        }
-        c.sends.push_back(Send {
-            irp,
-            data,
-            written: 0,
-        });
-        Ok(())
-    });
-    match result {
-        Ok(()) => NtStatus::PENDING,
-        Err(status) => finish(irp, status, 0),
-    }
-}
-
-/// WskReceive: completes when data (Information = bytes), a graceful close (Information 0) or a
-/// reset (STATUS_CONNECTION_RESET) arrives.
-unsafe extern "system" fn wsk_receive(
-    socket: *mut WSK_SOCKET,
-    buffer: *mut WSK_BUF,
-    flags: u32,
-    irp: *mut IRP,
-) -> NtStatus {
-    let _call = CallGuard::enter(socket, "WskReceive");
-    let irp = take_irp(irp, "WskReceive");
-    if buffer.is_null() || flags != 0 {
-        return finish(irp, NtStatus::INVALID_PARAMETER, 0);
-    }
-    // SAFETY: checked non-NULL; the driver's WSK_BUF stays valid until completion.
-    let buffer = unsafe { &*buffer };
-    let (mdl, offset, length) = (buffer.Mdl, buffer.Offset, buffer.Length);
-    if mdl.is_null() || length == 0 {
-        return finish(irp, NtStatus::INVALID_PARAMETER, 0);
-    }
-    let result = with_connection(socket as usize, |c| {
-        if !c.is_connected() {
-            return Err(NtStatus::INVALID_DEVICE_STATE);
-        }
-        c.receives.push_back(Receive {
-            irp,
-            mdl,
-            offset,
-            length,
-        });
-        Ok(())
-    });
-    match result {
-        Ok(()) => NtStatus::PENDING,
-        Err(status) => finish(irp, status, 0),
-    }
-}
-
-/// WskDisconnect: graceful (FIN after queued sends) or abortive (RST) with `WSK_FLAG_ABORTIVE`.
-unsafe extern "system" fn wsk_disconnect(
-    socket: *mut WSK_SOCKET,
-    buffer: *mut WSK_BUF,
-    flags: u32,
-    irp: *mut IRP,
-) -> NtStatus {
-    let _call = CallGuard::enter(socket, "WskDisconnect");
-    let irp = take_irp(irp, "WskDisconnect");
-    if !buffer.is_null() || flags & !WSK_FLAG_ABORTIVE != 0 {
-        // A final send buffer with the disconnect is not emulated.
-        return finish(irp, NtStatus::NOT_SUPPORTED, 0);
-    }
-    let key = socket as usize;
-    if flags & WSK_FLAG_ABORTIVE != 0 {
-        let mut cancelled = Vec::new();
-        let status = {
-            let mut state = state();
-            let registry = state
-                .registry
-                .as_ref()
-                .map(|r| r.try_clone().expect("registry clone"));
-            match live(&mut state, key).map(|s| &mut s.kind) {
-                Some(Kind::Connection(c)) => {
-                    if let Some(mut stream) = c.stream.take() {
-                        if let Some(registry) = registry {
-                            let _ = registry.deregister(&mut stream);
-                        }
-                        abortive_drop(stream);
-                    }
-                    cancelled.extend(c.receives.drain(..).map(|r| r.irp));
-                    cancelled.extend(c.sends.drain(..).map(|s| s.irp));
-                    cancelled.extend(c.disconnect.take());
-                    cancelled.extend(c.fin_wait.take());
-                    c.shutdown_sent = true;
-                    NtStatus::SUCCESS
-                }
-                _ => NtStatus::INVALID_DEVICE_STATE,
-            }
-        };
-        for pending in cancelled {
-            complete_later_now(pending, NtStatus::CONNECTION_ABORTED);
-        }
-        return finish(irp, status, 0);
-    }
-    let result = with_connection(key, |c| {
-        if c.stream.is_none() || c.shutdown_sent || c.disconnect.is_some() {
-            return Err(NtStatus::INVALID_DEVICE_STATE);
-        }
-        c.disconnect = Some(irp);
-        Ok(())
-    });
-    match result {
-        Ok(()) => NtStatus::PENDING,
-        Err(status) => finish(irp, status, 0),
-    }
-}
-
-fn complete_later_now(irp: IrpRef, status: NtStatus) {
-    super::complete_later(&mut state(), irp, status, 0);
-}
-
-unsafe extern "system" fn wsk_bind_connection(
-    socket: *mut WSK_SOCKET,
-    _address: *mut SOCKADDR,
-    _flags: u32,
-    irp: *mut IRP,
-) -> NtStatus {
-    let _call = CallGuard::enter(socket, "WskBind");
-    // Outgoing connections are not emulated: wskaccept only accepts.
-    finish(take_irp(irp, "WskBind"), NtStatus::NOT_SUPPORTED, 0)
-}
-
-unsafe extern "system" fn wsk_connect(
-    socket: *mut WSK_SOCKET,
-    _address: *mut SOCKADDR,
-    _flags: u32,
-    irp: *mut IRP,
-) -> NtStatus {
-    let _call = CallGuard::enter(socket, "WskConnect");
-    finish(take_irp(irp, "WskConnect"), NtStatus::NOT_SUPPORTED, 0)
-}
-
-unsafe extern "system" fn wsk_release(
-    socket: *mut WSK_SOCKET,
-    _indication: *mut WSK_DATA_INDICATION,
-) -> NtStatus {
-    let _call = CallGuard::enter(socket, "WskRelease");
-    // The host never lets a client retain indications, so there is nothing to release.
-    NtStatus::INVALID_PARAMETER
 }

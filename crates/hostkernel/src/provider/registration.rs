@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use wsk::{NtStatus, WSK_CLIENT_NPI, WSK_PROVIDER_NPI, WSK_REGISTRATION};
 
-use super::{CHANGED, PROVIDER_DISPATCH, Slot, State, ensure_loop, state, stop_loop};
+use super::event_loop::{ensure_loop, stop_loop};
+use super::provider_calls::PROVIDER_DISPATCH;
+use super::state::{CHANGED, Registration, Slot, State, state};
 use crate::accounting::COUNTERS;
 use crate::irql;
 use crate::verifier::{Rule, violation};
@@ -26,12 +28,6 @@ pub fn capture_calls() -> u64 {
     CAPTURE_CALLS.load(Ordering::SeqCst)
 }
 
-/// A client registration.
-pub(crate) struct Registration {
-    pub(crate) captured: u32,
-    pub(crate) sockets: u32,
-}
-
 /// Makes the provider available or not: while it is not, WskCaptureProviderNPI answers
 /// STATUS_DEVICE_NOT_READY (after its wait). Tests use this to model a slow netio start.
 pub fn set_provider_ready(ready: bool) {
@@ -40,15 +36,20 @@ pub fn set_provider_ready(ready: bool) {
     CHANGED.notify_all();
 }
 
-fn registration_id(registration: *mut WSK_REGISTRATION, what: &str) -> u64 {
+/// The registration id WskRegister wrote into `registration`; a NULL or unregistered
+/// registration is a violation.
+///
+/// # Safety
+/// `registration` must be NULL or point at a readable WSK_REGISTRATION (the one the driver gave
+/// WskRegister stays resident until WskDeregister returns, WSK-FACTS §7).
+unsafe fn registration_id(registration: *mut WSK_REGISTRATION, what: &str) -> u64 {
     if registration.is_null() {
         violation(
             Rule::RegistrationMisuse,
             format_args!("{what} with a NULL registration"),
         );
     }
-    // SAFETY: the driver passes the WSK_REGISTRATION it gave WskRegister, which must stay resident
-    // until WskDeregister returns (WSK-FACTS §7).
+    // SAFETY: non-NULL (checked above), so readable (this function's # Safety).
     let id = unsafe { (*registration).ReservedRegistrationState };
     if id == 0 || !state().registrations.contains_key(&id) {
         violation(
@@ -117,7 +118,9 @@ pub unsafe extern "system" fn WskCaptureProviderNPI(
     } else {
         irql::assert_passive("WskCaptureProviderNPI with a wait");
     }
-    let id = registration_id(registration, "WskCaptureProviderNPI");
+    // SAFETY: `registration` is the driver's registered, hence readable, WSK_REGISTRATION (this
+    // function's # Safety).
+    let id = unsafe { registration_id(registration, "WskCaptureProviderNPI") };
     CAPTURE_CALLS.fetch_add(1, Ordering::SeqCst);
     if NO_INTERFACE.load(Ordering::SeqCst) {
         return NtStatus::NOINTERFACE;
@@ -163,7 +166,9 @@ pub unsafe extern "system" fn WskCaptureProviderNPI(
 #[allow(non_snake_case)]
 pub unsafe extern "system" fn WskReleaseProviderNPI(registration: *mut WSK_REGISTRATION) {
     irql::assert_at_most_dispatch("WskReleaseProviderNPI");
-    let id = registration_id(registration, "WskReleaseProviderNPI");
+    // SAFETY: `registration` is the driver's registered, hence readable, WSK_REGISTRATION (this
+    // function's # Safety).
+    let id = unsafe { registration_id(registration, "WskReleaseProviderNPI") };
     let mut state = state();
     let reg = state.registrations.get_mut(&id).expect("checked above");
     if reg.captured == 0 {
@@ -190,7 +195,9 @@ pub unsafe extern "system" fn WskReleaseProviderNPI(registration: *mut WSK_REGIS
 #[allow(non_snake_case)]
 pub unsafe extern "system" fn WskDeregister(registration: *mut WSK_REGISTRATION) {
     irql::assert_passive("WskDeregister");
-    let id = registration_id(registration, "WskDeregister");
+    // SAFETY: `registration` is the driver's registered, hence readable, WSK_REGISTRATION (this
+    // function's # Safety).
+    let id = unsafe { registration_id(registration, "WskDeregister") };
     let mut state = state();
     loop {
         let reg = state.registrations.get(&id).expect("checked above");

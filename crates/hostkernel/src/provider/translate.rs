@@ -32,7 +32,8 @@ pub(crate) unsafe fn read(addr: *const SOCKADDR) -> Option<SocketAddr> {
 /// `out` must be NULL or point at writable memory of SOCKADDR_STORAGE size.
 pub(crate) unsafe fn write(out: *mut SOCKADDR, addr: SocketAddr) {
     if !out.is_null() {
-        // SAFETY: the caller guarantees room for any address.
+        // SAFETY: non-NULL, so writable for SOCKADDR_STORAGE's size (this function's # Safety),
+        // which is write_sockaddr's requirement.
         unsafe { wsk::addr::write_sockaddr(out, addr) };
     }
 }

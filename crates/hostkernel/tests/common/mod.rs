@@ -45,6 +45,10 @@ pub struct Client {
     pub npi: WSK_PROVIDER_NPI,
 }
 
+/// The completion routine of [`call`] and [`Pending`]: sets their event.
+///
+/// # Safety
+/// `context` must point at a live [`Event`] (PIO_COMPLETION_ROUTINE's context is the caller's).
 unsafe extern "system" fn signal(
     _device: *mut DEVICE_OBJECT,
     _irp: *mut IRP,
@@ -103,7 +107,8 @@ impl Client {
             Client: std::ptr::null_mut(),
             Dispatch: std::ptr::null(),
         };
-        // SAFETY: registered above.
+        // SAFETY: `registration` was registered above and stays boxed until deregister;
+        // `npi` is writable.
         let status = unsafe {
             WskCaptureProviderNPI(&raw mut *registration, WSK_INFINITE_WAIT, &raw mut npi)
         };
@@ -130,7 +135,9 @@ impl Client {
         let f = self.provider().WskSocket.unwrap();
         let client = self.npi.Client;
         let (_, status, info) = call(|irp| {
-            // SAFETY: documented WskSocket arguments.
+            // SAFETY: PFN_WSK_SOCKET's contract: `client` is the captured NPI's Client, `dispatch`
+            // NULL or the test's static WSK_CLIENT_LISTEN_DISPATCH, kept with `context` while the
+            // socket lives; `irp` is call()'s fresh IRP.
             unsafe {
                 f(
                     client,
@@ -152,9 +159,10 @@ impl Client {
     }
 
     pub fn deregister(mut self) {
-        // SAFETY: captured once in register.
+        // SAFETY: the registration is registered and holds the NPI captured once in register.
         unsafe { WskReleaseProviderNPI(self.registration()) };
-        // SAFETY: registered; every socket is closed by the test first.
+        // SAFETY: the registration is registered and resident (boxed in self); every socket is
+        // closed by the test first.
         unsafe { WskDeregister(self.registration()) };
     }
 }
@@ -203,7 +211,9 @@ pub fn set_events(socket: *mut WSK_SOCKET, mask: u32) -> NtStatus {
         NpiId: &raw const NPI_WSK_INTERFACE_ID,
         EventMask: mask,
     };
-    // SAFETY: documented arguments; no IRP for event control.
+    // SAFETY: PFN_WSK_CONTROL_SOCKET's contract: `socket` is live (the test has not closed it),
+    // `control` is a WSK_EVENT_CALLBACK_CONTROL of the size passed that outlives the call, and
+    // SO_WSK_EVENT_CALLBACK is the one option that may go without an IRP.
     unsafe {
         f(
             socket,
@@ -223,14 +233,16 @@ pub fn set_events(socket: *mut WSK_SOCKET, mask: u32) -> NtStatus {
 pub fn bind(socket: *mut WSK_SOCKET, address: SocketAddr) -> NtStatus {
     let f = listen_dispatch(socket).WskBind.unwrap();
     let mut storage = SOCKADDR_STORAGE::from(address);
-    // SAFETY: documented arguments; storage outlives the call.
+    // SAFETY: PFN_WSK_BIND's contract: `socket` is live, `storage` a SOCKADDR_STORAGE that
+    // outlives the call (call() waits for the IRP), `irp` call()'s fresh IRP.
     call(|irp| unsafe { f(socket, storage.as_mut_ptr(), 0, irp) }).1
 }
 
 pub fn local_address(socket: *mut WSK_SOCKET) -> SocketAddr {
     let f = listen_dispatch(socket).WskGetLocalAddress.unwrap();
     let mut storage = SOCKADDR_STORAGE::zeroed();
-    // SAFETY: documented arguments.
+    // SAFETY: PFN_WSK_GET_LOCAL_ADDRESS's contract: `socket` is live, `storage` a writable
+    // SOCKADDR_STORAGE that outlives the call (call() waits for the IRP), `irp` call()'s IRP.
     let status = call(|irp| unsafe { f(socket, storage.as_mut_ptr(), irp) }).1;
     assert_eq!(status, NtStatus::SUCCESS);
     storage.to_socket_addr().unwrap()
@@ -239,7 +251,8 @@ pub fn local_address(socket: *mut WSK_SOCKET) -> SocketAddr {
 /// WskCloseSocket, waited for. Works for listening and connection sockets (Basic is first).
 pub fn close(socket: *mut WSK_SOCKET) {
     let f = listen_dispatch(socket).Basic.WskCloseSocket.unwrap();
-    // SAFETY: documented arguments; the socket is not used afterwards.
+    // SAFETY: PFN_WSK_CLOSE_SOCKET's contract: `socket` is live and has no call in progress,
+    // `irp` is call()'s fresh IRP, and the caller does not use the socket afterwards.
     let (_, status, _) = call(|irp| unsafe { f(socket, irp) });
     assert_eq!(status, NtStatus::SUCCESS);
 }
@@ -341,7 +354,9 @@ impl Pending {
 /// WskAccept with its own IRP (no address out-parameters).
 pub fn start_accept(listener: *mut WSK_SOCKET) -> Pending {
     let f = listen_dispatch(listener).WskAccept.unwrap();
-    // SAFETY: documented arguments; no client dispatch for the accepted socket.
+    // SAFETY: PFN_WSK_ACCEPT's contract: `listener` is a live listening socket, the address
+    // out-parameters are NULL (not asked for), a NULL client dispatch is allowed (no events on
+    // the accepted socket), and `irp` is Pending::start's fresh IRP.
     Pending::start(|irp| unsafe {
         f(
             listener,

@@ -1,4 +1,6 @@
-//! WskSocket, WskControlClient, WskControlSocket, WskCloseSocket and the address queries.
+//! The basic calls every socket dispatch table starts with — WskControlSocket (options and
+//! SO_WSK_EVENT_CALLBACK), WskCloseSocket — and the address queries WskGetLocalAddress and
+//! WskGetRemoteAddress.
 
 use std::ffi::c_void;
 use std::sync::atomic::Ordering;
@@ -9,162 +11,18 @@ use wsk::{
     WSK_EVENT_SEND_BACKLOG, WSK_SOCKET,
 };
 
-use super::connection::Connection;
-use super::listen::Listening;
-use super::{CHANGED, CallGuard, Kind, Slot, Sock, State, finish, live, post, state, take_irp};
+use super::conditional;
+use super::state::{
+    CHANGED, CallGuard, Kind, Slot, Sock, check_wsk_entry, finish, live, post, post_after, retire,
+    serve_later, state, take_irp,
+};
+use super::translate;
 use crate::accounting::COUNTERS;
 use crate::irp::{self, IrpRef};
 use crate::schedule::{self, Fault};
-use crate::verifier::{Rule, check_wsk_entry, violation};
+use crate::verifier::{Rule, violation};
 
-/// Allocates the WSK_SOCKET a new socket is known by, and records the socket.
-pub(crate) fn insert(state: &mut State, sock: Sock) -> usize {
-    let dispatch: *const c_void = match &sock.kind {
-        Kind::Listen(_) => (&raw const super::listen::LISTEN_DISPATCH).cast(),
-        Kind::Connection(_) => (&raw const super::connection::CONNECTION_DISPATCH).cast(),
-    };
-    let key = Box::into_raw(Box::new(WSK_SOCKET { Dispatch: dispatch })) as usize;
-    if let Some(reg) = state.registrations.get_mut(&sock.registration) {
-        reg.sockets += 1;
-    }
-    state.sockets.insert(key, Slot::Live(sock));
-    COUNTERS.sockets.fetch_add(1, Ordering::SeqCst);
-    key
-}
-
-/// Forgets a socket the driver declined (a rejected accept event): the provider closes it, so it
-/// is retired at once like a closed one (the driver saw its pointer and must not use it).
-pub(crate) fn forget(state: &mut State, key: usize) -> Option<Sock> {
-    let registration = match state.sockets.get(&key) {
-        Some(Slot::Live(sock)) => sock.registration,
-        _ => return None,
-    };
-    let Some(Slot::Live(sock)) = state.sockets.insert(key, Slot::Closed { registration }) else {
-        return None;
-    };
-    if let Some(reg) = state.registrations.get_mut(&sock.registration) {
-        reg.sockets -= 1;
-    }
-    COUNTERS.sockets.fetch_sub(1, Ordering::SeqCst);
-    CHANGED.notify_all();
-    super::retire(state, key);
-    Some(sock)
-}
-
-/// A table of [`POISON_ENTRIES`] function pointers that a closed socket's `Dispatch` points at.
-#[repr(C)]
-pub(crate) struct Poison([unsafe extern "system" fn() -> NtStatus; POISON_ENTRIES]);
-
-/// More entries than the largest socket dispatch table (the connection table has 13).
-const POISON_ENTRIES: usize = 16;
-
-/// Any WSK function reached through a closed socket's poisoned Dispatch.
-unsafe extern "system" fn poisoned_call() -> NtStatus {
-    violation(
-        Rule::SocketUsedAfterClose,
-        "a WSK function called through the Dispatch of a closed socket (its WSK_SOCKET is \
-         poisoned once its close completed)",
-    )
-}
-
-/// WskCloseSocket (entry 1 of every table: WSK_PROVIDER_BASIC_DISPATCH) through a poisoned
-/// Dispatch.
-unsafe extern "system" fn poisoned_close() -> NtStatus {
-    violation(
-        Rule::SocketClosedTwice,
-        "WskCloseSocket through the Dispatch of a socket whose close already completed",
-    )
-}
-
-/// The poison table: every entry is a violation. The callers pass arguments the entries ignore;
-/// with the `system` ABI the caller owns its argument registers and stack, and every entry stops
-/// the process before it would return.
-pub(crate) static POISON: Poison = {
-    let mut table: [unsafe extern "system" fn() -> NtStatus; POISON_ENTRIES] =
-        [poisoned_call; POISON_ENTRIES];
-    table[1] = poisoned_close;
-    Poison(table)
-};
-
-/// WskSocket (PFN_WSK_SOCKET). Listening and connection-oriented TCP sockets only.
-pub(crate) unsafe extern "system" fn wsk_socket(
-    client: *mut c_void,
-    family: u16,
-    socket_type: u16,
-    protocol: u32,
-    flags: u32,
-    socket_context: *mut c_void,
-    dispatch: *const c_void,
-    _owning_process: *mut c_void,
-    _owning_thread: *mut c_void,
-    _security_descriptor: *mut c_void,
-    irp: *mut IRP,
-) -> NtStatus {
-    check_wsk_entry("WskSocket");
-    let irp = take_irp(irp, "WskSocket");
-    let registration = client as u64;
-    if !state().registrations.contains_key(&registration) {
-        violation(
-            Rule::RegistrationMisuse,
-            "WskSocket with a client that is not a captured provider NPI",
-        );
-    }
-    if schedule::should_fail(Fault::WskSocket) {
-        return finish(irp, NtStatus::INSUFFICIENT_RESOURCES, 0);
-    }
-    if socket_type != wsk::SOCK_STREAM || (protocol != wsk::IPPROTO_TCP && protocol != 0) {
-        return finish(irp, NtStatus::NOT_SUPPORTED, 0);
-    }
-    let kind = match flags {
-        wsk::WSK_FLAG_LISTEN_SOCKET => match Listening::new(family) {
-            Ok(listening) => Kind::Listen(Box::new(listening)),
-            Err(status) => return finish(irp, status, 0),
-        },
-        wsk::WSK_FLAG_CONNECTION_SOCKET => match Connection::unconnected(family) {
-            Some(connection) => Kind::Connection(Box::new(connection)),
-            None => return finish(irp, NtStatus::INVALID_PARAMETER, 0),
-        },
-        _ => return finish(irp, NtStatus::NOT_SUPPORTED, 0),
-    };
-    let key = insert(
-        &mut state(),
-        Sock {
-            registration,
-            kind,
-            context: socket_context,
-            client_dispatch: dispatch,
-            events: 0,
-            calls_in_progress: 0,
-            callbacks_running: 0,
-            accept_event_thread: None,
-        },
-    );
-    finish(irp, NtStatus::SUCCESS, key)
-}
-
-/// WskControlClient: the host supports no client-level control codes (static event callbacks
-/// are not emulated; wskaccept enables events per socket).
-pub(crate) unsafe extern "system" fn wsk_control_client(
-    _client: *mut c_void,
-    _code: u32,
-    _input_size: usize,
-    _input: *mut c_void,
-    _output_size: usize,
-    _output: *mut c_void,
-    _returned: *mut usize,
-    irp: *mut IRP,
-) -> NtStatus {
-    check_wsk_entry("WskControlClient");
-    if irp.is_null() {
-        return NtStatus::NOT_SUPPORTED;
-    }
-    finish(
-        take_irp(irp, "WskControlClient"),
-        NtStatus::NOT_SUPPORTED,
-        0,
-    )
-}
-
+/// Completes `irp` with `status` if there is one; returns what the call returns.
 fn answer(irp: Option<IrpRef>, status: NtStatus) -> NtStatus {
     match irp {
         Some(irp) => finish(irp, status, 0),
@@ -174,6 +32,12 @@ fn answer(irp: Option<IrpRef>, status: NtStatus) -> NtStatus {
 
 /// WskControlSocket (PFN_WSK_CONTROL_SOCKET): SO_WSK_EVENT_CALLBACK, SO_EXCLUSIVEADDRUSE,
 /// SO_REUSEADDR, IPV6_V6ONLY and SO_CONDITIONAL_ACCEPT.
+///
+/// # Safety
+/// `socket` must be a socket this provider handed out that the driver has not closed, and `irp`
+/// NULL (SO_WSK_EVENT_CALLBACK only) or an IRP from IoAllocateIrp with a completion routine, not
+/// pending (all checked); `input` must be NULL or `input_size` readable bytes, and a
+/// WSK_EVENT_CALLBACK_CONTROL's `NpiId` NULL or a readable GUID (PFN_WSK_CONTROL_SOCKET).
 pub(crate) unsafe extern "system" fn wsk_control_socket(
     socket: *mut WSK_SOCKET,
     request: WSK_CONTROL_SOCKET_TYPE,
@@ -240,6 +104,7 @@ pub(crate) unsafe extern "system" fn wsk_control_socket(
     answer(irp, status)
 }
 
+/// SO_WSK_EVENT_CALLBACK: enables or disables event callbacks (WSK-FACTS §5).
 fn set_events(key: usize, mask: u32, irp: Option<IrpRef>) -> NtStatus {
     let mut state = state();
     let Some(sock) = live(&mut state, key) else {
@@ -297,19 +162,20 @@ fn set_events(key: usize, mask: u32, irp: Option<IrpRef>) -> NtStatus {
     }
     sock.events |= mask;
     // A listener may have connections waiting for a consumer; a connection may have data.
-    post(&mut state, Box::new(move || super::service(key)));
+    serve_later(&mut state, key);
     drop(state);
     answer(irp, NtStatus::SUCCESS)
 }
 
+/// Whether the client dispatch has a callback for every event in `mask`.
 fn callbacks_present(sock: &Sock, mask: u32) -> bool {
     if sock.client_dispatch.is_null() {
         return false;
     }
     match &sock.kind {
         Kind::Listen(_) => {
-            // SAFETY: a listening socket's client dispatch is the WSK_CLIENT_LISTEN_DISPATCH the
-            // driver passed to WskSocket, resident while the socket lives.
+            // SAFETY: non-NULL (checked above), so the WSK_CLIENT_LISTEN_DISPATCH the driver
+            // passed to WskSocket, resident while the socket lives (Sock invariants).
             let d = unsafe {
                 &*sock
                     .client_dispatch
@@ -318,7 +184,8 @@ fn callbacks_present(sock: &Sock, mask: u32) -> bool {
             mask & WSK_EVENT_ACCEPT == 0 || d.WskAcceptEvent.is_some()
         }
         Kind::Connection(_) => {
-            // SAFETY: a connection socket's client dispatch is a WSK_CLIENT_CONNECTION_DISPATCH.
+            // SAFETY: non-NULL (checked above), so the WSK_CLIENT_CONNECTION_DISPATCH the driver
+            // gave with the socket, resident while it lives (Sock invariants).
             let d = unsafe {
                 &*sock
                     .client_dispatch
@@ -335,6 +202,12 @@ fn callbacks_present(sock: &Sock, mask: u32) -> bool {
 /// STATUS_CANCELLED and Information 0, aborts a connection that is not disconnected, waits for
 /// running callbacks (they run on the provider thread, which finishes the close), then completes
 /// the close IRP. Never fails (WSK-FACTS §7).
+///
+/// # Safety
+/// `socket` must be a socket this provider handed out and `irp` an IRP from IoAllocateIrp with a
+/// completion routine, not pending (both checked, as are a second close and a close while
+/// another call is in progress); the driver must not use `socket` once the close completes
+/// (a use within the quarantine is caught through the poisoned Dispatch).
 pub(crate) unsafe extern "system" fn wsk_close_socket(
     socket: *mut WSK_SOCKET,
     irp: *mut IRP,
@@ -379,7 +252,7 @@ pub(crate) unsafe extern "system" fn wsk_close_socket(
     }
     drop(state);
     let irp = take_irp(irp, "WskCloseSocket");
-    let mut guard = super::state();
+    let mut guard = super::state::state();
     let registration = match guard.sockets.get(&key) {
         Some(Slot::Live(sock)) => sock.registration,
         _ => unreachable!("checked above under the same call"),
@@ -388,7 +261,7 @@ pub(crate) unsafe extern "system" fn wsk_close_socket(
         unreachable!("checked above")
     };
     let delay = guard.close_delay;
-    super::post_after(
+    post_after(
         &mut guard,
         delay,
         Box::new(move || finish_close(key, sock, irp)),
@@ -402,8 +275,12 @@ fn finish_close(key: usize, sock: Sock, irp: IrpRef) {
     let cancelled = {
         let mut state = state();
         match sock.kind {
-            Kind::Listen(listening) => listening.shut_down(&mut state, key),
-            Kind::Connection(connection) => connection.shut_down(&state),
+            Kind::Listen(listening) => {
+                let irps = listening.shut_down(state.registry.as_ref());
+                conditional::drop_inspections(&mut state, key);
+                irps
+            }
+            Kind::Connection(connection) => connection.shut_down(state.registry.as_ref()),
         }
     };
     for pending in cancelled {
@@ -416,7 +293,7 @@ fn finish_close(key: usize, sock: Sock, irp: IrpRef) {
     }
     // The close completed: from now on the WSK_SOCKET is poisoned, then freed (WSK-FACTS §7:
     // after the call the socket must not be used again).
-    super::retire(&mut state, key);
+    retire(&mut state, key);
     COUNTERS.sockets.fetch_sub(1, Ordering::SeqCst);
     CHANGED.notify_all();
 }
@@ -434,25 +311,46 @@ pub fn fail_next_listen_local_address(delay: std::time::Duration) {
 }
 
 /// WskGetLocalAddress (listen and connection dispatch).
+///
+/// # Safety
+/// `socket` must be a socket this provider handed out that the driver has not closed, and `irp`
+/// an IRP from IoAllocateIrp with a completion routine, not pending (both checked: anything else
+/// is a verifier violation); `out` must be NULL or a writable
+/// SOCKADDR_STORAGE-sized buffer (PFN_WSK_GET_LOCAL_ADDRESS).
 pub(crate) unsafe extern "system" fn wsk_get_local_address(
     socket: *mut WSK_SOCKET,
     out: *mut SOCKADDR,
     irp: *mut IRP,
 ) -> NtStatus {
-    // SAFETY: forwarded with the driver's own guarantees for `out`.
+    // SAFETY: the caller's guarantees for `socket`, `out` and `irp` (this function's # Safety)
+    // are exactly get_address's.
     unsafe { get_address(socket, out, irp, "WskGetLocalAddress", true) }
 }
 
 /// WskGetRemoteAddress (connection dispatch).
+///
+/// # Safety
+/// `socket` must be a socket this provider handed out that the driver has not closed, and `irp`
+/// an IRP from IoAllocateIrp with a completion routine, not pending (both checked: anything else
+/// is a verifier violation); `out` must be NULL or a writable
+/// SOCKADDR_STORAGE-sized buffer (PFN_WSK_GET_REMOTE_ADDRESS).
 pub(crate) unsafe extern "system" fn wsk_get_remote_address(
     socket: *mut WSK_SOCKET,
     out: *mut SOCKADDR,
     irp: *mut IRP,
 ) -> NtStatus {
-    // SAFETY: forwarded with the driver's own guarantees for `out`.
+    // SAFETY: the caller's guarantees for `socket`, `out` and `irp` (this function's # Safety)
+    // are exactly get_address's.
     unsafe { get_address(socket, out, irp, "WskGetRemoteAddress", false) }
 }
 
+/// WskGetLocalAddress (`local`) or WskGetRemoteAddress on `socket`.
+///
+/// # Safety
+/// `socket` must be a socket this provider handed out that the driver has not closed, and `irp`
+/// an IRP from IoAllocateIrp with a completion routine, not pending (both checked: anything else
+/// is a verifier violation); `out` must be NULL or a writable
+/// SOCKADDR_STORAGE-sized buffer.
 unsafe fn get_address(
     socket: *mut WSK_SOCKET,
     out: *mut SOCKADDR,
@@ -501,7 +399,7 @@ unsafe fn get_address(
     match address {
         Some(address) if !out.is_null() => {
             // SAFETY: the driver passes a SOCKADDR_STORAGE-sized buffer for the address.
-            unsafe { super::translate::write(out, address) };
+            unsafe { translate::write(out, address) };
             finish(irp, NtStatus::SUCCESS, 0)
         }
         Some(_) => finish(irp, NtStatus::INVALID_PARAMETER, 0),

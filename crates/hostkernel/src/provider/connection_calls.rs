@@ -1,0 +1,252 @@
+//! The calls of the connection dispatch table: WskSend, WskReceive, WskDisconnect (graceful or
+//! abortive), and the ones the host does not emulate (WskBind, WskConnect, WskRelease); the
+//! basic calls and the address queries are `socket_calls`'.
+
+use wsk::{IRP, NtStatus, SOCKADDR, WSK_BUF, WSK_DATA_INDICATION, WSK_FLAG_ABORTIVE, WSK_SOCKET};
+
+use super::connection::{Connection, Receive, Send, abortive_drop};
+use super::connection_events::service;
+use super::socket_calls;
+use super::state::{CallGuard, Kind, complete_later, finish, live, post, state, take_irp};
+use crate::irp::IrpRef;
+
+/// The connection dispatch table the host hands out.
+pub(crate) static CONNECTION_DISPATCH: wsk::WSK_PROVIDER_CONNECTION_DISPATCH =
+    wsk::WSK_PROVIDER_CONNECTION_DISPATCH {
+        Basic: wsk::WSK_PROVIDER_BASIC_DISPATCH {
+            WskControlSocket: Some(socket_calls::wsk_control_socket),
+            WskCloseSocket: Some(socket_calls::wsk_close_socket),
+        },
+        WskBind: Some(wsk_bind_connection),
+        WskConnect: Some(wsk_connect),
+        WskGetLocalAddress: Some(socket_calls::wsk_get_local_address),
+        WskGetRemoteAddress: Some(socket_calls::wsk_get_remote_address),
+        WskSend: Some(wsk_send),
+        WskReceive: Some(wsk_receive),
+        WskDisconnect: Some(wsk_disconnect),
+        WskRelease: Some(wsk_release),
+        WskConnectEx: None,
+        WskSendEx: None,
+        WskReceiveEx: None,
+    };
+
+/// Runs `f` on the live connection at `key`, then has the event loop serve it.
+fn with_connection(
+    key: usize,
+    f: impl FnOnce(&mut Connection) -> Result<(), NtStatus>,
+) -> Result<(), NtStatus> {
+    let mut state = state();
+    match live(&mut state, key).map(|s| &mut s.kind) {
+        Some(Kind::Connection(connection)) => f(connection)?,
+        _ => return Err(NtStatus::INVALID_DEVICE_STATE),
+    }
+    post(&mut state, Box::new(move || service(key)));
+    Ok(())
+}
+
+/// WskSend: queues the bytes; the provider thread writes them and completes the IRP with the
+/// number of bytes sent.
+///
+/// # Safety
+/// `socket` must be a socket this provider handed out that the driver has not closed, and `irp`
+/// an IRP from IoAllocateIrp with a completion routine, not pending (both checked: anything else
+/// is a verifier violation); `buffer` must be NULL or a WSK_BUF whose MDL chain
+/// describes readable memory (PFN_WSK_SEND).
+unsafe extern "system" fn wsk_send(
+    socket: *mut WSK_SOCKET,
+    buffer: *mut WSK_BUF,
+    flags: u32,
+    irp: *mut IRP,
+) -> NtStatus {
+    let _call = CallGuard::enter(socket, "WskSend");
+    let irp = take_irp(irp, "WskSend");
+    if buffer.is_null() || flags != 0 {
+        return finish(irp, NtStatus::INVALID_PARAMETER, 0);
+    }
+    // SAFETY: checked non-NULL; the driver's WSK_BUF stays valid until completion.
+    let buffer = unsafe { &*buffer };
+    // SAFETY: the driver's WSK_BUF describes live MDLs until completion.
+    let data: Vec<u8> = unsafe { crate::mdl::pieces(buffer) }
+        .into_iter()
+        // SAFETY: each piece is a readable range of driver memory described by its MDL.
+        .flat_map(|(ptr, len)| unsafe { std::slice::from_raw_parts(ptr, len) }.to_vec())
+        .collect();
+    let result = with_connection(socket as usize, |c| {
+        if c.stream.is_none() || c.shutdown_sent || c.disconnect.is_some() {
+            return Err(if c.reset {
+                NtStatus::CONNECTION_RESET
+            } else {
+                NtStatus::INVALID_DEVICE_STATE
+            });
+        }
+        c.sends.push_back(Send {
+            irp,
+            data,
+            written: 0,
+        });
+        Ok(())
+    });
+    match result {
+        Ok(()) => NtStatus::PENDING,
+        Err(status) => finish(irp, status, 0),
+    }
+}
+
+/// WskReceive: completes when data (Information = bytes), a graceful close (Information 0) or a
+/// reset (STATUS_CONNECTION_RESET) arrives.
+///
+/// # Safety
+/// `socket` must be a socket this provider handed out that the driver has not closed, and `irp`
+/// an IRP from IoAllocateIrp with a completion routine, not pending (both checked: anything else
+/// is a verifier violation); `buffer` must be NULL or a WSK_BUF whose MDL chain
+/// describes writable memory that stays valid until the IRP completes (PFN_WSK_RECEIVE).
+unsafe extern "system" fn wsk_receive(
+    socket: *mut WSK_SOCKET,
+    buffer: *mut WSK_BUF,
+    flags: u32,
+    irp: *mut IRP,
+) -> NtStatus {
+    let _call = CallGuard::enter(socket, "WskReceive");
+    let irp = take_irp(irp, "WskReceive");
+    if buffer.is_null() || flags != 0 {
+        return finish(irp, NtStatus::INVALID_PARAMETER, 0);
+    }
+    // SAFETY: checked non-NULL; the driver's WSK_BUF stays valid until completion.
+    let buffer = unsafe { &*buffer };
+    let (mdl, offset, length) = (buffer.Mdl, buffer.Offset, buffer.Length);
+    if mdl.is_null() || length == 0 {
+        return finish(irp, NtStatus::INVALID_PARAMETER, 0);
+    }
+    let result = with_connection(socket as usize, |c| {
+        if !c.is_connected() {
+            return Err(NtStatus::INVALID_DEVICE_STATE);
+        }
+        c.receives.push_back(Receive {
+            irp,
+            mdl,
+            offset,
+            length,
+        });
+        Ok(())
+    });
+    match result {
+        Ok(()) => NtStatus::PENDING,
+        Err(status) => finish(irp, status, 0),
+    }
+}
+
+/// WskDisconnect: graceful (FIN after queued sends) or abortive (RST) with `WSK_FLAG_ABORTIVE`.
+///
+/// # Safety
+/// `socket` must be a socket this provider handed out that the driver has not closed, and `irp`
+/// an IRP from IoAllocateIrp with a completion routine, not pending (both checked: anything else
+/// is a verifier violation); `buffer` is not read (a final buffer is refused,
+/// PFN_WSK_DISCONNECT).
+unsafe extern "system" fn wsk_disconnect(
+    socket: *mut WSK_SOCKET,
+    buffer: *mut WSK_BUF,
+    flags: u32,
+    irp: *mut IRP,
+) -> NtStatus {
+    let _call = CallGuard::enter(socket, "WskDisconnect");
+    let irp = take_irp(irp, "WskDisconnect");
+    if !buffer.is_null() || flags & !WSK_FLAG_ABORTIVE != 0 {
+        // A final send buffer with the disconnect is not emulated.
+        return finish(irp, NtStatus::NOT_SUPPORTED, 0);
+    }
+    let key = socket as usize;
+    if flags & WSK_FLAG_ABORTIVE != 0 {
+        let mut cancelled = Vec::new();
+        let status = {
+            let mut state = state();
+            let registry = state
+                .registry
+                .as_ref()
+                .map(|r| r.try_clone().expect("registry clone"));
+            match live(&mut state, key).map(|s| &mut s.kind) {
+                Some(Kind::Connection(c)) => {
+                    if let Some(mut stream) = c.stream.take() {
+                        if let Some(registry) = registry {
+                            let _ = registry.deregister(&mut stream);
+                        }
+                        abortive_drop(stream);
+                    }
+                    cancelled.extend(c.receives.drain(..).map(|r| r.irp));
+                    cancelled.extend(c.sends.drain(..).map(|s| s.irp));
+                    cancelled.extend(c.disconnect.take());
+                    cancelled.extend(c.fin_wait.take());
+                    c.shutdown_sent = true;
+                    NtStatus::SUCCESS
+                }
+                _ => NtStatus::INVALID_DEVICE_STATE,
+            }
+        };
+        for pending in cancelled {
+            complete_later_now(pending, NtStatus::CONNECTION_ABORTED);
+        }
+        return finish(irp, status, 0);
+    }
+    let result = with_connection(key, |c| {
+        if c.stream.is_none() || c.shutdown_sent || c.disconnect.is_some() {
+            return Err(NtStatus::INVALID_DEVICE_STATE);
+        }
+        c.disconnect = Some(irp);
+        Ok(())
+    });
+    match result {
+        Ok(()) => NtStatus::PENDING,
+        Err(status) => finish(irp, status, 0),
+    }
+}
+
+/// Completes `irp` later on the provider thread, with Information 0.
+fn complete_later_now(irp: IrpRef, status: NtStatus) {
+    complete_later(&mut state(), irp, status, 0);
+}
+
+/// WskBind on a connection socket: outgoing connections are not emulated.
+///
+/// # Safety
+/// `socket` must be a socket this provider handed out that the driver has not closed, and `irp`
+/// an IRP from IoAllocateIrp with a completion routine, not pending (both checked: anything else
+/// is a verifier violation); the address is not read.
+unsafe extern "system" fn wsk_bind_connection(
+    socket: *mut WSK_SOCKET,
+    _address: *mut SOCKADDR,
+    _flags: u32,
+    irp: *mut IRP,
+) -> NtStatus {
+    let _call = CallGuard::enter(socket, "WskBind");
+    // Outgoing connections are not emulated: wskaccept only accepts.
+    finish(take_irp(irp, "WskBind"), NtStatus::NOT_SUPPORTED, 0)
+}
+
+/// WskConnect: outgoing connections are not emulated.
+///
+/// # Safety
+/// `socket` must be a socket this provider handed out that the driver has not closed, and `irp`
+/// an IRP from IoAllocateIrp with a completion routine, not pending (both checked: anything else
+/// is a verifier violation); the address is not read.
+unsafe extern "system" fn wsk_connect(
+    socket: *mut WSK_SOCKET,
+    _address: *mut SOCKADDR,
+    _flags: u32,
+    irp: *mut IRP,
+) -> NtStatus {
+    let _call = CallGuard::enter(socket, "WskConnect");
+    finish(take_irp(irp, "WskConnect"), NtStatus::NOT_SUPPORTED, 0)
+}
+
+/// WskRelease: the host never lets a client retain indications, so nothing is released.
+///
+/// # Safety
+/// `socket` must be a socket this provider handed out that the driver has not closed (checked);
+/// the indication list is not read.
+unsafe extern "system" fn wsk_release(
+    socket: *mut WSK_SOCKET,
+    _indication: *mut WSK_DATA_INDICATION,
+) -> NtStatus {
+    let _call = CallGuard::enter(socket, "WskRelease");
+    // The host never lets a client retain indications, so there is nothing to release.
+    NtStatus::INVALID_PARAMETER
+}

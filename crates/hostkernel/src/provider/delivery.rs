@@ -1,0 +1,345 @@
+//! The delivery state machine (provider thread): each incoming connection of a listening socket
+//! goes to a queued WskAccept IRP first, else to WskAcceptEvent (WSK-FACTS §4–§5), or to
+//! [`inspect`] first on a conditional listener; a listening socket that fails completes its IRPs
+//! and tells the accept event with a NULL socket. [`next_step`] decides under the state lock,
+//! [`run_step`] acts with it released.
+
+use std::ffi::c_void;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use wsk::{
+    NtStatus, SOCKADDR_STORAGE, WSK_CLIENT_CONNECTION_DISPATCH, WSK_EVENT_ACCEPT,
+    WSK_EVENT_DISCONNECT, WSK_EVENT_RECEIVE, WSK_EVENT_SEND_BACKLOG, WSK_FLAG_AT_DISPATCH_LEVEL,
+    WSK_SOCKET,
+};
+
+use super::conditional::inspect;
+use super::connection::Connection;
+use super::connection_calls::CONNECTION_DISPATCH;
+use super::connection_events;
+use super::listening::{Incoming, Listening, reset};
+use super::state::{
+    Kind, Slot, Sock, State, callback_done, forget, insert, listen_dispatch, live, post, state,
+};
+use super::translate;
+use crate::irp::{self, IrpRef};
+use crate::irql;
+use crate::schedule::{self, Fault};
+use crate::verifier::{Rule, violation};
+
+static ACCEPT_EVENT_PREEMPTION: AtomicBool = AtomicBool::new(false);
+
+/// Fault mode: every WskAcceptEvent callback may be "preempted" — each spin lock it releases
+/// holds its thread up for a millisecond while the driver's other threads run on, so a driver
+/// that lets another thread use the handed-over socket before the callback returns is caught
+/// (`socket-used-before-accept-event-returned`).
+pub fn set_accept_event_preemption(on: bool) {
+    ACCEPT_EVENT_PREEMPTION.store(on, Ordering::SeqCst);
+}
+
+/// What the provider thread does next for a listener.
+enum Step {
+    Inspect {
+        stream: std::net::TcpStream,
+        local: SocketAddr,
+        remote: SocketAddr,
+    },
+    DeliverEvent {
+        new_key: usize,
+        local: SocketAddr,
+        remote: SocketAddr,
+    },
+    ListenerFailed {
+        irps: Vec<IrpRef>,
+        event: bool,
+    },
+    Completed {
+        irp: IrpRef,
+        new_key: usize,
+    },
+}
+
+/// Serves a listener until nothing more can be delivered (provider thread).
+pub(crate) fn service(key: usize) {
+    while let Some(step) = next_step(key, false) {
+        run_step(key, step);
+    }
+}
+
+/// Delivers at most one connection; returns the IRP completed, if any.
+pub(super) fn deliver_one(key: usize, irp_only: bool) -> Option<IrpRef> {
+    let step = next_step(key, irp_only)?;
+    let completed = if let Step::Completed { irp, .. } = step {
+        Some(irp)
+    } else {
+        None
+    };
+    run_step(key, step);
+    completed
+}
+
+/// The next connection the OS accepted on this listener, if any.
+fn accept_os(listening: &Listening) -> Option<Incoming> {
+    let listener = listening.listener.as_ref()?;
+    loop {
+        match listener.accept() {
+            Ok((stream, remote)) => {
+                let stream: std::net::TcpStream = stream.into();
+                let Ok(local) = stream.local_addr() else {
+                    continue;
+                };
+                return Some(Incoming {
+                    stream,
+                    local,
+                    remote,
+                });
+            }
+            Err(e)
+                if e.kind() == io::ErrorKind::Interrupted
+                    || e.kind() == io::ErrorKind::ConnectionAborted => {}
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Decides what to do next for listening socket `key` (under the state lock).
+fn next_step(key: usize, irp_only: bool) -> Option<Step> {
+    let mut guard = state();
+    let state = &mut *guard;
+    let (incoming, use_event, request, inherited, registration) = {
+        let State {
+            sockets, registry, ..
+        } = &mut *state;
+        let Some(Slot::Live(sock)) = sockets.get_mut(&key) else {
+            return None;
+        };
+        let events_on = sock.events & WSK_EVENT_ACCEPT != 0 && !irp_only;
+        let inherited =
+            sock.events & (WSK_EVENT_RECEIVE | WSK_EVENT_DISCONNECT | WSK_EVENT_SEND_BACKLOG);
+        let registration = sock.registration;
+        let Kind::Listen(listening) = &mut sock.kind else {
+            return None;
+        };
+        if listening.broken {
+            return None;
+        }
+        // Conditional accept: inspect every new arrival first, consumer or not (WSK-FACTS §6).
+        if listening.conditional
+            && !irp_only
+            && let Some(incoming) = accept_os(listening)
+        {
+            return Some(Step::Inspect {
+                stream: incoming.stream,
+                local: incoming.local,
+                remote: incoming.remote,
+            });
+        }
+        let has_irp = !listening.accept_irps.is_empty();
+        if !has_irp && !events_on {
+            return None;
+        }
+        let incoming = match listening.ready.pop_front() {
+            Some(incoming) => incoming,
+            None if listening.conditional => return None,
+            None => accept_os(listening)?,
+        };
+        if schedule::should_fail(Fault::ListenerFailure) {
+            reset(&incoming.stream);
+            listening.break_down(registry.as_ref());
+            let irps: Vec<IrpRef> = listening.accept_irps.drain(..).map(|r| r.irp).collect();
+            return Some(Step::ListenerFailed {
+                irps,
+                event: events_on,
+            });
+        }
+        // A queued IRP wins unless the schedule injects the documented race (WSK-FACTS §4).
+        let use_event = events_on && (!has_irp || schedule::inject_accept_race());
+        let request = if use_event {
+            None
+        } else {
+            listening.accept_irps.pop_front()
+        };
+        (incoming, use_event, request, inherited, registration)
+    };
+    let (local, remote) = (incoming.local, incoming.remote);
+    let reset_now = schedule::should_fail(Fault::ConnectionReset);
+    let connection = Connection::accepted(incoming.stream, local, remote, reset_now);
+    let (context, dispatch) = request
+        .as_ref()
+        .map_or((std::ptr::null_mut(), std::ptr::null()), |r| {
+            (r.context, r.dispatch)
+        });
+    // Sockets accepted by WskAccept start with every event disabled (WSK-FACTS §3); those accepted
+    // by the event inherit the listener's connection events (WSK-FACTS §5).
+    let events = if use_event { inherited } else { 0 };
+    let new_key = insert(
+        state,
+        Sock {
+            registration,
+            kind: Kind::Connection(Box::new(connection)),
+            context,
+            client_dispatch: dispatch,
+            events,
+            calls_in_progress: 0,
+            callbacks_running: 0,
+            accept_event_thread: use_event.then(|| std::thread::current().id()),
+        },
+        (&raw const CONNECTION_DISPATCH).cast(),
+    );
+    connection_events::register(state, new_key);
+    match request {
+        None => Some(Step::DeliverEvent {
+            new_key,
+            local,
+            remote,
+        }),
+        Some(request) => {
+            // SAFETY: `local_out` is NULL or a SOCKADDR_STORAGE-sized buffer valid until the
+            // accept completes (AcceptRequest invariants, WSK-FACTS §3); the IRP is still pending.
+            unsafe { translate::write(request.local_out, local) };
+            // SAFETY: `remote_out` is, like `local_out`, NULL or a SOCKADDR_STORAGE-sized buffer
+            // the driver keeps until this accept completes (PFN_WSK_ACCEPT, WSK-FACTS §3); the IRP
+            // is still pending.
+            unsafe { translate::write(request.remote_out, remote) };
+            Some(Step::Completed {
+                irp: request.irp,
+                new_key,
+            })
+        }
+    }
+}
+
+/// Does `step` (state lock released: the client's callbacks may call WSK again).
+fn run_step(key: usize, step: Step) {
+    match step {
+        // Information = the accepted PWSK_SOCKET (WSK-FACTS §3).
+        Step::Completed { irp, new_key } => irp::complete(irp, NtStatus::SUCCESS, new_key),
+        Step::ListenerFailed { irps, event } => {
+            for irp in irps {
+                irp::complete(irp, NtStatus::CONNECTION_ABORTED, 0);
+            }
+            if event && let Some((context, dispatch)) = listen_dispatch(key) {
+                if let Some(accept_event) = dispatch.WskAcceptEvent {
+                    let mut out_context = std::ptr::null_mut();
+                    let mut out_dispatch = std::ptr::null();
+                    irql::at_dispatch(|| {
+                        // SAFETY: the driver's accept callback, called as WSK does when the
+                        // listening socket stops working: AcceptSocket NULL (WSK-FACTS §5).
+                        unsafe {
+                            accept_event(
+                                context,
+                                WSK_FLAG_AT_DISPATCH_LEVEL,
+                                std::ptr::null_mut(),
+                                std::ptr::null_mut(),
+                                std::ptr::null_mut(),
+                                &raw mut out_context,
+                                &raw mut out_dispatch,
+                            )
+                        }
+                    });
+                }
+                callback_done(key);
+            }
+        }
+        Step::DeliverEvent {
+            new_key,
+            local,
+            remote,
+        } => deliver_event(key, new_key, local, remote),
+        Step::Inspect {
+            stream,
+            local,
+            remote,
+        } => inspect(key, stream, local, remote),
+    }
+}
+
+/// Hands a new connection socket to the client's WskAcceptEvent.
+fn deliver_event(key: usize, new_key: usize, local: SocketAddr, remote: SocketAddr) {
+    let Some((context, dispatch)) = listen_dispatch(key) else {
+        forget_and_reset(new_key);
+        return;
+    };
+    let Some(accept_event) = dispatch.WskAcceptEvent else {
+        callback_done(key);
+        forget_and_reset(new_key);
+        return;
+    };
+    let mut local_sa = SOCKADDR_STORAGE::from(local);
+    let mut remote_sa = SOCKADDR_STORAGE::from(remote);
+    let mut out_context: *mut c_void = std::ptr::null_mut();
+    let mut out_dispatch: *const WSK_CLIENT_CONNECTION_DISPATCH = std::ptr::null();
+    let mut call = || {
+        irql::at_dispatch(|| {
+            // SAFETY: PFN_WSK_ACCEPT_EVENT's contract (WSK-FACTS §5): `context` is the
+            // SocketContext the driver gave this listening socket, valid while the socket lives,
+            // and the socket cannot finish closing while this provider-thread callback runs; the
+            // addresses are SOCKADDR_STORAGE copies on this stack and the out-parameters locals,
+            // all valid for the call; `new_key` is the live WSK_SOCKET being handed over.
+            unsafe {
+                accept_event(
+                    context,
+                    WSK_FLAG_AT_DISPATCH_LEVEL,
+                    local_sa.as_mut_ptr(),
+                    remote_sa.as_mut_ptr(),
+                    new_key as *mut WSK_SOCKET,
+                    &raw mut out_context,
+                    &raw mut out_dispatch,
+                )
+            }
+        })
+    };
+    let status = if ACCEPT_EVENT_PREEMPTION.load(Ordering::SeqCst) {
+        crate::spinlock::preemptible(call)
+    } else {
+        call()
+    };
+    {
+        // The callback returned: from now on the socket is the client's (or declined). Recorded
+        // with the end of the callback, in one step, so that whoever learns that no callback
+        // runs (a disable answering STATUS_SUCCESS) finds the socket recorded.
+        let mut state = state();
+        if let Some(sock) = live(&mut state, new_key) {
+            sock.accept_event_thread = None;
+        }
+        if let Some(sock) = live(&mut state, key) {
+            sock.callbacks_running -= 1;
+        }
+    }
+    if status == NtStatus::SUCCESS {
+        let mut state = state();
+        if let Some(sock) = live(&mut state, new_key) {
+            sock.context = out_context;
+            sock.client_dispatch = out_dispatch.cast();
+            if sock.client_dispatch.is_null() {
+                sock.events = 0;
+            }
+        }
+        post(
+            &mut state,
+            Box::new(move || connection_events::service(new_key)),
+        );
+    } else if status == NtStatus::REQUEST_NOT_ACCEPTED {
+        // The provider closes a rejected socket abortively: the peer sees RST.
+        forget_and_reset(new_key);
+    } else {
+        violation(
+            Rule::InvalidArgument,
+            format_args!(
+                "WskAcceptEvent returned {status}; only STATUS_SUCCESS or STATUS_REQUEST_NOT_ACCEPTED are allowed"
+            ),
+        );
+    }
+}
+
+/// Forgets a connection socket no client took, resetting its connection.
+fn forget_and_reset(new_key: usize) {
+    let mut state = state();
+    if let Some(sock) = forget(&mut state, new_key)
+        && let Kind::Connection(connection) = sock.kind
+    {
+        connection.abort(state.registry.as_ref());
+    }
+}

@@ -1,0 +1,142 @@
+//! The provider's one event-loop thread (mio over epoll): readiness events, deferred IRP
+//! completions, every event callback and the work posted to it, at DISPATCH_LEVEL. Because
+//! callbacks and deferred completions only run here, a close that is finished here has, by
+//! construction, waited for every running callback of its socket (WSK-FACTS §7).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::{Events, Poll, Token, Waker};
+
+use super::conditional::{self, INSPECTION_TOKEN_BIT};
+use super::connection_events;
+use super::delivery;
+use super::state::{Deferred, Kind, Slot, Sock, State, Work, state};
+use crate::verifier;
+
+const WAKER: Token = Token(0);
+
+/// The name of the provider's event-loop thread.
+pub const THREAD_NAME: &str = "hostkernel-wsk";
+
+/// Starts the event-loop thread if it is not running.
+pub(crate) fn ensure_loop(state: &mut State) {
+    if state.loop_thread.is_some() {
+        return;
+    }
+    let poll = Poll::new().expect("hostkernel: cannot create the provider's epoll instance");
+    let waker =
+        Arc::new(Waker::new(poll.registry(), WAKER).expect("hostkernel: cannot create waker"));
+    state.registry = Some(
+        poll.registry()
+            .try_clone()
+            .expect("hostkernel: cannot clone registry"),
+    );
+    state.waker = Some(waker);
+    state.stopping = false;
+    let handle = std::thread::Builder::new()
+        .name(THREAD_NAME.into())
+        .spawn(move || run_loop(poll))
+        .expect("hostkernel: cannot start the provider thread");
+    state.loop_thread = Some(handle);
+}
+
+/// Stops the event-loop thread (after the last deregistration).
+pub(crate) fn stop_loop() {
+    let handle = {
+        let mut state = state();
+        state.stopping = true;
+        if let Some(waker) = &state.waker {
+            let _ = waker.wake();
+        }
+        state.loop_thread.take()
+    };
+    if let Some(handle) = handle
+        && handle.join().is_err()
+    {
+        std::process::abort();
+    }
+    let mut state = state();
+    state.registry = None;
+    state.waker = None;
+}
+
+fn run_loop(mut poll: Poll) {
+    verifier::abort_on_violation_in_this_thread();
+    let mut events = Events::with_capacity(1024);
+    loop {
+        let timeout = {
+            let state = state();
+            let base = if state.fin_waiters.is_empty() {
+                Duration::from_millis(100)
+            } else {
+                Duration::from_millis(2)
+            };
+            let now = Instant::now();
+            state
+                .timers
+                .iter()
+                .map(|(due, _)| due.saturating_duration_since(now))
+                .fold(base, Duration::min)
+        };
+        if let Err(error) = poll.poll(&mut events, Some(timeout)) {
+            assert!(
+                error.kind() == std::io::ErrorKind::Interrupted,
+                "hostkernel: epoll failed: {error}"
+            );
+        }
+        for event in &events {
+            if event.token() != WAKER {
+                service(event.token().0);
+            }
+        }
+        let fin_waiters = std::mem::take(&mut state().fin_waiters);
+        for key in fin_waiters {
+            connection_events::service(key);
+        }
+        let due: Vec<Deferred> = {
+            let mut state = state();
+            let now = Instant::now();
+            let (due, later) = std::mem::take(&mut state.timers)
+                .into_iter()
+                .partition(|(at, _)| *at <= now);
+            state.timers = later;
+            due.into_iter().map(|(_, work)| work).collect()
+        };
+        for work in due {
+            work();
+        }
+        loop {
+            let work = state().deferred.pop_front();
+            match work {
+                Some(Work::Run(work)) => work(),
+                Some(Work::Serve(key)) => service(key),
+                None => break,
+            }
+        }
+        let stopping = state().stopping;
+        if stopping {
+            return;
+        }
+    }
+}
+
+/// Serves whatever a readiness event on socket `key` means.
+fn service(key: usize) {
+    if key & INSPECTION_TOKEN_BIT != 0 {
+        conditional::service_inspection(key);
+        return;
+    }
+    let is_listener = matches!(
+        state().sockets.get(&key),
+        Some(Slot::Live(Sock {
+            kind: Kind::Listen(_),
+            ..
+        }))
+    );
+    if is_listener {
+        delivery::service(key);
+    } else {
+        connection_events::service(key);
+    }
+}

@@ -1,0 +1,370 @@
+//! The provider's shared state: every socket it handed out ([`Sock`], [`Slot`]), the registrations,
+//! the event loop's work queue, behind one mutex ([`STATE`]) that is never held while driver code
+//! runs; and the helpers every entry point uses: the entry check ([`CallGuard`],
+//! [`check_wsk_entry`]), IRP completion ([`finish`], [`complete_later`]), posting work to the event
+//! loop ([`post`], [`serve_later`]), recording and retiring sockets ([`insert`], [`forget`],
+//! [`retire`]), and counting running client callbacks ([`listen_dispatch`], [`callback_done`]).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::ffi::c_void;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use mio::Waker;
+use wsk::{IRP, NtStatus, WSK_CLIENT_LISTEN_DISPATCH, WSK_SOCKET};
+
+use super::connection::Connection;
+use super::listening::{Inspection, Listening};
+use super::poison::POISON;
+use crate::accounting::COUNTERS;
+use crate::irp::{self, IrpRef};
+use crate::schedule;
+use crate::verifier::{Rule, in_completion_routine, violation};
+
+/// What kind of socket an entry is.
+pub(crate) enum Kind {
+    Listen(Box<Listening>),
+    Connection(Box<Connection>),
+}
+
+/// One socket the provider handed out, recorded in [`State::sockets`] under its key.
+///
+/// # Invariants
+/// - Its key is the address of a leaked `Box<WSK_SOCKET>` ([`insert`]). Once the socket's close
+///   completes (or an accept event declines it), its `Dispatch` is overwritten with [`POISON`],
+///   a table whose every entry is a violation, and its key goes into a bounded quarantine
+///   ([`retire`]); the oldest quarantined socket is then forgotten and its WSK_SOCKET freed. So a
+///   use after close is caught (through the poisoned table, or as an unknown socket) without
+///   tombstones piling up.
+/// - `client_dispatch` is NULL or the client dispatch of the socket's category
+///   (WSK_CLIENT_LISTEN_DISPATCH for `Kind::Listen`, WSK_CLIENT_CONNECTION_DISPATCH for
+///   `Kind::Connection`) the driver gave WskSocket, WskAccept or its WskAcceptEvent, which the
+///   driver keeps resident, with `context`, while the socket lives (PFN_WSK_SOCKET,
+///   PFN_WSK_ACCEPT, PFN_WSK_ACCEPT_EVENT).
+pub(crate) struct Sock {
+    pub(crate) registration: u64,
+    pub(crate) kind: Kind,
+    /// SocketContext the client gave (WskSocket, WskAccept or the accept event's out-parameter).
+    pub(crate) context: *mut c_void,
+    /// The client's dispatch for this socket's category (listen or connection), may be NULL.
+    pub(crate) client_dispatch: *const c_void,
+    /// WSK_EVENT_* bits enabled.
+    pub(crate) events: u32,
+    /// Calls on this socket inside the provider right now.
+    pub(crate) calls_in_progress: u32,
+    /// Event callbacks of this socket running on the provider thread right now.
+    pub(crate) callbacks_running: u32,
+    /// While the WskAcceptEvent that hands this socket over runs: the thread running it. Until it
+    /// returns, closing the socket, or calling on it from any other thread, is a violation.
+    pub(crate) accept_event_thread: Option<std::thread::ThreadId>,
+}
+
+// SAFETY: the raw pointers a socket holds (client context and dispatch, the driver's address and
+// MDL buffers of pending IRPs) belong to the driver, which guarantees they stay valid and usable
+// from the provider's thread until the socket is closed or the IRP completes.
+unsafe impl Send for Sock {}
+
+/// A socket slot: alive, or a tombstone kept (while quarantined) so use-after-close is
+/// recognised.
+pub(crate) enum Slot {
+    Live(Sock),
+    Closed { registration: u64 },
+}
+
+/// A closure for the event-loop thread.
+pub(crate) type Deferred = Box<dyn FnOnce() + Send>;
+
+/// Work for the event-loop thread, in the order it was posted.
+pub(crate) enum Work {
+    /// Run this.
+    Run(Deferred),
+    /// Serve socket `key` as a readiness event on it would (the event loop knows which service
+    /// a listening or connection socket needs).
+    Serve(usize),
+}
+
+/// A client registration.
+pub(crate) struct Registration {
+    pub(crate) captured: u32,
+    pub(crate) sockets: u32,
+}
+
+pub(crate) struct State {
+    pub(crate) sockets: HashMap<usize, Slot>,
+    pub(crate) registrations: HashMap<u64, Registration>,
+    pub(crate) deferred: VecDeque<Work>,
+    pub(crate) registry: Option<mio::Registry>,
+    pub(crate) waker: Option<Arc<Waker>>,
+    pub(crate) loop_thread: Option<JoinHandle<()>>,
+    pub(crate) stopping: bool,
+    pub(crate) provider_ready: bool,
+    pub(crate) next_registration: u64,
+    pub(crate) inspect_serial: u32,
+    pub(crate) inspections: HashMap<usize, Inspection>,
+    /// Connections whose graceful disconnect waits for the peer to acknowledge the FIN: looked at
+    /// again every few milliseconds (no readiness event announces an ACK).
+    pub(crate) fin_waiters: HashSet<usize>,
+    /// Work held back until its time ([`set_close_delay`]).
+    pub(crate) timers: Vec<(Instant, Deferred)>,
+    /// How long every WskCloseSocket takes to finish (fault mode; zero normally).
+    pub(crate) close_delay: Duration,
+    /// Closed sockets, oldest first, whose poisoned WSK_SOCKET is kept (at most [`QUARANTINE`]).
+    pub(crate) quarantine: VecDeque<usize>,
+}
+
+/// Closed sockets kept poisoned before their WSK_SOCKET is freed: a stale pointer used within the
+/// last this-many closes hits the poison table; an older one is most likely an unknown socket.
+pub(crate) const QUARANTINE: usize = 8_192;
+
+/// A closed socket is done: poison its WSK_SOCKET, quarantine it, and free the oldest ones beyond
+/// the quarantine's bound. Its slot must already be a tombstone.
+pub(crate) fn retire(state: &mut State, key: usize) {
+    // SAFETY: `key` is the address of this socket's leaked Box<WSK_SOCKET> (Sock invariant), not
+    // freed while its tombstone is in `sockets` (it is, until the quarantine lets it go below).
+    unsafe {
+        (*(key as *mut WSK_SOCKET)).Dispatch = (&raw const POISON).cast();
+    }
+    state.quarantine.push_back(key);
+    while state.quarantine.len() > QUARANTINE {
+        let Some(oldest) = state.quarantine.pop_front() else {
+            break;
+        };
+        if matches!(state.sockets.get(&oldest), Some(Slot::Closed { .. })) {
+            state.sockets.remove(&oldest);
+            // SAFETY: the leaked Box<WSK_SOCKET> of a closed socket (Sock invariant), forgotten
+            // just now, so it is freed exactly once.
+            drop(unsafe { Box::from_raw(oldest as *mut WSK_SOCKET) });
+        }
+    }
+}
+
+// SAFETY: the raw pointers inside (client contexts and dispatch tables) belong to the driver,
+// which guarantees they stay valid and usable from the provider's thread while the socket lives.
+unsafe impl Send for State {}
+
+pub(crate) static STATE: LazyLock<Mutex<State>> = LazyLock::new(|| {
+    Mutex::new(State {
+        sockets: HashMap::new(),
+        registrations: HashMap::new(),
+        deferred: VecDeque::new(),
+        registry: None,
+        waker: None,
+        loop_thread: None,
+        stopping: false,
+        provider_ready: true,
+        next_registration: 1,
+        inspect_serial: 1,
+        inspections: HashMap::new(),
+        fin_waiters: HashSet::new(),
+        timers: Vec::new(),
+        close_delay: Duration::ZERO,
+        quarantine: VecDeque::new(),
+    })
+});
+
+/// Signalled whenever a socket finishes closing, an NPI is released or readiness changes.
+pub(crate) static CHANGED: Condvar = Condvar::new();
+
+pub(crate) fn state() -> MutexGuard<'static, State> {
+    STATE.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Queues work for the event-loop thread and wakes it.
+pub(crate) fn post(state: &mut State, work: Deferred) {
+    state.deferred.push_back(Work::Run(work));
+    if let Some(waker) = &state.waker {
+        let _ = waker.wake();
+    }
+}
+
+/// Queues work for the event-loop thread to run once `delay` has passed.
+pub(crate) fn post_after(state: &mut State, delay: Duration, work: Deferred) {
+    if delay.is_zero() {
+        return post(state, work);
+    }
+    state.timers.push((Instant::now() + delay, work));
+    if let Some(waker) = &state.waker {
+        let _ = waker.wake();
+    }
+}
+
+/// Fault mode: a slow provider. Every WskCloseSocket from now on finishes (cancels the socket's
+/// pending IRPs, completes the close IRP) only after `delay`, so completions can arrive after a
+/// driver's stop has given up waiting for them. Zero turns it off.
+pub fn set_close_delay(delay: Duration) {
+    state().close_delay = delay;
+}
+
+/// Completes `irp` inline (before the WSK call returns) or later on the provider thread, as the
+/// schedule decides, and returns what the WSK call returns (WSK-FACTS §3).
+pub(crate) fn finish(irp: IrpRef, status: NtStatus, information: usize) -> NtStatus {
+    if schedule::complete_inline() {
+        irp::complete(irp, status, information);
+        status
+    } else {
+        post(
+            &mut state(),
+            Box::new(move || irp::complete(irp, status, information)),
+        );
+        NtStatus::PENDING
+    }
+}
+
+/// Completes `irp` later on the provider thread (never inline).
+pub(crate) fn complete_later(state: &mut State, irp: IrpRef, status: NtStatus, information: usize) {
+    post(
+        state,
+        Box::new(move || irp::complete(irp, status, information)),
+    );
+}
+
+/// A provider entry on a socket: checks the socket and counts the call as in progress.
+pub(crate) struct CallGuard {
+    key: usize,
+}
+
+impl CallGuard {
+    /// Validates `socket` for `function` (live, of this provider) and marks a call in progress.
+    pub(crate) fn enter(socket: *mut WSK_SOCKET, function: &'static str) -> Self {
+        check_wsk_entry(function);
+        let key = socket as usize;
+        let mut state = state();
+        match state.sockets.get_mut(&key) {
+            Some(Slot::Live(sock))
+                if sock
+                    .accept_event_thread
+                    .is_some_and(|t| t != std::thread::current().id()) =>
+            {
+                drop(state);
+                violation(
+                    Rule::SocketUsedBeforeAcceptEventReturned,
+                    format_args!(
+                        "{function} on socket {socket:p} from another thread while the \
+                         WskAcceptEvent that hands it over has not returned"
+                    ),
+                );
+            }
+            Some(Slot::Live(sock)) => sock.calls_in_progress += 1,
+            Some(Slot::Closed { .. }) => {
+                drop(state);
+                violation(
+                    Rule::SocketUsedAfterClose,
+                    format_args!("{function} on socket {socket:p} after WskCloseSocket"),
+                );
+            }
+            None => {
+                drop(state);
+                violation(
+                    Rule::InvalidSocket,
+                    format_args!("{function}: {socket:p} is not a WSK socket"),
+                );
+            }
+        }
+        Self { key }
+    }
+}
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        if let Some(Slot::Live(sock)) = state().sockets.get_mut(&self.key) {
+            sock.calls_in_progress -= 1;
+        }
+    }
+}
+
+/// The live socket at `key`, if any.
+pub(crate) fn live(state: &mut State, key: usize) -> Option<&mut Sock> {
+    match state.sockets.get_mut(&key) {
+        Some(Slot::Live(sock)) => Some(sock),
+        _ => None,
+    }
+}
+
+/// Asks the event-loop thread to serve socket `key` (what a readiness event on it would do), in
+/// order with the work posted before.
+pub(crate) fn serve_later(state: &mut State, key: usize) {
+    state.deferred.push_back(Work::Serve(key));
+    if let Some(waker) = &state.waker {
+        let _ = waker.wake();
+    }
+}
+
+/// Takes an IRP for a call, checking the socket is alive first.
+pub(crate) fn take_irp(irp: *mut IRP, function: &'static str) -> IrpRef {
+    irp::take(irp, function)
+}
+
+/// The check every WSK entry point makes first (WSK-FACTS §3: never call WSK from a completion
+/// routine; every WSK call is allowed at IRQL <= DISPATCH_LEVEL).
+pub(crate) fn check_wsk_entry(function: &str) {
+    if in_completion_routine() {
+        violation(
+            Rule::WskCallInCompletionRoutine,
+            format_args!(
+                "{function} called from inside an IRP completion routine; queue it to a worker"
+            ),
+        );
+    }
+    crate::irql::assert_at_most_dispatch(function);
+}
+
+/// Allocates the WSK_SOCKET a new socket is known by, and records the socket.
+/// `dispatch` is the provider dispatch table of the socket's category (listen or connection).
+pub(crate) fn insert(state: &mut State, sock: Sock, dispatch: *const c_void) -> usize {
+    let key = Box::into_raw(Box::new(WSK_SOCKET { Dispatch: dispatch })) as usize;
+    if let Some(reg) = state.registrations.get_mut(&sock.registration) {
+        reg.sockets += 1;
+    }
+    state.sockets.insert(key, Slot::Live(sock));
+    COUNTERS.sockets.fetch_add(1, Ordering::SeqCst);
+    key
+}
+
+/// Forgets a socket the driver declined (a rejected accept event): the provider closes it, so it
+/// is retired at once like a closed one (the driver saw its pointer and must not use it).
+pub(crate) fn forget(state: &mut State, key: usize) -> Option<Sock> {
+    let registration = match state.sockets.get(&key) {
+        Some(Slot::Live(sock)) => sock.registration,
+        _ => return None,
+    };
+    let Some(Slot::Live(sock)) = state.sockets.insert(key, Slot::Closed { registration }) else {
+        return None;
+    };
+    if let Some(reg) = state.registrations.get_mut(&sock.registration) {
+        reg.sockets -= 1;
+    }
+    COUNTERS.sockets.fetch_sub(1, Ordering::SeqCst);
+    CHANGED.notify_all();
+    retire(state, key);
+    Some(sock)
+}
+
+/// The listening socket's client dispatch and context, for a callback about to run: counts the
+/// callback as running until [`callback_done`]. None when `key` is no live listening socket or
+/// it has no client dispatch.
+pub(crate) fn listen_dispatch(
+    key: usize,
+) -> Option<(*mut c_void, &'static WSK_CLIENT_LISTEN_DISPATCH)> {
+    let mut state = state();
+    let sock = live(&mut state, key)?;
+    if sock.client_dispatch.is_null() || !matches!(sock.kind, Kind::Listen(_)) {
+        return None;
+    }
+    sock.callbacks_running += 1;
+    // SAFETY: a listening socket's non-NULL client dispatch (both checked above) is the
+    // WSK_CLIENT_LISTEN_DISPATCH the driver passed to WskSocket, resident while the socket lives
+    // (Sock invariants); the socket cannot finish closing while this (provider-thread) callback
+    // runs.
+    Some((sock.context, unsafe {
+        &*sock.client_dispatch.cast::<WSK_CLIENT_LISTEN_DISPATCH>()
+    }))
+}
+
+/// A client callback counted by [`listen_dispatch`] returned.
+pub(crate) fn callback_done(key: usize) {
+    if let Some(sock) = live(&mut state(), key) {
+        sock.callbacks_running -= 1;
+    }
+}
