@@ -66,7 +66,8 @@ pub struct SlotIo {
 // SAFETY: `rx` and `buf` are only written by the provider while the receive IRP is pending and
 // read by nobody (data is discarded); everything else is atomic or immutable.
 unsafe impl Sync for SlotIo {}
-// SAFETY: as above.
+// SAFETY: the block holds no thread-affine data: the IRPs and MDL are kernel objects usable from any
+// thread, and the buffers are written only by the provider (see Sync).
 unsafe impl Send for SlotIo {}
 
 impl SlotIo {
@@ -163,6 +164,10 @@ fn slot_of<'a>(context: *mut c_void) -> (&'a SlotIo, &'a Listener) {
 
 /// Completion of the slot's WskReceive. IRQL: <= DISPATCH_LEVEL; no WSK, no blocking, no
 /// allocation.
+///
+/// # Safety
+/// Called by the I/O manager as the completion routine of a slot's receive IRP: `context` is the slot's `SlotIo` (its `context()`) given
+/// with that IRP, which stays alive until this routine has run.
 pub(crate) unsafe extern "system" fn receive_done(
     _device: *mut DEVICE_OBJECT,
     _irp: *mut IRP,
@@ -206,6 +211,10 @@ pub(crate) unsafe extern "system" fn receive_done(
 
 /// Completion of the slot's graceful WskDisconnect. IRQL: <= DISPATCH_LEVEL; no WSK, no
 /// blocking, no allocation.
+///
+/// # Safety
+/// Called by the I/O manager as the completion routine of a slot's disconnect IRP: `context` is the slot's `SlotIo` (its `context()`) given
+/// with that IRP, which stays alive until this routine has run.
 pub(crate) unsafe extern "system" fn disconnect_done(
     _device: *mut DEVICE_OBJECT,
     _irp: *mut IRP,
@@ -243,6 +252,10 @@ pub(crate) unsafe extern "system" fn disconnect_done(
 
 /// Completion of the slot's WskCloseSocket. IRQL: <= DISPATCH_LEVEL; no WSK, no blocking, no
 /// allocation.
+///
+/// # Safety
+/// Called by the I/O manager as the completion routine of a slot's close IRP: `context` is the slot's `SlotIo` (its `context()`) given
+/// with that IRP, which stays alive until this routine has run.
 pub(crate) unsafe extern "system" fn close_done(
     _device: *mut DEVICE_OBJECT,
     _irp: *mut IRP,

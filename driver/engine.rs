@@ -97,9 +97,15 @@ pub struct Engine {
 
 // SAFETY: `listeners` is only reached under the `control` lock; everything else is Sync.
 unsafe impl Sync for Engine {}
-// SAFETY: as above.
+// SAFETY: the engine holds no thread-affine data: its kernel objects (spin lock, events, system
+// thread handle, registration) may be used and dropped from any thread at PASSIVE_LEVEL.
 unsafe impl Send for Engine {}
 
+/// The capture work item: captures the provider NPI. IRQL: PASSIVE_LEVEL (worker).
+///
+/// # Safety
+/// Run only by the work queue as the capture item's routine: `context` is the engine, which flushes
+/// the queue before it goes.
 unsafe fn capture_provider(context: *mut c_void) {
     // SAFETY: the capture item's context is the engine, alive until unload flushed the queue.
     let engine = unsafe { &*context.cast::<Engine>() };
@@ -136,6 +142,10 @@ const TICK: Duration = Duration::from_millis(200);
 /// The ticker: every [`TICK`], kicks listeners with deferred requests (their timeouts); and
 /// [`HANDOVER_DELAY`] after an accept callback signalled a socket to hand over, asks its listener
 /// to hand it over. IRQL: PASSIVE_LEVEL (system thread).
+///
+/// # Safety
+/// Run only as the ticker thread's routine: `context` is the engine, which joins the thread before
+/// it goes.
 unsafe fn tick(context: *mut c_void) {
     // SAFETY: the ticker's context is the engine, which joins this thread before it goes.
     let engine = unsafe { &*context.cast::<Engine>() };

@@ -121,6 +121,9 @@ fn delete_device(device: PDEVICE_OBJECT) {
 
 /// DriverUnload: unload the engine (stops listeners, deregisters), then delete the device.
 /// IRQL: PASSIVE_LEVEL.
+///
+/// # Safety
+/// Called by the I/O manager once, as DriverUnload.
 unsafe extern "C" fn driver_unload(_driver: *mut DRIVER_OBJECT) {
     let ptr = ENGINE.swap(core::ptr::null_mut(), Ordering::AcqRel);
     // SAFETY: ENGINE's invariant: from `into_raw`, taken back once here.
@@ -160,6 +163,9 @@ unsafe fn complete(irp: *mut IRP, status: NTSTATUS, information: usize) -> NTSTA
 }
 
 /// IRP_MJ_CREATE and IRP_MJ_CLOSE: always succeed. IRQL: PASSIVE_LEVEL.
+///
+/// # Safety
+/// Called by the I/O manager as a dispatch routine: `irp` is a live IRP this driver must complete.
 unsafe extern "C" fn create_close(_device: *mut DEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS {
     // SAFETY: the I/O manager dispatched this IRP to us and we have not completed it.
     unsafe { complete(irp, STATUS_SUCCESS, 0) }
@@ -167,6 +173,10 @@ unsafe extern "C" fn create_close(_device: *mut DEVICE_OBJECT, irp: *mut IRP) ->
 
 /// IRP_MJ_DEVICE_CONTROL: METHOD_BUFFERED buffers to the portable dispatcher. IRQL:
 /// PASSIVE_LEVEL.
+///
+/// # Safety
+/// Called by the I/O manager as a dispatch routine: `irp` is a live METHOD_BUFFERED IRP this driver
+/// must complete.
 unsafe extern "C" fn device_control(_device: *mut DEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS {
     // SAFETY: the I/O manager dispatched this IRP to us; it is valid until we complete it.
     let irp_ref = unsafe { &*irp };

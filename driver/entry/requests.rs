@@ -103,6 +103,10 @@ pub(super) fn complete(request: WDFREQUEST, status: NTSTATUS, information: usize
 
 /// EvtIoDeviceControl of the default queue: GET_PENDING goes to [`parked`], every other code to
 /// the portable dispatcher. IRQL: PASSIVE_LEVEL (the device's ExecutionLevel).
+///
+/// # Safety
+/// Called by the framework as the queue's EvtIoDeviceControl: `request` is a live request this
+/// driver owns until it completes or forwards it.
 pub(super) unsafe extern "C" fn io_device_control(
     _queue: WDFQUEUE,
     request: WDFREQUEST,

@@ -20,7 +20,7 @@ pub struct PoolBox<T> {
 
 // SAFETY: the box owns its T like alloc::boxed::Box does.
 unsafe impl<T: Send> Send for PoolBox<T> {}
-// SAFETY: as above; shared access gives out only &T.
+// SAFETY: shared access gives out only `&T`, and `T: Sync` makes sharing `&T` between threads sound.
 unsafe impl<T: Sync> Sync for PoolBox<T> {}
 
 impl<T> PoolBox<T> {
@@ -96,7 +96,7 @@ pub struct PoolSlice<T> {
 
 // SAFETY: owns its elements like Box<[T]>.
 unsafe impl<T: Send> Send for PoolSlice<T> {}
-// SAFETY: as above.
+// SAFETY: shared access gives out only `&[T]`, sound to share across threads since `T: Sync`.
 unsafe impl<T: Sync> Sync for PoolSlice<T> {}
 
 impl<T> PoolSlice<T> {

@@ -72,7 +72,8 @@ pub struct WorkQueueHandle(*const Inner);
 
 // SAFETY: `Inner` is shared only through its spin lock, event and atomics.
 unsafe impl Send for WorkQueueHandle {}
-// SAFETY: as above.
+// SAFETY: the handle is a pointer to `Inner`, which is only touched through its spin lock, event and
+// atomics (all usable concurrently); copies of the handle share nothing else.
 unsafe impl Sync for WorkQueueHandle {}
 
 impl WorkQueueHandle {
@@ -109,6 +110,11 @@ pub struct WorkQueue {
     thread: Option<SystemThread>,
 }
 
+/// The queue's system thread. IRQL: PASSIVE_LEVEL.
+///
+/// # Safety
+/// Run only as the queue's thread routine: `context` is the queue's pinned `Inner`, alive until
+/// the thread is joined.
 unsafe fn run(context: *mut c_void) {
     // SAFETY: the context is the queue's pinned Inner, alive until the thread is joined.
     let inner = unsafe { &*context.cast::<Inner>() };
@@ -141,6 +147,11 @@ unsafe fn run(context: *mut c_void) {
     }
 }
 
+/// The flush marker's routine: sets the flush event. IRQL: PASSIVE_LEVEL (worker).
+///
+/// # Safety
+/// Run only by the queue as the flush item's routine: `context` is the queue's `flush_done` event,
+/// alive as long as the queue.
 unsafe fn signal(context: *mut c_void) {
     // SAFETY: the context is the queue's `flush_done`, alive as long as the queue.
     unsafe { (*context.cast::<Event>()).set() };

@@ -43,7 +43,8 @@ pub struct AcceptSlot {
 // SAFETY: the address buffers are written by the provider only while the IRP is pending and read
 // by the completion routine afterwards (the IRP hand-off orders them); the rest is atomic.
 unsafe impl Sync for AcceptSlot {}
-// SAFETY: as above.
+// SAFETY: the slot holds no thread-affine data; its buffers follow the IRP hand-off (see Sync) and
+// the rest is atomic.
 unsafe impl Send for AcceptSlot {}
 
 impl AcceptSlot {
@@ -82,7 +83,7 @@ impl AcceptSlot {
     fn addresses(&self, fallback: SocketAddr) -> (SocketAddr, SocketAddr) {
         // SAFETY: the accept completed, so the provider is done writing them.
         let local = unsafe { &*self.local.get() };
-        // SAFETY: as above.
+        // SAFETY: the accept completed, so the provider is done writing the remote address buffer.
         let remote = unsafe { &*self.remote.get() };
         (
             local.to_socket_addr().unwrap_or(fallback),
@@ -94,6 +95,10 @@ impl AcceptSlot {
 /// Completion of a WskAccept (or of the close of a refused socket). IRQL: <= DISPATCH_LEVEL.
 /// Hands the accepted socket to the table through the policy; never calls WSK, never blocks,
 /// never allocates; asks the worker to re-arm.
+///
+/// # Safety
+/// Called by the I/O manager as the completion routine of an accept slot's IRP: `context` is the slot's `AcceptSlot` (its `context()`) given
+/// with that IRP, which stays alive until this routine has run.
 pub(crate) unsafe extern "system" fn accept_done(
     _device: *mut DEVICE_OBJECT,
     _irp: *mut IRP,

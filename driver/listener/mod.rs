@@ -164,13 +164,19 @@ pub struct Listener {
 // worker-only (the ID is read by the provider only during the worker's WskInspectComplete call);
 // `global` points at the engine's figures, which outlive every listener.
 unsafe impl Sync for Listener {}
-// SAFETY: as above.
+// SAFETY: no field is thread-affine: the spin lock, IRPs and sockets are kernel objects usable from
+// any thread, and the worker-only cells are used by whichever thread runs the worker.
 unsafe impl Send for Listener {}
 
 /// Bytes of driver memory per table entry: the slot itself and its IO block. Each entry also owns
 /// three IRPs (receive, disconnect, close) and one MDL from the kernel (not counted here).
 pub const BYTES_PER_ENTRY: usize = Table::<ConnSocket>::BYTES_PER_ENTRY + size_of::<SlotIo>();
 
+/// The listener's work item. IRQL: PASSIVE_LEVEL (worker).
+///
+/// # Safety
+/// Run only by the work queue as the listener's item: `context` is the listener, alive until stop
+/// flushed the queue.
 unsafe fn listener_work(context: *mut c_void) {
     // SAFETY: the work item's context is its listener, alive until stop flushed the queue.
     let listener = unsafe { &*context.cast::<Listener>() };
@@ -178,6 +184,10 @@ unsafe fn listener_work(context: *mut c_void) {
 }
 
 /// Completion of the listening socket's WskCloseSocket. IRQL: <= DISPATCH_LEVEL.
+///
+/// # Safety
+/// Called by the I/O manager as the completion routine of the listening socket's close IRP: `context` is the listener given
+/// with that IRP, which stays alive until this routine has run.
 unsafe extern "system" fn listen_close_done(
     _device: *mut DEVICE_OBJECT,
     _irp: *mut IRP,
@@ -700,11 +710,13 @@ impl Listener {
                 unsafe { socket.receive(&io.recv, io.buffer(), conn::receive_done, io.context()) }
             }),
             SlotAction::Disconnect(index, socket) => self.io.get(index as usize).map(|io| {
-                // SAFETY: as above.
+                // SAFETY: the slot's control IRP and context are pinned for the listener's life;
+                // only the worker closes the socket, so it is alive for this call.
                 unsafe { socket.disconnect(&io.ctl, false, conn::disconnect_done, io.context()) }
             }),
             SlotAction::Close(index, socket) => self.io.get(index as usize).map(|io| {
-                // SAFETY: as above; the socket was taken out of the table, so this is its one
+                // SAFETY: the slot's close IRP and context are pinned for the listener's life; the
+                // socket was taken out of the table, so this is its one
                 // close, and no other call on it is in progress (worker only).
                 unsafe { socket.close(&io.close, conn::close_done, io.context()) }.map_err(
                     |(socket, status)| {

@@ -21,7 +21,8 @@ pub struct DriverIrp {
 
 // SAFETY: the IRP is a kernel object usable from any thread; ownership is arbitrated by `busy`.
 unsafe impl Send for DriverIrp {}
-// SAFETY: as above.
+// SAFETY: `&DriverIrp` can only submit (which wins `busy` atomically first) or read the IRP's
+// status after the completion routine owns it again, so shared use never races on the IRP.
 unsafe impl Sync for DriverIrp {}
 
 impl DriverIrp {

@@ -32,7 +32,8 @@ pub struct Provider {
 
 // SAFETY: the provider NPI is usable from any thread while captured.
 unsafe impl Send for Provider {}
-// SAFETY: as above.
+// SAFETY: the type's invariant: the NPI stays captured while the value is used, and the provider's
+// dispatch routines may be called concurrently from any thread (WSK-FACTS §1), so sharing `&Provider` is sound.
 unsafe impl Sync for Provider {}
 
 impl Provider {
@@ -66,7 +67,8 @@ pub struct WskClient {
 // SAFETY: the cells are written only under the protocol above (register once; capture once before
 // `captured` is published; deregister once at drop), so shared access is sound.
 unsafe impl Sync for WskClient {}
-// SAFETY: as above.
+// SAFETY: no field is tied to the creating thread: the registration and the NPIs are plain kernel
+// data usable from any thread (WSK-FACTS §1), and the cells follow the write-once protocol above.
 unsafe impl Send for WskClient {}
 
 impl WskClient {
