@@ -16,7 +16,7 @@ use crate::listener::{
 use crate::net::WskClient;
 use crate::pending::{PendingId, PendingInfo};
 use crate::policy::Policy;
-use crate::table::{AcceptPath, ConnId, ConnInfo, Table};
+use crate::table::{ConnId, ConnInfo, Table};
 use crate::trace;
 
 /// Table slots scanned per spin-lock hold when listing connections (what one
@@ -685,14 +685,5 @@ impl Drop for Engine {
         }
         // The client field drops next: it releases the NPI and deregisters (every socket is
         // closed by now).
-    }
-}
-
-/// The path names the control plane prints.
-#[must_use]
-pub fn path_name(path: AcceptPath) -> &'static str {
-    match path {
-        AcceptPath::Irp => "irp",
-        AcceptPath::Event => "event",
     }
 }

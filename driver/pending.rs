@@ -191,12 +191,6 @@ impl PendingQueue {
         })
     }
 
-    /// Whether anything waits to be delivered.
-    #[must_use]
-    pub fn has_waiting(&self) -> bool {
-        self.entries.iter().any(|e| e.state == State::Waiting)
-    }
-
     /// Whether anything is pending at all (for the timeout ticker).
     #[must_use]
     pub fn is_empty(&self) -> bool {

@@ -85,12 +85,6 @@ impl ListenSocket {
         unsafe { &*dispatch.cast::<WSK_PROVIDER_LISTEN_DISPATCH>() }
     }
 
-    /// The raw pointer (for logs and comparisons only).
-    #[must_use]
-    pub fn as_raw(&self) -> *mut WSK_SOCKET {
-        self.raw.as_ptr()
-    }
-
     /// WskControlSocket(WskSetOption) with a ULONG value, waited for. IRQL: PASSIVE_LEVEL.
     ///
     /// # Errors
