@@ -63,8 +63,13 @@ impl AcceptSlot {
         })
     }
 
-    /// Binds the slot to its listener (before first use).
-    pub fn attach(&self, listener: *const Listener) {
+    /// Binds the slot to its listener (before first use). IRQL: PASSIVE_LEVEL.
+    ///
+    /// # Safety
+    /// `self` is pinned for the rest of its life and `listener` points at the listener that owns
+    /// it, which outlives every completion of this slot's IRP (what `accept_done` dereferences);
+    /// called before the IRP is first submitted.
+    pub unsafe fn attach(&self, listener: *const Listener) {
         self.listener.store(listener.cast_mut(), Ordering::Release);
     }
 
@@ -144,4 +149,64 @@ pub(crate) unsafe extern "system" fn accept_done(
     }
     listener.kick_locked(&shared);
     NtStatus::MORE_PROCESSING_REQUIRED
+}
+
+impl Listener {
+    /// Arms idle accept IRPs (when `arm`) and closes refused sockets. Worker only.
+    pub(super) fn service_accepts(&self, arm: bool) {
+        // SAFETY: worker thread.
+        let socket = unsafe { self.socket.get() }.as_ref();
+        for slot in self.accepts.iter() {
+            let refused = {
+                let mut shared = self.shared.lock();
+                match slot.state.load(Ordering::Acquire) {
+                    state::IDLE if arm && socket.is_some() => {
+                        slot.state.store(state::ACCEPTING, Ordering::Release);
+                        shared.rundown.submitted();
+                        None
+                    }
+                    state::REJECT_PENDING => {
+                        slot.state.store(state::CLOSING_REJECTED, Ordering::Release);
+                        shared.rundown.submitted();
+                        Some(slot.rejected.swap(core::ptr::null_mut(), Ordering::AcqRel))
+                    }
+                    _ => continue,
+                }
+            };
+            let submitted = match (refused, socket) {
+                (Some(raw), _) => {
+                    // SAFETY: the refused socket was parked by the completion routine; we own it.
+                    match unsafe { ConnSocket::from_accepted(raw) } {
+                        // WSK-FACTS §7: closing a connection that is not disconnected aborts it.
+                        Some(refused) => {
+                            // SAFETY: pinned slot context; this socket's only call.
+                            unsafe { refused.close(&slot.irp, accept_done, slot.context()) }
+                                .map_err(|(s, e)| {
+                                    let _ = s.into_raw();
+                                    e
+                                })
+                        }
+                        None => Err(NtStatus::INVALID_PARAMETER),
+                    }
+                }
+                (None, Some(socket)) => {
+                    let (local, remote) = slot.address_buffers();
+                    // SAFETY: pinned slot buffers and context; worker-only calls on the socket.
+                    unsafe { socket.accept(&slot.irp, accept_done, slot.context(), local, remote) }
+                }
+                (None, None) => Err(NtStatus::INVALID_DEVICE_STATE),
+            };
+            if submitted.is_err() {
+                let mut shared = self.shared.lock();
+                shared.rundown.completed();
+                slot.state.store(state::IDLE, Ordering::Release);
+            }
+        }
+    }
+
+    pub(super) fn accepts_idle(&self) -> bool {
+        self.accepts
+            .iter()
+            .all(|a| a.state.load(Ordering::Acquire) == state::IDLE)
+    }
 }
