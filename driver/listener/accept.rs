@@ -13,15 +13,51 @@ use crate::net::{ConnSocket, DriverIrp};
 use crate::table::AcceptPath;
 
 /// Accept-slot states (changed under the listener's spin lock).
-pub mod state {
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
     /// Nothing submitted; the worker arms it while the listener runs.
-    pub const IDLE: u8 = 0;
+    Idle = 0,
     /// A WskAccept is pending.
-    pub const ACCEPTING: u8 = 1;
+    Accepting = 1,
     /// A just-accepted socket was refused; the worker must close it (abortively).
-    pub const REJECT_PENDING: u8 = 2;
+    RejectPending = 2,
     /// The refused socket's WskCloseSocket is pending.
-    pub const CLOSING_REJECTED: u8 = 3;
+    ClosingRejected = 3,
+}
+
+/// A [`State`] in an `AtomicU8` (its discriminant): the same loads and stores, with the same
+/// orderings, as the `u8` it replaces.
+///
+/// # Invariants
+/// The byte always holds the discriminant of a [`State`]: only [`AtomicState::new`] and
+/// [`AtomicState::store`] write it, and both take a `State`.
+#[derive(Debug)]
+pub struct AtomicState(AtomicU8);
+
+impl AtomicState {
+    /// A cell holding `state`.
+    #[must_use]
+    pub const fn new(state: State) -> Self {
+        Self(AtomicU8::new(state as u8))
+    }
+
+    /// Atomic load. IRQL: any.
+    #[must_use]
+    pub fn load(&self, order: Ordering) -> State {
+        match self.0.load(order) {
+            0 => State::Idle,
+            1 => State::Accepting,
+            2 => State::RejectPending,
+            // 3, the only other value the invariant allows.
+            _ => State::ClosingRejected,
+        }
+    }
+
+    /// Atomic store. IRQL: any.
+    pub fn store(&self, state: State, order: Ordering) {
+        self.0.store(state as u8, order);
+    }
 }
 
 /// One accept IRP and its buffers.
@@ -31,8 +67,8 @@ pub mod state {
 pub struct AcceptSlot {
     /// The IRP.
     pub irp: DriverIrp,
-    /// State (see [`state`]).
-    pub state: AtomicU8,
+    /// State (see [`State`]).
+    pub state: AtomicState,
     /// A refused socket waiting to be closed.
     pub rejected: AtomicPtr<WSK_SOCKET>,
     local: UnsafeCell<SOCKADDR_STORAGE>,
@@ -55,7 +91,7 @@ impl AcceptSlot {
     pub fn new() -> Result<Self, NtStatus> {
         Ok(Self {
             irp: DriverIrp::allocate()?,
-            state: AtomicU8::new(state::IDLE),
+            state: AtomicState::new(State::Idle),
             rejected: AtomicPtr::new(core::ptr::null_mut()),
             local: UnsafeCell::new(SOCKADDR_STORAGE::zeroed()),
             remote: UnsafeCell::new(SOCKADDR_STORAGE::zeroed()),
@@ -118,8 +154,8 @@ pub(crate) unsafe extern "system" fn accept_done(
     let (status, information) = unsafe { slot.irp.take_back() };
     let mut shared = listener.shared.lock();
     shared.rundown.completed();
-    slot.state.store(state::IDLE, Ordering::Release);
-    if was == state::ACCEPTING {
+    slot.state.store(State::Idle, Ordering::Release);
+    if was == State::Accepting {
         if status.is_success() && information != 0 {
             // WSK-FACTS §3: on success Information holds the accepted PWSK_SOCKET.
             let raw = information as *mut WSK_SOCKET;
@@ -131,7 +167,7 @@ pub(crate) unsafe extern "system" fn accept_done(
                     Ok(_) => super::Counters::bump(&listener.counters.accepted_irp),
                     Err(refused) => {
                         slot.rejected.store(refused.into_raw(), Ordering::Release);
-                        slot.state.store(state::REJECT_PENDING, Ordering::Release);
+                        slot.state.store(State::RejectPending, Ordering::Release);
                     }
                 }
             }
@@ -160,13 +196,13 @@ impl Listener {
             let refused = {
                 let mut shared = self.shared.lock();
                 match slot.state.load(Ordering::Acquire) {
-                    state::IDLE if arm && socket.is_some() => {
-                        slot.state.store(state::ACCEPTING, Ordering::Release);
+                    State::Idle if arm && socket.is_some() => {
+                        slot.state.store(State::Accepting, Ordering::Release);
                         shared.rundown.submitted();
                         None
                     }
-                    state::REJECT_PENDING => {
-                        slot.state.store(state::CLOSING_REJECTED, Ordering::Release);
+                    State::RejectPending => {
+                        slot.state.store(State::ClosingRejected, Ordering::Release);
                         shared.rundown.submitted();
                         Some(slot.rejected.swap(core::ptr::null_mut(), Ordering::AcqRel))
                     }
@@ -199,7 +235,7 @@ impl Listener {
             if submitted.is_err() {
                 let mut shared = self.shared.lock();
                 shared.rundown.completed();
-                slot.state.store(state::IDLE, Ordering::Release);
+                slot.state.store(State::Idle, Ordering::Release);
             }
         }
     }
@@ -207,6 +243,6 @@ impl Listener {
     pub(super) fn accepts_idle(&self) -> bool {
         self.accepts
             .iter()
-            .all(|a| a.state.load(Ordering::Acquire) == state::IDLE)
+            .all(|a| a.state.load(Ordering::Acquire) == State::Idle)
     }
 }

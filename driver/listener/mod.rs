@@ -66,7 +66,7 @@ use crate::pending::PendingQueue;
 use crate::policy::{Policy, SourceCounts};
 use crate::rundown::Rundown;
 use crate::table::{ConnId, SlotState, Table, work};
-use accept::{AcceptSlot, state as accept_state};
+use accept::{AcceptSlot, State as AcceptState};
 use worker_only::WorkerOnly;
 
 /// A table slot's IO block, owned by its listener.
@@ -209,7 +209,7 @@ impl Listener {
         let pending = self
             .accepts
             .iter()
-            .filter(|a| a.state.load(Ordering::Relaxed) == accept_state::ACCEPTING)
+            .filter(|a| a.state.load(Ordering::Relaxed) == AcceptState::Accepting)
             .count();
         ListenerInfo {
             id: self.id,
