@@ -146,7 +146,9 @@ impl Engine {
         )?;
         let mut engine = engine;
         let context: *mut c_void = engine.as_ptr().cast_mut().cast();
-        engine.capture.set_context(context);
+        // SAFETY: `capture_provider` needs the engine, which is pinned in pool and flushes the
+        // queue (in unload) before it goes.
+        unsafe { engine.capture.set_context(context) };
         // SAFETY: the engine is pinned and joins the ticker in Drop before it goes.
         engine.ticker = Some(unsafe { SystemThread::spawn(tick, context) }?);
         if let Some(queue) = &engine.queue {

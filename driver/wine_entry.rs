@@ -201,14 +201,26 @@ unsafe extern "C" fn device_control(_device: *mut DEVICE_OBJECT, irp: *mut IRP) 
     );
     // SAFETY: METHOD_BUFFERED: the AssociatedIrp union holds the SystemBuffer.
     let buffer = unsafe { irp_ref.AssociatedIrp.SystemBuffer }.cast::<u8>();
-    let (status, information) = dispatch(code, buffer, input_len, output_len);
+    // SAFETY: METHOD_BUFFERED: `buffer` is the dispatched IRP's SystemBuffer, sized for both
+    // lengths, and the IRP completes only after this call.
+    let (status, information) = unsafe { dispatch(code, buffer, input_len, output_len) };
     // SAFETY: the IRP dispatched to us, not yet completed.
     unsafe { complete(irp, status.0, information) }
 }
 
 /// The dispatcher over a METHOD_BUFFERED system buffer: the input is copied (bounded, fallible)
 /// before the output is written over it. IRQL: PASSIVE_LEVEL.
-fn dispatch(code: u32, buffer: *mut u8, input_len: usize, output_len: usize) -> (NtStatus, usize) {
+///
+/// # Safety
+/// `buffer` is NULL or the SystemBuffer of a METHOD_BUFFERED IRP being dispatched: valid for
+/// reads of `input_len` bytes and writes of `output_len` bytes until the IRP completes (after
+/// this call).
+unsafe fn dispatch(
+    code: u32,
+    buffer: *mut u8,
+    input_len: usize,
+    output_len: usize,
+) -> (NtStatus, usize) {
     if code & 3 != 0 {
         // Not METHOD_BUFFERED: the system buffer is not the output buffer. Every code of the
         // contract is METHOD_BUFFERED (crates/ioctl).

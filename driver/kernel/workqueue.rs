@@ -36,8 +36,12 @@ impl WorkItem {
         }
     }
 
-    /// Sets the context passed to the routine.
-    pub fn set_context(&self, context: *mut c_void) {
+    /// Sets the context passed to the routine. IRQL: any.
+    ///
+    /// # Safety
+    /// `context` is what the item's routine requires of its argument (its `# Safety`), and stays
+    /// so whenever the item can run: from now until the owner's last flush of the queue.
+    pub unsafe fn set_context(&self, context: *mut c_void) {
         self.context.store(context, Ordering::Release);
     }
 }
@@ -177,9 +181,13 @@ impl WorkQueue {
                 flush_lock: Event::synchronization(true)?,
             },
         )?;
-        inner
-            .flush_item
-            .set_context(ptr::from_ref(&inner.flush_done).cast_mut().cast());
+        // SAFETY: `signal` needs the queue's `flush_done` event, which lives in the same pinned
+        // `Inner` as the item, so it is valid whenever the item can run.
+        unsafe {
+            inner
+                .flush_item
+                .set_context(ptr::from_ref(&inner.flush_done).cast_mut().cast());
+        }
         // SAFETY: `inner` is pinned in pool and outlives the thread (joined in `stop`/drop).
         let thread = unsafe { SystemThread::spawn(run, inner.as_ptr().cast_mut().cast()) }?;
         Ok(Self {

@@ -102,7 +102,10 @@ impl Listener {
             },
         )?;
         let this = listener.as_ptr();
-        listener.work.set_context(this.cast_mut().cast());
+        // SAFETY: `listener_work` needs the listener, which is pinned in pool and freed only once
+        // the item cannot run any more (Listener invariant: stop flushes the queue first, and so
+        // does a failed start once anything could have queued the item).
+        unsafe { listener.work.set_context(this.cast_mut().cast()) };
         for slot in listener.accepts.iter() {
             // SAFETY: the slot is pinned in its PoolSlice inside the pinned listener, which
             // outlives its IRPs (Listener invariant); no accept IRP is submitted yet.
