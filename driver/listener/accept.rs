@@ -9,6 +9,7 @@ use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
 use wsk::{DEVICE_OBJECT, IRP, NtStatus, SOCKADDR, SOCKADDR_STORAGE, WSK_SOCKET};
 
 use super::Listener;
+use super::worker_only::Worker;
 use crate::net::{ConnSocket, DriverIrp};
 use crate::table::AcceptPath;
 
@@ -189,9 +190,8 @@ pub(crate) unsafe extern "system" fn accept_done(
 
 impl Listener {
     /// Arms idle accept IRPs (when `arm`) and closes refused sockets. Worker only.
-    pub(super) fn service_accepts(&self, arm: bool) {
-        // SAFETY: worker thread.
-        let socket = unsafe { self.socket.get() }.as_ref();
+    pub(super) fn service_accepts(&self, worker: &mut Worker<'_>, arm: bool) {
+        let socket = self.socket.get(worker).as_ref();
         for slot in self.accepts.iter() {
             let refused = {
                 let mut shared = self.shared.lock();

@@ -7,6 +7,7 @@ use core::sync::atomic::Ordering;
 
 use wsk::{NtStatus, WSK_EVENT_ACCEPT, WSK_EVENT_DISABLE};
 
+use super::worker_only::Worker;
 use super::{Counters, Listener, Mode, NO_SLOT, Phase, Service, Shared};
 use crate::kernel;
 use crate::net::ConnSocket;
@@ -136,12 +137,11 @@ impl Listener {
     /// worker disables the accept event, which answers STATUS_SUCCESS only when no accept
     /// callback is running (WSK-FACTS §5), hands everything over, and enables it again
     /// (connections arriving meanwhile wait in the backlog, or go to accept IRPs). Worker only.
-    pub(super) fn hand_over_quiesced(&self) {
+    pub(super) fn hand_over_quiesced(&self, worker: &mut Worker<'_>) {
         if !self.config.mode.uses_events() || !self.has_handovers() {
             return;
         }
-        // SAFETY: worker thread.
-        let Some(socket) = (unsafe { self.socket.get() }).as_ref() else {
+        let Some(socket) = self.socket.get(worker).as_ref() else {
             // No listening socket: the restart or stop that closed it hands over.
             return;
         };

@@ -9,6 +9,7 @@ use core::sync::atomic::Ordering;
 
 use wsk::{DEVICE_OBJECT, IRP, NtStatus, WSK_INSPECT_ACTION, WSK_INSPECT_ID};
 
+use super::worker_only::Worker;
 use super::{Counters, Listener, Mode, Phase};
 use crate::kernel;
 use crate::pending::{Outcome, PendingId, PendingInfo};
@@ -172,7 +173,7 @@ impl Listener {
     }
 
     /// Times out overdue requests and sends the next decision. Worker only.
-    pub(super) fn service_decisions(&self) {
+    pub(super) fn service_decisions(&self, worker: &mut Worker<'_>) {
         if self.config.mode != Mode::Conditional {
             return;
         }
@@ -193,8 +194,7 @@ impl Listener {
             shared.rundown.submitted();
             outgoing
         };
-        // SAFETY: worker thread (the only user of the listening socket once published).
-        let Some(socket) = (unsafe { self.socket.get() }).as_ref() else {
+        let Some(socket) = self.socket.get(worker).as_ref() else {
             self.undo_decision(outgoing.index);
             return;
         };

@@ -8,7 +8,7 @@ use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use wsk::{DEVICE_OBJECT, IRP, NtStatus, WSK_EVENT_ACCEPT, WSK_EVENT_DISABLE, WSK_INSPECT_ID};
 
 use super::accept::AcceptSlot;
-use super::worker_only::WorkerOnly;
+use super::worker_only::{Worker, WorkerOnly};
 use super::{
     Counters, Global, Listener, ListenerConfig, Mode, NO_SLOT, Phase, Shared, SlotIo, events,
     listener_work,
@@ -140,9 +140,13 @@ impl Listener {
             return Err(status);
         }
         let mut shared = listener.shared.lock();
-        // SAFETY: the worker touches `socket` only in a run that found the phase past Starting
-        // under this lock, so it cannot run concurrently with this write.
-        unsafe { *listener.socket.get() = Some(socket) };
+        {
+            // SAFETY: `start` holding the lock while the listener is Starting: a worker run makes
+            // its token only after it saw a later phase under this lock, and this token is
+            // dropped before Running is set.
+            let mut worker = unsafe { Worker::assume() };
+            *listener.socket.get(&mut worker) = Some(socket);
+        }
         shared.phase = Phase::Running;
         listener.kick_locked(&shared);
         drop(shared);
@@ -205,9 +209,8 @@ impl Listener {
     }
 
     /// Closes the listening socket asynchronously (cancelling accepts). Worker only.
-    pub(super) fn close_listening_socket(&self) {
-        // SAFETY: worker thread.
-        let Some(socket) = (unsafe { self.socket.get() }).take() else {
+    pub(super) fn close_listening_socket(&self, worker: &mut Worker<'_>) {
+        let Some(socket) = self.socket.get(worker).take() else {
             return;
         };
         if self.config.mode.uses_events() {
@@ -234,8 +237,8 @@ impl Listener {
 
     /// Restart: close the broken listening socket, wait for the accept IRPs to come back, then
     /// open a new one on the same address. Worker only.
-    pub(super) fn restart_step(&self) {
-        self.close_listening_socket();
+    pub(super) fn restart_step(&self, worker: &mut Worker<'_>) {
+        self.close_listening_socket(worker);
         let (pending, bound) = {
             let shared = self.shared.lock();
             (shared.listen_close_pending, shared.bound)
@@ -274,8 +277,7 @@ impl Listener {
         }
         match reopened {
             Ok(socket) => {
-                // SAFETY: worker thread.
-                unsafe { *self.socket.get() = Some(socket) };
+                *self.socket.get(worker) = Some(socket);
                 shared.phase = Phase::Running;
                 Counters::bump(&self.counters.listener_restarts);
                 trace::emit(trace::Event::ListenerRestarted {

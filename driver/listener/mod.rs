@@ -67,7 +67,7 @@ use crate::policy::{Policy, SourceCounts};
 use crate::rundown::Rundown;
 use crate::table::{ConnId, SlotState, Table, work};
 use accept::{AcceptSlot, State as AcceptState};
-use worker_only::WorkerOnly;
+use worker_only::{Worker, WorkerOnly};
 
 /// A table slot's IO block, owned by its listener.
 pub(crate) type SlotIo = crate::conn::SlotIo<Listener>;
@@ -272,26 +272,32 @@ impl Listener {
     /// The worker's routine for this listener. IRQL: PASSIVE_LEVEL (worker thread).
     fn process(&self) {
         let phase = self.shared.lock().phase;
+        if matches!(phase, Phase::Starting | Phase::Stopped) {
+            return;
+        }
+        // SAFETY: this is the worker's run of this listener (the ordered queue runs one item at a
+        // time), and it saw a phase past Starting under the lock, after `start` dropped its token.
+        let mut worker = unsafe { Worker::assume() };
         if phase == Phase::Running && self.handover_tick.swap(false, Ordering::AcqRel) {
-            self.hand_over_quiesced();
+            self.hand_over_quiesced(&mut worker);
         }
         match phase {
             Phase::Running => {
                 self.run_slot_work();
-                self.service_accepts(true);
-                self.service_decisions();
+                self.service_accepts(&mut worker, true);
+                self.service_decisions(&mut worker);
             }
             Phase::Restarting => {
                 self.run_slot_work();
-                self.service_accepts(false);
-                self.service_decisions();
-                self.restart_step();
+                self.service_accepts(&mut worker, false);
+                self.service_decisions(&mut worker);
+                self.restart_step(&mut worker);
             }
             Phase::Failed => {
                 self.run_slot_work();
-                self.service_accepts(false);
+                self.service_accepts(&mut worker, false);
             }
-            Phase::Stopping => self.stop_step(),
+            Phase::Stopping => self.stop_step(&mut worker),
             Phase::Starting | Phase::Stopped => {}
         }
     }

@@ -5,14 +5,15 @@
 use core::sync::atomic::Ordering;
 use core::time::Duration;
 
+use super::worker_only::Worker;
 use super::{CounterSnapshot, Listener, Phase};
 use crate::kernel::PoolBox;
 use crate::table::{SlotState, work};
 
 impl Listener {
     /// One step of the rundown. Worker only.
-    pub(super) fn stop_step(&self) {
-        self.close_listening_socket();
+    pub(super) fn stop_step(&self, worker: &mut Worker<'_>) {
+        self.close_listening_socket(worker);
         let sweep = {
             let mut shared = self.shared.lock();
             // Only once the listening socket's close has completed: it waited for every running
@@ -49,7 +50,7 @@ impl Listener {
             }
         }
         self.run_slot_work();
-        self.service_accepts(false);
+        self.service_accepts(worker, false);
         let mut shared = self.shared.lock();
         let quiet = !shared.listen_close_pending
             && shared.table.occupancy().in_use == 0
