@@ -10,7 +10,7 @@
 //!
 //! The table also keeps an intrusive FIFO of slots with work for the worker (first receive,
 //! re-arm, close) so completion routines can hand work over without allocating. The FIFO is
-//! doubly linked and only [`Table::link_work`] and [`Table::unlink_work`] touch its links: a slot
+//! doubly linked and only `Table::link_work` and `Table::unlink_work` touch its links: a slot
 //! is on it exactly when it has work bits, and every way out of a slot's life (pop, release)
 //! unlinks it, so a freed or reused slot can never be left linked (issue 11, finding 3: a late
 //! completion asked for work on a Closing slot, `release` freed it while linked, and its reuse cut

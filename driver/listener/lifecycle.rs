@@ -112,8 +112,8 @@ impl Listener {
             unsafe { slot.attach(this) };
         }
         for io in listener.io.iter() {
-            // SAFETY: as for the accept slots: `io` is pinned in the listener's PoolSlice, the
-            // listener outlives every slot IRP's completion, and none is submitted yet.
+            // SAFETY: `io` is pinned in the listener's PoolSlice, the listener outlives every slot
+            // IRP's completion (Listener invariant), and none is submitted yet.
             unsafe { io.attach(this) }?;
         }
         let socket = listener.open_socket(config.address)?;

@@ -42,7 +42,8 @@ impl Listener {
                 if peer_closed {
                     Counters::bump(&self.counters.peer_closed);
                 }
-                // SAFETY: as in `admit`.
+                // SAFETY: `global` points at the engine's figures, which the engine frees only
+                // after every listener is gone.
                 unsafe { (*self.global).closed() };
             }
         }
