@@ -72,7 +72,8 @@ struct Listeners {
 
 /// The loaded driver.
 ///
-/// Invariant: pinned in pool (work items and listeners point into it); `listeners` is touched
+/// # Invariants
+/// Pinned in pool (work items and listeners point into it); `listeners` is touched
 /// only while holding `control`; dropped only through [`Engine::unload`].
 pub struct Engine {
     client: PoolBox<WskClient>,

@@ -14,7 +14,8 @@ use super::{Event, PoolBox, SpinLock, SystemThread, tags};
 
 /// A preallocated unit of work.
 ///
-/// Invariant: while `queued` is true the item is linked in exactly one queue's list and must stay
+/// # Invariants
+/// While `queued` is true the item is linked in exactly one queue's list and must stay
 /// alive; its owner keeps it alive until the queue is flushed after the last kick.
 pub struct WorkItem {
     next: AtomicPtr<WorkItem>,
@@ -69,7 +70,8 @@ struct Inner {
 
 /// A handle for queueing from any context (completion routines, callbacks).
 ///
-/// Invariant: points at the `Inner` of a running [`WorkQueue`], which outlives every handle (the
+/// # Invariants
+/// Points at the `Inner` of a running [`WorkQueue`], which outlives every handle (the
 /// owner stops the queue only after everything that holds a handle is gone).
 #[derive(Clone, Copy)]
 pub struct WorkQueueHandle(*const Inner);

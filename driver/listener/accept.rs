@@ -63,7 +63,8 @@ impl AtomicState {
 
 /// One accept IRP and its buffers.
 ///
-/// Invariant: pinned in a `PoolSlice`; `listener` is set before the IRP is first submitted and
+/// # Invariants
+/// Pinned in a `PoolSlice`; `listener` is set before the IRP is first submitted and
 /// outlives every completion; `local`/`remote` are written by the provider only while ACCEPTING.
 pub struct AcceptSlot {
     /// The IRP.

@@ -147,7 +147,8 @@ pub struct ListenerInfo {
 
 /// One listener.
 ///
-/// Invariant: pinned in pool; freed only after `stop` saw phase Stopped (every IRP back, the
+/// # Invariants
+/// Pinned in pool; freed only after `stop` saw phase Stopped (every IRP back, the
 /// listening socket closed so no callback can run) and flushed the work queue.
 pub struct Listener {
     id: u32,

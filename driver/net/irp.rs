@@ -12,7 +12,8 @@ use crate::kernel;
 
 /// An IRP with one stack location (what WSK needs, WSK-FACTS §3).
 ///
-/// Invariant: `irp` is a live IRP from `irp_allocate`; `busy` is true from a successful
+/// # Invariants
+/// `irp` is a live IRP from `irp_allocate`; `busy` is true from a successful
 /// [`DriverIrp::submit`] until the completion routine calls [`DriverIrp::take_back`].
 pub struct DriverIrp {
     irp: NonNull<IRP>,

@@ -21,7 +21,8 @@ static CLIENT_DISPATCH: WSK_CLIENT_DISPATCH = WSK_CLIENT_DISPATCH {
 
 /// The captured provider: what WskSocket needs.
 ///
-/// Invariant: `client` and `dispatch` come from a successful WskCaptureProviderNPI that is not
+/// # Invariants
+/// `client` and `dispatch` come from a successful WskCaptureProviderNPI that is not
 /// released while this value is used (the registration releases it only at unload, after every
 /// listener stopped).
 #[derive(Clone, Copy)]
@@ -53,7 +54,8 @@ impl Provider {
 
 /// A WSK client registration.
 ///
-/// Invariant: lives pinned in pool (`register` returns a PoolBox) because WskRegister keeps
+/// # Invariants
+/// Lives pinned in pool (`register` returns a PoolBox) because WskRegister keeps
 /// pointers to `registration` until WskDeregister; `captured` is true exactly while a capture is
 /// held; `provider` is written only by `capture` before `captured` becomes true.
 pub struct WskClient {

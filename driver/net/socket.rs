@@ -22,7 +22,8 @@ fn missing() -> NtStatus {
 
 /// A listening socket (WSK_FLAG_LISTEN_SOCKET).
 ///
-/// Invariant: `raw` is a live listening socket of a captured provider, owned here, closed once by
+/// # Invariants
+/// `raw` is a live listening socket of a captured provider, owned here, closed once by
 /// [`ListenSocket::close`] or [`ListenSocket::close_async`]. `closer` is allocated before the
 /// socket exists, so that the waited close never needs memory it may not get: a socket left open
 /// would make WskDeregister wait forever (WSK-FACTS §7).
@@ -296,7 +297,8 @@ unsafe fn submit_close(
 
 /// An accepted connection socket.
 ///
-/// Invariant: `raw` is a live connection socket handed to the driver (WskAccept's Information or
+/// # Invariants
+/// `raw` is a live connection socket handed to the driver (WskAccept's Information or
 /// WskAcceptEvent's AcceptSocket), owned here, closed once by [`ConnSocket::close`].
 pub struct ConnSocket {
     raw: NonNull<WSK_SOCKET>,
@@ -351,7 +353,8 @@ impl ConnSocket {
 
 /// A borrowed connection socket for one call.
 ///
-/// Invariant: whoever makes one guarantees the owning [`ConnSocket`] is not closed before the
+/// # Invariants
+/// Whoever makes one guarantees the owning [`ConnSocket`] is not closed before the
 /// call it is used for has been made (in wskaccept only the worker makes calls and closes).
 #[derive(Clone, Copy)]
 pub struct ConnSocketRef {
