@@ -11,29 +11,30 @@
 //!   acknowledges our FIN stays pending until the close cancels it (WSK-FACTS §7), which is how
 //!   stop closes every connection at once whatever disconnect is in flight.
 //!
-//! Completion routines run at DISPATCH_LEVEL: they take the IRP back, update the slot under the
-//! listener's spin lock, and queue work; they never call WSK, never block, never allocate.
+//! What the worker does with these IRPs, and their completion routines, live with the listener
+//! that owns the slot (`crate::listener`, `slots.rs`): this room imports nothing from it. The
+//! block names its owner only as the type parameter `O`.
 
 use core::cell::UnsafeCell;
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU32, Ordering};
 
-use wsk::{DEVICE_OBJECT, IRP, MDL, NtStatus, WSK_BUF};
+use wsk::{MDL, NtStatus, WSK_BUF};
 
 use crate::kernel;
-use crate::listener::Listener;
 use crate::net::DriverIrp;
-use crate::table::{SlotState, work};
 
 /// Bytes read per receive (peers' data is discarded by the hold service).
 pub const RX_BYTES: usize = 64;
 
-/// The IRPs and buffer of one slot.
+/// The IRPs and buffer of one slot, owned by an `O` (the listener).
 ///
-/// Invariant: lives in a `PoolSlice` that never moves, so `buf` can point at `rx` through `mdl`
-/// and the address can be a completion context; `listener` is set before any IRP is submitted and
-/// outlives every completion (the listener is freed only after all its IRPs came back).
-pub struct SlotIo {
+/// # Invariants
+/// Lives in a `PoolSlice` that never moves, so `buf` can point at `rx` through `mdl` and the
+/// address can be a completion context; `owner` is set by [`SlotIo::attach`] before any IRP is
+/// submitted and outlives every completion (the listener is freed only after all its IRPs came
+/// back). Constructed by [`SlotIo::new`] with a null owner and no MDL; `attach` completes it.
+pub struct SlotIo<O> {
     /// The receive IRP.
     pub recv: DriverIrp,
     /// The graceful disconnect IRP.
@@ -57,7 +58,7 @@ pub struct SlotIo {
     /// Next slot on the hand-over list (`u32::MAX`: none). Under the listener's spin lock.
     pub next_handover: AtomicU32,
     index: u32,
-    listener: AtomicPtr<Listener>,
+    owner: AtomicPtr<O>,
     rx: UnsafeCell<[u8; RX_BYTES]>,
     mdl: AtomicPtr<MDL>,
     buf: UnsafeCell<WSK_BUF>,
@@ -65,11 +66,12 @@ pub struct SlotIo {
 
 // SAFETY: `rx` and `buf` are only written by the provider while the receive IRP is pending and
 // read by nobody (data is discarded); everything else is atomic or immutable.
-unsafe impl Sync for SlotIo {}
-// SAFETY: as above.
-unsafe impl Send for SlotIo {}
+unsafe impl<O> Sync for SlotIo<O> {}
+// SAFETY: the block holds no thread-affine data: the IRPs and MDL are kernel objects usable from any
+// thread, and the buffers are written only by the provider (see Sync).
+unsafe impl<O> Send for SlotIo<O> {}
 
-impl SlotIo {
+impl<O> SlotIo<O> {
     /// Allocates the slot's IRPs. IRQL: <= DISPATCH_LEVEL.
     ///
     /// # Errors
@@ -87,7 +89,7 @@ impl SlotIo {
             stashed: AtomicU8::new(0),
             next_handover: AtomicU32::new(u32::MAX),
             index,
-            listener: AtomicPtr::new(core::ptr::null_mut()),
+            owner: AtomicPtr::new(core::ptr::null_mut()),
             rx: UnsafeCell::new([0; RX_BYTES]),
             mdl: AtomicPtr::new(core::ptr::null_mut()),
             buf: UnsafeCell::new(WSK_BUF {
@@ -98,12 +100,18 @@ impl SlotIo {
         })
     }
 
-    /// Binds the slot to its listener and describes the (now pinned) buffer with an MDL.
+    /// Binds the slot to its owner and describes the (now pinned) buffer with an MDL. Called once,
+    /// at listener start. IRQL: PASSIVE_LEVEL.
+    ///
+    /// # Safety
+    /// `self` is pinned (in its `PoolSlice`) for the rest of its life, and `owner` points at the
+    /// owner, which outlives every completion of this slot's IRPs (it is what [`SlotIo::owner`]
+    /// later hands to them); called before any IRP of the slot is submitted.
     ///
     /// # Errors
     /// STATUS_INSUFFICIENT_RESOURCES when no MDL can be had.
-    pub fn attach(&self, listener: *const Listener) -> Result<(), NtStatus> {
-        self.listener.store(listener.cast_mut(), Ordering::Release);
+    pub unsafe fn attach(&self, owner: *const O) -> Result<(), NtStatus> {
+        self.owner.store(owner.cast_mut(), Ordering::Release);
         #[allow(clippy::cast_possible_truncation)]
         // SAFETY: `rx` is this slot's buffer, inside the listener's nonpaged block, which
         // outlives the MDL (freed with the slot in `Drop`).
@@ -135,6 +143,13 @@ impl SlotIo {
         core::ptr::from_ref(self).cast_mut().cast()
     }
 
+    /// The owner given to [`SlotIo::attach`] (null before it). Dereferencing it is sound while a
+    /// completion of this slot's IRPs runs (type invariant).
+    #[must_use]
+    pub fn owner(&self) -> *const O {
+        self.owner.load(Ordering::Acquire)
+    }
+
     /// The slot index.
     #[must_use]
     pub fn index(&self) -> u32 {
@@ -142,7 +157,7 @@ impl SlotIo {
     }
 }
 
-impl Drop for SlotIo {
+impl<O> Drop for SlotIo<O> {
     fn drop(&mut self) {
         let mdl = self.mdl.swap(core::ptr::null_mut(), Ordering::AcqRel);
         if !mdl.is_null() {
@@ -150,121 +165,4 @@ impl Drop for SlotIo {
             unsafe { kernel::mdl_free(mdl) };
         }
     }
-}
-
-fn slot_of<'a>(context: *mut c_void) -> (&'a SlotIo, &'a Listener) {
-    // SAFETY: every slot IRP is submitted with its SlotIo as context (SlotIo invariant: pinned,
-    // outlives the completion).
-    let io = unsafe { &*context.cast::<SlotIo>() };
-    // SAFETY: set by `attach` before any submission; the listener outlives its IRPs.
-    let listener = unsafe { &*io.listener.load(Ordering::Acquire) };
-    (io, listener)
-}
-
-/// Completion of the slot's WskReceive. IRQL: <= DISPATCH_LEVEL; no WSK, no blocking, no
-/// allocation.
-pub(crate) unsafe extern "system" fn receive_done(
-    _device: *mut DEVICE_OBJECT,
-    _irp: *mut IRP,
-    context: *mut c_void,
-) -> NtStatus {
-    let (io, listener) = slot_of(context);
-    let generation = io.recv_generation.load(Ordering::Acquire);
-    // SAFETY: this is the receive IRP's completion routine.
-    let (status, information) = unsafe { io.recv.take_back() };
-    let mut shared = listener.shared.lock();
-    shared.rundown.completed();
-    let index = io.index;
-    let current = shared
-        .table
-        .entry(index)
-        .map(|e| (e.state(), e.generation()));
-    match current {
-        Some((SlotState::Active, g)) if g == generation => {
-            if status.is_success() && information > 0 {
-                listener
-                    .counters
-                    .bytes_discarded
-                    .fetch_add(information as u64, Ordering::Relaxed);
-                shared.table.request(index, work::RECEIVE);
-            } else {
-                // 0 bytes: graceful close; an error: reset. Either way the peer is gone.
-                if let Some(entry) = shared.table.entry_mut(index) {
-                    entry.peer_closed = true;
-                }
-                shared.table.request(index, work::CLOSE);
-            }
-        }
-        Some((SlotState::Closing, g)) if g == generation => {
-            listener.try_release(&mut shared, index);
-        }
-        _ => {}
-    }
-    listener.kick_locked(&shared);
-    NtStatus::MORE_PROCESSING_REQUIRED
-}
-
-/// Completion of the slot's graceful WskDisconnect. IRQL: <= DISPATCH_LEVEL; no WSK, no
-/// blocking, no allocation.
-pub(crate) unsafe extern "system" fn disconnect_done(
-    _device: *mut DEVICE_OBJECT,
-    _irp: *mut IRP,
-    context: *mut c_void,
-) -> NtStatus {
-    let (io, listener) = slot_of(context);
-    let generation = io.ctl_generation.load(Ordering::Acquire);
-    // SAFETY: this is the ctl IRP's completion routine.
-    let _ = unsafe { io.ctl.take_back() };
-    let mut shared = listener.shared.lock();
-    shared.rundown.completed();
-    let index = io.index;
-    let current = shared
-        .table
-        .entry(index)
-        .map(|e| (e.state(), e.generation()));
-    match current {
-        Some((SlotState::Active, g)) if g == generation => {
-            // Success or not, the next step is the close (a failed disconnect means the
-            // connection is already gone; close aborts whatever is left).
-            if let Some(entry) = shared.table.entry_mut(index) {
-                entry.disconnected = true;
-            }
-            shared.table.request(index, work::CLOSE);
-        }
-        // The close did not wait for us (it cancelled this disconnect): the slot may go now.
-        Some((SlotState::Closing, g)) if g == generation => {
-            listener.try_release(&mut shared, index);
-        }
-        _ => {}
-    }
-    listener.kick_locked(&shared);
-    NtStatus::MORE_PROCESSING_REQUIRED
-}
-
-/// Completion of the slot's WskCloseSocket. IRQL: <= DISPATCH_LEVEL; no WSK, no blocking, no
-/// allocation.
-pub(crate) unsafe extern "system" fn close_done(
-    _device: *mut DEVICE_OBJECT,
-    _irp: *mut IRP,
-    context: *mut c_void,
-) -> NtStatus {
-    let (io, listener) = slot_of(context);
-    let generation = io.close_generation.load(Ordering::Acquire);
-    // SAFETY: this is the close IRP's completion routine.
-    let _ = unsafe { io.close.take_back() };
-    let mut shared = listener.shared.lock();
-    shared.rundown.completed();
-    let index = io.index;
-    if shared
-        .table
-        .entry(index)
-        .is_some_and(|e| e.state() == SlotState::Closing && e.generation() == generation)
-    {
-        if let Some(entry) = shared.table.entry_mut(index) {
-            entry.close_done = true;
-        }
-        listener.try_release(&mut shared, index);
-    }
-    listener.kick_locked(&shared);
-    NtStatus::MORE_PROCESSING_REQUIRED
 }

@@ -11,13 +11,17 @@ use wsk::NtStatus;
 
 use crate::kernel::{Event, PoolBox, SystemThread, WorkItem, WorkQueue, tags};
 use crate::listener::{
-    CounterSnapshot, Global, HANDOVER_DELAY, Listener, ListenerConfig, ListenerInfo, STOP_TIMEOUT,
+    CounterSnapshot, Global, Listener, ListenerConfig, ListenerInfo, STOP_TIMEOUT,
 };
 use crate::net::WskClient;
-use crate::pending::{PendingId, PendingInfo};
 use crate::policy::Policy;
-use crate::table::{AcceptPath, ConnId, ConnInfo, Table};
+use crate::table::{ConnId, ConnInfo};
 use crate::trace;
+
+mod background;
+mod queries;
+
+use background::{capture_provider, tick};
 
 /// Table slots scanned per spin-lock hold when listing connections (what one
 /// `Table::active_from` call examines).
@@ -25,15 +29,10 @@ const LIST_CHUNK: u32 = crate::table::SCAN_CHUNK;
 
 /// Most listeners at once (listener slots in a connection id are 8 bits).
 pub const MAX_LISTENERS: usize = 16;
+// Every listener slot fits the id's listener field.
+const _: () = assert!(MAX_LISTENERS as u64 <= 1 << crate::ids::LISTENER_BITS);
 /// How long a listener start waits for the WSK provider before STATUS_DEVICE_NOT_READY.
 pub const NPI_WAIT: Duration = Duration::from_secs(5);
-/// How long each WskCaptureProviderNPI attempt on the worker waits, in milliseconds.
-const CAPTURE_SLICE_MS: u32 = 250;
-/// The first pause after a capture that failed without waiting; it doubles up to
-/// [`CAPTURE_BACKOFF_MAX`].
-const CAPTURE_BACKOFF_MIN: Duration = Duration::from_millis(50);
-/// The longest pause between capture attempts.
-const CAPTURE_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Driver-wide figures.
 #[derive(Clone, Copy, Debug, Default)]
@@ -73,7 +72,8 @@ struct Listeners {
 
 /// The loaded driver.
 ///
-/// Invariant: pinned in pool (work items and listeners point into it); `listeners` is touched
+/// # Invariants
+/// Pinned in pool (work items and listeners point into it); `listeners` is touched
 /// only while holding `control`; dropped only through [`Engine::unload`].
 pub struct Engine {
     client: PoolBox<WskClient>,
@@ -97,75 +97,9 @@ pub struct Engine {
 
 // SAFETY: `listeners` is only reached under the `control` lock; everything else is Sync.
 unsafe impl Sync for Engine {}
-// SAFETY: as above.
+// SAFETY: the engine holds no thread-affine data: its kernel objects (spin lock, events, system
+// thread handle, registration) may be used and dropped from any thread at PASSIVE_LEVEL.
 unsafe impl Send for Engine {}
-
-unsafe fn capture_provider(context: *mut c_void) {
-    // SAFETY: the capture item's context is the engine, alive until unload flushed the queue.
-    let engine = unsafe { &*context.cast::<Engine>() };
-    // WSK-FACTS §7: capture on a worker, never blocking DriverEntry; retry in slices so unload
-    // is never held up by a provider that does not come. A capture that fails without waiting
-    // (STATUS_NOINTERFACE) is retried after a pause that grows, never in a tight loop.
-    let slice_100ns = u64::from(CAPTURE_SLICE_MS) * 10_000;
-    let mut backoff = CAPTURE_BACKOFF_MIN;
-    while !engine.unloading.load(Ordering::Acquire) {
-        let started = crate::kernel::interrupt_time();
-        let status = engine.client.capture(CAPTURE_SLICE_MS);
-        engine
-            .capture_status
-            .store(status.as_u32(), Ordering::Release);
-        if status.is_success() {
-            engine.npi_ready.set();
-            return;
-        }
-        if crate::kernel::interrupt_time().saturating_sub(started) < slice_100ns {
-            // Interrupted by unload (the event is set at its start) or the pause is over.
-            if engine.unload_started.wait(Some(backoff)) {
-                return;
-            }
-            backoff = (backoff * 2).min(CAPTURE_BACKOFF_MAX);
-        } else {
-            backoff = CAPTURE_BACKOFF_MIN;
-        }
-    }
-}
-
-/// How often deferred requests' timeouts are checked.
-const TICK: Duration = Duration::from_millis(200);
-
-/// The ticker: every [`TICK`], kicks listeners with deferred requests (their timeouts); and
-/// [`HANDOVER_DELAY`] after an accept callback signalled a socket to hand over, asks its listener
-/// to hand it over. IRQL: PASSIVE_LEVEL (system thread).
-unsafe fn tick(context: *mut c_void) {
-    // SAFETY: the ticker's context is the engine, which joins this thread before it goes.
-    let engine = unsafe { &*context.cast::<Engine>() };
-    let tick_100ns = u64::try_from(TICK.as_nanos() / 100).unwrap_or(u64::MAX);
-    let mut next_tick = crate::kernel::interrupt_time().saturating_add(tick_100ns);
-    loop {
-        let now = crate::kernel::interrupt_time();
-        let until_tick = Duration::from_nanos(next_tick.saturating_sub(now).saturating_mul(100));
-        let handover = engine.global.handover_ready.wait(Some(until_tick));
-        if handover && engine.ticker_stop.wait(Some(HANDOVER_DELAY)) {
-            return;
-        }
-        if engine.ticker_stop.wait(Some(Duration::ZERO)) {
-            return;
-        }
-        let due = crate::kernel::interrupt_time() >= next_tick;
-        if due {
-            next_tick = crate::kernel::interrupt_time().saturating_add(tick_100ns);
-        }
-        let guard = engine.lock();
-        for listener in engine.listeners(&guard).slots.iter().flatten() {
-            if due && listener.has_pending() {
-                listener.kick();
-            }
-            if listener.has_handovers() {
-                listener.tick_handovers();
-            }
-        }
-    }
-}
 
 /// The control lock (a synchronization event used as a PASSIVE-level mutex).
 struct ControlGuard<'a>(&'a Event);
@@ -213,7 +147,9 @@ impl Engine {
         )?;
         let mut engine = engine;
         let context: *mut c_void = engine.as_ptr().cast_mut().cast();
-        engine.capture.set_context(context);
+        // SAFETY: `capture_provider` needs the engine, which is pinned in pool and flushes the
+        // queue (in unload) before it goes.
+        unsafe { engine.capture.set_context(context) };
         // SAFETY: the engine is pinned and joins the ticker in Drop before it goes.
         engine.ticker = Some(unsafe { SystemThread::spawn(tick, context) }?);
         if let Some(queue) = &engine.queue {
@@ -396,256 +332,6 @@ impl Engine {
         }
     }
 
-    /// Every running listener. IRQL: PASSIVE_LEVEL.
-    pub fn listeners_info(&self, mut each: impl FnMut(ListenerInfo)) {
-        let guard = self.lock();
-        for listener in self.listeners(&guard).slots.iter().flatten() {
-            each(listener.info());
-        }
-    }
-
-    /// One listener. IRQL: PASSIVE_LEVEL.
-    ///
-    /// # Errors
-    /// STATUS_NOT_FOUND.
-    pub fn listener_info(&self, id: u32) -> Result<ListenerInfo, NtStatus> {
-        let guard = self.lock();
-        match self.listeners(&guard).slots.get(Self::slot_of(id)) {
-            Some(Some(listener)) if listener.id() == id => Ok(listener.info()),
-            _ => Err(NtStatus::NOT_FOUND),
-        }
-    }
-
-    /// Driver-wide figures. IRQL: PASSIVE_LEVEL.
-    #[must_use]
-    pub fn stats(&self) -> DriverStats {
-        let guard = self.lock();
-        let listeners = self.listeners(&guard);
-        let mut stats = DriverStats {
-            counters: listeners.retired,
-            ..DriverStats::default()
-        };
-        for listener in listeners.slots.iter().flatten() {
-            let info = listener.info();
-            stats.listeners += 1;
-            stats.accept_irps_pending += info.accept_irps_pending;
-            stats.counters.add(&info.counters);
-        }
-        stats.active = self.global.active.load(Ordering::Relaxed);
-        stats.peak = self.global.peak.load(Ordering::Relaxed);
-        stats
-    }
-
-    /// Lists Active connections, paged: starts at `cursor` (0 first), fills `out`, returns how
-    /// many were written and the cursor to continue with (`None` at the end). `listener` limits
-    /// the list to one listener. IRQL: PASSIVE_LEVEL.
-    ///
-    /// # Errors
-    /// STATUS_NOT_FOUND for an unknown listener.
-    pub fn list_connections(
-        &self,
-        listener: Option<u32>,
-        cursor: u64,
-        out: &mut [Option<ConnRecord>],
-    ) -> Result<(usize, Option<u64>), NtStatus> {
-        let guard = self.lock();
-        let listeners = self.listeners(&guard);
-        if let Some(id) = listener {
-            match listeners.slots.get(Self::slot_of(id)) {
-                Some(Some(l)) if l.id() == id => {}
-                _ => return Err(NtStatus::NOT_FOUND),
-            }
-        }
-        // Cursor: listener slot in the high 32 bits, table index in the low 32.
-        let mut slot = usize::try_from(cursor >> 32).unwrap_or(MAX_LISTENERS);
-        #[allow(clippy::cast_possible_truncation)]
-        let mut index = cursor as u32;
-        let mut written = 0;
-        while slot < MAX_LISTENERS {
-            if let Some(l) = listeners.slots[slot]
-                .as_ref()
-                .filter(|l| listener.is_none_or(|id| id == l.id()))
-            {
-                let listener_id = l.id();
-                let capacity = l.with_table(Table::capacity);
-                // A chunk of slots per lock hold: the spin lock is never held for a whole table.
-                while index < capacity {
-                    let chunk_end = index.saturating_add(LIST_CHUNK).min(capacity);
-                    let full = l.with_table(|table| {
-                        for (i, entry) in
-                            table.active_from(index).take_while(|(i, _)| *i < chunk_end)
-                        {
-                            if written == out.len() {
-                                index = i;
-                                return true;
-                            }
-                            if let Some(id) = table.id_of(i) {
-                                out[written] = Some(ConnRecord {
-                                    id,
-                                    listener: listener_id,
-                                    info: *entry.info(),
-                                });
-                                written += 1;
-                            }
-                        }
-                        false
-                    });
-                    if full {
-                        return Ok((written, Some(((slot as u64) << 32) | u64::from(index))));
-                    }
-                    index = chunk_end;
-                }
-            }
-            slot += 1;
-            index = 0;
-        }
-        Ok((written, None))
-    }
-
-    /// Closes one connection by id (graceful or abortive). IRQL: PASSIVE_LEVEL.
-    ///
-    /// # Errors
-    /// STATUS_NOT_FOUND for an unknown or stale id.
-    pub fn close_connection(&self, id: ConnId, abortive: bool) -> Result<(), NtStatus> {
-        let guard = self.lock();
-        match self.listeners(&guard).slots.get(usize::from(id.listener())) {
-            Some(Some(listener)) => listener.close_connection(id, abortive),
-            _ => Err(NtStatus::NOT_FOUND),
-        }
-    }
-
-    /// Replaces a listener's policy. IRQL: PASSIVE_LEVEL.
-    ///
-    /// # Errors
-    /// STATUS_NOT_FOUND.
-    pub fn set_policy(&self, id: u32, policy: Policy) -> Result<(), NtStatus> {
-        let guard = self.lock();
-        match self.listeners(&guard).slots.get(Self::slot_of(id)) {
-            Some(Some(listener)) if listener.id() == id => {
-                listener.set_policy(policy);
-                Ok(())
-            }
-            _ => Err(NtStatus::NOT_FOUND),
-        }
-    }
-
-    /// A listener's policy. IRQL: PASSIVE_LEVEL.
-    ///
-    /// # Errors
-    /// STATUS_NOT_FOUND.
-    pub fn policy(&self, id: u32) -> Result<Policy, NtStatus> {
-        let guard = self.lock();
-        match self.listeners(&guard).slots.get(Self::slot_of(id)) {
-            Some(Some(listener)) if listener.id() == id => Ok(listener.policy()),
-            _ => Err(NtStatus::NOT_FOUND),
-        }
-    }
-
-    /// GET_PENDING, the inverted call: waits up to `timeout` for a request deferred to user mode
-    /// (from one listener, or any) and hands it over. The control lock is not held while waiting.
-    /// IRQL: PASSIVE_LEVEL.
-    ///
-    /// # Errors
-    /// STATUS_TIMEOUT when none came; STATUS_CANCELLED when the listener stopped or the driver is
-    /// unloading; STATUS_NOT_FOUND for an unknown listener.
-    pub fn get_pending(
-        &self,
-        listener: Option<u32>,
-        timeout: Duration,
-    ) -> Result<(u32, PendingInfo), NtStatus> {
-        let deadline = crate::kernel::interrupt_time()
-            .saturating_add(u64::try_from(timeout.as_nanos() / 100).unwrap_or(u64::MAX));
-        let mut first = true;
-        loop {
-            if self.unloading.load(Ordering::Acquire) || self.cancel_waits.load(Ordering::Acquire) {
-                return Err(NtStatus::CANCELLED);
-            }
-            // Clear before looking: a request deferred after the look sets it again.
-            self.global.pending_ready.clear();
-            {
-                let guard = self.lock();
-                let listeners = self.listeners(&guard);
-                let mut present = listener.is_none();
-                for l in listeners
-                    .slots
-                    .iter()
-                    .flatten()
-                    .filter(|l| listener.is_none_or(|id| id == l.id()))
-                {
-                    present = true;
-                    if let Some(info) = l.take_pending() {
-                        return Ok((l.id(), info));
-                    }
-                }
-                if !present {
-                    return Err(if first {
-                        NtStatus::NOT_FOUND
-                    } else {
-                        NtStatus::CANCELLED
-                    });
-                }
-            }
-            first = false;
-            let now = crate::kernel::interrupt_time();
-            if now >= deadline {
-                return Err(NtStatus::TIMEOUT);
-            }
-            // In slices, so that cancellation is seen promptly.
-            let slice = Duration::from_nanos((deadline - now).saturating_mul(100))
-                .min(Duration::from_millis(100));
-            self.global.pending_ready.wait(Some(slice));
-        }
-    }
-
-    /// DECIDE: user mode's answer for a deferred request. IRQL: PASSIVE_LEVEL.
-    ///
-    /// # Errors
-    /// STATUS_NOT_FOUND for an unknown, decided, timed-out or withdrawn request.
-    pub fn decide(&self, id: PendingId, accept: bool) -> Result<(), NtStatus> {
-        let guard = self.lock();
-        match self.listeners(&guard).slots.get(usize::from(id.listener())) {
-            Some(Some(listener)) => listener.decide(id, accept),
-            _ => Err(NtStatus::NOT_FOUND),
-        }
-    }
-
-    /// Waits up to `timeout` (`None`: until signalled) for a request to be deferred to user mode,
-    /// or for [`Engine::wake_pending_waiters`] (for the Windows inverted-call pump that completes
-    /// parked GET_PENDING requests). True when signalled. IRQL: PASSIVE_LEVEL.
-    pub fn wait_pending_ready(&self, timeout: Option<Duration>) -> bool {
-        let signalled = self.global.pending_ready.wait(timeout);
-        self.global.pending_ready.clear();
-        signalled
-    }
-
-    /// How many requests were ever deferred to user mode: a waiter that looks at the pending
-    /// queue more than once per wake-up compares it across its looks (each look clears the
-    /// pending-ready signal). IRQL: any.
-    #[must_use]
-    pub fn deferrals(&self) -> u64 {
-        self.global.deferrals.load(Ordering::Acquire)
-    }
-
-    /// Wakes whoever waits in [`Engine::wait_pending_ready`] without cancelling anything: after a
-    /// GET_PENDING answered directly (its look cleared the signal another deferral may have set)
-    /// and to stop the pump. IRQL: <= DISPATCH_LEVEL.
-    pub fn wake_pending_waiters(&self) {
-        self.global.pending_ready.set();
-    }
-
-    /// Makes every waiting and future GET_PENDING return STATUS_CANCELLED (before a host
-    /// shutdown or unload). IRQL: <= DISPATCH_LEVEL.
-    pub fn cancel_waits(&self) {
-        self.cancel_waits.store(true, Ordering::Release);
-        self.global.pending_ready.set();
-    }
-
-    /// The status of the last provider capture attempt (PENDING before the first).
-    #[must_use]
-    pub fn provider_status(&self) -> NtStatus {
-        NtStatus(self.capture_status.load(Ordering::Acquire).cast_signed())
-    }
-
     /// Unload: stop every listener (closing every connection — never waiting for peers), stop
     /// the worker, release the NPI and deregister. IRQL: PASSIVE_LEVEL.
     pub fn unload(this: PoolBox<Self>) {
@@ -675,14 +361,5 @@ impl Drop for Engine {
         }
         // The client field drops next: it releases the NPI and deregisters (every socket is
         // closed by now).
-    }
-}
-
-/// The path names the control plane prints.
-#[must_use]
-pub fn path_name(path: AcceptPath) -> &'static str {
-    match path {
-        AcceptPath::Irp => "irp",
-        AcceptPath::Event => "event",
     }
 }

@@ -48,12 +48,6 @@ impl Rundown {
         self.stopping = true;
     }
 
-    /// Whether stop was asked.
-    #[must_use]
-    pub fn is_stopping(&self) -> bool {
-        self.stopping
-    }
-
     /// The worker's check: true exactly once, when stop was asked, nothing is out and the caller's
     /// other conditions (`quiet`: listening socket closed, table empty) hold.
     pub fn try_finish(&mut self, quiet: bool) -> bool {

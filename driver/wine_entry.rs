@@ -121,6 +121,9 @@ fn delete_device(device: PDEVICE_OBJECT) {
 
 /// DriverUnload: unload the engine (stops listeners, deregisters), then delete the device.
 /// IRQL: PASSIVE_LEVEL.
+///
+/// # Safety
+/// Called by the I/O manager once, as DriverUnload.
 unsafe extern "C" fn driver_unload(_driver: *mut DRIVER_OBJECT) {
     let ptr = ENGINE.swap(core::ptr::null_mut(), Ordering::AcqRel);
     // SAFETY: ENGINE's invariant: from `into_raw`, taken back once here.
@@ -160,6 +163,9 @@ unsafe fn complete(irp: *mut IRP, status: NTSTATUS, information: usize) -> NTSTA
 }
 
 /// IRP_MJ_CREATE and IRP_MJ_CLOSE: always succeed. IRQL: PASSIVE_LEVEL.
+///
+/// # Safety
+/// Called by the I/O manager as a dispatch routine: `irp` is a live IRP this driver must complete.
 unsafe extern "C" fn create_close(_device: *mut DEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS {
     // SAFETY: the I/O manager dispatched this IRP to us and we have not completed it.
     unsafe { complete(irp, STATUS_SUCCESS, 0) }
@@ -167,6 +173,10 @@ unsafe extern "C" fn create_close(_device: *mut DEVICE_OBJECT, irp: *mut IRP) ->
 
 /// IRP_MJ_DEVICE_CONTROL: METHOD_BUFFERED buffers to the portable dispatcher. IRQL:
 /// PASSIVE_LEVEL.
+///
+/// # Safety
+/// Called by the I/O manager as a dispatch routine: `irp` is a live METHOD_BUFFERED IRP this driver
+/// must complete.
 unsafe extern "C" fn device_control(_device: *mut DEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS {
     // SAFETY: the I/O manager dispatched this IRP to us; it is valid until we complete it.
     let irp_ref = unsafe { &*irp };
@@ -191,14 +201,26 @@ unsafe extern "C" fn device_control(_device: *mut DEVICE_OBJECT, irp: *mut IRP) 
     );
     // SAFETY: METHOD_BUFFERED: the AssociatedIrp union holds the SystemBuffer.
     let buffer = unsafe { irp_ref.AssociatedIrp.SystemBuffer }.cast::<u8>();
-    let (status, information) = dispatch(code, buffer, input_len, output_len);
+    // SAFETY: METHOD_BUFFERED: `buffer` is the dispatched IRP's SystemBuffer, sized for both
+    // lengths, and the IRP completes only after this call.
+    let (status, information) = unsafe { dispatch(code, buffer, input_len, output_len) };
     // SAFETY: the IRP dispatched to us, not yet completed.
     unsafe { complete(irp, status.0, information) }
 }
 
 /// The dispatcher over a METHOD_BUFFERED system buffer: the input is copied (bounded, fallible)
 /// before the output is written over it. IRQL: PASSIVE_LEVEL.
-fn dispatch(code: u32, buffer: *mut u8, input_len: usize, output_len: usize) -> (NtStatus, usize) {
+///
+/// # Safety
+/// `buffer` is NULL or the SystemBuffer of a METHOD_BUFFERED IRP being dispatched: valid for
+/// reads of `input_len` bytes and writes of `output_len` bytes until the IRP completes (after
+/// this call).
+unsafe fn dispatch(
+    code: u32,
+    buffer: *mut u8,
+    input_len: usize,
+    output_len: usize,
+) -> (NtStatus, usize) {
     if code & 3 != 0 {
         // Not METHOD_BUFFERED: the system buffer is not the output buffer. Every code of the
         // contract is METHOD_BUFFERED (crates/ioctl).

@@ -35,7 +35,8 @@ fn flush_waits_for_queued_work_even_when_no_memory_is_left() {
         ran: AtomicBool::new(false),
     };
     let item = WorkItem::new(slow);
-    item.set_context(std::ptr::from_ref(&state).cast_mut().cast());
+    // SAFETY: `slow` needs a `Slow`; `state` is one and outlives the queue (stopped below).
+    unsafe { item.set_context(std::ptr::from_ref(&state).cast_mut().cast()) };
     // SAFETY: `item` and `state` outlive the queue (stopped below).
     unsafe { queue.handle().queue(&item) };
     while !state.started.load(Ordering::SeqCst) {

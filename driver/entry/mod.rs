@@ -107,6 +107,9 @@ extern "system" fn driver_entry(
 
 /// EvtDriverUnload: every device is gone; unload the engine (stops listeners, deregisters).
 /// IRQL: PASSIVE_LEVEL.
+///
+/// # Safety
+/// Called by the framework once, as EvtDriverUnload, after every device is gone.
 unsafe extern "C" fn driver_unload(_driver: WDFDRIVER) {
     let ptr = ENGINE.swap(core::ptr::null_mut(), Ordering::AcqRel);
     // SAFETY: ENGINE's invariant: the pointer came from `into_raw` in DriverEntry and is taken
@@ -118,6 +121,9 @@ unsafe extern "C" fn driver_unload(_driver: WDFDRIVER) {
 
 /// EvtDeviceSelfManagedIoInit: the device started; start the GET_PENDING pump.
 /// IRQL: PASSIVE_LEVEL.
+///
+/// # Safety
+/// Called by the framework as the device's EvtDeviceSelfManagedIoInit.
 unsafe extern "C" fn device_io_init(_device: WDFDEVICE) -> NTSTATUS {
     match parked::start_pump() {
         Ok(()) => STATUS_SUCCESS,
@@ -128,6 +134,9 @@ unsafe extern "C" fn device_io_init(_device: WDFDEVICE) -> NTSTATUS {
 /// EvtDeviceSelfManagedIoCleanup: the device is going away (disable/uninstall). Stop and join
 /// the GET_PENDING pump before the framework deletes the queue it serves, then stop every
 /// listener, closing every connection without waiting for any peer. IRQL: PASSIVE_LEVEL.
+///
+/// # Safety
+/// Called by the framework as the device's EvtDeviceSelfManagedIoCleanup, once per device.
 unsafe extern "C" fn device_cleanup(_device: WDFDEVICE) {
     parked::stop_pump();
     parked::set_queue(WDF_NO_HANDLE.cast());
@@ -143,6 +152,10 @@ static DEVICE_EXISTS: AtomicBool = AtomicBool::new(false);
 
 /// EvtDriverDeviceAdd: the root-enumerated device, its interface and queues. IRQL:
 /// PASSIVE_LEVEL.
+///
+/// # Safety
+/// Called by the framework as EvtDriverDeviceAdd: `init` is the framework's WDFDEVICE_INIT for
+/// this device, valid until WdfDeviceCreate consumes it.
 unsafe extern "C" fn device_add(_driver: WDFDRIVER, init: PWDFDEVICE_INIT) -> NTSTATUS {
     if DEVICE_EXISTS.swap(true, Ordering::AcqRel) {
         return wdk_sys::STATUS_DEVICE_ALREADY_ATTACHED;

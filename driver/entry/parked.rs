@@ -112,12 +112,15 @@ unsafe fn context(request: WDFREQUEST) -> *mut ParkedRequest {
 /// `request` was just delivered to the driver with these lengths.
 pub(super) unsafe fn get_pending(request: WDFREQUEST, input_len: usize, output_len: usize) {
     let Some(engine) = engine() else {
-        return complete(request, NtStatus::DEVICE_NOT_READY.0, 0);
+        // SAFETY: the caller's guarantee: a request just delivered to us; completed once here.
+        return unsafe { complete(request, NtStatus::DEVICE_NOT_READY.0, 0) };
     };
     // SAFETY: the caller's guarantee.
     let answer = unsafe { answer(engine, request, input_len, output_len) };
     match answer {
-        Answer::Now(status, written) => complete(request, status, written),
+        // SAFETY: the delivered request is still ours (not forwarded); completed once here with
+        // the bytes `answer` wrote.
+        Answer::Now(status, written) => unsafe { complete(request, status, written) },
         Answer::Park(timeout) => {
             let deadline = interrupt_time().saturating_add(timeout.saturating_mul(10_000));
             // SAFETY: a live request of the device.
@@ -132,7 +135,8 @@ pub(super) unsafe fn get_pending(request: WDFREQUEST, input_len: usize, output_l
                 call_unsafe_wdf_function_binding!(WdfRequestForwardToIoQueue, request, queue)
             };
             if !nt_success(status) {
-                complete(request, status, 0);
+                // SAFETY: the forward failed, so the request is still ours; completed once here.
+                unsafe { complete(request, status, 0) };
             }
         }
     }
@@ -315,8 +319,12 @@ unsafe fn service(engine: &Engine, queue: WDFQUEUE, pass: u32) -> Option<u64> {
         // SAFETY: a request just retrieved from our manual queue, with these lengths.
         let answer = unsafe { answer(engine, request, input_len, output_len) };
         match answer {
-            Answer::Now(status, written) => complete(request, status, written),
-            Answer::Park(_) if now >= deadline => complete(request, STATUS_SUCCESS, 0),
+            // SAFETY: a request retrieved from our manual queue is ours until completed or
+            // requeued; completed once here with the bytes `answer` wrote.
+            Answer::Now(status, written) => unsafe { complete(request, status, written) },
+            // SAFETY: a request retrieved from our manual queue, not requeued, so still ours;
+            // completed once here.
+            Answer::Park(_) if now >= deadline => unsafe { complete(request, STATUS_SUCCESS, 0) },
             Answer::Park(_) => {
                 // SAFETY: a request retrieved from this manual queue goes back to it (its head;
                 // the pass mark makes this pass skip it there).
@@ -325,7 +333,9 @@ unsafe fn service(engine: &Engine, queue: WDFQUEUE, pass: u32) -> Option<u64> {
                 if nt_success(status) {
                     earliest = Some(earliest.map_or(deadline, |e| e.min(deadline)));
                 } else {
-                    complete(request, status, 0);
+                    // SAFETY: the requeue failed, so the retrieved request is still ours;
+                    // completed once here.
+                    unsafe { complete(request, status, 0) };
                 }
             }
         }

@@ -88,9 +88,13 @@ pub(super) unsafe fn buffers<'a>(
 }
 
 /// Completes a request this driver owns. IRQL: <= DISPATCH_LEVEL.
-pub(super) fn complete(request: WDFREQUEST, status: NTSTATUS, information: usize) {
-    // SAFETY: every caller owns `request` (delivered or retrieved, not completed) and completes
-    // it once; `information` is the count of bytes written to its output buffer.
+///
+/// # Safety
+/// `request` is a live request the driver owns (delivered or retrieved, not forwarded, requeued
+/// or completed), completed once, here; `information` is the count of bytes written to its
+/// output buffer.
+pub(super) unsafe fn complete(request: WDFREQUEST, status: NTSTATUS, information: usize) {
+    // SAFETY: the caller's guarantee: a request we own, completed once, with a true byte count.
     unsafe {
         call_unsafe_wdf_function_binding!(
             WdfRequestCompleteWithInformation,
@@ -103,6 +107,10 @@ pub(super) fn complete(request: WDFREQUEST, status: NTSTATUS, information: usize
 
 /// EvtIoDeviceControl of the default queue: GET_PENDING goes to [`parked`], every other code to
 /// the portable dispatcher. IRQL: PASSIVE_LEVEL (the device's ExecutionLevel).
+///
+/// # Safety
+/// Called by the framework as the queue's EvtIoDeviceControl: `request` is a live request this
+/// driver owns until it completes or forwards it.
 pub(super) unsafe extern "C" fn io_device_control(
     _queue: WDFQUEUE,
     request: WDFREQUEST,
@@ -118,11 +126,14 @@ pub(super) unsafe extern "C" fn io_device_control(
     // SAFETY: a request KMDF just delivered to us with these lengths.
     let buffers = match unsafe { buffers(request, input_len, output_len) } {
         Ok(buffers) => buffers,
-        Err(status) => return complete(request, status.0, 0),
+        // SAFETY: a request KMDF just delivered to us, not completed yet; completed once here.
+        Err(status) => return unsafe { complete(request, status.0, 0) },
     };
     let (status, information) = match engine() {
         Some(engine) => control::dispatch(engine, code, &buffers.input, buffers.output),
         None => (NtStatus::DEVICE_NOT_READY, 0),
     };
-    complete(request, status.0, information);
+    // SAFETY: a request KMDF just delivered to us, not completed yet; completed once here with the
+    // count of bytes the dispatcher wrote to its output buffer.
+    unsafe { complete(request, status.0, information) };
 }

@@ -10,7 +10,8 @@ use super::{pool_allocate, pool_free};
 
 /// One `T` in nonpaged pool under a tag.
 ///
-/// Invariant: `ptr` points at an initialised `T` in a pool block of `T`'s layout allocated with
+/// # Invariants
+/// `ptr` points at an initialised `T` in a pool block of `T`'s layout allocated with
 /// `tag`, owned by this box, freed exactly once (on drop). The address never changes, so the
 /// value can be handed to the kernel as a context pointer.
 pub struct PoolBox<T> {
@@ -20,7 +21,7 @@ pub struct PoolBox<T> {
 
 // SAFETY: the box owns its T like alloc::boxed::Box does.
 unsafe impl<T: Send> Send for PoolBox<T> {}
-// SAFETY: as above; shared access gives out only &T.
+// SAFETY: shared access gives out only `&T`, and `T: Sync` makes sharing `&T` between threads sound.
 unsafe impl<T: Sync> Sync for PoolBox<T> {}
 
 impl<T> PoolBox<T> {
@@ -86,7 +87,8 @@ impl<T> Drop for PoolBox<T> {
 
 /// `len` values of `T` in one nonpaged block (a preallocated table).
 ///
-/// Invariant: `ptr` points at `len` initialised `T`s in one block allocated with `tag`, owned
+/// # Invariants
+/// `ptr` points at `len` initialised `T`s in one block allocated with `tag`, owned
 /// here, freed once on drop; the block never moves.
 pub struct PoolSlice<T> {
     ptr: NonNull<T>,
@@ -96,7 +98,7 @@ pub struct PoolSlice<T> {
 
 // SAFETY: owns its elements like Box<[T]>.
 unsafe impl<T: Send> Send for PoolSlice<T> {}
-// SAFETY: as above.
+// SAFETY: shared access gives out only `&[T]`, sound to share across threads since `T: Sync`.
 unsafe impl<T: Sync> Sync for PoolSlice<T> {}
 
 impl<T> PoolSlice<T> {

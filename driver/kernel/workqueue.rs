@@ -14,7 +14,8 @@ use super::{Event, PoolBox, SpinLock, SystemThread, tags};
 
 /// A preallocated unit of work.
 ///
-/// Invariant: while `queued` is true the item is linked in exactly one queue's list and must stay
+/// # Invariants
+/// While `queued` is true the item is linked in exactly one queue's list and must stay
 /// alive; its owner keeps it alive until the queue is flushed after the last kick.
 pub struct WorkItem {
     next: AtomicPtr<WorkItem>,
@@ -36,8 +37,12 @@ impl WorkItem {
         }
     }
 
-    /// Sets the context passed to the routine.
-    pub fn set_context(&self, context: *mut c_void) {
+    /// Sets the context passed to the routine. IRQL: any.
+    ///
+    /// # Safety
+    /// `context` is what the item's routine requires of its argument (its `# Safety`), and stays
+    /// so whenever the item can run: from now until the owner's last flush of the queue.
+    pub unsafe fn set_context(&self, context: *mut c_void) {
         self.context.store(context, Ordering::Release);
     }
 }
@@ -65,14 +70,16 @@ struct Inner {
 
 /// A handle for queueing from any context (completion routines, callbacks).
 ///
-/// Invariant: points at the `Inner` of a running [`WorkQueue`], which outlives every handle (the
+/// # Invariants
+/// Points at the `Inner` of a running [`WorkQueue`], which outlives every handle (the
 /// owner stops the queue only after everything that holds a handle is gone).
 #[derive(Clone, Copy)]
 pub struct WorkQueueHandle(*const Inner);
 
 // SAFETY: `Inner` is shared only through its spin lock, event and atomics.
 unsafe impl Send for WorkQueueHandle {}
-// SAFETY: as above.
+// SAFETY: the handle is a pointer to `Inner`, which is only touched through its spin lock, event and
+// atomics (all usable concurrently); copies of the handle share nothing else.
 unsafe impl Sync for WorkQueueHandle {}
 
 impl WorkQueueHandle {
@@ -109,6 +116,11 @@ pub struct WorkQueue {
     thread: Option<SystemThread>,
 }
 
+/// The queue's system thread. IRQL: PASSIVE_LEVEL.
+///
+/// # Safety
+/// Run only as the queue's thread routine: `context` is the queue's pinned `Inner`, alive until
+/// the thread is joined.
 unsafe fn run(context: *mut c_void) {
     // SAFETY: the context is the queue's pinned Inner, alive until the thread is joined.
     let inner = unsafe { &*context.cast::<Inner>() };
@@ -141,6 +153,11 @@ unsafe fn run(context: *mut c_void) {
     }
 }
 
+/// The flush marker's routine: sets the flush event. IRQL: PASSIVE_LEVEL (worker).
+///
+/// # Safety
+/// Run only by the queue as the flush item's routine: `context` is the queue's `flush_done` event,
+/// alive as long as the queue.
 unsafe fn signal(context: *mut c_void) {
     // SAFETY: the context is the queue's `flush_done`, alive as long as the queue.
     unsafe { (*context.cast::<Event>()).set() };
@@ -166,9 +183,13 @@ impl WorkQueue {
                 flush_lock: Event::synchronization(true)?,
             },
         )?;
-        inner
-            .flush_item
-            .set_context(ptr::from_ref(&inner.flush_done).cast_mut().cast());
+        // SAFETY: `signal` needs the queue's `flush_done` event, which lives in the same pinned
+        // `Inner` as the item, so it is valid whenever the item can run.
+        unsafe {
+            inner
+                .flush_item
+                .set_context(ptr::from_ref(&inner.flush_done).cast_mut().cast());
+        }
         // SAFETY: `inner` is pinned in pool and outlives the thread (joined in `stop`/drop).
         let thread = unsafe { SystemThread::spawn(run, inner.as_ptr().cast_mut().cast()) }?;
         Ok(Self {

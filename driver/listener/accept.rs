@@ -9,30 +9,68 @@ use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
 use wsk::{DEVICE_OBJECT, IRP, NtStatus, SOCKADDR, SOCKADDR_STORAGE, WSK_SOCKET};
 
 use super::Listener;
+use super::worker_only::Worker;
 use crate::net::{ConnSocket, DriverIrp};
 use crate::table::AcceptPath;
 
 /// Accept-slot states (changed under the listener's spin lock).
-pub mod state {
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
     /// Nothing submitted; the worker arms it while the listener runs.
-    pub const IDLE: u8 = 0;
+    Idle = 0,
     /// A WskAccept is pending.
-    pub const ACCEPTING: u8 = 1;
+    Accepting = 1,
     /// A just-accepted socket was refused; the worker must close it (abortively).
-    pub const REJECT_PENDING: u8 = 2;
+    RejectPending = 2,
     /// The refused socket's WskCloseSocket is pending.
-    pub const CLOSING_REJECTED: u8 = 3;
+    ClosingRejected = 3,
+}
+
+/// A [`State`] in an `AtomicU8` (its discriminant): the same loads and stores, with the same
+/// orderings, as the `u8` it replaces.
+///
+/// # Invariants
+/// The byte always holds the discriminant of a [`State`]: only [`AtomicState::new`] and
+/// [`AtomicState::store`] write it, and both take a `State`.
+#[derive(Debug)]
+pub struct AtomicState(AtomicU8);
+
+impl AtomicState {
+    /// A cell holding `state`.
+    #[must_use]
+    pub const fn new(state: State) -> Self {
+        Self(AtomicU8::new(state as u8))
+    }
+
+    /// Atomic load. IRQL: any.
+    #[must_use]
+    pub fn load(&self, order: Ordering) -> State {
+        match self.0.load(order) {
+            0 => State::Idle,
+            1 => State::Accepting,
+            2 => State::RejectPending,
+            // 3, the only other value the invariant allows.
+            _ => State::ClosingRejected,
+        }
+    }
+
+    /// Atomic store. IRQL: any.
+    pub fn store(&self, state: State, order: Ordering) {
+        self.0.store(state as u8, order);
+    }
 }
 
 /// One accept IRP and its buffers.
 ///
-/// Invariant: pinned in a `PoolSlice`; `listener` is set before the IRP is first submitted and
+/// # Invariants
+/// Pinned in a `PoolSlice`; `listener` is set before the IRP is first submitted and
 /// outlives every completion; `local`/`remote` are written by the provider only while ACCEPTING.
 pub struct AcceptSlot {
     /// The IRP.
     pub irp: DriverIrp,
-    /// State (see [`state`]).
-    pub state: AtomicU8,
+    /// State (see [`State`]).
+    pub state: AtomicState,
     /// A refused socket waiting to be closed.
     pub rejected: AtomicPtr<WSK_SOCKET>,
     local: UnsafeCell<SOCKADDR_STORAGE>,
@@ -43,7 +81,8 @@ pub struct AcceptSlot {
 // SAFETY: the address buffers are written by the provider only while the IRP is pending and read
 // by the completion routine afterwards (the IRP hand-off orders them); the rest is atomic.
 unsafe impl Sync for AcceptSlot {}
-// SAFETY: as above.
+// SAFETY: the slot holds no thread-affine data; its buffers follow the IRP hand-off (see Sync) and
+// the rest is atomic.
 unsafe impl Send for AcceptSlot {}
 
 impl AcceptSlot {
@@ -54,7 +93,7 @@ impl AcceptSlot {
     pub fn new() -> Result<Self, NtStatus> {
         Ok(Self {
             irp: DriverIrp::allocate()?,
-            state: AtomicU8::new(state::IDLE),
+            state: AtomicState::new(State::Idle),
             rejected: AtomicPtr::new(core::ptr::null_mut()),
             local: UnsafeCell::new(SOCKADDR_STORAGE::zeroed()),
             remote: UnsafeCell::new(SOCKADDR_STORAGE::zeroed()),
@@ -62,8 +101,13 @@ impl AcceptSlot {
         })
     }
 
-    /// Binds the slot to its listener (before first use).
-    pub fn attach(&self, listener: *const Listener) {
+    /// Binds the slot to its listener (before first use). IRQL: PASSIVE_LEVEL.
+    ///
+    /// # Safety
+    /// `self` is pinned for the rest of its life and `listener` points at the listener that owns
+    /// it, which outlives every completion of this slot's IRP (what `accept_done` dereferences);
+    /// called before the IRP is first submitted.
+    pub unsafe fn attach(&self, listener: *const Listener) {
         self.listener.store(listener.cast_mut(), Ordering::Release);
     }
 
@@ -82,7 +126,7 @@ impl AcceptSlot {
     fn addresses(&self, fallback: SocketAddr) -> (SocketAddr, SocketAddr) {
         // SAFETY: the accept completed, so the provider is done writing them.
         let local = unsafe { &*self.local.get() };
-        // SAFETY: as above.
+        // SAFETY: the accept completed, so the provider is done writing the remote address buffer.
         let remote = unsafe { &*self.remote.get() };
         (
             local.to_socket_addr().unwrap_or(fallback),
@@ -94,6 +138,10 @@ impl AcceptSlot {
 /// Completion of a WskAccept (or of the close of a refused socket). IRQL: <= DISPATCH_LEVEL.
 /// Hands the accepted socket to the table through the policy; never calls WSK, never blocks,
 /// never allocates; asks the worker to re-arm.
+///
+/// # Safety
+/// Called by the I/O manager as the completion routine of an accept slot's IRP: `context` is the slot's `AcceptSlot` (its `context()`) given
+/// with that IRP, which stays alive until this routine has run.
 pub(crate) unsafe extern "system" fn accept_done(
     _device: *mut DEVICE_OBJECT,
     _irp: *mut IRP,
@@ -108,8 +156,8 @@ pub(crate) unsafe extern "system" fn accept_done(
     let (status, information) = unsafe { slot.irp.take_back() };
     let mut shared = listener.shared.lock();
     shared.rundown.completed();
-    slot.state.store(state::IDLE, Ordering::Release);
-    if was == state::ACCEPTING {
+    slot.state.store(State::Idle, Ordering::Release);
+    if was == State::Accepting {
         if status.is_success() && information != 0 {
             // WSK-FACTS §3: on success Information holds the accepted PWSK_SOCKET.
             let raw = information as *mut WSK_SOCKET;
@@ -121,7 +169,7 @@ pub(crate) unsafe extern "system" fn accept_done(
                     Ok(_) => super::Counters::bump(&listener.counters.accepted_irp),
                     Err(refused) => {
                         slot.rejected.store(refused.into_raw(), Ordering::Release);
-                        slot.state.store(state::REJECT_PENDING, Ordering::Release);
+                        slot.state.store(State::RejectPending, Ordering::Release);
                     }
                 }
             }
@@ -139,4 +187,63 @@ pub(crate) unsafe extern "system" fn accept_done(
     }
     listener.kick_locked(&shared);
     NtStatus::MORE_PROCESSING_REQUIRED
+}
+
+impl Listener {
+    /// Arms idle accept IRPs (when `arm`) and closes refused sockets. Worker only.
+    pub(super) fn service_accepts(&self, worker: &mut Worker<'_>, arm: bool) {
+        let socket = self.socket.get(worker).as_ref();
+        for slot in self.accepts.iter() {
+            let refused = {
+                let mut shared = self.shared.lock();
+                match slot.state.load(Ordering::Acquire) {
+                    State::Idle if arm && socket.is_some() => {
+                        slot.state.store(State::Accepting, Ordering::Release);
+                        shared.rundown.submitted();
+                        None
+                    }
+                    State::RejectPending => {
+                        slot.state.store(State::ClosingRejected, Ordering::Release);
+                        shared.rundown.submitted();
+                        Some(slot.rejected.swap(core::ptr::null_mut(), Ordering::AcqRel))
+                    }
+                    _ => continue,
+                }
+            };
+            let submitted = match (refused, socket) {
+                (Some(raw), _) => {
+                    // SAFETY: the refused socket was parked by the completion routine; we own it.
+                    match unsafe { ConnSocket::from_accepted(raw) } {
+                        // WSK-FACTS §7: closing a connection that is not disconnected aborts it.
+                        Some(refused) => {
+                            // SAFETY: pinned slot context; this socket's only call.
+                            unsafe { refused.close(&slot.irp, accept_done, slot.context()) }
+                                .map_err(|(s, e)| {
+                                    let _ = s.into_raw();
+                                    e
+                                })
+                        }
+                        None => Err(NtStatus::INVALID_PARAMETER),
+                    }
+                }
+                (None, Some(socket)) => {
+                    let (local, remote) = slot.address_buffers();
+                    // SAFETY: pinned slot buffers and context; worker-only calls on the socket.
+                    unsafe { socket.accept(&slot.irp, accept_done, slot.context(), local, remote) }
+                }
+                (None, None) => Err(NtStatus::INVALID_DEVICE_STATE),
+            };
+            if submitted.is_err() {
+                let mut shared = self.shared.lock();
+                shared.rundown.completed();
+                slot.state.store(State::Idle, Ordering::Release);
+            }
+        }
+    }
+
+    pub(super) fn accepts_idle(&self) -> bool {
+        self.accepts
+            .iter()
+            .all(|a| a.state.load(Ordering::Acquire) == State::Idle)
+    }
 }

@@ -9,6 +9,7 @@ use core::sync::atomic::Ordering;
 
 use wsk::{DEVICE_OBJECT, IRP, NtStatus, WSK_INSPECT_ACTION, WSK_INSPECT_ID};
 
+use super::worker_only::Worker;
 use super::{Counters, Listener, Mode, Phase};
 use crate::kernel;
 use crate::pending::{Outcome, PendingId, PendingInfo};
@@ -16,6 +17,10 @@ use crate::policy::{Policy, RejectReason, Verdict};
 use crate::trace::{self, Refusal};
 
 /// Completion of WskInspectComplete. IRQL: <= DISPATCH_LEVEL; no WSK, no blocking, no allocation.
+///
+/// # Safety
+/// Called by the I/O manager as the completion routine of the listener's decision IRP: `context` is the listener given
+/// with that IRP, which stays alive until this routine has run.
 unsafe extern "system" fn decision_done(
     _device: *mut DEVICE_OBJECT,
     _irp: *mut IRP,
@@ -168,7 +173,7 @@ impl Listener {
     }
 
     /// Times out overdue requests and sends the next decision. Worker only.
-    pub(super) fn service_decisions(&self) {
+    pub(super) fn service_decisions(&self, worker: &mut Worker<'_>) {
         if self.config.mode != Mode::Conditional {
             return;
         }
@@ -189,8 +194,7 @@ impl Listener {
             shared.rundown.submitted();
             outgoing
         };
-        // SAFETY: worker thread (the only user of the listening socket once published).
-        let Some(socket) = (unsafe { self.socket.get() }).as_ref() else {
+        let Some(socket) = self.socket.get(worker).as_ref() else {
             self.undo_decision(outgoing.index);
             return;
         };

@@ -12,6 +12,8 @@ pub const MAX_DEPTH: u16 = 64;
 pub const DEFAULT_CAPACITY: u32 = 1024;
 /// Largest table capacity.
 pub const MAX_CAPACITY: u32 = 65_536;
+// Every table index fits the id's index field.
+const _: () = assert!(MAX_CAPACITY as u64 <= 1 << crate::ids::INDEX_BITS);
 
 /// How a listener accepts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

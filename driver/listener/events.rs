@@ -24,6 +24,11 @@ pub static LISTEN_CALLBACKS: WSK_CLIENT_LISTEN_DISPATCH = WSK_CLIENT_LISTEN_DISP
 /// and returns STATUS_SUCCESS, or STATUS_REQUEST_NOT_ACCEPTED (the provider then closes the
 /// socket). Copies the addresses (valid only during the call). Never calls WSK, never blocks,
 /// never allocates.
+///
+/// # Safety
+/// Called by the provider as WskAcceptEvent (WSK-FACTS §5): `context` is the listener given as the
+/// listening socket's context, alive until its close completed; the address and out-parameters are
+/// valid for the duration of the call.
 unsafe extern "system" fn accept_event(
     context: *mut c_void,
     _flags: u32,
@@ -48,7 +53,7 @@ unsafe extern "system" fn accept_event(
     let fallback = shared.bound;
     // SAFETY: the provider passes valid addresses for the duration of the call.
     let local = unsafe { wsk::addr::read_sockaddr(local) }.unwrap_or(fallback);
-    // SAFETY: as above.
+    // SAFETY: WskAcceptEvent's RemoteAddress is valid for the duration of the callback (WSK-FACTS §5).
     let remote = unsafe { wsk::addr::read_sockaddr(remote) }.unwrap_or(fallback);
     let verdict = listener.admit(&mut shared, socket, local, remote, AcceptPath::Event);
     listener.kick_locked(&shared);
@@ -58,7 +63,8 @@ unsafe extern "system" fn accept_event(
             Counters::bump(&listener.counters.accepted_event);
             // SAFETY: out-parameters are valid for the call; written before returning success.
             unsafe { out_context.write(core::ptr::null_mut()) };
-            // SAFETY: as above.
+            // SAFETY: AcceptSocketDispatch is a valid out-parameter for the callback (WSK-FACTS §5);
+            // it points at a static table, which outlives the socket.
             unsafe { out_dispatch.write(&raw const NO_CONNECTION_CALLBACKS) };
             // Last: the worker may have the socket once a later point knows we returned.
             listener.accept_event_returning(id);
@@ -76,6 +82,11 @@ unsafe extern "system" fn accept_event(
 /// once, or Pend after queueing a copy of the ID and addresses for user mode. A NULL InspectID
 /// means the listening socket stopped working (WSK-FACTS §6): recreate it. Never calls WSK, never
 /// blocks, never allocates.
+///
+/// # Safety
+/// Called by the provider as WskInspectEvent (WSK-FACTS §6): `context` is the listener given as the
+/// listening socket's context, alive until its close completed; the addresses and `inspect_id`
+/// (NULL or valid) are valid for the duration of the call.
 unsafe extern "system" fn inspect_event(
     context: *mut c_void,
     local: *mut SOCKADDR,
@@ -102,6 +113,10 @@ unsafe extern "system" fn inspect_event(
 
 /// WskAbortEvent: a deferred request was withdrawn by the peer. IRQL: <= DISPATCH_LEVEL. Always
 /// STATUS_SUCCESS.
+///
+/// # Safety
+/// Called by the provider as WskAbortEvent (WSK-FACTS §6): `context` is the listener given as the
+/// listening socket's context; `inspect_id` is valid for the duration of the call.
 unsafe extern "system" fn abort_event(
     context: *mut c_void,
     inspect_id: *mut WSK_INSPECT_ID,

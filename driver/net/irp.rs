@@ -12,7 +12,8 @@ use crate::kernel;
 
 /// An IRP with one stack location (what WSK needs, WSK-FACTS §3).
 ///
-/// Invariant: `irp` is a live IRP from `irp_allocate`; `busy` is true from a successful
+/// # Invariants
+/// `irp` is a live IRP from `irp_allocate`; `busy` is true from a successful
 /// [`DriverIrp::submit`] until the completion routine calls [`DriverIrp::take_back`].
 pub struct DriverIrp {
     irp: NonNull<IRP>,
@@ -21,7 +22,8 @@ pub struct DriverIrp {
 
 // SAFETY: the IRP is a kernel object usable from any thread; ownership is arbitrated by `busy`.
 unsafe impl Send for DriverIrp {}
-// SAFETY: as above.
+// SAFETY: `&DriverIrp` can only submit (which wins `busy` atomically first) or read the IRP's
+// status after the completion routine owns it again, so shared use never races on the IRP.
 unsafe impl Sync for DriverIrp {}
 
 impl DriverIrp {

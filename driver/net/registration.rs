@@ -21,7 +21,8 @@ static CLIENT_DISPATCH: WSK_CLIENT_DISPATCH = WSK_CLIENT_DISPATCH {
 
 /// The captured provider: what WskSocket needs.
 ///
-/// Invariant: `client` and `dispatch` come from a successful WskCaptureProviderNPI that is not
+/// # Invariants
+/// `client` and `dispatch` come from a successful WskCaptureProviderNPI that is not
 /// released while this value is used (the registration releases it only at unload, after every
 /// listener stopped).
 #[derive(Clone, Copy)]
@@ -32,7 +33,8 @@ pub struct Provider {
 
 // SAFETY: the provider NPI is usable from any thread while captured.
 unsafe impl Send for Provider {}
-// SAFETY: as above.
+// SAFETY: the type's invariant: the NPI stays captured while the value is used, and the provider's
+// dispatch routines may be called concurrently from any thread (WSK-FACTS §1), so sharing `&Provider` is sound.
 unsafe impl Sync for Provider {}
 
 impl Provider {
@@ -52,7 +54,8 @@ impl Provider {
 
 /// A WSK client registration.
 ///
-/// Invariant: lives pinned in pool (`register` returns a PoolBox) because WskRegister keeps
+/// # Invariants
+/// Lives pinned in pool (`register` returns a PoolBox) because WskRegister keeps
 /// pointers to `registration` until WskDeregister; `captured` is true exactly while a capture is
 /// held; `provider` is written only by `capture` before `captured` becomes true.
 pub struct WskClient {
@@ -66,7 +69,8 @@ pub struct WskClient {
 // SAFETY: the cells are written only under the protocol above (register once; capture once before
 // `captured` is published; deregister once at drop), so shared access is sound.
 unsafe impl Sync for WskClient {}
-// SAFETY: as above.
+// SAFETY: no field is tied to the creating thread: the registration and the NPIs are plain kernel
+// data usable from any thread (WSK-FACTS §1), and the cells follow the write-once protocol above.
 unsafe impl Send for WskClient {}
 
 impl WskClient {

@@ -22,7 +22,8 @@ fn missing() -> NtStatus {
 
 /// A listening socket (WSK_FLAG_LISTEN_SOCKET).
 ///
-/// Invariant: `raw` is a live listening socket of a captured provider, owned here, closed once by
+/// # Invariants
+/// `raw` is a live listening socket of a captured provider, owned here, closed once by
 /// [`ListenSocket::close`] or [`ListenSocket::close_async`]. `closer` is allocated before the
 /// socket exists, so that the waited close never needs memory it may not get: a socket left open
 /// would make WskDeregister wait forever (WSK-FACTS §7).
@@ -33,7 +34,8 @@ pub struct ListenSocket {
 
 // SAFETY: a WSK socket may be used from any thread (callers serialise calls on it).
 unsafe impl Send for ListenSocket {}
-// SAFETY: as above.
+// SAFETY: `&ListenSocket` only gives out calls through the provider's dispatch table, which the
+// provider allows from any thread (WSK-FACTS §1); `closer` is used only by the one closing call.
 unsafe impl Sync for ListenSocket {}
 
 impl ListenSocket {
@@ -84,12 +86,6 @@ impl ListenSocket {
         unsafe { &*dispatch.cast::<WSK_PROVIDER_LISTEN_DISPATCH>() }
     }
 
-    /// The raw pointer (for logs and comparisons only).
-    #[must_use]
-    pub fn as_raw(&self) -> *mut WSK_SOCKET {
-        self.raw.as_ptr()
-    }
-
     /// WskControlSocket(WskSetOption) with a ULONG value, waited for. IRQL: PASSIVE_LEVEL.
     ///
     /// # Errors
@@ -99,7 +95,8 @@ impl ListenSocket {
         let raw = self.raw.as_ptr();
         let mut value = value;
         let input = (&raw mut value).cast();
-        // SAFETY: documented arguments; `value` outlives the call (we wait for it).
+        // SAFETY: WskControlSocket(WskSetOption) per WSK-FACTS §1: `raw` is live (type invariant), the
+        // input buffer is `value`'s 4 bytes and outlives the call (sync::call waits), no output buffer.
         sync::call(|irp| unsafe {
             control(
                 raw,
@@ -129,7 +126,8 @@ impl ListenSocket {
             NpiId: kernel::npi_wsk_interface_id(),
             EventMask: mask,
         };
-        // SAFETY: documented arguments; the value is read during the call only.
+        // SAFETY: WskControlSocket(SO_WSK_EVENT_CALLBACK) without an IRP (WSK-FACTS §5): `raw` is live
+        // (type invariant) and the input buffer is `value`, which the provider reads during the call only.
         unsafe {
             control(
                 self.raw.as_ptr(),
@@ -155,7 +153,8 @@ impl ListenSocket {
         let raw = self.raw.as_ptr();
         let mut storage = SOCKADDR_STORAGE::from(address);
         let ptr = storage.as_mut_ptr();
-        // SAFETY: documented arguments; `storage` outlives the call.
+        // SAFETY: WskBind (WSK-FACTS §3): `raw` is live (type invariant), `ptr` points at a
+        // SOCKADDR_STORAGE holding the address, which outlives the call (sync::call waits).
         sync::call(|irp| unsafe { bind(raw, ptr, 0, irp) }).map(|_| ())
     }
 
@@ -168,7 +167,8 @@ impl ListenSocket {
         let raw = self.raw.as_ptr();
         let mut storage = SOCKADDR_STORAGE::zeroed();
         let ptr = storage.as_mut_ptr();
-        // SAFETY: documented arguments; `storage` outlives the call.
+        // SAFETY: WskGetLocalAddress (WSK-FACTS §1): `raw` is live (type invariant), `ptr` points at
+        // a SOCKADDR_STORAGE the provider may fill, which outlives the call (sync::call waits).
         sync::call(|irp| unsafe { get(raw, ptr, irp) })?;
         storage
             .to_socket_addr()
@@ -196,7 +196,9 @@ impl ListenSocket {
         let accept = self.dispatch().WskAccept.ok_or_else(missing)?;
         let raw = self.raw.as_ptr();
         let call = |irp: *mut wsk::IRP| {
-            // SAFETY: the WSK call with its documented arguments (WSK-FACTS §1); the IRP is the one submit hands over.
+            // SAFETY: WskAccept (WSK-FACTS §1, §3): `raw` is a live listening socket (type invariant),
+            // the address buffers stay valid until completion (the caller's contract), and `irp` is
+            // the IRP submit hands over with our completion routine set.
             unsafe {
                 accept(
                     raw,
@@ -231,7 +233,9 @@ impl ListenSocket {
         let complete = self.dispatch().WskInspectComplete.ok_or_else(missing)?;
         let raw = self.raw.as_ptr();
         let call = |irp: *mut wsk::IRP| {
-            // SAFETY: the WSK call with its documented arguments (WSK-FACTS §1); the IRP is the one submit hands over.
+            // SAFETY: WskInspectComplete (WSK-FACTS §6): `raw` is a live listening socket (type
+            // invariant), `id` stays valid until completion (the caller's contract), and `irp` is
+            // the IRP submit hands over.
             unsafe { complete(raw, id, action, irp) }
         };
         // SAFETY: the caller upholds submit's contract for routine and context.
@@ -283,8 +287,8 @@ unsafe fn submit_close(
 ) -> Result<(), NtStatus> {
     let close = basic.WskCloseSocket.ok_or_else(missing)?;
     let call = |irp: *mut wsk::IRP| {
-        // SAFETY: WskCloseSocket with its documented arguments (WSK-FACTS §7); the IRP is the one
-        // submit hands over.
+        // SAFETY: WskCloseSocket (WSK-FACTS §7): `raw` is a live socket of this provider and this is
+        // its one close (the caller's contract); `irp` is the IRP submit hands over.
         unsafe { close(raw, irp) }
     };
     // SAFETY: the caller upholds submit's contract for routine and context.
@@ -293,7 +297,8 @@ unsafe fn submit_close(
 
 /// An accepted connection socket.
 ///
-/// Invariant: `raw` is a live connection socket handed to the driver (WskAccept's Information or
+/// # Invariants
+/// `raw` is a live connection socket handed to the driver (WskAccept's Information or
 /// WskAcceptEvent's AcceptSocket), owned here, closed once by [`ConnSocket::close`].
 pub struct ConnSocket {
     raw: NonNull<WSK_SOCKET>,
@@ -348,7 +353,8 @@ impl ConnSocket {
 
 /// A borrowed connection socket for one call.
 ///
-/// Invariant: whoever makes one guarantees the owning [`ConnSocket`] is not closed before the
+/// # Invariants
+/// Whoever makes one guarantees the owning [`ConnSocket`] is not closed before the
 /// call it is used for has been made (in wskaccept only the worker makes calls and closes).
 #[derive(Clone, Copy)]
 pub struct ConnSocketRef {
@@ -381,7 +387,9 @@ impl ConnSocketRef {
         let receive = self.dispatch().WskReceive.ok_or_else(missing)?;
         let raw = self.raw.as_ptr();
         let call = |irp: *mut wsk::IRP| {
-            // SAFETY: the WSK call with its documented arguments (WSK-FACTS §1); the IRP is the one submit hands over.
+            // SAFETY: WskReceive (WSK-FACTS §1): `raw` is a live connection socket (type invariant),
+            // `buffer` and its MDL stay valid until completion (the caller's contract), flags 0, and
+            // `irp` is the IRP submit hands over.
             unsafe { receive(raw, buffer, 0, irp) }
         };
         // SAFETY: the caller upholds submit's contract for routine and context.
@@ -406,7 +414,9 @@ impl ConnSocketRef {
         let raw = self.raw.as_ptr();
         let flags = if abortive { WSK_FLAG_ABORTIVE } else { 0 };
         let call = |irp: *mut wsk::IRP| {
-            // SAFETY: the WSK call with its documented arguments (WSK-FACTS §1); the IRP is the one submit hands over.
+            // SAFETY: WskDisconnect (WSK-FACTS §1): `raw` is a live connection socket (type
+            // invariant), a NULL buffer is allowed (no final data), and `irp` is the IRP submit
+            // hands over.
             unsafe { disconnect(raw, core::ptr::null_mut(), flags, irp) }
         };
         // SAFETY: the caller upholds submit's contract for routine and context.

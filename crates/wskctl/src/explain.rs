@@ -17,7 +17,7 @@ pub fn explain(status: NtStatus, port: Option<u16>) -> String {
         NtStatus::REVISION_MISMATCH => "wskctl and the driver speak different message versions; use the wskctl built with this driver".into(),
         NtStatus::INVALID_DEVICE_REQUEST => "the driver does not know this request (is it an older driver?)".into(),
         NtStatus::BUFFER_TOO_SMALL => "the reply did not fit the buffer wskctl offered".into(),
-        NtStatus::NOT_SUPPORTED => "not supported by this driver (conditional mode is not available yet)".into(),
+        NtStatus::NOT_SUPPORTED => "not supported: the WSK provider does not offer a call the driver needs".into(),
         NtStatus::ACCESS_DENIED => "access denied: the device is for administrators only".into(),
         NtStatus::INSUFFICIENT_RESOURCES => "the driver is out of memory or IRPs".into(),
         other => format!("the driver answered {other}"),

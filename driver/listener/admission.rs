@@ -1,0 +1,165 @@
+//! Admission and hand-over: policy, capacity and insertion of a just-accepted socket (both
+//! paths), and the hand-over of event-accepted sockets to the worker once their WskAcceptEvent
+//! is known to have returned.
+
+use core::net::SocketAddr;
+use core::sync::atomic::Ordering;
+
+use wsk::{NtStatus, WSK_EVENT_ACCEPT, WSK_EVENT_DISABLE};
+
+use super::worker_only::Worker;
+use super::{Counters, Listener, Mode, NO_SLOT, Phase, Service, Shared};
+use crate::kernel;
+use crate::net::ConnSocket;
+use crate::policy::Verdict;
+use crate::table::{AcceptPath, ConnId, ConnInfo, work};
+use crate::trace::Refusal;
+
+impl Listener {
+    /// Policy, capacity and insertion for a just-accepted socket, on either path.
+    /// IRQL: DISPATCH_LEVEL (under the lock). Gives the socket back when refused.
+    pub(crate) fn admit(
+        &self,
+        shared: &mut Shared,
+        socket: ConnSocket,
+        local: SocketAddr,
+        remote: SocketAddr,
+        path: AcceptPath,
+    ) -> Result<ConnId, ConnSocket> {
+        // Starting: only reachable once the accept event is on, after the last failure point.
+        if !matches!(shared.phase, Phase::Running | Phase::Starting) {
+            Counters::bump(&self.counters.rejected_not_running);
+            self.trace_refused(Refusal::NotRunning, Some(remote));
+            return Err(socket);
+        }
+        // In conditional mode the inspection already applied the rules (and user mode may have
+        // accepted a deferred request); capacity and the per-source limit are checked again here.
+        let settled = self.config.mode == Mode::Conditional;
+        let from_source = shared.sources.count(remote.ip());
+        let verdict = shared.policy.evaluate(
+            &remote,
+            shared.table.occupancy(),
+            from_source,
+            false,
+            settled,
+        );
+        if let Verdict::Reject(reason) = verdict {
+            self.count_rejection(reason, remote);
+            return Err(socket);
+        }
+        let info = ConnInfo {
+            remote,
+            local,
+            path,
+            accepted_at: kernel::interrupt_time(),
+        };
+        match shared.table.insert(socket, info) {
+            Ok(id) => {
+                shared.sources.add(remote.ip());
+                // SAFETY: `global` points at the engine's counters, which outlive listeners.
+                unsafe { (*self.global).opened() };
+                let first = match self.config.service {
+                    Service::Hold => work::RECEIVE,
+                    Service::Close => work::CLOSE,
+                };
+                match (path, self.io.get(id.index() as usize)) {
+                    // WskAcceptEvent has not returned: the provider has not recorded the socket
+                    // as accepted, so the worker may not touch it yet (see `hand_over`).
+                    (AcceptPath::Event, Some(io)) => {
+                        io.returned.store(false, Ordering::Release);
+                        io.stashed.store(first, Ordering::Relaxed);
+                        io.awaiting.store(true, Ordering::Relaxed);
+                        io.next_handover.store(shared.handovers, Ordering::Relaxed);
+                        shared.handovers = id.index();
+                    }
+                    _ => shared.table.request(id.index(), first),
+                }
+                Ok(id)
+            }
+            Err(full) => {
+                Counters::bump(&self.counters.rejected_full);
+                self.trace_refused(Refusal::Full, Some(remote));
+                Err(full.0)
+            }
+        }
+    }
+
+    /// The accept callback that handed the socket of `id` over is about to return: its last
+    /// statements. IRQL: DISPATCH_LEVEL (callback); no lock.
+    pub(crate) fn accept_event_returning(&self, id: ConnId) {
+        if let Some(io) = self.io.get(id.index() as usize) {
+            io.returned.store(true, Ordering::Release);
+        }
+        // SAFETY: `global` points at the engine's figures, which outlive listeners.
+        unsafe { (*self.global).handover_ready.set() };
+    }
+
+    /// Hands sockets accepted by WskAcceptEvent over to the worker: their stashed work goes on
+    /// the work list. Only at points where their callbacks are known to have returned: the entry
+    /// of a later accept callback (the provider delivers one listener's accepts in turn), the
+    /// completed close of the listening socket (close waits for running callbacks, WSK-FACTS §7;
+    /// `all`), or a disable of the accept event that found no callback running (`all`, see
+    /// `hand_over_quiesced`, which the engine's ticker asks for [`super::HANDOVER_DELAY`] after the
+    /// callback's last statement signalled it). Otherwise, a slot whose callback has not reached
+    /// its last statement stays on the list. IRQL: DISPATCH_LEVEL (under the lock).
+    pub(crate) fn hand_over(&self, shared: &mut Shared, all: bool) {
+        let mut link = NO_SLOT;
+        let mut index = shared.handovers;
+        while index != NO_SLOT {
+            let Some(io) = self.io.get(index as usize) else {
+                break;
+            };
+            let next = io.next_handover.load(Ordering::Relaxed);
+            if all || io.returned.load(Ordering::Acquire) {
+                io.next_handover.store(NO_SLOT, Ordering::Relaxed);
+                io.awaiting.store(false, Ordering::Relaxed);
+                let bits = io.stashed.swap(0, Ordering::Relaxed);
+                shared.table.request(index, bits);
+                match self.io.get(link as usize) {
+                    Some(previous) => previous.next_handover.store(next, Ordering::Relaxed),
+                    None => shared.handovers = next,
+                }
+            } else {
+                link = index;
+            }
+            index = next;
+        }
+    }
+
+    /// Whether sockets wait to be handed over (the ticker hands them over). IRQL: <=
+    /// DISPATCH_LEVEL.
+    #[must_use]
+    pub fn has_handovers(&self) -> bool {
+        self.shared.lock().handovers != NO_SLOT
+    }
+
+    /// Hands over sockets whose accept callbacks have returned, when no later callback did: the
+    /// worker disables the accept event, which answers STATUS_SUCCESS only when no accept
+    /// callback is running (WSK-FACTS §5), hands everything over, and enables it again
+    /// (connections arriving meanwhile wait in the backlog, or go to accept IRPs). Worker only.
+    pub(super) fn hand_over_quiesced(&self, worker: &mut Worker<'_>) {
+        if !self.config.mode.uses_events() || !self.has_handovers() {
+            return;
+        }
+        let Some(socket) = self.socket.get(worker).as_ref() else {
+            // No listening socket: the restart or stop that closed it hands over.
+            return;
+        };
+        let status = socket.set_events(WSK_EVENT_ACCEPT | WSK_EVENT_DISABLE);
+        if status == NtStatus::SUCCESS {
+            self.hand_over(&mut self.shared.lock(), true);
+        }
+        // Otherwise a callback is running: it hands over at its entry, or the next tick does.
+        if !socket.set_events(WSK_EVENT_ACCEPT).is_success() {
+            let mut shared = self.shared.lock();
+            shared.last_error = NtStatus::INVALID_DEVICE_STATE;
+            Self::request_restart_locked(&mut shared);
+        }
+    }
+
+    /// The ticker: hand over what waits, then run the worker. IRQL: <= DISPATCH_LEVEL.
+    pub fn tick_handovers(&self) {
+        self.handover_tick.store(true, Ordering::Release);
+        self.kick();
+    }
+}

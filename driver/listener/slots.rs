@@ -1,0 +1,281 @@
+//! Per-slot connection work: what the worker does for each table slot (receive, graceful
+//! disconnect, close) and the slot IRPs' completion routines, which update the slot under the
+//! listener's spin lock and kick the worker. The slot's IO block itself is `crate::conn::SlotIo`.
+//!
+//! Completion routines run at DISPATCH_LEVEL: they take the IRP back, update the slot under the
+//! listener's spin lock, and queue work; they never call WSK, never block, never allocate.
+
+use core::ffi::c_void;
+use core::sync::atomic::Ordering;
+
+use wsk::{DEVICE_OBJECT, IRP, NtStatus};
+
+use super::{Counters, Listener, Phase, Service, Shared, SlotIo};
+use crate::net::{ConnSocket, ConnSocketRef};
+use crate::table::{SlotState, work};
+
+enum SlotAction {
+    Receive(u32, ConnSocketRef),
+    Disconnect(u32, ConnSocketRef),
+    Close(u32, ConnSocket),
+}
+
+impl Listener {
+    /// Frees a Closing slot once its close completed and both its IRPs are back.
+    /// IRQL: DISPATCH_LEVEL (under the lock).
+    pub(crate) fn try_release(&self, shared: &mut Shared, index: u32) {
+        let Some(io) = self.io.get(index as usize) else {
+            return;
+        };
+        let ready = shared
+            .table
+            .entry(index)
+            .is_some_and(|e| e.state() == SlotState::Closing && e.close_done);
+        if ready && !io.recv.is_busy() && !io.ctl.is_busy() && !io.close.is_busy() {
+            let peer_closed = shared.table.entry(index).is_some_and(|e| e.peer_closed);
+            let source = shared.table.entry(index).map(|e| e.info().remote.ip());
+            if shared.table.release(index) {
+                if let Some(source) = source {
+                    shared.sources.remove(source);
+                }
+                Counters::bump(&self.counters.closed);
+                if peer_closed {
+                    Counters::bump(&self.counters.peer_closed);
+                }
+                // SAFETY: `global` points at the engine's figures, which the engine frees only
+                // after every listener is gone.
+                unsafe { (*self.global).closed() };
+            }
+        }
+    }
+
+    /// Performs queued slot work: receives, disconnects, closes. Worker only.
+    pub(super) fn run_slot_work(&self) {
+        loop {
+            let action = {
+                let mut shared = self.shared.lock();
+                let Some((index, bits)) = shared.table.pop_work() else {
+                    break;
+                };
+                self.decide_slot_work(&mut shared, index, bits)
+            };
+            if let Some(action) = action {
+                self.perform(action);
+            }
+        }
+    }
+
+    fn decide_slot_work(&self, shared: &mut Shared, index: u32, bits: u8) -> Option<SlotAction> {
+        let io = self.io.get(index as usize)?;
+        let entry = shared.table.entry(index)?;
+        if entry.state() != SlotState::Active {
+            return None;
+        }
+        if io.awaiting.load(Ordering::Relaxed) {
+            // Not handed over yet: keep the work for the hand-over.
+            io.stashed.fetch_or(bits, Ordering::Relaxed);
+            return None;
+        }
+        let generation = entry.generation();
+        if bits & (work::CLOSE | work::ABORT) != 0 {
+            let graceful =
+                bits & work::ABORT == 0 && !entry.disconnected && shared.phase != Phase::Stopping;
+            if graceful {
+                if io.ctl.is_busy() {
+                    // A disconnect is in flight; its completion asks for the close.
+                    return None;
+                }
+                let socket = entry.socket()?.by_ref();
+                io.ctl_generation.store(generation, Ordering::Release);
+                shared.rundown.submitted();
+                return Some(SlotAction::Disconnect(index, socket));
+            }
+            // Abortive, after the disconnect, or stopping: close now, whatever disconnect or
+            // receive is in flight. Close cancels them (WSK-FACTS §7), so it never waits for a
+            // peer, and it has its own IRP, so a disconnect never holds it up.
+            let socket = shared.table.begin_close(index)?;
+            io.close_generation.store(generation, Ordering::Release);
+            shared.rundown.submitted();
+            return Some(SlotAction::Close(index, socket));
+        }
+        if bits & work::RECEIVE != 0
+            && self.config.service == Service::Hold
+            && !io.recv.is_busy()
+            && !entry.peer_closed
+        {
+            io.recv_generation.store(generation, Ordering::Release);
+            shared.rundown.submitted();
+            return Some(SlotAction::Receive(index, entry.socket()?.by_ref()));
+        }
+        None
+    }
+
+    fn perform(&self, action: SlotAction) {
+        let submitted = match action {
+            SlotAction::Receive(index, socket) => self.io.get(index as usize).map(|io| {
+                // SAFETY: the slot's buffer and context are pinned; only the worker closes the
+                // socket, so it is alive for this call.
+                unsafe { socket.receive(&io.recv, io.buffer(), receive_done, io.context()) }
+            }),
+            SlotAction::Disconnect(index, socket) => self.io.get(index as usize).map(|io| {
+                // SAFETY: the slot's control IRP and context are pinned for the listener's life;
+                // only the worker closes the socket, so it is alive for this call.
+                unsafe { socket.disconnect(&io.ctl, false, disconnect_done, io.context()) }
+            }),
+            SlotAction::Close(index, socket) => self.io.get(index as usize).map(|io| {
+                // SAFETY: the slot's close IRP and context are pinned for the listener's life; the
+                // socket was taken out of the table, so this is its one
+                // close, and no other call on it is in progress (worker only).
+                unsafe { socket.close(&io.close, close_done, io.context()) }.map_err(
+                    |(socket, status)| {
+                        // Unreachable (the IRP was idle under the lock); keep the socket parked
+                        // rather than lose it.
+                        let _ = socket.into_raw();
+                        status
+                    },
+                )
+            }),
+        };
+        if !matches!(submitted, Some(Ok(()))) {
+            self.shared.lock().rundown.completed();
+        }
+    }
+}
+
+/// The slot and listener a slot IRP's completion context names.
+///
+/// # Safety
+/// `context` is the `context()` of a listener's `SlotIo` whose IRP is completing: by the
+/// `SlotIo` invariant the block is pinned and its owner (set by `attach` before any submission)
+/// outlives every completion, so both references live for the completion routine.
+unsafe fn slot_of<'a>(context: *mut c_void) -> (&'a SlotIo, &'a Listener) {
+    // SAFETY: the caller's promise: `context` points at a live, pinned SlotIo.
+    let io = unsafe { &*context.cast::<SlotIo>() };
+    // SAFETY: the SlotIo invariant: `owner` was set by `attach` before any submission and the
+    // listener outlives its IRPs' completions.
+    let listener = unsafe { &*io.owner() };
+    (io, listener)
+}
+
+/// Completion of the slot's WskReceive. IRQL: <= DISPATCH_LEVEL; no WSK, no blocking, no
+/// allocation.
+///
+/// # Safety
+/// Called by the I/O manager as the completion routine of a slot's receive IRP: `context` is the slot's `SlotIo` (its `context()`) given
+/// with that IRP, which stays alive until this routine has run.
+pub(crate) unsafe extern "system" fn receive_done(
+    _device: *mut DEVICE_OBJECT,
+    _irp: *mut IRP,
+    context: *mut c_void,
+) -> NtStatus {
+    // SAFETY: slot IRPs are submitted with their SlotIo's `context()` (see `perform`).
+    let (io, listener) = unsafe { slot_of(context) };
+    let generation = io.recv_generation.load(Ordering::Acquire);
+    // SAFETY: this is the receive IRP's completion routine.
+    let (status, information) = unsafe { io.recv.take_back() };
+    let mut shared = listener.shared.lock();
+    shared.rundown.completed();
+    let index = io.index();
+    let current = shared
+        .table
+        .entry(index)
+        .map(|e| (e.state(), e.generation()));
+    match current {
+        Some((SlotState::Active, g)) if g == generation => {
+            if status.is_success() && information > 0 {
+                listener
+                    .counters
+                    .bytes_discarded
+                    .fetch_add(information as u64, Ordering::Relaxed);
+                shared.table.request(index, work::RECEIVE);
+            } else {
+                // 0 bytes: graceful close; an error: reset. Either way the peer is gone.
+                if let Some(entry) = shared.table.entry_mut(index) {
+                    entry.peer_closed = true;
+                }
+                shared.table.request(index, work::CLOSE);
+            }
+        }
+        Some((SlotState::Closing, g)) if g == generation => {
+            listener.try_release(&mut shared, index);
+        }
+        _ => {}
+    }
+    listener.kick_locked(&shared);
+    NtStatus::MORE_PROCESSING_REQUIRED
+}
+
+/// Completion of the slot's graceful WskDisconnect. IRQL: <= DISPATCH_LEVEL; no WSK, no
+/// blocking, no allocation.
+///
+/// # Safety
+/// Called by the I/O manager as the completion routine of a slot's disconnect IRP: `context` is the slot's `SlotIo` (its `context()`) given
+/// with that IRP, which stays alive until this routine has run.
+pub(crate) unsafe extern "system" fn disconnect_done(
+    _device: *mut DEVICE_OBJECT,
+    _irp: *mut IRP,
+    context: *mut c_void,
+) -> NtStatus {
+    // SAFETY: slot IRPs are submitted with their SlotIo's `context()` (see `perform`).
+    let (io, listener) = unsafe { slot_of(context) };
+    let generation = io.ctl_generation.load(Ordering::Acquire);
+    // SAFETY: this is the ctl IRP's completion routine.
+    let _ = unsafe { io.ctl.take_back() };
+    let mut shared = listener.shared.lock();
+    shared.rundown.completed();
+    let index = io.index();
+    let current = shared
+        .table
+        .entry(index)
+        .map(|e| (e.state(), e.generation()));
+    match current {
+        Some((SlotState::Active, g)) if g == generation => {
+            // Success or not, the next step is the close (a failed disconnect means the
+            // connection is already gone; close aborts whatever is left).
+            if let Some(entry) = shared.table.entry_mut(index) {
+                entry.disconnected = true;
+            }
+            shared.table.request(index, work::CLOSE);
+        }
+        // The close did not wait for us (it cancelled this disconnect): the slot may go now.
+        Some((SlotState::Closing, g)) if g == generation => {
+            listener.try_release(&mut shared, index);
+        }
+        _ => {}
+    }
+    listener.kick_locked(&shared);
+    NtStatus::MORE_PROCESSING_REQUIRED
+}
+
+/// Completion of the slot's WskCloseSocket. IRQL: <= DISPATCH_LEVEL; no WSK, no blocking, no
+/// allocation.
+///
+/// # Safety
+/// Called by the I/O manager as the completion routine of a slot's close IRP: `context` is the slot's `SlotIo` (its `context()`) given
+/// with that IRP, which stays alive until this routine has run.
+pub(crate) unsafe extern "system" fn close_done(
+    _device: *mut DEVICE_OBJECT,
+    _irp: *mut IRP,
+    context: *mut c_void,
+) -> NtStatus {
+    // SAFETY: slot IRPs are submitted with their SlotIo's `context()` (see `perform`).
+    let (io, listener) = unsafe { slot_of(context) };
+    let generation = io.close_generation.load(Ordering::Acquire);
+    // SAFETY: this is the close IRP's completion routine.
+    let _ = unsafe { io.close.take_back() };
+    let mut shared = listener.shared.lock();
+    shared.rundown.completed();
+    let index = io.index();
+    if shared
+        .table
+        .entry(index)
+        .is_some_and(|e| e.state() == SlotState::Closing && e.generation() == generation)
+    {
+        if let Some(entry) = shared.table.entry_mut(index) {
+            entry.close_done = true;
+        }
+        listener.try_release(&mut shared, index);
+    }
+    listener.kick_locked(&shared);
+    NtStatus::MORE_PROCESSING_REQUIRED
+}
