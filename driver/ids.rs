@@ -1,8 +1,8 @@
 //! The ids user mode holds — connection ids ([`crate::table::ConnId`]) and pending-request ids
 //! ([`crate::pending::PendingId`]) — are packed here and only here.
 //!
-//! Layout of the 64 bits: bits 0–15 the slot index (in the connection table or the pending
-//! queue), bits 16–19 the listener slot (which listener to ask), bits 20–63 a 44-bit **serial**
+//! Layout of the 64 bits (the widths come from `ioctl::ids`, which user mode shares): bits 0–15
+//! the slot index (in the connection table or the pending queue), bits 16–19 the listener slot (which listener to ask), bits 20–63 a 44-bit **serial**
 //! drawn from one driver-wide counter when the connection or request is created. Serials are
 //! never reused: an id names one connection or request of one listener instance for the life of
 //! the driver, so a stale id — kept from a stopped listener whose slot a new listener took, or
@@ -14,9 +14,9 @@
 use core::sync::atomic::{AtomicU64, Ordering};
 
 /// Bits of the slot index.
-pub const INDEX_BITS: u32 = 16;
+pub const INDEX_BITS: u32 = ioctl::ids::INDEX_BITS;
 /// Bits of the listener slot.
-pub const LISTENER_BITS: u32 = 4;
+pub const LISTENER_BITS: u32 = ioctl::ids::LISTENER_BITS;
 /// Bits of the serial.
 pub const SERIAL_BITS: u32 = 64 - INDEX_BITS - LISTENER_BITS;
 /// The last serial the driver gives out.

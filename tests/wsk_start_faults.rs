@@ -21,7 +21,10 @@ use wskaccept::listener::{Mode, Service};
 #[test]
 fn every_wsk_call_of_listener_start_can_fail_in_every_mode() {
     let engine = load(Schedule::from_seed(3));
-    let serving = start(&engine, "127.0.0.1:0", Mode::Both, 64, Service::Hold);
+    // The serving listener accepts through IRPs only: an event-accepted connection is handed
+    // over to the worker by a WskControlSocket on the serving socket about a millisecond later
+    // (finding 7), which could take the fault armed for the next start (it did, 1 run in 10).
+    let serving = start(&engine, "127.0.0.1:0", Mode::Irp, 64, Service::Hold);
     let mut clients = Vec::new();
     let mut failures = 0;
     for mode in [Mode::Irp, Mode::Event, Mode::Both, Mode::Conditional] {

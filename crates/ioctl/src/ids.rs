@@ -1,5 +1,5 @@
-//! How a connection or pending-request id is laid out, for user mode: the driver packs ids
-//! (`driver/ids.rs`, which asserts it agrees with these widths) and tools show them short.
+//! How a connection or pending-request id is laid out: the one statement of the widths, which the
+//! driver packs ids with (`driver/ids.rs`) and tools read them with, to show ids short.
 //!
 //! Bits 0–15: the slot index; bits 16–19: the listener slot; bits 20–63: a 44-bit serial that the
 //! driver never gives twice. The short form is `LISTENER.INDEX.SERIAL` (`0.3.1042`): unambiguous,
