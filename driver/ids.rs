@@ -2,8 +2,9 @@
 //! ([`crate::pending::PendingId`]) — are packed here and only here.
 //!
 //! Layout of the 64 bits (the widths come from `ioctl::ids`, which user mode shares): bits 0–15
-//! the slot index (in the connection table or the pending queue), bits 16–19 the listener slot (which listener to ask), bits 20–63 a 44-bit **serial**
-//! drawn from one driver-wide counter when the connection or request is created. Serials are
+//! the slot index (in the connection table or the pending queue), bits 16–19 the listener slot
+//! (which listener to ask), bits 20–63 a 44-bit **serial** drawn from one driver-wide counter
+//! when the connection or request is created. Serials are
 //! never reused: an id names one connection or request of one listener instance for the life of
 //! the driver, so a stale id — kept from a stopped listener whose slot a new listener took, or
 //! from a table slot reused any number of times — never reaches a later one (issue 11,
