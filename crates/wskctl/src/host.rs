@@ -110,7 +110,7 @@ fn bind_private(path: &Path) -> std::io::Result<UnixListener> {
     // SAFETY: umask only changes this process's file-creation mask; restored right after.
     let old = unsafe { libc::umask(0o177) };
     let bound = UnixListener::bind(path);
-    // SAFETY: as above.
+    // SAFETY: umask has no preconditions and cannot fail; this restores the mask saved above.
     unsafe { libc::umask(old) };
     let listener = bound?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
