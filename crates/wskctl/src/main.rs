@@ -189,8 +189,9 @@ enum Command {
         /// For an IPv6 address: also accept IPv4.
         #[arg(long)]
         dual_stack: bool,
-        /// Conditional mode: how long a deferred connection waits for `wskctl decide` (ms).
-        #[arg(long, value_name = "MS")]
+        /// Conditional mode: how long a deferred connection waits for `wskctl decide` (ms,
+        /// 1–600000).
+        #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u32).range(1..=600_000))]
         decision_timeout_ms: Option<u32>,
     },
     /// A listener's condition function: ordered allow/deny rules, a default, a per-source limit.
@@ -295,6 +296,12 @@ fn run(client: &Client, command: Command, json: bool) -> Result<(), (CallError, 
             dual_stack,
             decision_timeout_ms,
         } => {
+            if dual_stack && listen.is_ipv4() {
+                return Err((
+                    CallError::Usage("--dual-stack needs an IPv6 --listen address".to_owned()),
+                    None,
+                ));
+            }
             let request = StartListener {
                 version: VERSION,
                 flags: if dual_stack { START_DUAL_STACK } else { 0 },

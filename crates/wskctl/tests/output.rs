@@ -188,6 +188,36 @@ fn exit_statuses_are_documented() {
     }
     let usage = Command::new(WSKCTL).arg("--no-such-flag").output().unwrap();
     assert_eq!(usage.status.code(), Some(2));
+    // The parameters the driver range-checks are checked first, naming the parameter.
+    for (args, named) in [
+        (
+            &["start", "--listen", "127.0.0.1:0", "--capacity", "0"][..],
+            "--capacity",
+        ),
+        (
+            &[
+                "start",
+                "--listen",
+                "127.0.0.1:0",
+                "--decision-timeout-ms",
+                "0",
+            ][..],
+            "--decision-timeout-ms",
+        ),
+        (
+            &["start", "--listen", "127.0.0.1:0", "--dual-stack"][..],
+            "--dual-stack",
+        ),
+    ] {
+        let out = Command::new(WSKCTL)
+            .args(["--control", "/nonexistent/wsk.sock"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(named), "{args:?}: {stderr}");
+    }
 }
 
 /// The live view, as a person sees it: `stats --watch 1` in a tmux pane, redrawn in place, with a
