@@ -67,8 +67,8 @@ pub struct SlotIo<O> {
 // SAFETY: `rx` and `buf` are only written by the provider while the receive IRP is pending and
 // read by nobody (data is discarded); everything else is atomic or immutable.
 unsafe impl<O> Sync for SlotIo<O> {}
-// SAFETY: the block holds no thread-affine data: the IRPs and MDL are kernel objects usable from any
-// thread, and the buffers are written only by the provider (see Sync).
+// SAFETY: the block holds no thread-affine data: the IRPs and MDL are kernel objects usable from
+// any thread, and the buffers are written only by the provider (see Sync).
 unsafe impl<O> Send for SlotIo<O> {}
 
 impl<O> SlotIo<O> {

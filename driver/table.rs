@@ -105,8 +105,8 @@ impl<S> Entry<S> {
 ///
 /// # Invariants
 /// Every index on the free list is `Free`; every other slot is `Active` or `Closing`;
-/// `in_use` counts the latter; a slot is on the work list exactly when its `work` bits are non-zero,
-/// and then it is not `Free` (checked by [`Table::check`]).
+/// `in_use` counts the latter; a slot is on the work list exactly when its `work` bits are
+/// non-zero, and then it is not `Free` (checked by [`Table::check`]).
 pub struct Table<S> {
     entries: PoolSlice<Entry<S>>,
     listener: u8,

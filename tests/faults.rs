@@ -5,9 +5,9 @@
 //! And the seeded fault campaign (issue 11): for each seed, a driver life — load, start, accept,
 //! IOCTLs, a listener restart, stop, a second start and stop, unload — under allocation failures
 //! (pool, IRP, MDL), WSK call failures, connection resets and vanished peers drawn from the seed,
-//! in every mode: no crash (any panic aborts the process, as a bug check would), no verifier violation (the host
-//! kernel stops the process), nothing leaked (checked after every seed). 4 × 100 seeds in CI.
-//! Replay one seed: `HOSTKERNEL_SEED=N cargo nextest run -p wskaccept
+//! in every mode: no crash (any panic aborts the process, as a bug check would), no verifier
+//! violation (the host kernel stops the process), nothing leaked (checked after every seed). 4 ×
+//! 100 seeds in CI. Replay one seed: `HOSTKERNEL_SEED=N cargo nextest run -p wskaccept
 //! --test faults campaign` (runs only seed N, in each mode's test; the failing test's name says
 //! which mode).
 

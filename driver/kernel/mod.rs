@@ -6,8 +6,8 @@
 //! Both provide the same names: [`Irql`] and its levels, [`current_irql`], [`SpinLock`] (raises to
 //! DISPATCH_LEVEL), [`Event`], [`SystemThread`], the IRP calls (`irp_allocate`, `irp_free`,
 //! `irp_reuse`, `irp_set_completion`, `irp_status`), pool (`pool_allocate`, `pool_free`), MDLs
-//! (`mdl_allocate`, `mdl_free`), [`interrupt_time`], `random_bytes` (BCryptGenRandom, PASSIVE_LEVEL),
-//! and the four netio exports
+//! (`mdl_allocate`, `mdl_free`), [`interrupt_time`], `random_bytes` (BCryptGenRandom,
+//! PASSIVE_LEVEL), and the four netio exports
 //! (`WskRegister`, `WskCaptureProviderNPI`, `WskReleaseProviderNPI`, `WskDeregister`).
 //!
 //! What is built on top of that surface is portable and lives here too: [`PoolBox`] (tagged,

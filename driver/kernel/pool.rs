@@ -21,7 +21,8 @@ pub struct PoolBox<T> {
 
 // SAFETY: the box owns its T like alloc::boxed::Box does.
 unsafe impl<T: Send> Send for PoolBox<T> {}
-// SAFETY: shared access gives out only `&T`, and `T: Sync` makes sharing `&T` between threads sound.
+// SAFETY: shared access gives out only `&T`, and `T: Sync` makes sharing `&T` between threads
+// sound.
 unsafe impl<T: Sync> Sync for PoolBox<T> {}
 
 impl<T> PoolBox<T> {

@@ -78,8 +78,8 @@ pub struct WorkQueueHandle(*const Inner);
 
 // SAFETY: `Inner` is shared only through its spin lock, event and atomics.
 unsafe impl Send for WorkQueueHandle {}
-// SAFETY: the handle is a pointer to `Inner`, which is only touched through its spin lock, event and
-// atomics (all usable concurrently); copies of the handle share nothing else.
+// SAFETY: the handle is a pointer to `Inner`, which is only touched through its spin lock, event
+// and atomics (all usable concurrently); copies of the handle share nothing else.
 unsafe impl Sync for WorkQueueHandle {}
 
 impl WorkQueueHandle {

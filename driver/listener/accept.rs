@@ -140,8 +140,9 @@ impl AcceptSlot {
 /// never allocates; asks the worker to re-arm.
 ///
 /// # Safety
-/// Called by the I/O manager as the completion routine of an accept slot's IRP: `context` is the slot's `AcceptSlot` (its `context()`) given
-/// with that IRP, which stays alive until this routine has run.
+/// Called by the I/O manager as the completion routine of an accept slot's IRP: `context` is the
+/// slot's `AcceptSlot` (its `context()`) given with that IRP, which stays alive until this routine
+/// has run.
 pub(crate) unsafe extern "system" fn accept_done(
     _device: *mut DEVICE_OBJECT,
     _irp: *mut IRP,

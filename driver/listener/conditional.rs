@@ -19,8 +19,8 @@ use crate::trace::{self, Refusal};
 /// Completion of WskInspectComplete. IRQL: <= DISPATCH_LEVEL; no WSK, no blocking, no allocation.
 ///
 /// # Safety
-/// Called by the I/O manager as the completion routine of the listener's decision IRP: `context` is the listener given
-/// with that IRP, which stays alive until this routine has run.
+/// Called by the I/O manager as the completion routine of the listener's decision IRP: `context` is
+/// the listener given with that IRP, which stays alive until this routine has run.
 unsafe extern "system" fn decision_done(
     _device: *mut DEVICE_OBJECT,
     _irp: *mut IRP,

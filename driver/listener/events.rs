@@ -53,7 +53,8 @@ unsafe extern "system" fn accept_event(
     let fallback = shared.bound;
     // SAFETY: the provider passes valid addresses for the duration of the call.
     let local = unsafe { wsk::addr::read_sockaddr(local) }.unwrap_or(fallback);
-    // SAFETY: WskAcceptEvent's RemoteAddress is valid for the duration of the callback (WSK-FACTS §5).
+    // SAFETY: WskAcceptEvent's RemoteAddress is valid for the duration of the callback (WSK-FACTS
+    // §5).
     let remote = unsafe { wsk::addr::read_sockaddr(remote) }.unwrap_or(fallback);
     let verdict = listener.admit(&mut shared, socket, local, remote, AcceptPath::Event);
     listener.kick_locked(&shared);
@@ -63,8 +64,8 @@ unsafe extern "system" fn accept_event(
             Counters::bump(&listener.counters.accepted_event);
             // SAFETY: out-parameters are valid for the call; written before returning success.
             unsafe { out_context.write(core::ptr::null_mut()) };
-            // SAFETY: AcceptSocketDispatch is a valid out-parameter for the callback (WSK-FACTS §5);
-            // it points at a static table, which outlives the socket.
+            // SAFETY: AcceptSocketDispatch is a valid out-parameter for the callback (WSK-FACTS
+            // §5); it points at a static table, which outlives the socket.
             unsafe { out_dispatch.write(&raw const NO_CONNECTION_CALLBACKS) };
             // Last: the worker may have the socket once a later point knows we returned.
             listener.accept_event_returning(id);

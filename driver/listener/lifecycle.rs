@@ -24,8 +24,8 @@ use crate::trace;
 /// Completion of the listening socket's WskCloseSocket. IRQL: <= DISPATCH_LEVEL.
 ///
 /// # Safety
-/// Called by the I/O manager as the completion routine of the listening socket's close IRP: `context` is the listener given
-/// with that IRP, which stays alive until this routine has run.
+/// Called by the I/O manager as the completion routine of the listening socket's close IRP:
+/// `context` is the listener given with that IRP, which stays alive until this routine has run.
 unsafe extern "system" fn listen_close_done(
     _device: *mut DEVICE_OBJECT,
     _irp: *mut IRP,

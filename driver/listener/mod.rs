@@ -225,7 +225,8 @@ impl Listener {
         }
     }
 
-    /// Runs `f` over the table under the lock (listing). IRQL: <= DISPATCH_LEVEL; `f` must be short.
+    /// Runs `f` over the table under the lock (listing). IRQL: <= DISPATCH_LEVEL; `f` must be
+    /// short.
     pub fn with_table<R>(&self, f: impl FnOnce(&Table<ConnSocket>) -> R) -> R {
         f(&self.shared.lock().table)
     }

@@ -161,8 +161,9 @@ unsafe fn slot_of<'a>(context: *mut c_void) -> (&'a SlotIo, &'a Listener) {
 /// allocation.
 ///
 /// # Safety
-/// Called by the I/O manager as the completion routine of a slot's receive IRP: `context` is the slot's `SlotIo` (its `context()`) given
-/// with that IRP, which stays alive until this routine has run.
+/// Called by the I/O manager as the completion routine of a slot's receive IRP: `context` is the
+/// slot's `SlotIo` (its `context()`) given with that IRP, which stays alive until this routine has
+/// run.
 pub(crate) unsafe extern "system" fn receive_done(
     _device: *mut DEVICE_OBJECT,
     _irp: *mut IRP,
@@ -209,8 +210,9 @@ pub(crate) unsafe extern "system" fn receive_done(
 /// blocking, no allocation.
 ///
 /// # Safety
-/// Called by the I/O manager as the completion routine of a slot's disconnect IRP: `context` is the slot's `SlotIo` (its `context()`) given
-/// with that IRP, which stays alive until this routine has run.
+/// Called by the I/O manager as the completion routine of a slot's disconnect IRP: `context` is the
+/// slot's `SlotIo` (its `context()`) given with that IRP, which stays alive until this routine has
+/// run.
 pub(crate) unsafe extern "system" fn disconnect_done(
     _device: *mut DEVICE_OBJECT,
     _irp: *mut IRP,
@@ -251,8 +253,9 @@ pub(crate) unsafe extern "system" fn disconnect_done(
 /// allocation.
 ///
 /// # Safety
-/// Called by the I/O manager as the completion routine of a slot's close IRP: `context` is the slot's `SlotIo` (its `context()`) given
-/// with that IRP, which stays alive until this routine has run.
+/// Called by the I/O manager as the completion routine of a slot's close IRP: `context` is the
+/// slot's `SlotIo` (its `context()`) given with that IRP, which stays alive until this routine has
+/// run.
 pub(crate) unsafe extern "system" fn close_done(
     _device: *mut DEVICE_OBJECT,
     _irp: *mut IRP,

@@ -69,8 +69,8 @@ impl Listener {
     ///
     /// # Errors
     /// When the rundown has not finished within `timeout` (a provider slow to complete a close),
-    /// the listener comes back (its counters so far in `info()`): it must not be freed while an IRP can
-    /// still reach it, and nothing its completions use (the work queue) may go before it. The
+    /// the listener comes back (its counters so far in `info()`): it must not be freed while an IRP
+    /// can still reach it, and nothing its completions use (the work queue) may go before it. The
     /// caller parks it and frees it with [`Listener::free_when_stopped`].
     pub fn stop(
         this: PoolBox<Self>,
@@ -89,7 +89,8 @@ impl Listener {
         Ok(Self::free_when_stopped(this, flush))
     }
 
-    /// Whether a stopping listener's rundown has finished (every IRP back). IRQL: <= DISPATCH_LEVEL.
+    /// Whether a stopping listener's rundown has finished (every IRP back). IRQL: <=
+    /// DISPATCH_LEVEL.
     #[must_use]
     pub fn is_stopped(&self) -> bool {
         self.stopped.wait(Some(Duration::ZERO))

@@ -34,7 +34,8 @@ pub struct Provider {
 // SAFETY: the provider NPI is usable from any thread while captured.
 unsafe impl Send for Provider {}
 // SAFETY: the type's invariant: the NPI stays captured while the value is used, and the provider's
-// dispatch routines may be called concurrently from any thread (WSK-FACTS §1), so sharing `&Provider` is sound.
+// dispatch routines may be called concurrently from any thread (WSK-FACTS §1), so sharing
+// `&Provider` is sound.
 unsafe impl Sync for Provider {}
 
 impl Provider {

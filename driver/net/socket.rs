@@ -95,8 +95,9 @@ impl ListenSocket {
         let raw = self.raw.as_ptr();
         let mut value = value;
         let input = (&raw mut value).cast();
-        // SAFETY: WskControlSocket(WskSetOption) per WSK-FACTS §1: `raw` is live (type invariant), the
-        // input buffer is `value`'s 4 bytes and outlives the call (sync::call waits), no output buffer.
+        // SAFETY: WskControlSocket(WskSetOption) per WSK-FACTS §1: `raw` is live (type invariant),
+        // the input buffer is `value`'s 4 bytes and outlives the call (sync::call waits), no output
+        // buffer.
         sync::call(|irp| unsafe {
             control(
                 raw,
@@ -126,8 +127,9 @@ impl ListenSocket {
             NpiId: kernel::npi_wsk_interface_id(),
             EventMask: mask,
         };
-        // SAFETY: WskControlSocket(SO_WSK_EVENT_CALLBACK) without an IRP (WSK-FACTS §5): `raw` is live
-        // (type invariant) and the input buffer is `value`, which the provider reads during the call only.
+        // SAFETY: WskControlSocket(SO_WSK_EVENT_CALLBACK) without an IRP (WSK-FACTS §5): `raw` is
+        // live (type invariant) and the input buffer is `value`, which the provider reads during
+        // the call only.
         unsafe {
             control(
                 self.raw.as_ptr(),
@@ -167,8 +169,8 @@ impl ListenSocket {
         let raw = self.raw.as_ptr();
         let mut storage = SOCKADDR_STORAGE::zeroed();
         let ptr = storage.as_mut_ptr();
-        // SAFETY: WskGetLocalAddress (WSK-FACTS §1): `raw` is live (type invariant), `ptr` points at
-        // a SOCKADDR_STORAGE the provider may fill, which outlives the call (sync::call waits).
+        // SAFETY: WskGetLocalAddress (WSK-FACTS §1): `raw` is live (type invariant), `ptr` points
+        // at a SOCKADDR_STORAGE the provider may fill, which outlives the call (sync::call waits).
         sync::call(|irp| unsafe { get(raw, ptr, irp) })?;
         storage
             .to_socket_addr()
@@ -196,9 +198,9 @@ impl ListenSocket {
         let accept = self.dispatch().WskAccept.ok_or_else(missing)?;
         let raw = self.raw.as_ptr();
         let call = |irp: *mut wsk::IRP| {
-            // SAFETY: WskAccept (WSK-FACTS §1, §3): `raw` is a live listening socket (type invariant),
-            // the address buffers stay valid until completion (the caller's contract), and `irp` is
-            // the IRP submit hands over with our completion routine set.
+            // SAFETY: WskAccept (WSK-FACTS §1, §3): `raw` is a live listening socket (type
+            // invariant), the address buffers stay valid until completion (the caller's contract),
+            // and `irp` is the IRP submit hands over with our completion routine set.
             unsafe {
                 accept(
                     raw,
@@ -287,8 +289,8 @@ unsafe fn submit_close(
 ) -> Result<(), NtStatus> {
     let close = basic.WskCloseSocket.ok_or_else(missing)?;
     let call = |irp: *mut wsk::IRP| {
-        // SAFETY: WskCloseSocket (WSK-FACTS §7): `raw` is a live socket of this provider and this is
-        // its one close (the caller's contract); `irp` is the IRP submit hands over.
+        // SAFETY: WskCloseSocket (WSK-FACTS §7): `raw` is a live socket of this provider and this
+        // is its one close (the caller's contract); `irp` is the IRP submit hands over.
         unsafe { close(raw, irp) }
     };
     // SAFETY: the caller upholds submit's contract for routine and context.
@@ -387,9 +389,9 @@ impl ConnSocketRef {
         let receive = self.dispatch().WskReceive.ok_or_else(missing)?;
         let raw = self.raw.as_ptr();
         let call = |irp: *mut wsk::IRP| {
-            // SAFETY: WskReceive (WSK-FACTS §1): `raw` is a live connection socket (type invariant),
-            // `buffer` and its MDL stay valid until completion (the caller's contract), flags 0, and
-            // `irp` is the IRP submit hands over.
+            // SAFETY: WskReceive (WSK-FACTS §1): `raw` is a live connection socket (type
+            // invariant), `buffer` and its MDL stay valid until completion (the caller's contract),
+            // flags 0, and `irp` is the IRP submit hands over.
             unsafe { receive(raw, buffer, 0, irp) }
         };
         // SAFETY: the caller upholds submit's contract for routine and context.

@@ -25,8 +25,9 @@ struct SyncCall<'a> {
 /// Completion routine of a synchronous call. IRQL: <= DISPATCH_LEVEL; never blocks or allocates.
 ///
 /// # Safety
-/// Called by the I/O manager as the completion routine of a synchronous call's IRP: `context` is the caller's `SyncCall`, which waits on its event given
-/// with that IRP, which stays alive until this routine has run.
+/// Called by the I/O manager as the completion routine of a synchronous call's IRP: `context` is
+/// the caller's `SyncCall`, which waits on its event given with that IRP, which stays alive until
+/// this routine has run.
 unsafe extern "system" fn sync_call_done(
     _device: *mut DEVICE_OBJECT,
     _irp: *mut IRP,

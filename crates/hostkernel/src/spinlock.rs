@@ -28,8 +28,8 @@ pub struct SpinLock<T> {
     value: UnsafeCell<T>,
 }
 
-// SAFETY: the lock hands out `&mut T` to one thread at a time, so sharing the lock is sound when `T`
-// may be sent between threads — the same bound std's Mutex uses.
+// SAFETY: the lock hands out `&mut T` to one thread at a time, so sharing the lock is sound when
+// `T` may be sent between threads — the same bound std's Mutex uses.
 unsafe impl<T: Send> Sync for SpinLock<T> {}
 // SAFETY: moving the lock moves the `T`; sound when `T: Send`.
 unsafe impl<T: Send> Send for SpinLock<T> {}

@@ -9,10 +9,10 @@
 //! numbers, exported as [`LAYOUTS`] and [`CONSTANTS`], are checked against an independent C
 //! header by `scripts/windows-lane/wsk-layout.sh`.
 //!
-//! Modules, lowest first (each imports only the ones before it; `scripts/check-module-cycles-host.sh`
-//! checks): [`status`] and [`types`] (plain structs, opaque objects), [`consts`], [`addr`]
-//! (SOCKADDRs), [`dispatch`] (PFN types and socket dispatch tables), [`npi`] (registration and the
-//! NPIs, which carry the dispatch tables), [`layout`].
+//! Modules, lowest first (each imports only the ones before it;
+//! `scripts/check-module-cycles-host.sh` checks): [`status`] and [`types`] (plain structs, opaque
+//! objects), [`consts`], [`addr`] (SOCKADDRs), [`dispatch`] (PFN types and socket dispatch tables),
+//! [`npi`] (registration and the NPIs, which carry the dispatch tables), [`layout`].
 //!
 //! Type rules (LLP64): ULONG is `u32` (never `c_ulong`), SIZE_T/ULONG_PTR are `usize`, NTSTATUS is
 //! [`NtStatus`], C enums are 4 bytes, and every callback is `extern "system"`.
