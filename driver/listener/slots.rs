@@ -157,6 +157,36 @@ unsafe fn slot_of<'a>(context: *mut c_void) -> (&'a SlotIo, &'a Listener) {
     (io, listener)
 }
 
+/// What the receive and disconnect completions share, after they took their IRP back: under the
+/// listener's lock, the IRP is counted back in the rundown; if the slot still holds the
+/// connection the IRP was submitted for (same generation) and it is Active, `on_active` sets its
+/// next step; if it is Closing (its close did not wait for this IRP), the slot may go now; an IRP
+/// of an earlier connection of the slot changes nothing more. IRQL: <= DISPATCH_LEVEL; no WSK,
+/// no blocking, no allocation.
+fn slot_irp_completed(
+    io: &SlotIo,
+    listener: &Listener,
+    generation: u32,
+    on_active: impl FnOnce(&mut Shared, u32),
+) -> NtStatus {
+    let mut shared = listener.shared.lock();
+    shared.rundown.completed();
+    let index = io.index();
+    let current = shared
+        .table
+        .entry(index)
+        .map(|e| (e.state(), e.generation()));
+    match current {
+        Some((SlotState::Active, g)) if g == generation => on_active(&mut shared, index),
+        Some((SlotState::Closing, g)) if g == generation => {
+            listener.try_release(&mut shared, index);
+        }
+        _ => {}
+    }
+    listener.kick_locked(&shared);
+    NtStatus::MORE_PROCESSING_REQUIRED
+}
+
 /// Completion of the slot's WskReceive. IRQL: <= DISPATCH_LEVEL; no WSK, no blocking, no
 /// allocation.
 ///
@@ -174,36 +204,21 @@ pub(crate) unsafe extern "system" fn receive_done(
     let generation = io.recv_generation.load(Ordering::Acquire);
     // SAFETY: this is the receive IRP's completion routine.
     let (status, information) = unsafe { io.recv.take_back() };
-    let mut shared = listener.shared.lock();
-    shared.rundown.completed();
-    let index = io.index();
-    let current = shared
-        .table
-        .entry(index)
-        .map(|e| (e.state(), e.generation()));
-    match current {
-        Some((SlotState::Active, g)) if g == generation => {
-            if status.is_success() && information > 0 {
-                listener
-                    .counters
-                    .bytes_discarded
-                    .fetch_add(information as u64, Ordering::Relaxed);
-                shared.table.request(index, work::RECEIVE);
-            } else {
-                // 0 bytes: graceful close; an error: reset. Either way the peer is gone.
-                if let Some(entry) = shared.table.entry_mut(index) {
-                    entry.peer_closed = true;
-                }
-                shared.table.request(index, work::CLOSE);
+    slot_irp_completed(io, listener, generation, |shared, index| {
+        if status.is_success() && information > 0 {
+            listener
+                .counters
+                .bytes_discarded
+                .fetch_add(information as u64, Ordering::Relaxed);
+            shared.table.request(index, work::RECEIVE);
+        } else {
+            // 0 bytes: graceful close; an error: reset. Either way the peer is gone.
+            if let Some(entry) = shared.table.entry_mut(index) {
+                entry.peer_closed = true;
             }
+            shared.table.request(index, work::CLOSE);
         }
-        Some((SlotState::Closing, g)) if g == generation => {
-            listener.try_release(&mut shared, index);
-        }
-        _ => {}
-    }
-    listener.kick_locked(&shared);
-    NtStatus::MORE_PROCESSING_REQUIRED
+    })
 }
 
 /// Completion of the slot's graceful WskDisconnect. IRQL: <= DISPATCH_LEVEL; no WSK, no
@@ -223,30 +238,15 @@ pub(crate) unsafe extern "system" fn disconnect_done(
     let generation = io.ctl_generation.load(Ordering::Acquire);
     // SAFETY: this is the ctl IRP's completion routine.
     let _ = unsafe { io.ctl.take_back() };
-    let mut shared = listener.shared.lock();
-    shared.rundown.completed();
-    let index = io.index();
-    let current = shared
-        .table
-        .entry(index)
-        .map(|e| (e.state(), e.generation()));
-    match current {
-        Some((SlotState::Active, g)) if g == generation => {
-            // Success or not, the next step is the close (a failed disconnect means the
-            // connection is already gone; close aborts whatever is left).
-            if let Some(entry) = shared.table.entry_mut(index) {
-                entry.disconnected = true;
-            }
-            shared.table.request(index, work::CLOSE);
+    // Success or not, the next step is the close (a failed disconnect means the connection is
+    // already gone; close aborts whatever is left). A close that did not wait for this
+    // disconnect (it cancelled it) finds the slot Closing: the slot may go now.
+    slot_irp_completed(io, listener, generation, |shared, index| {
+        if let Some(entry) = shared.table.entry_mut(index) {
+            entry.disconnected = true;
         }
-        // The close did not wait for us (it cancelled this disconnect): the slot may go now.
-        Some((SlotState::Closing, g)) if g == generation => {
-            listener.try_release(&mut shared, index);
-        }
-        _ => {}
-    }
-    listener.kick_locked(&shared);
-    NtStatus::MORE_PROCESSING_REQUIRED
+        shared.table.request(index, work::CLOSE);
+    })
 }
 
 /// Completion of the slot's WskCloseSocket. IRQL: <= DISPATCH_LEVEL; no WSK, no blocking, no
