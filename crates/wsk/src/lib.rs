@@ -10,7 +10,7 @@
 //! header by `scripts/windows-lane/wsk-layout.sh`.
 //!
 //! Modules, lowest first (each imports only the ones before it;
-//! `scripts/check-module-cycles-host.sh` checks): [`status`] and [`types`] (plain structs, opaque
+//! `scripts/check-module-cycles.sh` checks): [`status`] and [`types`] (plain structs, opaque
 //! objects), [`consts`], [`addr`] (SOCKADDRs), [`dispatch`] (PFN types and socket dispatch tables),
 //! [`npi`] (registration and the NPIs, which carry the dispatch tables), [`layout`].
 //!

@@ -9,7 +9,7 @@
 //! there has, by construction, waited for every running callback of its socket (WSK-FACTS §7).
 //!
 //! The modules, lowest first; each imports only modules listed before it
-//! (`scripts/check-module-cycles-host.sh` checks):
+//! (`scripts/check-module-cycles.sh` checks):
 //!
 //! 1. `translate` (Windows values ↔ the host OS), `poison` (the table of a closed socket);
 //! 2. `connection`, `listening`: a connection's and a listening socket's own state;

@@ -8,15 +8,18 @@
 # a child (`pub use child::X`) is above it. Inline `#[cfg(test)] mod tests` blocks count as their
 # file's module. Comments are ignored.
 #
-# Usage: scripts/check-module-cycles-host.sh [DIR...]   (default: crates/hostkernel crates/wsk).
+# Usage: scripts/check-module-cycles.sh [--rooms] [DIR...]   (default: crates/hostkernel crates/wsk).
 # DIR is a crate directory (DIR/src/lib.rs) or the directory of a crate root (e.g. driver/, whose
-# lib.rs is the root). Prints each crate's modules in layer order (a module imports only modules
-# of lower layers) and every cycle; exit status 1 when a crate has one.
+# lib.rs is the root). With --rooms, each top-level module and everything below it counts as one
+# node (a room): the driver's rooms re-export their children (`kernel` and its backends), which is
+# layering inside a room, and the check is that no room imports a room that imports it back.
+# Prints each crate's modules (or rooms) in layer order (a node imports only nodes of lower
+# layers) and every cycle; exit status 1 when a crate has one.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-if [[ $# -eq 0 ]]; then
-    set -- "$root/crates/hostkernel" "$root/crates/wsk"
+if [[ $# -eq 0 || ( $# -eq 1 && $1 == --rooms ) ]]; then
+    set -- "$@" "$root/crates/hostkernel" "$root/crates/wsk"
 fi
 
 exec python3 - "$@" <<'PY'
@@ -71,7 +74,7 @@ def expand_use(tree):
     return out
 
 
-def check(crate):
+def check(crate, rooms):
     # A crate directory (CRATE/src/lib.rs) or the directory of a crate root (driver/lib.rs).
     src = crate / "src" if (crate / "src").is_dir() else crate
     files = sorted(src.rglob("*.rs"))
@@ -116,6 +119,16 @@ def check(crate):
                 target = resolve(base, p)
                 if target is not None and target in modules and target != module:
                     edges[module].add(target)
+
+    if rooms:
+        room = lambda m: m[:1]
+        collapsed = {}
+        for m, targets in edges.items():
+            collapsed.setdefault(room(m), set()).update(
+                room(t) for t in targets if room(t) != room(m)
+            )
+        modules = {r: None for r in collapsed}
+        edges = collapsed
 
     # Tarjan's strongly connected components.
     index, low, stack, on, sccs, counter = {}, {}, [], set(), [], [0]
@@ -167,15 +180,18 @@ def check(crate):
 
     for m in modules:
         layer_of(m)
-    print(f"{label}: {len(modules)} modules, no cycles; layers (each imports only lower ones):")
+    kind = "rooms" if rooms else "modules"
+    print(f"{label}: {len(modules)} {kind}, no cycles; layers (each imports only lower ones):")
     for n in range(max(layer.values()) + 1):
         members = sorted(name(m) for m in modules if layer[m] == n)
         print(f"  {n}: {', '.join(members)}")
     return True
 
 
+args = sys.argv[1:]
+rooms = "--rooms" in args
 ok = True
-for arg in sys.argv[1:]:
-    ok &= check(pathlib.Path(arg).resolve())
+for arg in (a for a in args if a != "--rooms"):
+    ok &= check(pathlib.Path(arg).resolve(), rooms)
 sys.exit(0 if ok else 1)
 PY
