@@ -11,19 +11,16 @@ use ioctl::{
     ALL_LISTENERS, CLOSE_ABORTIVE, CloseConnection, ConnectionRecord, Decide, GetPending,
     LIST_MORE, ListConnections, ListHeader, ListenerRecord, ListenerRequest, MAX_RULES,
     PendingRecord, PolicyMessage, QueryHeader, START_DUAL_STACK, StartListener, StatsRecord,
-    VERSION, VersionInfo, WireCounters, WireRule, action, emit, mode, parse, path, phase, service,
+    VERSION, VersionInfo, WireRule, emit, parse,
 };
 use wsk::NtStatus;
 
 use crate::engine::{ConnRecord, Engine, MAX_LISTENERS};
 use crate::kernel;
-use crate::listener::{
-    self, CounterSnapshot, DEFAULT_CAPACITY, DEFAULT_DEPTH, ListenerConfig, ListenerInfo, Mode,
-    Phase, Service,
-};
+use crate::listener::{self, DEFAULT_CAPACITY, DEFAULT_DEPTH, ListenerConfig, ListenerInfo, Phase};
 use crate::pending::PendingId;
 use crate::policy::{Action, Policy, Prefix, Rule};
-use crate::table::{AcceptPath, ConnId};
+use crate::table::ConnId;
 use crate::trace;
 
 /// Dispatches one DeviceIoControl.
@@ -78,26 +75,14 @@ fn version(input: &[u8], output: &mut [u8]) -> Result<usize, NtStatus> {
     emit(&info, output)
 }
 
-fn wire_counters(c: &CounterSnapshot) -> WireCounters {
-    WireCounters {
-        accepted_irp: c.accepted_irp,
-        accepted_event: c.accepted_event,
-        rejected_full: c.rejected_full,
-        rejected_not_running: c.rejected_not_running,
-        closed: c.closed,
-        peer_closed: c.peer_closed,
-        user_closed: c.user_closed,
-        listener_restarts: c.listener_restarts,
-        accept_errors: c.accept_errors,
-        bytes_discarded: c.bytes_discarded,
-        accepted_conditional: c.accepted_conditional,
-        inspect_pended: c.inspect_pended,
-        withdrawn: c.withdrawn,
-        decision_timeouts: c.decision_timeouts,
-        rejected_policy: c.rejected_policy,
-        rejected_source_limit: c.rejected_source_limit,
-        rejected_pending_full: c.rejected_pending_full,
-        reserved: [0; 3],
+/// The listener's phase as user mode sees it: starting counts as restarting (not accepting
+/// yet), stopped as stopping (about to go).
+fn wire_phase(phase: Phase) -> ioctl::Phase {
+    match phase {
+        Phase::Running => ioctl::Phase::Running,
+        Phase::Starting | Phase::Restarting => ioctl::Phase::Restarting,
+        Phase::Failed => ioctl::Phase::Failed,
+        Phase::Stopping | Phase::Stopped => ioctl::Phase::Stopping,
     }
 }
 
@@ -106,24 +91,11 @@ fn record(info: &ListenerInfo) -> ListenerRecord {
         version: VERSION,
         id: info.id,
         address: info.address.into(),
-        mode: match info.config.mode {
-            Mode::Irp => mode::IRP,
-            Mode::Event => mode::EVENT,
-            Mode::Both => mode::BOTH,
-            Mode::Conditional => mode::CONDITIONAL,
-        },
-        service: match info.config.service {
-            Service::Hold => service::HOLD,
-            Service::Close => service::CLOSE,
-        },
+        mode: info.config.mode,
+        service: info.config.service,
         depth: u32::from(info.config.depth),
         capacity: info.config.capacity,
-        phase: match info.phase {
-            Phase::Running => phase::RUNNING,
-            Phase::Starting | Phase::Restarting => phase::RESTARTING,
-            Phase::Failed => phase::FAILED,
-            Phase::Stopping | Phase::Stopped => phase::STOPPING,
-        },
+        phase: wire_phase(info.phase),
         active: info.active,
         peak: info.peak,
         accept_irps_pending: info.accept_irps_pending,
@@ -133,7 +105,7 @@ fn record(info: &ListenerInfo) -> ListenerRecord {
         } else {
             0
         },
-        counters: wire_counters(&info.counters),
+        counters: info.counters.to_wire(),
     }
 }
 
@@ -143,17 +115,8 @@ fn start(engine: &Engine, input: &[u8], output: &mut [u8]) -> Result<usize, NtSt
     let address: SocketAddr = request.address.to_socket_addr()?;
     let mut config = ListenerConfig::new(address);
     config.dual_stack = request.flags & START_DUAL_STACK != 0;
-    config.mode = match request.mode {
-        mode::IRP => Mode::Irp,
-        mode::EVENT => Mode::Event,
-        mode::BOTH => Mode::Both,
-        _ => Mode::Conditional,
-    };
-    config.service = if request.service == service::CLOSE {
-        Service::Close
-    } else {
-        Service::Hold
-    };
+    config.mode = request.mode;
+    config.service = request.service;
     config.depth = match request.depth {
         0 => DEFAULT_DEPTH,
         depth => u16::try_from(depth).map_err(|_| NtStatus::INVALID_PARAMETER)?,
@@ -181,7 +144,7 @@ fn stop(engine: &Engine, input: &[u8], output: &mut [u8]) -> Result<usize, NtSta
     };
     let stats = StatsRecord {
         version: VERSION,
-        counters: wire_counters(&counters),
+        counters: counters.to_wire(),
         ..StatsRecord::default()
     };
     emit(&stats, output)
@@ -221,7 +184,7 @@ fn stats(engine: &Engine, input: &[u8], output: &mut [u8]) -> Result<usize, NtSt
             peak: s.peak,
             accept_irps_pending: s.accept_irps_pending,
             reserved: 0,
-            counters: wire_counters(&s.counters),
+            counters: s.counters.to_wire(),
         }
     } else {
         let info = engine.listener_info(request.listener)?;
@@ -232,7 +195,7 @@ fn stats(engine: &Engine, input: &[u8], output: &mut [u8]) -> Result<usize, NtSt
             peak: info.peak,
             accept_irps_pending: info.accept_irps_pending,
             reserved: 0,
-            counters: wire_counters(&info.counters),
+            counters: info.counters.to_wire(),
         }
     };
     emit(&stats, output)
@@ -266,10 +229,7 @@ fn connections(engine: &Engine, input: &[u8], output: &mut [u8]) -> Result<usize
             let wire = ConnectionRecord {
                 id: record.id.0,
                 listener: record.listener,
-                path: match record.info.path {
-                    AcceptPath::Irp => path::IRP,
-                    AcceptPath::Event => path::EVENT,
-                },
+                path: record.info.path,
                 remote: record.info.remote.into(),
                 local: record.info.local.into(),
                 age_ms: now.saturating_sub(record.info.accepted_at) / 10_000,
@@ -306,16 +266,11 @@ fn policy_of(message: &PolicyMessage) -> Result<Policy, NtStatus> {
     for (slot, wire) in rules.iter_mut().zip(&message.rules[..count]) {
         let (address, length) = wire.prefix()?;
         *slot = Rule {
-            allow: wire.action == action::ACCEPT,
+            allow: wire.action == Action::Accept,
             prefix: Prefix::new(address, length)?,
         };
     }
-    let default = match message.default_action {
-        action::ACCEPT => Action::Accept,
-        action::REJECT => Action::Reject,
-        _ => Action::Defer,
-    };
-    Policy::new(&rules[..count], default, message.per_source)
+    Policy::new(&rules[..count], message.default_action, message.per_source)
 }
 
 fn set_policy(engine: &Engine, input: &[u8]) -> Result<usize, NtStatus> {
@@ -330,20 +285,16 @@ fn query_policy(engine: &Engine, input: &[u8], output: &mut [u8]) -> Result<usiz
     let policy = engine.policy(request.listener)?;
     let mut message = PolicyMessage {
         listener: request.listener,
-        default_action: match policy.default {
-            Action::Accept => action::ACCEPT,
-            Action::Reject => action::REJECT,
-            Action::Defer => action::DEFER,
-        },
+        default_action: policy.default,
         per_source: policy.per_source,
         ..PolicyMessage::default()
     };
     for (wire, rule) in message.rules.iter_mut().zip(policy.rules()) {
         *wire = WireRule {
             action: if rule.allow {
-                action::ACCEPT
+                Action::Accept
             } else {
-                action::REJECT
+                Action::Reject
             },
             length: u32::from(rule.prefix.length),
             address: SocketAddr::new(rule.prefix.address, 0).into(),
@@ -402,6 +353,6 @@ fn answer_pending(
 
 fn decide(engine: &Engine, input: &[u8]) -> Result<usize, NtStatus> {
     let request: Decide = parse(input)?;
-    engine.decide(PendingId(request.id), request.action == action::ACCEPT)?;
+    engine.decide(PendingId(request.id), request.action == Action::Accept)?;
     Ok(0)
 }

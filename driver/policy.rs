@@ -19,16 +19,8 @@ use crate::table::Occupancy;
 /// Most rules per policy.
 pub const MAX_RULES: usize = 64;
 
-/// What to do with a connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Action {
-    /// Take it.
-    Accept,
-    /// Refuse it.
-    Reject,
-    /// Ask user mode (conditional mode); reject elsewhere.
-    Defer,
-}
+/// What the condition function answers (the contract's type).
+pub use ioctl::Action;
 
 /// An address prefix, e.g. `10.0.0.0/8` or `::1/128`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

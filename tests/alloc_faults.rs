@@ -49,12 +49,12 @@ fn sweep(plan: Plan, seed: u64) -> u32 {
 #[test]
 fn every_allocation_of_load_start_accept_ioctls_and_stop_can_fail_alone() {
     for (mode, seed, restart) in [
-        (mode::IRP, 1, false),
-        (mode::EVENT, 2, false),
-        (mode::BOTH, 3, false),
-        (mode::CONDITIONAL, 4, false),
+        (Mode::Irp, 1, false),
+        (Mode::Event, 2, false),
+        (Mode::Both, 3, false),
+        (Mode::Conditional, 4, false),
         // The listening socket breaks: the restart's allocations fail in turn too.
-        (mode::BOTH, 5, true),
+        (Mode::Both, 5, true),
     ] {
         let allocations = sweep(
             Plan {
@@ -64,7 +64,7 @@ fn every_allocation_of_load_start_accept_ioctls_and_stop_can_fail_alone() {
                 clients: 2,
                 restart,
                 close_one: Some(false),
-                defer: mode == mode::CONDITIONAL,
+                defer: mode == Mode::Conditional,
             },
             seed,
         );

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::mem::offset_of;
 use std::net::SocketAddr;
 
 use common::*;
@@ -12,7 +13,15 @@ use proptest::prelude::*;
 use wsk::NtStatus;
 use wskaccept::control::dispatch;
 use wskaccept::engine::Engine;
-use zerocopy::IntoBytes;
+use zerocopy::{Immutable, IntoBytes};
+
+/// `message`'s bytes with the `u32` at `offset` replaced by `value` (how a test writes an enum
+/// value the typed field cannot hold).
+fn patched<M: IntoBytes + Immutable>(message: &M, offset: usize, value: u32) -> Vec<u8> {
+    let mut bytes = message.as_bytes().to_vec();
+    bytes[offset..offset + 4].copy_from_slice(&value.to_le_bytes());
+    bytes
+}
 
 fn call(engine: &Engine, code: u32, input: &[u8], output_len: usize) -> (NtStatus, Vec<u8>) {
     let mut output = vec![0u8; output_len];
@@ -30,10 +39,10 @@ fn start_request(address: &str) -> StartListener {
         version: VERSION,
         flags: 0,
         address: address.parse::<SocketAddr>().unwrap().into(),
-        mode: mode::BOTH,
+        mode: Mode::Both,
         depth: 0,
         capacity: 8,
-        service: service::HOLD,
+        service: Service::Hold,
         decision_timeout_ms: 0,
         reserved: [0; 3],
     }
@@ -94,8 +103,17 @@ fn every_validation_answer() {
         call(&engine, IOCTL_START_LISTENER, m.as_bytes(), RECORD).0
     };
     assert_eq!(bad(|m| m.version = 0), NtStatus::REVISION_MISMATCH);
-    assert_eq!(bad(|m| m.mode = 9), NtStatus::INVALID_PARAMETER);
-    assert_eq!(bad(|m| m.service = 9), NtStatus::INVALID_PARAMETER);
+    // Unknown enum values cannot be written through the typed fields: patch the bytes.
+    for offset in [
+        offset_of!(StartListener, mode),
+        offset_of!(StartListener, service),
+    ] {
+        assert_eq!(
+            status(IOCTL_START_LISTENER, &patched(&good, offset, 9), RECORD),
+            NtStatus::INVALID_PARAMETER,
+            "enum at {offset}"
+        );
+    }
     assert_eq!(bad(|m| m.reserved[0] = 1), NtStatus::INVALID_PARAMETER);
     assert_eq!(bad(|m| m.flags = 0x80), NtStatus::INVALID_PARAMETER);
     assert_eq!(bad(|m| m.address.family = 10), NtStatus::INVALID_PARAMETER);
@@ -269,7 +287,7 @@ fn conditional_answers(engine: &Engine, listener: u32) {
         NtStatus::SUCCESS
     );
     let rule = |length, address: &str| WireRule {
-        action: action::ACCEPT,
+        action: Action::Accept,
         length,
         address: address.parse::<SocketAddr>().unwrap().into(),
     };
@@ -290,7 +308,11 @@ fn conditional_answers(engine: &Engine, listener: u32) {
         "too many rules"
     );
     assert_eq!(
-        with(&|m| m.default_action = 3),
+        status(
+            IOCTL_SET_POLICY,
+            &patched(&good, offset_of!(PolicyMessage, default_action), 3),
+            0
+        ),
         NtStatus::INVALID_PARAMETER,
         "unknown action"
     );
@@ -309,12 +331,24 @@ fn conditional_answers(engine: &Engine, listener: u32) {
         NtStatus::INVALID_PARAMETER,
         "a port in a prefix"
     );
+    let mut one_rule = good;
+    one(rule(8, "10.0.0.0:0"))(&mut one_rule);
+    assert_eq!(
+        status(
+            IOCTL_SET_POLICY,
+            &patched(&one_rule, offset_of!(PolicyMessage, rules), 7),
+            0
+        ),
+        NtStatus::INVALID_PARAMETER,
+        "unknown rule action"
+    );
     assert_eq!(
         with(&one(WireRule {
-            action: 7,
+            action: Action::Defer,
             ..rule(8, "10.0.0.0:0")
         })),
-        NtStatus::INVALID_PARAMETER
+        NtStatus::INVALID_PARAMETER,
+        "a rule cannot defer"
     );
     assert_eq!(
         with(&|m| m.rules[5] = rule(8, "10.0.0.0:0")),
@@ -327,10 +361,10 @@ fn conditional_answers(engine: &Engine, listener: u32) {
         m.rule_count = 2;
         m.rules[0] = rule(8, "127.0.0.0:0");
         m.rules[1] = WireRule {
-            action: action::REJECT,
+            action: Action::Reject,
             ..rule(0, "[::]:0")
         };
-        m.default_action = action::DEFER;
+        m.default_action = Action::Defer;
         m.per_source = 4;
     };
     assert_eq!(with(&two), NtStatus::SUCCESS);
@@ -374,7 +408,7 @@ fn conditional_answers(engine: &Engine, listener: u32) {
     );
     let decide = Decide {
         version: VERSION,
-        action: action::ACCEPT,
+        action: Action::Accept,
         id: 0x0000_0001_0000_0000,
         reserved: [0; 2],
     };
@@ -386,7 +420,7 @@ fn conditional_answers(engine: &Engine, listener: u32) {
         status(
             IOCTL_DECIDE,
             Decide {
-                action: 2,
+                action: Action::Defer,
                 ..decide
             }
             .as_bytes(),
@@ -487,7 +521,11 @@ fn any_input() -> impl Strategy<Value = Vec<u8>> {
         // Nearly-valid starts on loopback with a small table.
         1 => (0u32..5, 0u32..3, 0u32..80, 0u32..32, any::<bool>()).prop_map(|(mode, service, depth, capacity, v6)| {
             let address = if v6 { "[::1]:0" } else { "127.0.0.1:0" };
-            StartListener { mode, service, depth, capacity: capacity.max(1), ..start_request(address) }.as_bytes().to_vec()
+            let request = StartListener { depth, capacity: capacity.max(1), ..start_request(address) };
+            let bytes = patched(&request, offset_of!(StartListener, mode), mode);
+            let mut bytes = bytes;
+            bytes[offset_of!(StartListener, service)..][..4].copy_from_slice(&service.to_le_bytes());
+            bytes
         }),
     ]
 }

@@ -205,7 +205,7 @@ fn panics_are_bug_checks() {
 }
 
 /// One seed: everything drawn from it, then a driver life.
-fn campaign_seed(mode: u32, seed: u64) -> common::scenario::Seen {
+fn campaign_seed(mode: Mode, seed: u64) -> common::scenario::Seen {
     use common::scenario::{self, Plan};
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut schedule = Schedule::from_seed(seed);
@@ -261,7 +261,7 @@ fn campaign_seed(mode: u32, seed: u64) -> common::scenario::Seen {
     outcome
 }
 
-fn campaign(mode: u32) {
+fn campaign(mode: Mode) {
     panics_are_bug_checks();
     let started = Instant::now();
     let seeds: Vec<u64> = match std::env::var("HOSTKERNEL_SEED")
@@ -270,7 +270,7 @@ fn campaign(mode: u32) {
     {
         Some(seed) => vec![seed],
         None => (0..CAMPAIGN_SEEDS)
-            .map(|i| 10_000 + u64::from(mode) * 1_000 + i)
+            .map(|i| 10_000 + u64::from(mode.value()) * 1_000 + i)
             .collect(),
     };
     let (mut loaded, mut starts, mut failures, mut accepted, mut decided, mut restarts) =
@@ -305,20 +305,20 @@ fn campaign(mode: u32) {
 
 #[test]
 fn campaign_irp() {
-    campaign(ioctl::mode::IRP);
+    campaign(ioctl::Mode::Irp);
 }
 
 #[test]
 fn campaign_event() {
-    campaign(ioctl::mode::EVENT);
+    campaign(ioctl::Mode::Event);
 }
 
 #[test]
 fn campaign_both() {
-    campaign(ioctl::mode::BOTH);
+    campaign(ioctl::Mode::Both);
 }
 
 #[test]
 fn campaign_conditional() {
-    campaign(ioctl::mode::CONDITIONAL);
+    campaign(ioctl::Mode::Conditional);
 }

@@ -15,42 +15,8 @@ pub const MAX_CAPACITY: u32 = 65_536;
 // Every table index fits the id's index field.
 const _: () = assert!(MAX_CAPACITY as u64 <= 1 << crate::ids::INDEX_BITS);
 
-/// How a listener accepts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    /// WskAccept with caller-allocated IRPs only.
-    Irp,
-    /// WskAcceptEvent only.
-    Event,
-    /// Both armed: either path may deliver any connection (WSK-FACTS §4).
-    Both,
-    /// SO_CONDITIONAL_ACCEPT: every request is inspected by the policy (WskInspectEvent), which may
-    /// defer it to user mode; accepted requests then arrive through both paths as in `Both`.
-    Conditional,
-}
-
-impl Mode {
-    /// Whether accept IRPs are queued.
-    #[must_use]
-    pub fn uses_irps(self) -> bool {
-        matches!(self, Self::Irp | Self::Both | Self::Conditional)
-    }
-
-    /// Whether WskAcceptEvent is enabled.
-    #[must_use]
-    pub fn uses_events(self) -> bool {
-        matches!(self, Self::Event | Self::Both | Self::Conditional)
-    }
-}
-
-/// What happens to an accepted connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Service {
-    /// Keep it open until the peer closes, a user closes it, or the listener stops.
-    Hold,
-    /// Close it gracefully at once (the accept-rate workload).
-    Close,
-}
+// One definition each for the contract and the driver: the wire enums are the configuration types.
+pub use ioctl::{Mode, Service};
 
 /// A listener's configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

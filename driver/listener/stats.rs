@@ -3,10 +3,12 @@
 
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-macro_rules! counters {
-    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+// The list of counters is `ioctl::for_each_counter!` (one source of truth for the driver, the
+// wire and wskctl); this macro makes the driver's live and snapshot structs from it.
+macro_rules! driver_counters {
+    ($($(#[$doc:meta])* $name:ident: $group:ident, $label:literal;)*) => {
         /// Live counters of one listener.
-        #[derive(Default)]
+        #[derive(Debug, Default)]
         pub struct Counters { $($(#[$doc])* pub $name: AtomicU64,)* }
 
         /// A copy of counters at one moment (or a sum of several).
@@ -26,46 +28,17 @@ macro_rules! counters {
             pub fn add(&mut self, other: &CounterSnapshot) {
                 $(self.$name += other.$name;)*
             }
+
+            /// The counters as the contract carries them.
+            #[must_use]
+            pub fn to_wire(&self) -> ioctl::WireCounters {
+                ioctl::WireCounters { $($name: self.$name,)* ..ioctl::WireCounters::default() }
+            }
         }
     };
 }
 
-counters! {
-    /// Connections accepted through WskAccept IRPs.
-    accepted_irp,
-    /// Connections accepted through WskAcceptEvent.
-    accepted_event,
-    /// Connections refused because the table was full.
-    rejected_full,
-    /// Connections refused because the listener was stopping or restarting.
-    rejected_not_running,
-    /// Connections closed and removed from the table.
-    closed,
-    /// Of those, closed because the peer closed or reset.
-    peer_closed,
-    /// Of those, closed on a user's request.
-    user_closed,
-    /// Times the listening socket was recreated (NULL AcceptSocket, broken listener).
-    listener_restarts,
-    /// Accept IRPs that completed with an error other than STATUS_CANCELLED.
-    accept_errors,
-    /// Bytes peers sent that the hold service read and discarded.
-    bytes_discarded,
-    /// Requests the policy let in at inspection (at once or after user mode accepted them).
-    accepted_conditional,
-    /// Requests deferred to user mode (WskInspectPend).
-    inspect_pended,
-    /// Deferred requests the peer gave up on (WskAbortEvent).
-    withdrawn,
-    /// Deferred requests the driver rejected because user mode did not decide in time.
-    decision_timeouts,
-    /// Refused by a deny rule, a reject default, or (outside conditional mode) a defer default.
-    rejected_policy,
-    /// Refused by the per-source limit.
-    rejected_source_limit,
-    /// Refused because the pending queue was full.
-    rejected_pending_full,
-}
+ioctl::for_each_counter!(driver_counters);
 
 impl Counters {
     /// Adds one to a counter.

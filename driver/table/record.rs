@@ -36,14 +36,8 @@ impl ConnId {
     }
 }
 
-/// Which WSK path accepted a connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AcceptPath {
-    /// WskAccept with a caller-allocated IRP.
-    Irp,
-    /// The WskAcceptEvent callback.
-    Event,
-}
+/// How the connection was accepted (the contract's type).
+pub use ioctl::AcceptPath;
 
 /// What a slot records about its connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -22,7 +22,7 @@ use zerocopy::IntoBytes;
 #[derive(Clone, Copy, Debug)]
 pub struct Plan {
     /// Wire mode (`ioctl::mode`).
-    pub mode: u32,
+    pub mode: Mode,
     /// Table capacity.
     pub capacity: u32,
     /// Accept IRPs.
@@ -177,7 +177,7 @@ fn connect(
 fn defer_all(engine: &Engine, seen: &mut Seen, listener: u32) {
     let policy = PolicyMessage {
         listener,
-        default_action: action::DEFER,
+        default_action: Action::Defer,
         ..PolicyMessage::default()
     };
     checked(engine, seen, IOCTL_SET_POLICY, policy.as_bytes(), 0);
@@ -206,9 +206,9 @@ fn decide_pending(engine: &Engine, seen: &mut Seen, listener: u32, n: usize) {
         let decide = Decide {
             version: VERSION,
             action: if i % 2 == 0 {
-                action::ACCEPT
+                Action::Accept
             } else {
-                action::REJECT
+                Action::Reject
             },
             id: pending.id,
             reserved: [0; 2],
@@ -255,7 +255,7 @@ fn query_list_close(engine: &Engine, seen: &mut Seen, listener: u32, close: Opti
     }
     let stale = Decide {
         version: VERSION,
-        action: action::ACCEPT,
+        action: Action::Accept,
         id: 1,
         reserved: [0; 2],
     };
@@ -276,7 +276,7 @@ pub fn run(engine: &Engine, plan: Plan) -> Seen {
         mode: plan.mode,
         depth: plan.depth,
         capacity: plan.capacity,
-        service: service::HOLD,
+        service: Service::Hold,
         decision_timeout_ms: if plan.defer { 100 } else { 0 },
         reserved: [0; 3],
     };
@@ -302,7 +302,7 @@ pub fn run(engine: &Engine, plan: Plan) -> Seen {
     if plan.restart {
         schedule::fail_nth(schedule::Fault::ListenerFailure, 1);
     }
-    let defer = plan.defer && plan.mode == mode::CONDITIONAL;
+    let defer = plan.defer && plan.mode == Mode::Conditional;
     if defer {
         defer_all(engine, &mut seen, listener.id);
     }

@@ -6,8 +6,12 @@
 #![forbid(unsafe_code)]
 
 pub mod codes;
+pub mod counters;
+pub mod enums;
 pub mod ids;
 pub mod wire;
 
 pub use codes::*;
+pub use counters::*;
+pub use enums::*;
 pub use wire::*;

@@ -8,10 +8,13 @@ use core::mem::{offset_of, size_of};
 use core::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 use wsk::{AF_INET, AF_INET6, NtStatus};
-use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, TryFromBytes};
+
+use crate::counters::WireCounters;
+use crate::enums::{AcceptPath, Action, Mode, Phase, Service};
 
 /// The message version this build speaks.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// `listener` value meaning "all listeners / the whole driver".
 pub const ALL_LISTENERS: u32 = u32::MAX;
 /// Largest input any IOCTL accepts.
@@ -87,46 +90,6 @@ impl WireAddress {
     }
 }
 
-/// Accept modes on the wire.
-pub mod mode {
-    /// WskAccept IRPs only.
-    pub const IRP: u32 = 0;
-    /// WskAcceptEvent only.
-    pub const EVENT: u32 = 1;
-    /// Both.
-    pub const BOTH: u32 = 2;
-    /// Conditional accept (reserved until the conditional mode lands).
-    pub const CONDITIONAL: u32 = 3;
-}
-
-/// Services on the wire.
-pub mod service {
-    /// Hold until the peer, a user or a stop closes.
-    pub const HOLD: u32 = 0;
-    /// Close gracefully at once.
-    pub const CLOSE: u32 = 1;
-}
-
-/// Listener phases on the wire.
-pub mod phase {
-    /// Accepting.
-    pub const RUNNING: u32 = 0;
-    /// Recreating its listening socket.
-    pub const RESTARTING: u32 = 1;
-    /// Recreating failed.
-    pub const FAILED: u32 = 2;
-    /// Running down.
-    pub const STOPPING: u32 = 3;
-}
-
-/// Accept paths on the wire.
-pub mod path {
-    /// WskAccept IRP.
-    pub const IRP: u32 = 0;
-    /// WskAcceptEvent.
-    pub const EVENT: u32 = 1;
-}
-
 /// [`StartListener::flags`]: IPv6 listener also takes IPv4 (IPV6_V6ONLY off).
 pub const START_DUAL_STACK: u32 = 0x1;
 /// [`CloseConnection::flags`]: abortive close (RST) instead of graceful.
@@ -165,7 +128,7 @@ pub struct VersionInfo {
 /// IOCTL_START_LISTENER input.
 #[repr(C)]
 #[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+    Clone, Copy, Debug, Default, PartialEq, Eq, TryFromBytes, IntoBytes, KnownLayout, Immutable,
 )]
 pub struct StartListener {
     /// [`VERSION`].
@@ -174,14 +137,14 @@ pub struct StartListener {
     pub flags: u32,
     /// Address to bind (port 0: ephemeral).
     pub address: WireAddress,
-    /// [`mode`].
-    pub mode: u32,
+    /// How it accepts.
+    pub mode: Mode,
     /// Accept IRPs (0: default 1).
     pub depth: u32,
     /// Table capacity (0: default 1024).
     pub capacity: u32,
-    /// [`service`].
-    pub service: u32,
+    /// What it does with connections.
+    pub service: Service,
     /// Conditional mode: how long a deferred request may wait for DECIDE (0: default 5000 ms).
     pub decision_timeout_ms: u32,
     /// Zero.
@@ -214,54 +177,10 @@ pub struct QueryHeader {
     pub reserved: u32,
 }
 
-/// Counters on the wire (room reserved for the conditional-accept counters).
-#[repr(C)]
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
-)]
-pub struct WireCounters {
-    /// Accepted through WskAccept IRPs.
-    pub accepted_irp: u64,
-    /// Accepted through WskAcceptEvent.
-    pub accepted_event: u64,
-    /// Refused: table full.
-    pub rejected_full: u64,
-    /// Refused: listener stopping or restarting.
-    pub rejected_not_running: u64,
-    /// Closed and removed.
-    pub closed: u64,
-    /// Of those, the peer closed or reset.
-    pub peer_closed: u64,
-    /// Of those, a user asked.
-    pub user_closed: u64,
-    /// Listening socket recreated.
-    pub listener_restarts: u64,
-    /// Accept IRPs that failed (not cancelled).
-    pub accept_errors: u64,
-    /// Bytes peers sent that the hold service discarded.
-    pub bytes_discarded: u64,
-    /// Let in at inspection (at once or after user mode accepted).
-    pub accepted_conditional: u64,
-    /// Deferred to user mode.
-    pub inspect_pended: u64,
-    /// Deferred requests the peer withdrew.
-    pub withdrawn: u64,
-    /// Deferred requests rejected for want of a decision in time.
-    pub decision_timeouts: u64,
-    /// Refused by the policy's rules or default.
-    pub rejected_policy: u64,
-    /// Refused by the per-source limit.
-    pub rejected_source_limit: u64,
-    /// Refused because the pending queue was full.
-    pub rejected_pending_full: u64,
-    /// Zero (reserved for later counters).
-    pub reserved: [u64; 3],
-}
-
 /// One listener (IOCTL_START_LISTENER output, IOCTL_QUERY_LISTENERS records).
 #[repr(C)]
 #[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+    Clone, Copy, Debug, Default, PartialEq, Eq, TryFromBytes, IntoBytes, KnownLayout, Immutable,
 )]
 pub struct ListenerRecord {
     /// [`VERSION`].
@@ -270,16 +189,16 @@ pub struct ListenerRecord {
     pub id: u32,
     /// Address bound (with the port actually bound).
     pub address: WireAddress,
-    /// [`mode`].
-    pub mode: u32,
-    /// [`service`].
-    pub service: u32,
+    /// How it accepts.
+    pub mode: Mode,
+    /// What it does with connections.
+    pub service: Service,
     /// Accept IRPs.
     pub depth: u32,
     /// Table capacity.
     pub capacity: u32,
-    /// [`phase`].
-    pub phase: u32,
+    /// Its phase.
+    pub phase: Phase,
     /// Connections in the table.
     pub active: u32,
     /// Highest `active`.
@@ -353,15 +272,15 @@ pub struct ListConnections {
 /// One connection.
 #[repr(C)]
 #[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+    Clone, Copy, Debug, Default, PartialEq, Eq, TryFromBytes, IntoBytes, KnownLayout, Immutable,
 )]
 pub struct ConnectionRecord {
     /// The id CLOSE_CONNECTION takes.
     pub id: u64,
     /// Listener id.
     pub listener: u32,
-    /// [`path`].
-    pub path: u32,
+    /// How it was accepted.
+    pub path: AcceptPath,
     /// Peer.
     pub remote: WireAddress,
     /// Local end.
@@ -386,27 +305,17 @@ pub struct CloseConnection {
     pub reserved: [u32; 2],
 }
 
-/// Policy actions on the wire.
-pub mod action {
-    /// Accept (default action) / allow (rule).
-    pub const ACCEPT: u32 = 0;
-    /// Reject (default action) / deny (rule).
-    pub const REJECT: u32 = 1;
-    /// Defer to user mode (default action only).
-    pub const DEFER: u32 = 2;
-}
-
 /// Most rules in a policy.
 pub const MAX_RULES: usize = 64;
 
 /// One policy rule: allow or deny a prefix.
 #[repr(C)]
 #[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+    Clone, Copy, Debug, Default, PartialEq, Eq, TryFromBytes, IntoBytes, KnownLayout, Immutable,
 )]
 pub struct WireRule {
-    /// [`action::ACCEPT`] (allow) or [`action::REJECT`] (deny).
-    pub action: u32,
+    /// [`Action::Accept`] (allow) or [`Action::Reject`] (deny).
+    pub action: Action,
     /// Prefix length in bits.
     pub length: u32,
     /// Network address (port must be 0).
@@ -415,14 +324,14 @@ pub struct WireRule {
 
 /// IOCTL_SET_POLICY input and IOCTL_QUERY_POLICY output.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, TryFromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct PolicyMessage {
     /// [`VERSION`].
     pub version: u32,
     /// Listener id.
     pub listener: u32,
-    /// [`action`] for what no rule settles.
-    pub default_action: u32,
+    /// What no rule settles.
+    pub default_action: Action,
     /// Most active connections per source address (0: no limit).
     pub per_source: u32,
     /// Rules used (the rest must be zero).
@@ -438,7 +347,7 @@ impl Default for PolicyMessage {
         Self {
             version: VERSION,
             listener: 0,
-            default_action: action::ACCEPT,
+            default_action: Action::Accept,
             per_source: 0,
             rule_count: 0,
             reserved: [0; 3],
@@ -487,13 +396,13 @@ pub struct PendingRecord {
 /// IOCTL_DECIDE input.
 #[repr(C)]
 #[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+    Clone, Copy, Debug, Default, PartialEq, Eq, TryFromBytes, IntoBytes, KnownLayout, Immutable,
 )]
 pub struct Decide {
     /// [`VERSION`].
     pub version: u32,
-    /// [`action::ACCEPT`] or [`action::REJECT`].
-    pub action: u32,
+    /// [`Action::Accept`] or [`Action::Reject`].
+    pub action: Action,
     /// The pending request's id.
     pub id: u64,
     /// Zero.
@@ -515,7 +424,7 @@ layout!(VersionInfo, 40, 4, bytes_per_entry @ 24);
 layout!(StartListener, 64, 4, address @ 8, mode @ 32, depth @ 36, capacity @ 40, service @ 44, decision_timeout_ms @ 48, reserved @ 52);
 layout!(ListenerRequest, 16, 4, listener @ 4);
 layout!(QueryHeader, 8, 4);
-layout!(WireCounters, 160, 8, bytes_discarded @ 72, accepted_conditional @ 80, rejected_pending_full @ 128, reserved @ 136);
+layout!(WireCounters, 8 * crate::counters::WIRE_COUNTER_SLOTS, 8);
 layout!(ListenerRecord, 232, 8, address @ 8, mode @ 32, last_error @ 64, counters @ 72);
 layout!(StatsRecord, 184, 8, counters @ 24);
 layout!(ListHeader, 24, 8, next_cursor @ 16);
@@ -529,7 +438,7 @@ layout!(PendingRecord, 72, 8, id @ 8, remote @ 16, local @ 40, waited_ms @ 64);
 layout!(Decide, 24, 8, id @ 8);
 
 /// An input message: versioned, with fields to check.
-pub trait Input: FromBytes + IntoBytes + KnownLayout + Immutable + Sized {
+pub trait Input: TryFromBytes + IntoBytes + KnownLayout + Immutable + Sized {
     /// Its version field.
     fn version(&self) -> u32;
     /// Enum, flag and reserved-field checks.
@@ -552,12 +461,7 @@ impl Input for StartListener {
         self.version
     }
     fn check(&self) -> Result<(), NtStatus> {
-        zero(
-            self.reserved == [0; 3]
-                && self.flags & !START_DUAL_STACK == 0
-                && self.mode <= mode::CONDITIONAL
-                && self.service <= service::CLOSE,
-        )?;
+        zero(self.reserved == [0; 3] && self.flags & !START_DUAL_STACK == 0)?;
         let address = self.address.to_socket_addr()?;
         zero(self.flags & START_DUAL_STACK == 0 || address.is_ipv6())
     }
@@ -608,7 +512,7 @@ impl WireRule {
     pub fn prefix(&self) -> Result<(core::net::IpAddr, u8), NtStatus> {
         let address = self.address.to_socket_addr()?;
         let bits = if address.is_ipv4() { 32 } else { 128 };
-        zero(self.action <= action::REJECT && address.port() == 0 && self.length <= bits)?;
+        zero(self.action != Action::Defer && address.port() == 0 && self.length <= bits)?;
         Ok((
             address.ip(),
             u8::try_from(self.length).map_err(|_| NtStatus::INVALID_PARAMETER)?,
@@ -622,9 +526,7 @@ impl Input for PolicyMessage {
     }
     fn check(&self) -> Result<(), NtStatus> {
         let count = self.rule_count as usize;
-        zero(
-            self.reserved == [0; 3] && self.default_action <= action::DEFER && count <= MAX_RULES,
-        )?;
+        zero(self.reserved == [0; 3] && count <= MAX_RULES)?;
         zero(
             self.rules[count..]
                 .iter()
@@ -651,7 +553,7 @@ impl Input for Decide {
         self.version
     }
     fn check(&self) -> Result<(), NtStatus> {
-        zero(self.reserved == [0; 2] && self.action <= action::REJECT)
+        zero(self.reserved == [0; 2] && self.action != Action::Defer)
     }
 }
 
@@ -664,7 +566,8 @@ pub fn parse<M: Input>(input: &[u8]) -> Result<M, NtStatus> {
     if input.len() != size_of::<M>() {
         return Err(NtStatus::INVALID_PARAMETER);
     }
-    let message = M::read_from_bytes(input).map_err(|_| NtStatus::INVALID_PARAMETER)?;
+    // An unknown enum value is refused here, by TryFromBytes.
+    let message = M::try_read_from_bytes(input).map_err(|_| NtStatus::INVALID_PARAMETER)?;
     if message.version() != VERSION {
         return Err(NtStatus::REVISION_MISMATCH);
     }
@@ -688,11 +591,15 @@ pub fn emit<M: IntoBytes + Immutable>(message: &M, output: &mut [u8]) -> Result<
 /// Reads an output message (user mode).
 ///
 /// # Errors
-/// STATUS_BUFFER_TOO_SMALL when `bytes` is shorter than the message.
-pub fn read<M: FromBytes>(bytes: &[u8]) -> Result<M, NtStatus> {
-    M::read_from_prefix(bytes)
+/// STATUS_BUFFER_TOO_SMALL when `bytes` is shorter than the message; STATUS_INVALID_PARAMETER
+/// when it holds an unknown enum value.
+pub fn read<M: TryFromBytes + KnownLayout + Immutable>(bytes: &[u8]) -> Result<M, NtStatus> {
+    M::try_read_from_prefix(bytes)
         .map(|(m, _)| m)
-        .map_err(|_| NtStatus::BUFFER_TOO_SMALL)
+        .map_err(|e| match e {
+            zerocopy::TryReadError::Validity(_) => NtStatus::INVALID_PARAMETER,
+            _ => NtStatus::BUFFER_TOO_SMALL,
+        })
 }
 
 #[cfg(test)]
@@ -725,10 +632,22 @@ mod tests {
             Err(NtStatus::INVALID_PARAMETER),
             "long"
         );
-        let cases: [Mutation; 7] = [
-            (|m| m.version = 2, NtStatus::REVISION_MISMATCH),
-            (|m| m.mode = 4, NtStatus::INVALID_PARAMETER),
-            (|m| m.service = 2, NtStatus::INVALID_PARAMETER),
+        // Unknown enum values: refused while reading (TryFromBytes), whatever else is right.
+        for (offset, value) in [
+            (offset_of!(StartListener, mode), 4u32),
+            (offset_of!(StartListener, service), 2),
+        ] {
+            let mut bytes = [0u8; 64];
+            bytes.copy_from_slice(good.as_bytes());
+            bytes[offset..offset + 4].copy_from_slice(&value.to_ne_bytes());
+            assert_eq!(
+                parse::<StartListener>(&bytes),
+                Err(NtStatus::INVALID_PARAMETER),
+                "{offset}"
+            );
+        }
+        let cases: [Mutation; 5] = [
+            (|m| m.version = VERSION + 1, NtStatus::REVISION_MISMATCH),
             (|m| m.reserved[2] = 1, NtStatus::INVALID_PARAMETER),
             (|m| m.flags = 2, NtStatus::INVALID_PARAMETER),
             (|m| m.address.family = 10, NtStatus::INVALID_PARAMETER),

@@ -1,12 +1,12 @@
 //! Typed IOCTL calls over a [`Device`].
 
 use ioctl::{
-    ALL_LISTENERS, CLOSE_ABORTIVE, CloseConnection, ConnectionRecord, Decide, GetPending,
+    ALL_LISTENERS, Action, CLOSE_ABORTIVE, CloseConnection, ConnectionRecord, Decide, GetPending,
     LIST_MORE, ListConnections, ListHeader, ListenerRecord, ListenerRequest, PendingRecord,
-    PolicyMessage, QueryHeader, StartListener, StatsRecord, VERSION, VersionInfo, action,
+    PolicyMessage, QueryHeader, StartListener, StatsRecord, VERSION, VersionInfo,
 };
 use wsk::NtStatus;
-use zerocopy::{FromBytes, Immutable, IntoBytes};
+use zerocopy::{Immutable, IntoBytes, KnownLayout, TryFromBytes};
 
 use crate::device::{Device, DeviceError};
 
@@ -31,7 +31,7 @@ pub struct Client {
 
 const PAGE: usize = 64;
 
-fn parse<T: FromBytes>(bytes: &[u8]) -> Result<T, CallError> {
+fn parse<T: TryFromBytes + KnownLayout + Immutable>(bytes: &[u8]) -> Result<T, CallError> {
     ioctl::read(bytes).map_err(CallError::Status)
 }
 
@@ -50,7 +50,7 @@ impl Client {
         }
     }
 
-    fn call<I: IntoBytes + Immutable, O: FromBytes>(
+    fn call<I: IntoBytes + Immutable, O: TryFromBytes + KnownLayout + Immutable>(
         &self,
         code: u32,
         input: &I,
@@ -181,9 +181,9 @@ impl Client {
         let request = Decide {
             version: VERSION,
             action: if accept {
-                action::ACCEPT
+                Action::Accept
             } else {
-                action::REJECT
+                Action::Reject
             },
             id,
             reserved: [0; 2],

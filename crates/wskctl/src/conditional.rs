@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::io::{BufRead, Write as _};
 use std::net::{IpAddr, SocketAddr};
 
-use ioctl::{MAX_RULES, PendingRecord, PolicyMessage, WireRule, action};
+use ioctl::{Action, MAX_RULES, PendingRecord, PolicyMessage, WireRule};
 use ipnet::IpNet;
 use serde_json::json;
 
@@ -52,9 +52,9 @@ pub fn wire_rule(allow: bool, text: &str) -> Result<WireRule, String> {
     }
     Ok(WireRule {
         action: if allow {
-            action::ACCEPT
+            Action::Accept
         } else {
-            action::REJECT
+            Action::Reject
         },
         length: u32::from(net.prefix_len()),
         address: SocketAddr::new(net.network(), 0).into(),
@@ -68,7 +68,7 @@ pub fn wire_rule(allow: bool, text: &str) -> Result<WireRule, String> {
 pub fn policy_message(
     listener: u32,
     rules: &[(bool, String)],
-    default: u32,
+    default: Action,
     per_source: u32,
 ) -> Result<PolicyMessage, String> {
     if rules.len() > MAX_RULES {
@@ -87,14 +87,6 @@ pub fn policy_message(
     Ok(message)
 }
 
-fn action_name(a: u32) -> &'static str {
-    match a {
-        action::ACCEPT => "accept",
-        action::REJECT => "reject",
-        _ => "defer",
-    }
-}
-
 fn address(a: &ioctl::WireAddress) -> String {
     a.to_socket_addr()
         .map_or_else(|_| "?".to_owned(), |s| s.to_string())
@@ -111,7 +103,7 @@ pub fn render_policy(p: &PolicyMessage, as_json: bool) -> String {
                 .to_socket_addr()
                 .map_or_else(|_| "?".to_owned(), |s| s.ip().to_string());
             (
-                (if r.action == action::ACCEPT {
+                (if r.action == Action::Accept {
                     "allow"
                 } else {
                     "deny"
@@ -126,12 +118,12 @@ pub fn render_policy(p: &PolicyMessage, as_json: bool) -> String {
             .iter()
             .map(|(a, p)| json!({"action": a, "prefix": p}))
             .collect();
-        return json!({"listener": p.listener, "default": action_name(p.default_action), "per_source": p.per_source, "rules": list}).to_string();
+        return json!({"listener": p.listener, "default": Action::name(p.default_action), "per_source": p.per_source, "rules": list}).to_string();
     }
     let mut out = format!(
         "listener {}: default {}, per-source limit {}\n",
         p.listener,
-        action_name(p.default_action),
+        Action::name(p.default_action),
         if p.per_source == 0 {
             "none".to_owned()
         } else {

@@ -21,7 +21,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
-use ioctl::{START_DUAL_STACK, StartListener, VERSION, mode, service};
+use ioctl::{Action, Mode, START_DUAL_STACK, Service, StartListener, VERSION};
 
 use client::{CallError, Client};
 
@@ -64,25 +64,16 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum ModeArg {
-    Irp,
-    Event,
-    Both,
-    Conditional,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum ServiceArg {
-    Hold,
-    Close,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum DefaultArg {
-    Accept,
-    Reject,
-    Defer,
+/// A clap parser for one of the contract's enumerations, from its names: the names, the values
+/// and `--help`'s list all come from `ioctl` (one definition each).
+fn wire_enum<T: Copy + Default + Send + Sync + 'static>(
+    names: &'static [&'static str],
+    from_name: fn(&str) -> Option<T>,
+) -> impl clap::builder::TypedValueParser<Value = T> {
+    // The possible-values parser only lets the listed names through.
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(names)
+        .map(move |name| from_name(&name).unwrap_or_default())
 }
 
 #[derive(Subcommand)]
@@ -104,8 +95,8 @@ enum PolicyCommand {
         #[arg(long, default_value_t = 0)]
         per_source: u32,
         /// What rules do not settle (defer: ask `wskctl decide`; outside conditional mode, reject).
-        #[arg(long, value_enum, default_value = "accept")]
-        default: DefaultArg,
+        #[arg(long, default_value = "accept", value_parser = wire_enum(Action::NAMES, Action::from_name))]
+        default: Action,
     },
     /// Show a listener's policy.
     Show {
@@ -175,8 +166,8 @@ enum Command {
         #[arg(long)]
         listen: SocketAddr,
         /// Accept path.
-        #[arg(long, value_enum, default_value = "both")]
-        mode: ModeArg,
+        #[arg(long, default_value = "both", value_parser = wire_enum(Mode::NAMES, Mode::from_name))]
+        mode: Mode,
         /// Accept IRPs queued at once (1–64).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
         depth: u32,
@@ -184,8 +175,8 @@ enum Command {
         #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=65536))]
         capacity: u32,
         /// What to do with accepted connections.
-        #[arg(long, value_enum, default_value = "hold")]
-        service: ServiceArg,
+        #[arg(long, default_value = "hold", value_parser = wire_enum(Service::NAMES, Service::from_name))]
+        service: Service,
         /// For an IPv6 address: also accept IPv4.
         #[arg(long)]
         dual_stack: bool,
@@ -306,18 +297,10 @@ fn run(client: &Client, command: Command, json: bool) -> Result<(), (CallError, 
                 version: VERSION,
                 flags: if dual_stack { START_DUAL_STACK } else { 0 },
                 address: listen.into(),
-                mode: match m {
-                    ModeArg::Irp => mode::IRP,
-                    ModeArg::Event => mode::EVENT,
-                    ModeArg::Both => mode::BOTH,
-                    ModeArg::Conditional => mode::CONDITIONAL,
-                },
+                mode: m,
                 depth,
                 capacity,
-                service: match s {
-                    ServiceArg::Hold => service::HOLD,
-                    ServiceArg::Close => service::CLOSE,
-                },
+                service: s,
                 decision_timeout_ms: decision_timeout_ms.unwrap_or(0),
                 reserved: [0; 3],
             };
@@ -454,11 +437,6 @@ fn policy(
             ordered,
             ..
         } => {
-            let default = match default {
-                DefaultArg::Accept => ioctl::action::ACCEPT,
-                DefaultArg::Reject => ioctl::action::REJECT,
-                DefaultArg::Defer => ioctl::action::DEFER,
-            };
             let message = conditional::policy_message(listener, &ordered, default, per_source)
                 .map_err(|sentence| (CallError::Usage(sentence), None))?;
             client.set_policy(&message).map_err(plain)?;

@@ -3,8 +3,7 @@
 use std::fmt::Write as _;
 
 use ioctl::{
-    ConnectionRecord, ListenerRecord, StatsRecord, VersionInfo, WireAddress, mode, path, phase,
-    service,
+    COUNTERS, ConnectionRecord, CounterGroup, ListenerRecord, StatsRecord, VersionInfo, WireAddress,
 };
 use serde_json::{Value, json};
 
@@ -13,73 +12,34 @@ fn address(a: &WireAddress) -> String {
         .map_or_else(|_| "?".to_owned(), |s| s.to_string())
 }
 
-fn mode_name(m: u32) -> &'static str {
-    match m {
-        mode::IRP => "irp",
-        mode::EVENT => "event",
-        mode::BOTH => "both",
-        mode::CONDITIONAL => "conditional",
-        _ => "?",
-    }
-}
-
-fn service_name(s: u32) -> &'static str {
-    if s == service::CLOSE { "close" } else { "hold" }
-}
-
-fn phase_name(p: u32) -> &'static str {
-    match p {
-        phase::RUNNING => "running",
-        phase::RESTARTING => "restarting",
-        phase::FAILED => "failed",
-        _ => "stopping",
-    }
-}
-
-fn path_name(p: u32) -> &'static str {
-    if p == path::EVENT { "event" } else { "irp" }
-}
-
 pub fn started(record: &ListenerRecord, as_json: bool) -> String {
     if as_json {
-        return json!({"listener": record.id, "address": address(&record.address), "mode": mode_name(record.mode), "capacity": record.capacity, "depth": record.depth}).to_string();
+        return json!({"listener": record.id, "address": address(&record.address), "mode": record.mode.name(), "capacity": record.capacity, "depth": record.depth}).to_string();
     }
     format!(
         "listener {} on {} (mode {}, depth {}, capacity {}, service {})",
         record.id,
         address(&record.address),
-        mode_name(record.mode),
+        record.mode.name(),
         record.depth,
         record.capacity,
-        service_name(record.service)
+        record.service.name()
     )
 }
 
 fn stats_value(s: &StatsRecord) -> Value {
-    let c = &s.counters;
-    json!({
+    let mut value = json!({
         "listeners": s.listeners,
         "active": s.active,
         "peak": s.peak,
         "accept_irps_pending": s.accept_irps_pending,
-        "accepted_irp": c.accepted_irp,
-        "accepted_event": c.accepted_event,
-        "rejected_full": c.rejected_full,
-        "rejected_not_running": c.rejected_not_running,
-        "closed": c.closed,
-        "peer_closed": c.peer_closed,
-        "user_closed": c.user_closed,
-        "listener_restarts": c.listener_restarts,
-        "accept_errors": c.accept_errors,
-        "bytes_discarded": c.bytes_discarded,
-        "accepted_conditional": c.accepted_conditional,
-        "inspect_pended": c.inspect_pended,
-        "withdrawn": c.withdrawn,
-        "decision_timeouts": c.decision_timeouts,
-        "rejected_policy": c.rejected_policy,
-        "rejected_source_limit": c.rejected_source_limit,
-        "rejected_pending_full": c.rejected_pending_full,
-    })
+    });
+    if let Value::Object(map) = &mut value {
+        for (info, count) in COUNTERS.iter().zip(s.counters.values()) {
+            map.insert(info.name.to_owned(), count.into());
+        }
+    }
+    value
 }
 
 pub fn stats(s: &StatsRecord, as_json: bool) -> String {
@@ -101,109 +61,43 @@ pub fn stats_table(s: &StatsRecord, rates: Option<(&StatsRecord, f64)>) -> Strin
     out
 }
 
-/// The groups of [`stats_table`], each a list of `name value` items (with a rate when it moved).
+/// The groups of [`stats_table`], each a list of `name value` items (with a rate when it moved):
+/// the gauges, then every counter group of `ioctl::COUNTERS` in display order.
 fn stat_groups(
     s: &StatsRecord,
     rates: Option<(&StatsRecord, f64)>,
-) -> [(&'static str, Vec<String>); 7] {
-    let c = &s.counters;
-    let before = rates.map(|(r, _)| r.counters);
+) -> Vec<(&'static str, Vec<String>)> {
+    let now = s.counters.values();
+    let before = rates.map(|(r, _)| r.counters.values());
     let seconds = rates.map_or(0.0, |(_, t)| t);
-    let item = |name: &str, now: u64, then: Option<u64>| -> String {
-        match then {
+    let item = |index: usize| -> String {
+        let (label, now) = (COUNTERS[index].label, now[index]);
+        match before.map(|b| b[index]) {
             Some(then) if seconds > 0.0 && now > then => {
                 #[allow(clippy::cast_precision_loss, reason = "a display rate")]
                 let rate = (now - then) as f64 / seconds;
-                format!("{name} {now} ({rate:.1}/s)")
+                format!("{label} {now} ({rate:.1}/s)")
             }
-            _ => format!("{name} {now}"),
+            _ => format!("{label} {now}"),
         }
     };
-    let p = before.as_ref();
-    [
-        (
-            "active",
-            vec![
-                format!("connections {}", s.active),
-                format!("peak {}", s.peak),
-                format!("listeners {}", s.listeners),
-                format!("accept IRPs pending {}", s.accept_irps_pending),
-            ],
-        ),
-        (
-            "accepted",
-            vec![
-                item("irp", c.accepted_irp, p.map(|p| p.accepted_irp)),
-                item("event", c.accepted_event, p.map(|p| p.accepted_event)),
-                item(
-                    "conditional",
-                    c.accepted_conditional,
-                    p.map(|p| p.accepted_conditional),
-                ),
-            ],
-        ),
-        (
-            "refused",
-            vec![
-                item("full", c.rejected_full, p.map(|p| p.rejected_full)),
-                item("policy", c.rejected_policy, p.map(|p| p.rejected_policy)),
-                item(
-                    "source limit",
-                    c.rejected_source_limit,
-                    p.map(|p| p.rejected_source_limit),
-                ),
-                item(
-                    "pending full",
-                    c.rejected_pending_full,
-                    p.map(|p| p.rejected_pending_full),
-                ),
-                item(
-                    "not running",
-                    c.rejected_not_running,
-                    p.map(|p| p.rejected_not_running),
-                ),
-            ],
-        ),
-        (
-            "conditional",
-            vec![
-                item("deferred", c.inspect_pended, p.map(|p| p.inspect_pended)),
-                item("withdrawn", c.withdrawn, p.map(|p| p.withdrawn)),
-                item(
-                    "timed out",
-                    c.decision_timeouts,
-                    p.map(|p| p.decision_timeouts),
-                ),
-            ],
-        ),
-        (
-            "closed",
-            vec![
-                item("total", c.closed, p.map(|p| p.closed)),
-                item("by peer", c.peer_closed, p.map(|p| p.peer_closed)),
-                item("by user", c.user_closed, p.map(|p| p.user_closed)),
-            ],
-        ),
-        (
-            "errors",
-            vec![
-                item("accept", c.accept_errors, p.map(|p| p.accept_errors)),
-                item(
-                    "listener restarts",
-                    c.listener_restarts,
-                    p.map(|p| p.listener_restarts),
-                ),
-            ],
-        ),
-        (
-            "data",
-            vec![item(
-                "bytes discarded",
-                c.bytes_discarded,
-                p.map(|p| p.bytes_discarded),
-            )],
-        ),
-    ]
+    let mut groups = vec![(
+        "active",
+        vec![
+            format!("connections {}", s.active),
+            format!("peak {}", s.peak),
+            format!("listeners {}", s.listeners),
+            format!("accept IRPs pending {}", s.accept_irps_pending),
+        ],
+    )];
+    for group in CounterGroup::ALL {
+        let items = (0..COUNTERS.len())
+            .filter(|&i| COUNTERS[i].group == group)
+            .map(item)
+            .collect();
+        groups.push((group.name(), items));
+    }
+    groups
 }
 
 pub fn listeners(records: &[ListenerRecord], as_json: bool) -> String {
@@ -211,9 +105,9 @@ pub fn listeners(records: &[ListenerRecord], as_json: bool) -> String {
         let list: Vec<Value> = records
             .iter()
             .map(|r| {
-                json!({"id": r.id, "address": address(&r.address), "mode": mode_name(r.mode), "service": service_name(r.service),
+                json!({"id": r.id, "address": address(&r.address), "mode": r.mode.name(), "service": r.service.name(),
                        "depth": r.depth, "capacity": r.capacity, "active": r.active, "peak": r.peak,
-                       "accept_irps_pending": r.accept_irps_pending, "phase": phase_name(r.phase)})
+                       "accept_irps_pending": r.accept_irps_pending, "phase": r.phase.name()})
             })
             .collect();
         return Value::Array(list).to_string();
@@ -228,12 +122,12 @@ pub fn listeners(records: &[ListenerRecord], as_json: bool) -> String {
             "{:<8} {:<42} {:<6} {:<6} {:>8} {:>8} {:>6}  {}",
             r.id,
             address(&r.address),
-            mode_name(r.mode),
-            service_name(r.service),
+            r.mode.name(),
+            r.service.name(),
             r.capacity,
             r.active,
             r.accept_irps_pending,
-            phase_name(r.phase)
+            r.phase.name()
         );
     }
     out
@@ -243,7 +137,7 @@ pub fn connections(records: &[ConnectionRecord], as_json: bool) -> String {
     if as_json {
         let list: Vec<Value> = records
             .iter()
-            .map(|r| json!({"id": r.id, "listener": r.listener, "remote": address(&r.remote), "local": address(&r.local), "path": path_name(r.path), "age_ms": r.age_ms}))
+            .map(|r| json!({"id": r.id, "listener": r.listener, "remote": address(&r.remote), "local": address(&r.local), "path": r.path.name(), "age_ms": r.age_ms}))
             .collect();
         return Value::Array(list).to_string();
     }
@@ -255,7 +149,7 @@ pub fn connections(records: &[ConnectionRecord], as_json: bool) -> String {
                 r.listener.to_string(),
                 address(&r.remote),
                 address(&r.local),
-                path_name(r.path).to_owned(),
+                r.path.name().to_owned(),
                 age(r.age_ms),
             ]
         })

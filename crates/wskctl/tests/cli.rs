@@ -104,7 +104,10 @@ fn every_mode_end_to_end_through_the_binary() {
         & 0o777;
     assert_eq!(mode_bits, 0o600, "the control socket is private");
     let version = host.json(&["version"]);
-    assert_eq!(version["protocol"], 1);
+    assert_eq!(
+        version["protocol"], 2,
+        "contract version 2: typed enums, counters in display order"
+    );
     for (mode, listen) in [
         ("irp", "127.0.0.1:0"),
         ("event", "[::1]:0"),
