@@ -137,7 +137,19 @@ fn stop(engine: &Engine, input: &[u8], output: &mut [u8]) -> Result<usize, NtSta
     let request: ListenerRequest = parse(input)?;
     room_for::<StatsRecord>(output)?;
     let counters = if request.listener == ALL_LISTENERS {
-        engine.stop_all();
+        // One at a time through `stop_listener`, which waits without the control lock, so that
+        // `wskctl stop` can watch (a listener that went away meanwhile is not an error).
+        let mut ids = [0u32; MAX_LISTENERS];
+        let mut count = 0;
+        engine.listeners_info(|info| {
+            if let Some(id) = ids.get_mut(count) {
+                *id = info.id;
+                count += 1;
+            }
+        });
+        for &id in &ids[..count] {
+            let _ = engine.stop_listener(id);
+        }
         engine.stats().counters
     } else {
         engine.stop_listener(request.listener)?

@@ -62,6 +62,10 @@ pub struct ConnRecord {
 
 struct Listeners {
     slots: [Option<PoolBox<Listener>>; MAX_LISTENERS],
+    /// Slots whose listener a STOP call is running down while it waits without the control lock
+    /// (so that queries can watch the rundown): such a listener stays in its slot, is reached
+    /// (shared) by that call outside the lock, and is taken out of the slot by that call alone.
+    stopping: [bool; MAX_LISTENERS],
     /// Stopped listeners whose rundown outlasted the stop timeout: kept (never freed while an IRP
     /// can reach them) until it finishes; freed by the next control call that finds them done,
     /// or at unload, which waits for them before the work queue goes.
@@ -74,7 +78,10 @@ struct Listeners {
 ///
 /// # Invariants
 /// Pinned in pool (work items and listeners point into it); `listeners` is touched
-/// only while holding `control`; dropped only through [`Engine::unload`].
+/// only while holding `control`, except that a listener in a slot marked `stopping` is also
+/// reached, shared, by the STOP call that marked it, which alone empties that slot; dropped only
+/// through [`Engine::unload`], which runs after every control call has returned (KMDF purges the
+/// queues before EvtDriverUnload; `wskctl host` joins its serving threads first).
 pub struct Engine {
     client: PoolBox<WskClient>,
     queue: Option<WorkQueue>,
@@ -95,7 +102,8 @@ pub struct Engine {
     stop_timeout_ms: AtomicU64,
 }
 
-// SAFETY: `listeners` is only reached under the `control` lock; everything else is Sync.
+// SAFETY: `listeners` is only reached under the `control` lock, apart from the shared access a
+// stopping slot's stopper keeps (Engine invariant; Listener is Sync); everything else is Sync.
 unsafe impl Sync for Engine {}
 // SAFETY: the engine holds no thread-affine data: its kernel objects (spin lock, events, system
 // thread handle, registration) may be used and dropped from any thread at PASSIVE_LEVEL.
@@ -131,6 +139,7 @@ impl Engine {
                 control: Event::synchronization(true)?,
                 listeners: UnsafeCell::new(Listeners {
                     slots: Default::default(),
+                    stopping: [false; MAX_LISTENERS],
                     parked: Default::default(),
                     sequence: 0,
                     retired: CounterSnapshot::default(),
@@ -240,12 +249,17 @@ impl Engine {
     }
 
     /// Stops one listener (taken out of its slot) and frees it, or parks it when its rundown
-    /// outlasts the stop timeout. Control lock held. IRQL: PASSIVE_LEVEL.
-    fn stop_one(&self, listeners: &mut Listeners, listener: PoolBox<Listener>) -> CounterSnapshot {
+    /// outlasts `timeout`; `active` is how many connections it had when the stop began (traced).
+    /// Control lock held. IRQL: PASSIVE_LEVEL.
+    fn stop_one(
+        &self,
+        listeners: &mut Listeners,
+        listener: PoolBox<Listener>,
+        timeout: Duration,
+        active: u32,
+    ) -> CounterSnapshot {
         self.reap(listeners);
-        let timeout = Duration::from_millis(self.stop_timeout_ms.load(Ordering::Relaxed));
         let id = listener.id();
-        let active = listener.info().active;
         let counters = match Listener::stop(listener, || self.flush(), timeout) {
             Ok(counters) => {
                 trace::emit(trace::Event::ListenerStopped {
@@ -308,26 +322,52 @@ impl Engine {
     /// # Errors
     /// STATUS_NOT_FOUND for an unknown id.
     pub fn stop_listener(&self, id: u32) -> Result<CounterSnapshot, NtStatus> {
+        let index = Self::slot_of(id);
+        let (listener, active): (*const Listener, u32) = {
+            let guard = self.lock();
+            let listeners = self.listeners(&guard);
+            let listener = listeners
+                .slots
+                .get(index)
+                .and_then(Option::as_ref)
+                .filter(|l| l.id() == id)
+                .ok_or(NtStatus::NOT_FOUND)?;
+            if listeners.stopping[index] {
+                // Another STOP is running it down; that one reports its counters.
+                return Err(NtStatus::INVALID_DEVICE_STATE);
+            }
+            listeners.stopping[index] = true;
+            let active = listener.info().active;
+            listener.begin_stop();
+            (listener.as_ptr(), active)
+        };
+        // Wait without the control lock, so that queries (`wskctl stop` shows the connections and
+        // IRPs still out) and other listeners' calls go on meanwhile.
+        let timeout = Duration::from_millis(self.stop_timeout_ms.load(Ordering::Relaxed));
+        // SAFETY: the slot is marked stopping by this call, so the listener stays in it (pinned
+        // in pool) until this call takes it out below (Engine invariant).
+        let _ = unsafe { &*listener }.wait_stopped(timeout);
         let guard = self.lock();
         let listeners = self.listeners(&guard);
-        let slot = listeners
-            .slots
-            .get_mut(Self::slot_of(id))
-            .ok_or(NtStatus::NOT_FOUND)?;
-        if slot.as_ref().is_none_or(|l| l.id() != id) {
-            return Err(NtStatus::NOT_FOUND);
-        }
-        let listener = slot.take().ok_or(NtStatus::NOT_FOUND)?;
-        Ok(self.stop_one(listeners, listener))
+        listeners.stopping[index] = false;
+        let listener = listeners.slots[index].take().ok_or(NtStatus::NOT_FOUND)?;
+        // Its rundown has finished, or the stop timeout has passed: free it or park it now.
+        Ok(self.stop_one(listeners, listener, Duration::ZERO, active))
     }
 
     /// Stops every listener. IRQL: PASSIVE_LEVEL.
     pub fn stop_all(&self) {
         let guard = self.lock();
         let listeners = self.listeners(&guard);
+        let timeout = Duration::from_millis(self.stop_timeout_ms.load(Ordering::Relaxed));
         for index in 0..MAX_LISTENERS {
+            // A slot being stopped belongs to its STOP call (Engine invariant).
+            if listeners.stopping[index] {
+                continue;
+            }
             if let Some(listener) = listeners.slots[index].take() {
-                self.stop_one(listeners, listener);
+                let active = listener.info().active;
+                self.stop_one(listeners, listener, timeout, active);
             }
         }
     }

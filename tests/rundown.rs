@@ -152,3 +152,49 @@ fn completions_after_a_stop_gave_up_reach_a_parked_listener_and_unload_waits_for
         drop(clients);
     }
 }
+
+/// `wskctl stop` shows what a slow stop is waiting for: while a stop waits for its listener's
+/// rundown (a provider slow to complete closes), the control plane answers queries about that
+/// listener — phase Stopping, its connections counting down — instead of blocking behind the stop;
+/// a second STOP of the same listener is refused at once; the stop still reports every
+/// connection closed.
+#[test]
+fn queries_answer_while_a_stop_waits_and_a_second_stop_is_refused() {
+    let engine = load(Schedule::from_seed(7));
+    let info = start(&engine, "127.0.0.1:0", Mode::Both, 64, Service::Hold);
+    let clients = connect_all(info.address, 20);
+    wait_until("all accepted", Duration::from_secs(10), || {
+        engine.stats().active == 20
+    });
+    hostkernel::provider::set_close_delay(Duration::from_millis(1_500));
+    std::thread::scope(|scope| {
+        let stopper = scope.spawn(|| engine.stop_listener(info.id));
+        std::thread::sleep(Duration::from_millis(300));
+        let asked = Instant::now();
+        let during = engine
+            .listener_info(info.id)
+            .expect("a stopping listener answers");
+        let answered = asked.elapsed();
+        assert!(
+            answered < Duration::from_millis(500),
+            "the query waited {answered:?} behind the stop"
+        );
+        assert_eq!(during.phase, wskaccept::listener::Phase::Stopping);
+        assert_eq!(during.active, 20, "the closes are still out");
+        assert!(!stopper.is_finished(), "the stop waits for the slow closes");
+        assert_eq!(
+            engine.stop_listener(info.id).unwrap_err(),
+            wsk::NtStatus::INVALID_DEVICE_STATE
+        );
+        let counters = stopper.join().unwrap().unwrap();
+        assert_eq!(counters.closed, 20);
+    });
+    hostkernel::provider::set_close_delay(Duration::ZERO);
+    assert_eq!(
+        engine.listener_info(info.id).unwrap_err(),
+        wsk::NtStatus::NOT_FOUND
+    );
+    assert_eq!(engine.stats().active, 0);
+    unload(engine);
+    drop(clients);
+}

@@ -77,16 +77,32 @@ impl Listener {
         flush: impl Fn(),
         timeout: Duration,
     ) -> Result<CounterSnapshot, PoolBox<Self>> {
-        {
-            let mut shared = this.shared.lock();
-            shared.phase = Phase::Stopping;
-            shared.rundown.request_stop();
-            this.kick_locked(&shared);
-        }
+        this.begin_stop();
         if !this.stopped.wait(Some(timeout)) {
             return Err(this);
         }
         Ok(Self::free_when_stopped(this, flush))
+    }
+
+    /// Starts the rundown without waiting for it (a second call changes nothing): the worker
+    /// closes the listening socket and every connection. The listener keeps answering queries
+    /// (phase Stopping, its connections and IRPs counting down) until it is freed.
+    /// IRQL: <= DISPATCH_LEVEL.
+    pub fn begin_stop(&self) {
+        let mut shared = self.shared.lock();
+        if matches!(shared.phase, Phase::Stopping | Phase::Stopped) {
+            return;
+        }
+        shared.phase = Phase::Stopping;
+        shared.rundown.request_stop();
+        self.kick_locked(&shared);
+    }
+
+    /// Waits up to `timeout` for the rundown [`Listener::begin_stop`] started; whether it
+    /// finished. IRQL: PASSIVE_LEVEL (or <= DISPATCH_LEVEL with a zero timeout).
+    #[must_use]
+    pub fn wait_stopped(&self, timeout: Duration) -> bool {
+        self.stopped.wait(Some(timeout))
     }
 
     /// Whether a stopping listener's rundown has finished (every IRP back). IRQL: <=

@@ -13,6 +13,7 @@ mod frame;
 #[cfg(unix)]
 mod host;
 mod render;
+mod stop;
 mod watch;
 
 use std::net::SocketAddr;
@@ -159,6 +160,10 @@ enum Command {
         /// How the trace is printed.
         #[arg(long, value_enum, default_value = "text")]
         log_format: LogFormat,
+        /// Test knob (hidden): the host kernel's provider completes every WskCloseSocket this
+        /// many milliseconds late, like a slow provider, so that a stop has to wait.
+        #[arg(long, hide = true, value_name = "MS", default_value_t = 0)]
+        slow_close_ms: u64,
     },
     /// Start a listener.
     Start {
@@ -208,7 +213,7 @@ enum Command {
         #[arg(long)]
         count: Option<u64>,
     },
-    /// Stop one listener, or all of them.
+    /// Stop one listener, or all of them (after a second, prints on stderr what it waits for).
     Stop {
         /// Listener id (all when omitted).
         listener: Option<u32>,
@@ -273,7 +278,13 @@ fn fail(error: &CallError, port: Option<u16>) -> ExitCode {
     clippy::needless_pass_by_value,
     reason = "the parsed command is consumed by this one call"
 )]
-fn run(client: &Client, command: Command, json: bool) -> Result<(), (CallError, Option<u16>)> {
+/// Runs one subcommand; `control` is where the driver was reached (for a second connection).
+fn run(
+    client: &Client,
+    control: Option<PathBuf>,
+    command: Command,
+    json: bool,
+) -> Result<(), (CallError, Option<u16>)> {
     let plain = |e| (e, None);
     match command {
         #[cfg(unix)]
@@ -310,9 +321,12 @@ fn run(client: &Client, command: Command, json: bool) -> Result<(), (CallError, 
             println!("{}", render::started(&record, json));
         }
         Command::Stop { listener } => {
-            let stats = client
-                .stop(listener.unwrap_or(ioctl::ALL_LISTENERS))
-                .map_err(plain)?;
+            let stats = stop::stop(
+                client,
+                control.as_deref(),
+                listener.unwrap_or(ioctl::ALL_LISTENERS),
+            )
+            .map_err(plain)?;
             println!("{}", render::stats(&stats, json).trim_end());
         }
         Command::Listeners => println!(
@@ -486,8 +500,14 @@ fn parse() -> Cli {
 fn main() -> ExitCode {
     let cli = parse();
     #[cfg(unix)]
-    if let Command::Host { log, log_format } = cli.command {
+    if let Command::Host {
+        log,
+        log_format,
+        slow_close_ms,
+    } = cli.command
+    {
         init_trace(log, log_format);
+        hostkernel::provider::set_close_delay(Duration::from_millis(slow_close_ms));
         let path = device::control_path(cli.control);
         return match host::run(&path) {
             Ok(true) => ExitCode::SUCCESS,
@@ -498,14 +518,14 @@ fn main() -> ExitCode {
             }
         };
     }
-    let device = match device::open(cli.control) {
+    let device = match device::open(cli.control.clone()) {
         Ok(device) => device,
         Err(error) => {
             eprintln!("wskctl: {error}");
             return ExitCode::from(exit::UNREACHABLE);
         }
     };
-    match run(&Client::new(device), cli.command, cli.json) {
+    match run(&Client::new(device), cli.control, cli.command, cli.json) {
         Ok(()) => ExitCode::SUCCESS,
         Err((error, port)) => fail(&error, port),
     }

@@ -276,3 +276,33 @@ fn stats_watch_redraws_with_a_timestamp_and_rates() {
     );
     drop(clients);
 }
+
+/// A stop that takes more than a second (here: a provider that completes closes 2.5 s late, the
+/// host's hidden test knob) says on stderr what it is waiting for; stdout keeps the result.
+#[test]
+fn a_slow_stop_shows_what_it_waits_for() {
+    let host = Host::start_with("slowstop", &["--slow-close-ms", "2500"]);
+    let (id, address) = start(&host, "16");
+    let clients: Vec<TcpStream> = (0..5)
+        .map(|_| TcpStream::connect(&address).unwrap())
+        .collect();
+    host.wait_active(Some(&id), 5);
+    let began = Instant::now();
+    let out = host.ctl(&["stop", &id]);
+    let took = began.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        took >= Duration::from_secs(2),
+        "the stop did not wait: {took:?}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "wskctl: waiting for listener {id} to stop: 5 connections still closing, 0 accept IRPs pending"
+        )),
+        "no progress on stderr: {stderr}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("closed       total 5"), "{stdout}");
+    drop(clients);
+}

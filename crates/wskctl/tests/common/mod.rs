@@ -19,12 +19,18 @@ pub struct Host {
 
 impl Host {
     pub fn start(name: &str) -> Self {
+        Self::start_with(name, &[])
+    }
+
+    /// A host started with extra `wskctl host` arguments.
+    pub fn start_with(name: &str, host_args: &[&str]) -> Self {
         let socket =
             std::env::temp_dir().join(format!("wskctl-test-{}-{name}.sock", std::process::id()));
         let _ = std::fs::remove_file(&socket);
         let child = Command::new(WSKCTL)
             .args(["host", "--control"])
             .arg(&socket)
+            .args(host_args)
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
