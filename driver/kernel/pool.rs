@@ -19,6 +19,15 @@ pub struct PoolBox<T> {
     tag: u32,
 }
 
+impl<T> core::fmt::Debug for PoolBox<T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("PoolBox")
+            .field("ptr", &self.ptr)
+            .field("tag", &self.tag)
+            .finish()
+    }
+}
+
 // SAFETY: the box owns its T like alloc::boxed::Box does.
 unsafe impl<T: Send> Send for PoolBox<T> {}
 // SAFETY: shared access gives out only `&T`, and `T: Sync` makes sharing `&T` between threads
@@ -95,6 +104,16 @@ pub struct PoolSlice<T> {
     ptr: NonNull<T>,
     len: usize,
     tag: u32,
+}
+
+impl<T> core::fmt::Debug for PoolSlice<T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("PoolSlice")
+            .field("ptr", &self.ptr)
+            .field("len", &self.len)
+            .field("tag", &self.tag)
+            .finish()
+    }
 }
 
 // SAFETY: owns its elements like Box<[T]>.

@@ -15,6 +15,7 @@ use crate::kernel;
 /// # Invariants
 /// `irp` is a live IRP from `irp_allocate`; `busy` is true from a successful
 /// [`DriverIrp::submit`] until the completion routine calls [`DriverIrp::take_back`].
+#[derive(Debug)]
 pub struct DriverIrp {
     irp: NonNull<IRP>,
     busy: AtomicBool,

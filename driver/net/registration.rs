@@ -25,7 +25,7 @@ static CLIENT_DISPATCH: WSK_CLIENT_DISPATCH = WSK_CLIENT_DISPATCH {
 /// `client` and `dispatch` come from a successful WskCaptureProviderNPI that is not
 /// released while this value is used (the registration releases it only at unload, after every
 /// listener stopped).
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 pub struct Provider {
     client: *mut c_void,
     dispatch: *const WSK_PROVIDER_DISPATCH,
@@ -65,6 +65,15 @@ pub struct WskClient {
     provider: UnsafeCell<WSK_PROVIDER_NPI>,
     captured: AtomicBool,
     registered: AtomicBool,
+}
+
+impl core::fmt::Debug for WskClient {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("WskClient")
+            .field("registered", &self.registered)
+            .field("captured", &self.captured)
+            .finish_non_exhaustive()
+    }
 }
 
 // SAFETY: the cells are written only under the protocol above (register once; capture once before

@@ -27,6 +27,7 @@ fn missing() -> NtStatus {
 /// [`ListenSocket::close`] or [`ListenSocket::close_async`]. `closer` is allocated before the
 /// socket exists, so that the waited close never needs memory it may not get: a socket left open
 /// would make WskDeregister wait forever (WSK-FACTS §7).
+#[derive(Debug)]
 pub struct ListenSocket {
     raw: NonNull<WSK_SOCKET>,
     closer: sync::Prepared,
@@ -302,6 +303,7 @@ unsafe fn submit_close(
 /// # Invariants
 /// `raw` is a live connection socket handed to the driver (WskAccept's Information or
 /// WskAcceptEvent's AcceptSocket), owned here, closed once by [`ConnSocket::close`].
+#[derive(Debug)]
 pub struct ConnSocket {
     raw: NonNull<WSK_SOCKET>,
 }
@@ -358,7 +360,7 @@ impl ConnSocket {
 /// # Invariants
 /// Whoever makes one guarantees the owning [`ConnSocket`] is not closed before the
 /// call it is used for has been made (in wskaccept only the worker makes calls and closes).
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 pub struct ConnSocketRef {
     raw: NonNull<WSK_SOCKET>,
 }

@@ -27,6 +27,13 @@ pub struct SpinLock<T> {
     value: UnsafeCell<T>,
 }
 
+impl<T> core::fmt::Debug for SpinLock<T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        // The value is reached only under the lock (type invariant), so it is not shown.
+        f.debug_struct("SpinLock").finish_non_exhaustive()
+    }
+}
+
 // SAFETY: by the type's invariant one holder at a time reaches the value, so sharing the lock
 // shares `T` only as moving it between threads would (`T: Send`).
 unsafe impl<T: Send> Sync for SpinLock<T> {}
@@ -63,6 +70,14 @@ pub struct SpinGuard<'a, T> {
     old_irql: KIRQL,
 }
 
+impl<T> core::fmt::Debug for SpinGuard<'_, T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SpinGuard")
+            .field("old_irql", &self.old_irql)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<T> Deref for SpinGuard<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
@@ -93,6 +108,7 @@ impl<T> Drop for SpinGuard<'_, T> {
 /// # Invariants
 /// The block holds a KEVENT initialised by KeInitializeEvent; it is freed on drop, after which
 /// no waiter can exist (waiters borrow the event).
+#[derive(Debug)]
 pub struct Event(NonNull<UnsafeCell<KEVENT>>);
 
 // SAFETY: KEVENTs are made to be signalled and waited on from any thread (KeSetEvent and
