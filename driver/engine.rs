@@ -135,6 +135,8 @@ impl Engine {
     pub fn load() -> Result<PoolBox<Self>, NtStatus> {
         let client = WskClient::register()?;
         let queue = WorkQueue::start()?;
+        // INVARIANT: pinned in pool from here (the PoolBox) before any work item or listener
+        // gets its address; `listeners` is empty, and nobody else can reach it yet.
         let engine = PoolBox::new(
             tags::DRIVER,
             Self {

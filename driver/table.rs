@@ -161,6 +161,8 @@ impl<S> Table<S> {
                 close_done: false,
             })
         })?;
+        // INVARIANT: every slot is Free and chained on the free list from 0 (the last one ends it);
+        // nothing is in use and the work list is empty.
         Ok(Self {
             entries,
             listener,

@@ -38,6 +38,7 @@ impl WorkItem {
     /// address ([`WorkItem::set_context`]).
     #[must_use]
     pub const fn new(routine: unsafe fn(*mut c_void)) -> Self {
+        // INVARIANT: not queued, so on no list.
         Self {
             next: AtomicPtr::new(ptr::null_mut()),
             queued: AtomicBool::new(false),
@@ -219,6 +220,8 @@ impl WorkQueue {
     /// A handle to queue work with.
     #[must_use]
     pub fn handle(&self) -> WorkQueueHandle {
+        // INVARIANT: `inner` belongs to this running queue; its owner stops it only after every
+        // handle holder is gone (the handle's documented rule).
         WorkQueueHandle(self.inner.as_ptr())
     }
 

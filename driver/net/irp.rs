@@ -34,6 +34,7 @@ impl DriverIrp {
     /// STATUS_INSUFFICIENT_RESOURCES.
     pub fn allocate() -> Result<Self, NtStatus> {
         let irp = NonNull::new(kernel::irp_allocate(1)).ok_or(NtStatus::INSUFFICIENT_RESOURCES)?;
+        // INVARIANT: a live IRP from irp_allocate, not submitted yet, so not busy.
         Ok(Self {
             irp,
             busy: AtomicBool::new(false),

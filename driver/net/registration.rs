@@ -89,6 +89,8 @@ impl WskClient {
     /// # Errors
     /// STATUS_INSUFFICIENT_RESOURCES, or what WskRegister returns.
     pub fn register() -> Result<PoolBox<Self>, NtStatus> {
+        // INVARIANT: pinned in pool from here (the PoolBox) before WskRegister sees
+        // `registration`; nothing is captured yet, so `captured` starts false.
         let client = PoolBox::new(
             tags::DRIVER,
             Self {
@@ -140,6 +142,8 @@ impl WskClient {
         }
         // SAFETY: written before `captured` was published and never again while captured.
         let npi = unsafe { &*self.provider.get() };
+        // INVARIANT: from the capture that `captured` says is held; it is released only at
+        // unload, after every listener (every user of a Provider) stopped.
         Some(Provider {
             client: npi.Client,
             dispatch: npi.Dispatch,

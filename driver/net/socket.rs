@@ -74,6 +74,8 @@ impl ListenSocket {
                 )
             }
         })?;
+        // INVARIANT: WskSocket's Information is the new listening socket, which nobody else owns;
+        // `closer` was allocated before it existed.
         NonNull::new(information as *mut WSK_SOCKET)
             .map(|raw| Self { raw, closer })
             .ok_or(NtStatus::UNSUCCESSFUL)
@@ -318,6 +320,7 @@ impl ConnSocket {
     /// `raw` must be an accepted connection socket nobody else owns.
     #[must_use]
     pub unsafe fn from_accepted(raw: *mut WSK_SOCKET) -> Option<Self> {
+        // INVARIANT: by the caller's promise, an accepted connection socket nobody else owns.
         NonNull::new(raw).map(|raw| Self { raw })
     }
 

@@ -43,6 +43,8 @@ unsafe impl<T: Send> Send for SpinLock<T> {}
 impl<T> SpinLock<T> {
     /// KeInitializeSpinLock (a zeroed KSPIN_LOCK). IRQL: any.
     pub const fn new(value: T) -> Self {
+        // INVARIANT: no guard exists yet; `value` is reachable only through `lock`, which hands
+        // out guards.
         Self {
             lock: UnsafeCell::new(0),
             value: UnsafeCell::new(value),
@@ -54,6 +56,7 @@ impl<T> SpinLock<T> {
         // SAFETY: `self.lock` is an initialised KSPIN_LOCK (zero, KeInitializeSpinLock's value)
         // in nonpaged memory (the type's invariant); the caller is at <= DISPATCH_LEVEL.
         let old_irql = unsafe { KeAcquireSpinLockRaiseToDpc(self.lock.get()) };
+        // INVARIANT: the KSPIN_LOCK was just acquired, at `old_irql`.
         SpinGuard {
             lock: self,
             old_irql,
@@ -126,6 +129,8 @@ impl Event {
         let event = Self(block.0);
         // SAFETY: the KEVENT is in its final, nonpaged place and not yet shared.
         unsafe { KeInitializeEvent(event.raw(), kind, u8::from(signaled)) };
+        // INVARIANT: the block holds a KEVENT KeInitializeEvent just initialised, and no waiter
+        // can exist before the event is returned.
         Ok(event)
     }
 

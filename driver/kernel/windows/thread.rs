@@ -97,6 +97,8 @@ impl SystemThread {
             unsafe { NonPaged::free(start) };
             return Err(NtStatus(status));
         }
+        // INVARIANT: `handle` is the kernel handle (OBJ_KERNEL_HANDLE in `attributes`)
+        // PsCreateSystemThread returned; nothing has waited on or closed it yet.
         Ok(Self { handle })
     }
 
