@@ -13,8 +13,8 @@ use wsk::{IRP, NtStatus, SOCKADDR_STORAGE, WSK_INSPECT_ACTION, WSK_INSPECT_ID, W
 
 use super::listening::{Incoming, Inspection, reset};
 use super::state::{
-    CallGuard, Kind, Sock, State, callback_done, finish, listen_dispatch, live, serve_later, state,
-    take_irp,
+    CallGuard, Kind, Sock, State, callback_done, finish, listen_dispatch, live, registry,
+    serve_later, state, take_irp,
 };
 use crate::irql;
 use crate::verifier::{Rule, violation};
@@ -54,7 +54,7 @@ pub(super) unsafe extern "system" fn wsk_inspect_complete(
         .is_some_and(|i| i.listen_key == key && i.id == id);
     if matches {
         let mut inspection = state.inspections.remove(&token).expect("checked");
-        if let Some(registry) = state.registry.as_ref() {
+        if let Some(registry) = registry().as_deref() {
             let _ = registry.deregister(&mut inspection.stream);
         }
         let stream: std::net::TcpStream = inspection.stream.into();
@@ -70,7 +70,7 @@ pub(super) unsafe extern "system" fn wsk_inspect_complete(
                     remote: inspection.remote,
                 });
             }
-            serve_later(&mut state, key);
+            serve_later(key);
         } else {
             reset(&stream);
         }
@@ -144,7 +144,7 @@ pub(super) fn inspect(
         WSK_INSPECT_ACTION::PEND => {
             let token = INSPECTION_TOKEN_BIT | serial as usize;
             let mut stream = mio::net::TcpStream::from_std(stream);
-            if let Some(registry) = state.registry.as_ref() {
+            if let Some(registry) = registry().as_deref() {
                 registry
                     .register(&mut stream, Token(token), Interest::READABLE)
                     .expect("hostkernel: epoll register");
@@ -189,7 +189,7 @@ pub(crate) fn service_inspection(token: usize) {
         return;
     }
     let mut inspection = state.inspections.remove(&token).expect("checked");
-    if let Some(registry) = state.registry.as_ref() {
+    if let Some(registry) = registry().as_deref() {
         let _ = registry.deregister(&mut inspection.stream);
     }
     drop(state);
@@ -216,7 +216,7 @@ pub(super) fn drop_inspections(state: &mut State, key: usize) {
         .collect();
     for token in tokens {
         if let Some(mut inspection) = state.inspections.remove(&token) {
-            if let Some(registry) = state.registry.as_ref() {
+            if let Some(registry) = registry().as_deref() {
                 let _ = registry.deregister(&mut inspection.stream);
             }
             let _ = socket2::SockRef::from(&inspection.stream).set_linger(Some(Duration::ZERO));

@@ -7,7 +7,9 @@ use wsk::{IRP, NtStatus, SOCKADDR, WSK_BUF, WSK_DATA_INDICATION, WSK_FLAG_ABORTI
 use super::connection::{Connection, Receive, Send, abortive_drop};
 use super::connection_events::service;
 use super::socket_calls;
-use super::state::{CallGuard, Kind, complete_later, finish, live, post, state, take_irp};
+use super::state::{
+    CallGuard, Kind, complete_later, finish, live, post, registry, state, take_irp,
+};
 use crate::irp::IrpRef;
 
 /// The connection dispatch table the host hands out.
@@ -40,7 +42,7 @@ fn with_connection(
         Some(Kind::Connection(connection)) => f(connection)?,
         _ => return Err(NtStatus::INVALID_DEVICE_STATE),
     }
-    post(&mut state, Box::new(move || service(key)));
+    post(Box::new(move || service(key)));
     Ok(())
 }
 
@@ -159,10 +161,7 @@ unsafe extern "system" fn wsk_disconnect(
         let mut cancelled = Vec::new();
         let status = {
             let mut state = state();
-            let registry = state
-                .registry
-                .as_ref()
-                .map(|r| r.try_clone().expect("registry clone"));
+            let registry = registry();
             match live(&mut state, key).map(|s| &mut s.kind) {
                 Some(Kind::Connection(c)) => {
                     if let Some(mut stream) = c.stream.take() {
@@ -201,7 +200,7 @@ unsafe extern "system" fn wsk_disconnect(
 
 /// Completes `irp` later on the provider thread, with Information 0.
 fn complete_later_now(irp: IrpRef, status: NtStatus) {
-    complete_later(&mut state(), irp, status, 0);
+    complete_later(irp, status, 0);
 }
 
 /// WskBind on a connection socket: outgoing connections are not emulated.

@@ -10,20 +10,17 @@ use wsk::{
 };
 
 use super::connection::Indication;
-use super::state::{Kind, Slot, State, live, post, state};
+use super::state::{Kind, Slot, State, live, loop_state, post, registry, state};
 use crate::irp;
 use crate::irql;
 use crate::verifier::{Rule, violation};
 
 /// Registers an accepted connection with the provider's poller.
 pub(crate) fn register(state: &mut State, key: usize) {
-    let State {
-        sockets, registry, ..
-    } = state;
-    if let (Some(Slot::Live(sock)), Some(registry)) = (sockets.get_mut(&key), registry.as_ref())
+    if let (Some(Slot::Live(sock)), Some(registry)) = (state.sockets.get_mut(&key), registry())
         && let Kind::Connection(connection) = &mut sock.kind
     {
-        connection.register(registry, Token(key));
+        connection.register(&registry, Token(key));
     }
 }
 
@@ -47,7 +44,7 @@ pub(crate) fn service(key: usize) {
         }
         let indication = indication.map(|i| (i, sock.context, sock.client_dispatch));
         if awaits_fin_ack {
-            state.fin_waiters.insert(key);
+            loop_state().fin_waiters.insert(key);
         }
         indication
     };
@@ -129,6 +126,6 @@ fn finish_callback(key: usize, consumed: usize, pause: bool) {
         if let Kind::Connection(connection) = &mut sock.kind {
             connection.indicated(consumed, pause);
         }
-        post(&mut state, Box::new(move || service(key)));
+        post(Box::new(move || service(key)));
     }
 }

@@ -21,7 +21,7 @@ use super::connection_calls::CONNECTION_DISPATCH;
 use super::connection_events;
 use super::listening::{Incoming, Listening, reset};
 use super::state::{
-    Kind, Slot, Sock, State, callback_done, forget, insert, listen_dispatch, live, post, state,
+    Kind, Slot, Sock, callback_done, forget, insert, listen_dispatch, live, post, registry, state,
 };
 use super::translate;
 use crate::irp::{self, IrpRef};
@@ -109,10 +109,7 @@ fn next_step(key: usize, irp_only: bool) -> Option<Step> {
     let mut guard = state();
     let state = &mut *guard;
     let (incoming, use_event, request, inherited, registration) = {
-        let State {
-            sockets, registry, ..
-        } = &mut *state;
-        let Some(Slot::Live(sock)) = sockets.get_mut(&key) else {
+        let Some(Slot::Live(sock)) = state.sockets.get_mut(&key) else {
             return None;
         };
         let events_on = sock.events & WSK_EVENT_ACCEPT != 0 && !irp_only;
@@ -147,7 +144,7 @@ fn next_step(key: usize, irp_only: bool) -> Option<Step> {
         };
         if schedule::should_fail(Fault::ListenerFailure) {
             reset(&incoming.stream);
-            listening.break_down(registry.as_ref());
+            listening.break_down(registry().as_deref());
             let irps: Vec<IrpRef> = listening.accept_irps.drain(..).map(|r| r.irp).collect();
             return Some(Step::ListenerFailed {
                 irps,
@@ -317,10 +314,7 @@ fn deliver_event(key: usize, new_key: usize, local: SocketAddr, remote: SocketAd
                 sock.events = 0;
             }
         }
-        post(
-            &mut state,
-            Box::new(move || connection_events::service(new_key)),
-        );
+        post(Box::new(move || connection_events::service(new_key)));
     } else if status == NtStatus::REQUEST_NOT_ACCEPTED {
         // The provider closes a rejected socket abortively: the peer sees RST.
         forget_and_reset(new_key);
@@ -340,6 +334,6 @@ fn forget_and_reset(new_key: usize) {
     if let Some(sock) = forget(&mut state, new_key)
         && let Kind::Connection(connection) = sock.kind
     {
-        connection.abort(state.registry.as_ref());
+        connection.abort(registry().as_deref());
     }
 }

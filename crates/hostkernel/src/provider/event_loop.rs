@@ -11,8 +11,10 @@ use mio::{Events, Poll, Token, Waker};
 use super::conditional::{self, INSPECTION_TOKEN_BIT};
 use super::connection_events;
 use super::delivery;
-use super::state::{Deferred, Kind, Slot, Sock, State, Work, state};
-use crate::verifier;
+use super::state::{
+    Deferred, Kind, ON_LOOP, Slot, Sock, State, WAKE_PENDING, Work, loop_state, state,
+};
+use crate::{irp, verifier};
 
 const WAKER: Token = Token(0);
 
@@ -27,13 +29,17 @@ pub(crate) fn ensure_loop(state: &mut State) {
     let poll = Poll::new().expect("hostkernel: cannot create the provider's epoll instance");
     let waker =
         Arc::new(Waker::new(poll.registry(), WAKER).expect("hostkernel: cannot create waker"));
-    state.registry = Some(
-        poll.registry()
-            .try_clone()
-            .expect("hostkernel: cannot clone registry"),
-    );
-    state.waker = Some(waker);
-    state.stopping = false;
+    {
+        let mut queue = loop_state();
+        queue.registry = Some(Arc::new(
+            poll.registry()
+                .try_clone()
+                .expect("hostkernel: cannot clone registry"),
+        ));
+        queue.waker = Some(waker);
+        queue.stopping = false;
+    }
+    WAKE_PENDING.store(false, std::sync::atomic::Ordering::SeqCst);
     let handle = std::thread::Builder::new()
         .name(THREAD_NAME.into())
         .spawn(move || run_loop(poll))
@@ -45,8 +51,9 @@ pub(crate) fn ensure_loop(state: &mut State) {
 pub(crate) fn stop_loop() {
     let handle = {
         let mut state = state();
-        state.stopping = true;
-        if let Some(waker) = &state.waker {
+        let mut queue = loop_state();
+        queue.stopping = true;
+        if let Some(waker) = &queue.waker {
             let _ = waker.wake();
         }
         state.loop_thread.take()
@@ -56,17 +63,18 @@ pub(crate) fn stop_loop() {
     {
         std::process::abort();
     }
-    let mut state = state();
-    state.registry = None;
-    state.waker = None;
+    let mut queue = loop_state();
+    queue.registry = None;
+    queue.waker = None;
 }
 
 fn run_loop(mut poll: Poll) {
     verifier::abort_on_violation_in_this_thread();
+    ON_LOOP.with(|on| on.set(true));
     let mut events = Events::with_capacity(1024);
     loop {
         let timeout = {
-            let state = state();
+            let state = loop_state();
             let base = if state.fin_waiters.is_empty() {
                 Duration::from_millis(100)
             } else {
@@ -85,17 +93,19 @@ fn run_loop(mut poll: Poll) {
                 "hostkernel: epoll failed: {error}"
             );
         }
+        // Work posted from now on is seen by this iteration's drain, or wakes the next poll.
+        WAKE_PENDING.store(false, std::sync::atomic::Ordering::SeqCst);
         for event in &events {
             if event.token() != WAKER {
                 service(event.token().0);
             }
         }
-        let fin_waiters = std::mem::take(&mut state().fin_waiters);
+        let fin_waiters = std::mem::take(&mut loop_state().fin_waiters);
         for key in fin_waiters {
             connection_events::service(key);
         }
         let due: Vec<Deferred> = {
-            let mut state = state();
+            let mut state = loop_state();
             let now = Instant::now();
             let (due, later) = std::mem::take(&mut state.timers)
                 .into_iter()
@@ -107,14 +117,17 @@ fn run_loop(mut poll: Poll) {
             work();
         }
         loop {
-            let work = state().deferred.pop_front();
+            let work = loop_state().deferred.pop_front();
             match work {
                 Some(Work::Run(work)) => work(),
+                Some(Work::Complete(irp, status, information)) => {
+                    irp::complete(irp, status, information);
+                }
                 Some(Work::Serve(key)) => service(key),
                 None => break,
             }
         }
-        let stopping = state().stopping;
+        let stopping = loop_state().stopping;
         if stopping {
             return;
         }

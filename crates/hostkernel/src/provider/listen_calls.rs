@@ -11,7 +11,7 @@ use super::conditional::wsk_inspect_complete;
 use super::delivery::{deliver_one, service};
 use super::listening::AcceptRequest;
 use super::socket_calls;
-use super::state::{CallGuard, Kind, Sock, finish, live, post, state, take_irp};
+use super::state::{CallGuard, Kind, Sock, finish, live, post, registry, state, take_irp};
 use super::translate::{self, status_of};
 use crate::schedule::{self, Fault};
 
@@ -55,10 +55,7 @@ unsafe extern "system" fn wsk_bind(
     }
     let key = socket as usize;
     let mut state = state();
-    let registry = state
-        .registry
-        .as_ref()
-        .map(|r| r.try_clone().expect("registry clone"));
+    let registry = registry();
     let Some(Sock {
         kind: Kind::Listen(listening),
         ..
@@ -150,7 +147,7 @@ unsafe extern "system" fn wsk_accept(
         return finish(irp, status, 0);
     }
     listening.accept_irps.push_back(request);
-    post(&mut state, Box::new(move || service(key)));
+    post(Box::new(move || service(key)));
     drop(state);
     // Inline completion (before WskAccept returns) when a connection is already waiting and the
     // schedule says so; otherwise the provider thread completes it (real Windows: STATUS_PENDING).

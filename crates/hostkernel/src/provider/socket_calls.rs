@@ -13,8 +13,8 @@ use wsk::{
 
 use super::conditional;
 use super::state::{
-    CHANGED, CallGuard, Kind, Slot, Sock, check_wsk_entry, finish, live, post, post_after, retire,
-    serve_later, state, take_irp,
+    CHANGED, CallGuard, Kind, Slot, Sock, check_wsk_entry, finish, live, post, post_after,
+    registry, retire, serve_later, state, take_irp,
 };
 use super::translate;
 use crate::accounting::COUNTERS;
@@ -139,10 +139,7 @@ fn set_events(key: usize, mask: u32, irp: Option<IrpRef>) -> NtStatus {
         return match irp {
             None => NtStatus::EVENT_PENDING,
             Some(irp) => {
-                post(
-                    &mut state,
-                    Box::new(move || irp::complete(irp, NtStatus::SUCCESS, 0)),
-                );
+                post(Box::new(move || irp::complete(irp, NtStatus::SUCCESS, 0)));
                 NtStatus::PENDING
             }
         };
@@ -162,7 +159,7 @@ fn set_events(key: usize, mask: u32, irp: Option<IrpRef>) -> NtStatus {
     }
     sock.events |= mask;
     // A listener may have connections waiting for a consumer; a connection may have data.
-    serve_later(&mut state, key);
+    serve_later(key);
     drop(state);
     answer(irp, NtStatus::SUCCESS)
 }
@@ -261,11 +258,7 @@ pub(crate) unsafe extern "system" fn wsk_close_socket(
         unreachable!("checked above")
     };
     let delay = guard.close_delay;
-    post_after(
-        &mut guard,
-        delay,
-        Box::new(move || finish_close(key, sock, irp)),
-    );
+    post_after(delay, Box::new(move || finish_close(key, sock, irp)));
     NtStatus::PENDING
 }
 
@@ -276,11 +269,11 @@ fn finish_close(key: usize, sock: Sock, irp: IrpRef) {
         let mut state = state();
         match sock.kind {
             Kind::Listen(listening) => {
-                let irps = listening.shut_down(state.registry.as_ref());
+                let irps = listening.shut_down(registry().as_deref());
                 conditional::drop_inspections(&mut state, key);
                 irps
             }
-            Kind::Connection(connection) => connection.shut_down(state.registry.as_ref()),
+            Kind::Connection(connection) => connection.shut_down(registry().as_deref()),
         }
     };
     for pending in cancelled {

@@ -5,9 +5,10 @@
 //! loop ([`post`], [`serve_later`]), recording and retiring sockets ([`insert`], [`forget`],
 //! [`retire`]), and counting running client callbacks ([`listen_dispatch`], [`callback_done`]).
 
+use std::cell::Cell;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::c_void;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -80,6 +81,9 @@ pub(crate) type Deferred = Box<dyn FnOnce() + Send>;
 pub(crate) enum Work {
     /// Run this.
     Run(Deferred),
+    /// Complete this IRP with this status and information (a deferred completion, without the
+    /// allocation of a closure).
+    Complete(IrpRef, NtStatus, usize),
     /// Serve socket `key` as a readiness event on it would (the event loop knows which service
     /// a listening or connection socket needs).
     Serve(usize),
@@ -94,20 +98,11 @@ pub(crate) struct Registration {
 pub(crate) struct State {
     pub(crate) sockets: HashMap<usize, Slot>,
     pub(crate) registrations: HashMap<u64, Registration>,
-    pub(crate) deferred: VecDeque<Work>,
-    pub(crate) registry: Option<mio::Registry>,
-    pub(crate) waker: Option<Arc<Waker>>,
     pub(crate) loop_thread: Option<JoinHandle<()>>,
-    pub(crate) stopping: bool,
     pub(crate) provider_ready: bool,
     pub(crate) next_registration: u64,
     pub(crate) inspect_serial: u32,
     pub(crate) inspections: HashMap<usize, Inspection>,
-    /// Connections whose graceful disconnect waits for the peer to acknowledge the FIN: looked at
-    /// again every few milliseconds (no readiness event announces an ACK).
-    pub(crate) fin_waiters: HashSet<usize>,
-    /// Work held back until its time ([`set_close_delay`]).
-    pub(crate) timers: Vec<(Instant, Deferred)>,
     /// How long every WskCloseSocket takes to finish (fault mode; zero normally).
     pub(crate) close_delay: Duration,
     /// Closed sockets, oldest first, whose poisoned WSK_SOCKET is kept (at most [`QUARANTINE`]).
@@ -148,17 +143,11 @@ pub(crate) static STATE: LazyLock<Mutex<State>> = LazyLock::new(|| {
     Mutex::new(State {
         sockets: HashMap::new(),
         registrations: HashMap::new(),
-        deferred: VecDeque::new(),
-        registry: None,
-        waker: None,
         loop_thread: None,
-        stopping: false,
         provider_ready: true,
         next_registration: 1,
         inspect_serial: 1,
         inspections: HashMap::new(),
-        fin_waiters: HashSet::new(),
-        timers: Vec::new(),
         close_delay: Duration::ZERO,
         quarantine: VecDeque::new(),
     })
@@ -171,21 +160,88 @@ pub(crate) fn state() -> MutexGuard<'static, State> {
     STATE.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Queues work for the event-loop thread and wakes it.
-pub(crate) fn post(state: &mut State, work: Deferred) {
-    state.deferred.push_back(Work::Run(work));
-    if let Some(waker) = &state.waker {
+/// The event loop's queues and handles, behind their own lock ([`LOOP`]): a leaf lock, taken
+/// last (after [`STATE`] and a socket's object lock, if any) and held for queue operations only,
+/// never across a system call or driver code.
+pub(crate) struct LoopState {
+    /// Work posted to the event-loop thread, in order.
+    pub(crate) deferred: VecDeque<Work>,
+    /// The poller's registry (epoll_ctl is thread-safe: callers clone the Arc and use it with no
+    /// lock held).
+    pub(crate) registry: Option<Arc<mio::Registry>>,
+    pub(crate) waker: Option<Arc<Waker>>,
+    pub(crate) stopping: bool,
+    /// Connections whose graceful disconnect waits for the peer to acknowledge the FIN: looked at
+    /// again every few milliseconds (no readiness event announces an ACK).
+    pub(crate) fin_waiters: HashSet<usize>,
+    /// Work held back until its time ([`set_close_delay`]).
+    pub(crate) timers: Vec<(Instant, Deferred)>,
+}
+
+pub(crate) static LOOP: LazyLock<Mutex<LoopState>> = LazyLock::new(|| {
+    Mutex::new(LoopState {
+        deferred: VecDeque::new(),
+        registry: None,
+        waker: None,
+        stopping: false,
+        fin_waiters: HashSet::new(),
+        timers: Vec::new(),
+    })
+});
+
+/// Set once a wake-up of the event loop is on its way and the loop has not yet started the
+/// drain that will see the work posted meanwhile (so later posts need not wake it again).
+pub(crate) static WAKE_PENDING: AtomicBool = AtomicBool::new(false);
+
+thread_local! {
+    /// Whether this thread is the event-loop thread (which drains its queue before it sleeps, so
+    /// work it posts itself needs no wake-up).
+    pub(crate) static ON_LOOP: Cell<bool> = const { Cell::new(false) };
+}
+
+pub(crate) fn loop_state() -> MutexGuard<'static, LoopState> {
+    LOOP.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The poller's registry, if the event loop runs.
+pub(crate) fn registry() -> Option<Arc<mio::Registry>> {
+    loop_state().registry.clone()
+}
+
+/// Queues `work` for the event-loop thread and wakes it if it needs waking: not when the loop
+/// posts to itself (it drains the queue before sleeping), nor while a wake-up is already on its
+/// way ([`WAKE_PENDING`]: the loop clears it before the drain that will find this work).
+pub(crate) fn post_work(work: Work) {
+    let waker = {
+        let mut queue = loop_state();
+        queue.deferred.push_back(work);
+        if ON_LOOP.with(Cell::get) || WAKE_PENDING.swap(true, Ordering::SeqCst) {
+            None
+        } else {
+            queue.waker.clone()
+        }
+    };
+    if let Some(waker) = waker {
         let _ = waker.wake();
     }
 }
 
+/// Queues work for the event-loop thread and wakes it.
+pub(crate) fn post(work: Deferred) {
+    post_work(Work::Run(work));
+}
+
 /// Queues work for the event-loop thread to run once `delay` has passed.
-pub(crate) fn post_after(state: &mut State, delay: Duration, work: Deferred) {
+pub(crate) fn post_after(delay: Duration, work: Deferred) {
     if delay.is_zero() {
-        return post(state, work);
+        return post(work);
     }
-    state.timers.push((Instant::now() + delay, work));
-    if let Some(waker) = &state.waker {
+    let waker = {
+        let mut queue = loop_state();
+        queue.timers.push((Instant::now() + delay, work));
+        queue.waker.clone()
+    };
+    if let Some(waker) = waker {
         let _ = waker.wake();
     }
 }
@@ -204,20 +260,14 @@ pub(crate) fn finish(irp: IrpRef, status: NtStatus, information: usize) -> NtSta
         irp::complete(irp, status, information);
         status
     } else {
-        post(
-            &mut state(),
-            Box::new(move || irp::complete(irp, status, information)),
-        );
+        post_work(Work::Complete(irp, status, information));
         NtStatus::PENDING
     }
 }
 
 /// Completes `irp` later on the provider thread (never inline).
-pub(crate) fn complete_later(state: &mut State, irp: IrpRef, status: NtStatus, information: usize) {
-    post(
-        state,
-        Box::new(move || irp::complete(irp, status, information)),
-    );
+pub(crate) fn complete_later(irp: IrpRef, status: NtStatus, information: usize) {
+    post_work(Work::Complete(irp, status, information));
 }
 
 /// A provider entry on a socket: checks the socket and counts the call as in progress.
@@ -284,11 +334,8 @@ pub(crate) fn live(state: &mut State, key: usize) -> Option<&mut Sock> {
 
 /// Asks the event-loop thread to serve socket `key` (what a readiness event on it would do), in
 /// order with the work posted before.
-pub(crate) fn serve_later(state: &mut State, key: usize) {
-    state.deferred.push_back(Work::Serve(key));
-    if let Some(waker) = &state.waker {
-        let _ = waker.wake();
-    }
+pub(crate) fn serve_later(key: usize) {
+    post_work(Work::Serve(key));
 }
 
 /// Takes an IRP for a call, checking the socket is alive first.
