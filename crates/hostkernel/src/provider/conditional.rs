@@ -13,9 +13,10 @@ use wsk::{IRP, NtStatus, SOCKADDR_STORAGE, WSK_INSPECT_ACTION, WSK_INSPECT_ID, W
 
 use super::listening::{Incoming, Inspection, reset};
 use super::state::{
-    CallGuard, Kind, Sock, State, callback_done, finish, listen_dispatch, live, registry,
-    serve_later, state, take_irp,
+    CallGuard, Kind, Sock, State, callback_done, finish, listen_dispatch, live, lock, state,
+    take_irp,
 };
+use super::work::{registry, serve_later};
 use crate::irql;
 use crate::verifier::{Rule, violation};
 
@@ -64,7 +65,7 @@ pub(super) unsafe extern "system" fn wsk_inspect_complete(
                 ..
             }) = live(&mut state, key)
             {
-                listening.ready.push_back(Incoming {
+                lock(listening).ready.push_back(Incoming {
                     stream,
                     local: inspection.local,
                     remote: inspection.remote,
@@ -131,7 +132,7 @@ pub(super) fn inspect(
                 ..
             }) = live(&mut state, key)
             {
-                listening.ready.push_back(Incoming {
+                lock(listening).ready.push_back(Incoming {
                     stream,
                     local,
                     remote,

@@ -105,7 +105,15 @@ pub(crate) struct Connection {
     pub(super) shutdown_sent: bool,
     pub(super) disconnect_indicated: bool,
     pub(super) indications_paused: bool,
+    /// WskCloseSocket was called: the event loop moves no more bytes and completes nothing until
+    /// the close finishes (`shut_down`).
+    pub(super) closed: bool,
 }
+
+// SAFETY: the raw pointers a connection holds (the MDLs of pending receives) belong to the
+// driver, which keeps them valid and usable from any thread until the IRP completes
+// (PFN_WSK_RECEIVE); the connection is only reached through its lock.
+unsafe impl std::marker::Send for Connection {}
 
 pub(super) fn abortive_drop(stream: mio::net::TcpStream) {
     let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
@@ -138,6 +146,7 @@ impl Connection {
             shutdown_sent: false,
             disconnect_indicated: false,
             indications_paused: false,
+            closed: false,
         }
     }
 
@@ -181,7 +190,7 @@ impl Connection {
 
     /// Close: everything pending is cancelled; a connection that was not disconnected gracefully
     /// by the client is aborted (WSK-FACTS §7).
-    pub(crate) fn shut_down(mut self, registry: Option<&mio::Registry>) -> Vec<IrpRef> {
+    pub(crate) fn shut_down(&mut self, registry: Option<&mio::Registry>) -> Vec<IrpRef> {
         if let Some(mut stream) = self.stream.take() {
             if let Some(registry) = registry {
                 let _ = registry.deregister(&mut stream);
@@ -201,7 +210,7 @@ impl Connection {
     }
 
     /// The provider resets a connection the client never owned (a rejected accept event).
-    pub(crate) fn abort(mut self, registry: Option<&mio::Registry>) {
+    pub(crate) fn abort(&mut self, registry: Option<&mio::Registry>) {
         if let Some(mut stream) = self.stream.take() {
             if let Some(registry) = registry {
                 let _ = registry.deregister(&mut stream);
@@ -233,6 +242,9 @@ impl Connection {
 
     /// Moves bytes between the OS and the queues; adds the IRPs to complete to `done`.
     pub(super) fn pump(&mut self, done: &mut Vec<(IrpRef, NtStatus, usize)>) {
+        if self.closed {
+            return;
+        }
         if let Some(stream) = self.stream.as_mut() {
             let mut chunk = [0u8; 16 * 1024];
             while !self.eof && !self.reset && self.rx.len() < RX_WINDOW {

@@ -7,9 +7,8 @@ use wsk::{IRP, NtStatus, SOCKADDR, WSK_BUF, WSK_DATA_INDICATION, WSK_FLAG_ABORTI
 use super::connection::{Connection, Receive, Send, abortive_drop};
 use super::connection_events::service;
 use super::socket_calls;
-use super::state::{
-    CallGuard, Kind, complete_later, finish, live, post, registry, state, take_irp,
-};
+use super::state::{CallGuard, connection_of, finish, lock, take_irp};
+use super::work::{complete_later, post, registry};
 use crate::irp::IrpRef;
 
 /// The connection dispatch table the host hands out.
@@ -37,11 +36,8 @@ fn with_connection(
     key: usize,
     f: impl FnOnce(&mut Connection) -> Result<(), NtStatus>,
 ) -> Result<(), NtStatus> {
-    let mut state = state();
-    match live(&mut state, key).map(|s| &mut s.kind) {
-        Some(Kind::Connection(connection)) => f(connection)?,
-        _ => return Err(NtStatus::INVALID_DEVICE_STATE),
-    }
+    let connection = connection_of(key).ok_or(NtStatus::INVALID_DEVICE_STATE)?;
+    f(&mut lock(&connection))?;
     post(Box::new(move || service(key)));
     Ok(())
 }
@@ -160,10 +156,10 @@ unsafe extern "system" fn wsk_disconnect(
     if flags & WSK_FLAG_ABORTIVE != 0 {
         let mut cancelled = Vec::new();
         let status = {
-            let mut state = state();
             let registry = registry();
-            match live(&mut state, key).map(|s| &mut s.kind) {
-                Some(Kind::Connection(c)) => {
+            match connection_of(key) {
+                Some(shared) => {
+                    let mut c = lock(&shared);
                     if let Some(mut stream) = c.stream.take() {
                         if let Some(registry) = registry {
                             let _ = registry.deregister(&mut stream);

@@ -3,50 +3,52 @@
 //! the event callback due — WskReceiveEvent or WskDisconnectEvent, at DISPATCH_LEVEL
 //! (WSK-FACTS §5).
 
+use std::sync::Mutex;
+
 use mio::Token;
 use wsk::{
     NtStatus, WSK_BUF, WSK_CLIENT_CONNECTION_DISPATCH, WSK_DATA_INDICATION,
     WSK_FLAG_AT_DISPATCH_LEVEL,
 };
 
-use super::connection::Indication;
-use super::state::{Kind, Slot, State, live, loop_state, post, registry, state};
+use super::connection::{Connection, Indication};
+use super::state::{Kind, connection_of, live, lock, state};
+use super::work::{loop_state, post, registry};
 use crate::irp;
 use crate::irql;
 use crate::verifier::{Rule, violation};
 
-/// Registers an accepted connection with the provider's poller.
-pub(crate) fn register(state: &mut State, key: usize) {
-    if let (Some(Slot::Live(sock)), Some(registry)) = (state.sockets.get_mut(&key), registry())
-        && let Kind::Connection(connection) = &mut sock.kind
-    {
-        connection.register(&registry, Token(key));
+/// Registers an accepted connection with the provider's poller (under its own lock only).
+pub(crate) fn register(connection: &Mutex<Connection>, key: usize) {
+    if let Some(registry) = registry() {
+        lock(connection).register(&registry, Token(key));
     }
 }
 
 /// Serves a connection socket (provider thread): I/O, completions, then event callbacks.
 pub(crate) fn service(key: usize) {
+    let Some(shared) = connection_of(key) else {
+        return;
+    };
     let mut done = Vec::new();
+    // The I/O, under the connection's own lock only (a closed connection does none).
+    let awaits_fin_ack = {
+        let mut connection = lock(&shared);
+        connection.pump(&mut done);
+        connection.awaits_fin_ack()
+    };
+    if awaits_fin_ack {
+        loop_state().fin_waiters.insert(key);
+    }
+    // The callback due, decided under STATE with the socket's events and counted as running in
+    // the same step, so a disable that found no callback running is never followed by one.
     let indication = {
         let mut state = state();
-        let Some(sock) = live(&mut state, key) else {
-            return;
-        };
-        let events = sock.events;
-        let Kind::Connection(connection) = &mut sock.kind else {
-            return;
-        };
-        connection.pump(&mut done);
-        let awaits_fin_ack = connection.awaits_fin_ack();
-        let indication = connection.next_indication(events);
-        if indication.is_some() {
+        live(&mut state, key).and_then(|sock| {
+            let indication = lock(&shared).next_indication(sock.events)?;
             sock.callbacks_running += 1;
-        }
-        let indication = indication.map(|i| (i, sock.context, sock.client_dispatch));
-        if awaits_fin_ack {
-            loop_state().fin_waiters.insert(key);
-        }
-        indication
+            Some((indication, sock.context, sock.client_dispatch))
+        })
     };
     for (irp, status, information) in done {
         irp::complete(irp, status, information);
@@ -123,8 +125,8 @@ fn finish_callback(key: usize, consumed: usize, pause: bool) {
     let mut state = state();
     if let Some(sock) = live(&mut state, key) {
         sock.callbacks_running -= 1;
-        if let Kind::Connection(connection) = &mut sock.kind {
-            connection.indicated(consumed, pause);
+        if let Kind::Connection(connection) = &sock.kind {
+            lock(connection).indicated(consumed, pause);
         }
         post(Box::new(move || service(key)));
     }

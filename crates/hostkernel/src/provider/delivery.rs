@@ -8,6 +8,7 @@ use std::ffi::c_void;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use wsk::{
     NtStatus, SOCKADDR_STORAGE, WSK_CLIENT_CONNECTION_DISPATCH, WSK_EVENT_ACCEPT,
@@ -21,9 +22,11 @@ use super::connection_calls::CONNECTION_DISPATCH;
 use super::connection_events;
 use super::listening::{Incoming, Listening, reset};
 use super::state::{
-    Kind, Slot, Sock, callback_done, forget, insert, listen_dispatch, live, post, registry, state,
+    Kind, Shared, Slot, Sock, callback_done, forget, insert, listen_dispatch, listening_of, live,
+    lock, state,
 };
 use super::translate;
+use super::work::registry;
 use crate::irp::{self, IrpRef};
 use crate::irql;
 use crate::schedule::{self, Fault};
@@ -104,62 +107,77 @@ fn accept_os(listening: &Listening) -> Option<Incoming> {
     }
 }
 
-/// Decides what to do next for listening socket `key` (under the state lock).
+/// Connections taken from the OS per look at a listener: accepts are batched, up to this many
+/// wait in `ready` (the backlog the provider holds) before the next `accept4`.
+const ACCEPT_BATCH: usize = 16;
+
+/// Decides what to do next for listening socket `key`. The `accept4` calls run under the
+/// listener's own lock only (a batch of them, [`ACCEPT_BATCH`]); the decision is made under
+/// STATE and that lock together, as before; the new socket is recorded under STATE and registered
+/// with the poller under its own lock.
 fn next_step(key: usize, irp_only: bool) -> Option<Step> {
-    let mut guard = state();
-    let state = &mut *guard;
-    let (incoming, use_event, request, inherited, registration) = {
-        let Some(Slot::Live(sock)) = state.sockets.get_mut(&key) else {
-            return None;
-        };
-        let events_on = sock.events & WSK_EVENT_ACCEPT != 0 && !irp_only;
-        let inherited =
-            sock.events & (WSK_EVENT_RECEIVE | WSK_EVENT_DISCONNECT | WSK_EVENT_SEND_BACKLOG);
-        let registration = sock.registration;
-        let Kind::Listen(listening) = &mut sock.kind else {
-            return None;
-        };
-        if listening.broken {
+    let shared = listening_of(key)?;
+    {
+        let mut listening = lock(&shared);
+        if listening.broken || listening.closed {
             return None;
         }
-        // Conditional accept: inspect every new arrival first, consumer or not (WSK-FACTS §6).
-        if listening.conditional
-            && !irp_only
-            && let Some(incoming) = accept_os(listening)
-        {
-            return Some(Step::Inspect {
-                stream: incoming.stream,
-                local: incoming.local,
-                remote: incoming.remote,
-            });
-        }
-        let has_irp = !listening.accept_irps.is_empty();
-        if !has_irp && !events_on {
-            return None;
-        }
-        let incoming = match listening.ready.pop_front() {
-            Some(incoming) => incoming,
-            None if listening.conditional => return None,
-            None => accept_os(listening)?,
-        };
-        if schedule::should_fail(Fault::ListenerFailure) {
-            reset(&incoming.stream);
-            listening.break_down(registry().as_deref());
-            let irps: Vec<IrpRef> = listening.accept_irps.drain(..).map(|r| r.irp).collect();
-            return Some(Step::ListenerFailed {
-                irps,
-                event: events_on,
-            });
-        }
-        // A queued IRP wins unless the schedule injects the documented race (WSK-FACTS §4).
-        let use_event = events_on && (!has_irp || schedule::inject_accept_race());
-        let request = if use_event {
-            None
+        if listening.conditional {
+            // Conditional accept: inspect every new arrival first, consumer or not (WSK-FACTS
+            // §6); the inspected ones wait in `ready`.
+            if !irp_only && let Some(incoming) = accept_os(&listening) {
+                return Some(Step::Inspect {
+                    stream: incoming.stream,
+                    local: incoming.local,
+                    remote: incoming.remote,
+                });
+            }
         } else {
-            listening.accept_irps.pop_front()
-        };
-        (incoming, use_event, request, inherited, registration)
+            while listening.ready.len() < ACCEPT_BATCH {
+                let Some(incoming) = accept_os(&listening) else {
+                    break;
+                };
+                listening.ready.push_back(incoming);
+            }
+        }
+    }
+    let mut guard = state();
+    let Some(Slot::Live(sock)) = guard.sockets.get_mut(&key) else {
+        return None;
     };
+    let events_on = sock.events & WSK_EVENT_ACCEPT != 0 && !irp_only;
+    let inherited =
+        sock.events & (WSK_EVENT_RECEIVE | WSK_EVENT_DISCONNECT | WSK_EVENT_SEND_BACKLOG);
+    let registration = sock.registration;
+    let mut listening = lock(&shared);
+    if listening.broken || listening.closed {
+        return None;
+    }
+    let has_irp = !listening.accept_irps.is_empty();
+    if !has_irp && !events_on {
+        listening.starved = true;
+        return None;
+    }
+    let incoming = listening.ready.pop_front()?;
+    if schedule::should_fail(Fault::ListenerFailure) {
+        drop(guard);
+        reset(&incoming.stream);
+        listening.break_down(registry().as_deref());
+        let irps: Vec<IrpRef> = listening.accept_irps.drain(..).map(|r| r.irp).collect();
+        return Some(Step::ListenerFailed {
+            irps,
+            event: events_on,
+        });
+    }
+    // A queued IRP wins unless the schedule injects the documented race (WSK-FACTS §4).
+    let use_event = events_on && (!has_irp || schedule::inject_accept_race());
+    let request = if use_event {
+        None
+    } else {
+        listening.accept_irps.pop_front()
+    };
+    drop(listening);
+    drop(guard);
     let (local, remote) = (incoming.local, incoming.remote);
     let reset_now = schedule::should_fail(Fault::ConnectionReset);
     let connection = Connection::accepted(incoming.stream, local, remote, reset_now);
@@ -171,11 +189,12 @@ fn next_step(key: usize, irp_only: bool) -> Option<Step> {
     // Sockets accepted by WskAccept start with every event disabled (WSK-FACTS §3); those accepted
     // by the event inherit the listener's connection events (WSK-FACTS §5).
     let events = if use_event { inherited } else { 0 };
+    let connection: Shared<Connection> = Arc::new(Mutex::new(connection));
     let new_key = insert(
-        state,
+        &mut state(),
         Sock {
             registration,
-            kind: Kind::Connection(Box::new(connection)),
+            kind: Kind::Connection(Arc::clone(&connection)),
             context,
             client_dispatch: dispatch,
             events,
@@ -185,7 +204,7 @@ fn next_step(key: usize, irp_only: bool) -> Option<Step> {
         },
         (&raw const CONNECTION_DISPATCH).cast(),
     );
-    connection_events::register(state, new_key);
+    connection_events::register(&connection, new_key);
     match request {
         None => Some(Step::DeliverEvent {
             new_key,
@@ -314,7 +333,9 @@ fn deliver_event(key: usize, new_key: usize, local: SocketAddr, remote: SocketAd
                 sock.events = 0;
             }
         }
-        post(Box::new(move || connection_events::service(new_key)));
+        drop(state);
+        // This is the event loop: serve the new socket now, not through its queue.
+        connection_events::service(new_key);
     } else if status == NtStatus::REQUEST_NOT_ACCEPTED {
         // The provider closes a rejected socket abortively: the peer sees RST.
         forget_and_reset(new_key);
@@ -331,9 +352,11 @@ fn deliver_event(key: usize, new_key: usize, local: SocketAddr, remote: SocketAd
 /// Forgets a connection socket no client took, resetting its connection.
 fn forget_and_reset(new_key: usize) {
     let mut state = state();
-    if let Some(sock) = forget(&mut state, new_key)
+    let forgotten = forget(&mut state, new_key);
+    drop(state);
+    if let Some(sock) = forgotten
         && let Kind::Connection(connection) = sock.kind
     {
-        connection.abort(registry().as_deref());
+        lock(&connection).abort(registry().as_deref());
     }
 }

@@ -11,9 +11,8 @@ use mio::{Events, Poll, Token, Waker};
 use super::conditional::{self, INSPECTION_TOKEN_BIT};
 use super::connection_events;
 use super::delivery;
-use super::state::{
-    Deferred, Kind, ON_LOOP, Slot, Sock, State, WAKE_PENDING, Work, loop_state, state,
-};
+use super::state::{Kind, Slot, Sock, State, state};
+use super::work::{Deferred, ON_LOOP, WAKE_PENDING, Work, loop_state};
 use crate::{irp, verifier};
 
 const WAKER: Token = Token(0);

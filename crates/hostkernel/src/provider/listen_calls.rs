@@ -8,11 +8,12 @@ use mio::{Interest, Token};
 use wsk::{IRP, NtStatus, SOCKADDR, WSK_CLIENT_CONNECTION_DISPATCH, WSK_SOCKET};
 
 use super::conditional::wsk_inspect_complete;
-use super::delivery::{deliver_one, service};
+use super::delivery::deliver_one;
 use super::listening::AcceptRequest;
 use super::socket_calls;
-use super::state::{CallGuard, Kind, Sock, finish, live, post, registry, state, take_irp};
+use super::state::{CallGuard, finish, listening_of, lock, take_irp};
 use super::translate::{self, status_of};
+use super::work::{registry, serve_later};
 use crate::schedule::{self, Fault};
 
 /// The listen dispatch table the host hands out.
@@ -54,32 +55,27 @@ unsafe extern "system" fn wsk_bind(
         return finish(irp, NtStatus::INVALID_PARAMETER, 0);
     }
     let key = socket as usize;
-    let mut state = state();
     let registry = registry();
-    let Some(Sock {
-        kind: Kind::Listen(listening),
-        ..
-    }) = live(&mut state, key)
-    else {
-        drop(state);
+    let Some(shared) = listening_of(key) else {
         return finish(irp, NtStatus::INVALID_DEVICE_STATE, 0);
     };
+    let mut listening = lock(&shared);
     let wrong_family = match address {
         SocketAddr::V4(_) => listening.family != wsk::AF_INET,
         SocketAddr::V6(_) => listening.family != wsk::AF_INET6,
     };
     if wrong_family {
-        drop(state);
+        drop(listening);
         return finish(irp, NtStatus::INVALID_PARAMETER, 0);
     }
     let Some(os) = listening.unbound.take() else {
-        drop(state);
+        drop(listening);
         return finish(irp, NtStatus::INVALID_DEVICE_STATE, 0);
     };
     let bound = os.bind(&address.into()).and_then(|()| os.listen(4096));
     if let Err(error) = bound {
         listening.unbound = Some(os);
-        drop(state);
+        drop(listening);
         return finish(irp, status_of(&error), 0);
     }
     let mut listener = mio::net::TcpListener::from_std(os.into());
@@ -89,7 +85,7 @@ unsafe extern "system" fn wsk_bind(
             .expect("hostkernel: epoll register");
     }
     listening.listener = Some(listener);
-    drop(state);
+    drop(listening);
     finish(irp, NtStatus::SUCCESS, 0)
 }
 
@@ -128,27 +124,27 @@ unsafe extern "system" fn wsk_accept(
         local_out,
         remote_out,
     };
-    let mut state = state();
-    let Some(Sock {
-        kind: Kind::Listen(listening),
-        ..
-    }) = live(&mut state, key)
-    else {
-        drop(state);
+    let Some(shared) = listening_of(key) else {
         return finish(irp, NtStatus::INVALID_DEVICE_STATE, 0);
     };
+    let mut listening = lock(&shared);
     if listening.broken || !listening.is_bound() {
         let status = if listening.broken {
             NtStatus::CONNECTION_ABORTED
         } else {
             NtStatus::INVALID_DEVICE_STATE
         };
-        drop(state);
+        drop(listening);
         return finish(irp, status, 0);
     }
     listening.accept_irps.push_back(request);
-    post(Box::new(move || service(key)));
-    drop(state);
+    // The event loop serves the listener on every arrival and, while it is serving, sees this
+    // IRP; only a listener it left for want of a consumer needs serving again.
+    let starved = std::mem::take(&mut listening.starved);
+    drop(listening);
+    if starved {
+        serve_later(key);
+    }
     // Inline completion (before WskAccept returns) when a connection is already waiting and the
     // schedule says so; otherwise the provider thread completes it (real Windows: STATUS_PENDING).
     if schedule::complete_inline() && deliver_one(key, true) == Some(irp) {

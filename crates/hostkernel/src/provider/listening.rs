@@ -42,7 +42,8 @@ pub(crate) struct Inspection {
     pub(super) remote: SocketAddr,
 }
 
-/// A listening socket's state.
+/// A listening socket's state (the flags are independent facts).
+#[allow(clippy::struct_excessive_bools)]
 pub(crate) struct Listening {
     pub(super) family: u16,
     /// The OS socket until bind.
@@ -53,7 +54,18 @@ pub(crate) struct Listening {
     pub(super) accept_irps: VecDeque<AcceptRequest>,
     pub(super) ready: VecDeque<Incoming>,
     pub(super) broken: bool,
+    /// WskCloseSocket was called: nothing more is delivered until the close finishes.
+    pub(super) closed: bool,
+    /// The event loop last stopped serving this listener for want of a consumer (no accept IRP,
+    /// no accept event): the next WskAccept must have it served again. Set and read under this
+    /// socket's lock, with the IRP queue, so no IRP is left waiting beside a waiting connection.
+    pub(super) starved: bool,
 }
+
+// SAFETY: the raw pointers a listening socket holds (the out-buffers and dispatch of queued
+// WskAccept requests) belong to the driver, which keeps them valid and usable from any thread
+// until the IRP completes (AcceptRequest invariants); the state is only reached through its lock.
+unsafe impl Send for Listening {}
 
 /// Closes an OS connection abortively.
 pub(super) fn reset(stream: &std::net::TcpStream) {
@@ -84,6 +96,8 @@ impl Listening {
             accept_irps: VecDeque::new(),
             ready: VecDeque::new(),
             broken: false,
+            closed: false,
+            starved: false,
         })
     }
 
@@ -121,7 +135,7 @@ impl Listening {
 
     /// Cancels everything at close: returns the IRPs to complete with STATUS_CANCELLED; resets
     /// connections nobody took (the pended inspections are the provider's: `conditional`).
-    pub(crate) fn shut_down(mut self, registry: Option<&mio::Registry>) -> Vec<IrpRef> {
+    pub(crate) fn shut_down(&mut self, registry: Option<&mio::Registry>) -> Vec<IrpRef> {
         if let (Some(mut listener), Some(registry)) = (self.listener.take(), registry) {
             let _ = registry.deregister(&mut listener);
         }

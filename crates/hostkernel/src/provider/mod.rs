@@ -11,7 +11,8 @@
 //! The modules, lowest first; each imports only modules listed before it
 //! (`scripts/check-module-cycles.sh` checks):
 //!
-//! 1. `translate` (Windows values ↔ the host OS), `poison` (the table of a closed socket);
+//! 1. `translate` (Windows values ↔ the host OS), `poison` (the table of a closed socket),
+//!    `work` (the event loop's queue and handles, behind a leaf lock);
 //! 2. `connection`, `listening`: a connection's and a listening socket's own state;
 //! 3. `state`: the shared state behind one lock, and the helpers every call uses;
 //! 4. `conditional`: conditional accept (WskInspectEvent, WskInspectComplete, WskAbortEvent);
@@ -41,6 +42,7 @@ mod registration;
 mod socket_calls;
 mod state;
 mod translate;
+mod work;
 
 pub use connection::set_peers_vanished;
 pub use delivery::set_accept_event_preemption;

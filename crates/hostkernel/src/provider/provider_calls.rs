@@ -63,11 +63,11 @@ unsafe extern "system" fn wsk_socket(
     }
     let kind = match flags {
         wsk::WSK_FLAG_LISTEN_SOCKET => match Listening::new(family) {
-            Ok(listening) => Kind::Listen(Box::new(listening)),
+            Ok(listening) => Kind::listen(listening),
             Err(status) => return finish(irp, status, 0),
         },
         wsk::WSK_FLAG_CONNECTION_SOCKET => match Connection::unconnected(family) {
-            Some(connection) => Kind::Connection(Box::new(connection)),
+            Some(connection) => Kind::connection(connection),
             None => return finish(irp, NtStatus::INVALID_PARAMETER, 0),
         },
         _ => return finish(irp, NtStatus::NOT_SUPPORTED, 0),

@@ -13,10 +13,11 @@ use wsk::{
 
 use super::conditional;
 use super::state::{
-    CHANGED, CallGuard, Kind, Slot, Sock, check_wsk_entry, finish, live, post, post_after,
-    registry, retire, serve_later, state, take_irp,
+    CHANGED, CallGuard, Kind, Slot, Sock, check_wsk_entry, finish, live, lock, retire, state,
+    take_irp,
 };
 use super::translate;
+use super::work::{post, post_after, registry, serve_later};
 use crate::accounting::COUNTERS;
 use crate::irp::{self, IrpRef};
 use crate::schedule::{self, Fault};
@@ -96,8 +97,8 @@ pub(crate) unsafe extern "system" fn wsk_control_socket(
     let Some(sock) = live(&mut state, key) else {
         return answer(irp, NtStatus::INVALID_DEVICE_STATE);
     };
-    let status = match &mut sock.kind {
-        Kind::Listen(listening) => listening.set_option(level, code, value),
+    let status = match &sock.kind {
+        Kind::Listen(listening) => lock(listening).set_option(level, code, value),
         Kind::Connection(_) => NtStatus::NOT_SUPPORTED,
     };
     drop(state);
@@ -115,11 +116,11 @@ fn set_events(key: usize, mask: u32, irp: Option<IrpRef>) -> NtStatus {
         // through WskAcceptEvent (WSK-FACTS §5).
         Kind::Listen(l) => (
             WSK_EVENT_ACCEPT | WSK_EVENT_RECEIVE | WSK_EVENT_DISCONNECT | WSK_EVENT_SEND_BACKLOG,
-            l.is_bound(),
+            lock(l).is_bound(),
         ),
         Kind::Connection(c) => (
             WSK_EVENT_RECEIVE | WSK_EVENT_DISCONNECT | WSK_EVENT_SEND_BACKLOG,
-            c.is_connected(),
+            lock(c).is_connected(),
         ),
     };
     if mask & WSK_EVENT_DISABLE != 0 {
@@ -257,7 +258,14 @@ pub(crate) unsafe extern "system" fn wsk_close_socket(
     let Some(Slot::Live(sock)) = guard.sockets.insert(key, Slot::Closed { registration }) else {
         unreachable!("checked above")
     };
+    // From now on the event loop moves nothing on this socket (the object lock orders this after
+    // any service in progress); its close finishes on the loop.
+    match &sock.kind {
+        Kind::Listen(listening) => lock(listening).closed = true,
+        Kind::Connection(connection) => lock(connection).closed = true,
+    }
     let delay = guard.close_delay;
+    drop(guard);
     post_after(delay, Box::new(move || finish_close(key, sock, irp)));
     NtStatus::PENDING
 }
@@ -265,16 +273,14 @@ pub(crate) unsafe extern "system" fn wsk_close_socket(
 /// Runs on the provider thread, after any callback of the socket has returned.
 fn finish_close(key: usize, sock: Sock, irp: IrpRef) {
     let registration = sock.registration;
-    let cancelled = {
-        let mut state = state();
-        match sock.kind {
-            Kind::Listen(listening) => {
-                let irps = listening.shut_down(registry().as_deref());
-                conditional::drop_inspections(&mut state, key);
-                irps
-            }
-            Kind::Connection(connection) => connection.shut_down(registry().as_deref()),
+    let registry = registry();
+    // The OS sockets are deregistered and closed under the socket's own lock only.
+    let cancelled = match sock.kind {
+        Kind::Listen(listening) => {
+            conditional::drop_inspections(&mut state(), key);
+            lock(&listening).shut_down(registry.as_deref())
         }
+        Kind::Connection(connection) => lock(&connection).shut_down(registry.as_deref()),
     };
     for pending in cancelled {
         irp::complete(pending, NtStatus::CANCELLED, 0);
@@ -375,8 +381,9 @@ unsafe fn get_address(
     let address = {
         let mut state = state();
         match live(&mut state, socket as usize).map(|s| &s.kind) {
-            Some(Kind::Listen(l)) if local => l.local_address(),
+            Some(Kind::Listen(l)) if local => lock(l).local_address(),
             Some(Kind::Connection(c)) => {
+                let c = lock(c);
                 if local {
                     c.local_address()
                 } else {

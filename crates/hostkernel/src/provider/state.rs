@@ -1,33 +1,60 @@
-//! The provider's shared state: every socket it handed out ([`Sock`], [`Slot`]), the registrations,
-//! the event loop's work queue, behind one mutex ([`STATE`]) that is never held while driver code
-//! runs; and the helpers every entry point uses: the entry check ([`CallGuard`],
+//! The provider's shared state: every socket it handed out ([`Sock`], [`Slot`]) and the
+//! registrations, behind one mutex ([`STATE`]) held for table bookkeeping only; each socket's own
+//! state (its OS socket and queues) behind the socket's own lock ([`Shared`], [`lock`]), where its
+//! system calls run. No provider lock is held while driver code runs. And the helpers every entry point uses: the entry check ([`CallGuard`],
 //! [`check_wsk_entry`]), IRP completion ([`finish`], [`complete_later`]), posting work to the event
 //! loop ([`post`], [`serve_later`]), recording and retiring sockets ([`insert`], [`forget`],
 //! [`retire`]), and counting running client callbacks ([`listen_dispatch`], [`callback_done`]).
 
-use std::cell::Cell;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use mio::Waker;
 use wsk::{IRP, NtStatus, WSK_CLIENT_LISTEN_DISPATCH, WSK_SOCKET};
 
 use super::connection::Connection;
 use super::listening::{Inspection, Listening};
 use super::poison::POISON;
+use super::work::{Work, post_work};
 use crate::accounting::COUNTERS;
 use crate::irp::{self, IrpRef};
 use crate::schedule;
 use crate::verifier::{Rule, in_completion_routine, violation};
 
-/// What kind of socket an entry is.
+/// A socket's own state (a listening socket's or a connection's), behind its own lock: the
+/// socket's system calls (accept, read, write, shutdown, close, epoll_ctl) run under this lock
+/// only, never under [`STATE`], so one socket's I/O does not stop calls on the others.
+pub(crate) type Shared<T> = Arc<Mutex<T>>;
+
+/// Locks a socket's own state.
+///
+/// Lock order, everywhere: [`STATE`] (if taken) first, then at most one socket's object lock,
+/// then `work::LOOP` (a leaf). Nothing takes [`STATE`] while it holds an object lock, and nothing
+/// holds two object locks at once, so no cycle can form. No lock is held while driver code runs
+/// (completion routines, event callbacks): every caller releases its guards first.
+pub(crate) fn lock<T>(object: &Mutex<T>) -> MutexGuard<'_, T> {
+    object.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What kind of socket an entry is, with its own state behind its own lock.
 pub(crate) enum Kind {
-    Listen(Box<Listening>),
-    Connection(Box<Connection>),
+    Listen(Shared<Listening>),
+    Connection(Shared<Connection>),
+}
+
+impl Kind {
+    /// A listening socket's entry.
+    pub(crate) fn listen(listening: Listening) -> Self {
+        Self::Listen(Arc::new(Mutex::new(listening)))
+    }
+
+    /// A connection socket's entry.
+    pub(crate) fn connection(connection: Connection) -> Self {
+        Self::Connection(Arc::new(Mutex::new(connection)))
+    }
 }
 
 /// One socket the provider handed out, recorded in [`State::sockets`] under its key.
@@ -72,21 +99,6 @@ unsafe impl Send for Sock {}
 pub(crate) enum Slot {
     Live(Sock),
     Closed { registration: u64 },
-}
-
-/// A closure for the event-loop thread.
-pub(crate) type Deferred = Box<dyn FnOnce() + Send>;
-
-/// Work for the event-loop thread, in the order it was posted.
-pub(crate) enum Work {
-    /// Run this.
-    Run(Deferred),
-    /// Complete this IRP with this status and information (a deferred completion, without the
-    /// allocation of a closure).
-    Complete(IrpRef, NtStatus, usize),
-    /// Serve socket `key` as a readiness event on it would (the event loop knows which service
-    /// a listening or connection socket needs).
-    Serve(usize),
 }
 
 /// A client registration.
@@ -160,92 +172,6 @@ pub(crate) fn state() -> MutexGuard<'static, State> {
     STATE.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The event loop's queues and handles, behind their own lock ([`LOOP`]): a leaf lock, taken
-/// last (after [`STATE`] and a socket's object lock, if any) and held for queue operations only,
-/// never across a system call or driver code.
-pub(crate) struct LoopState {
-    /// Work posted to the event-loop thread, in order.
-    pub(crate) deferred: VecDeque<Work>,
-    /// The poller's registry (epoll_ctl is thread-safe: callers clone the Arc and use it with no
-    /// lock held).
-    pub(crate) registry: Option<Arc<mio::Registry>>,
-    pub(crate) waker: Option<Arc<Waker>>,
-    pub(crate) stopping: bool,
-    /// Connections whose graceful disconnect waits for the peer to acknowledge the FIN: looked at
-    /// again every few milliseconds (no readiness event announces an ACK).
-    pub(crate) fin_waiters: HashSet<usize>,
-    /// Work held back until its time ([`set_close_delay`]).
-    pub(crate) timers: Vec<(Instant, Deferred)>,
-}
-
-pub(crate) static LOOP: LazyLock<Mutex<LoopState>> = LazyLock::new(|| {
-    Mutex::new(LoopState {
-        deferred: VecDeque::new(),
-        registry: None,
-        waker: None,
-        stopping: false,
-        fin_waiters: HashSet::new(),
-        timers: Vec::new(),
-    })
-});
-
-/// Set once a wake-up of the event loop is on its way and the loop has not yet started the
-/// drain that will see the work posted meanwhile (so later posts need not wake it again).
-pub(crate) static WAKE_PENDING: AtomicBool = AtomicBool::new(false);
-
-thread_local! {
-    /// Whether this thread is the event-loop thread (which drains its queue before it sleeps, so
-    /// work it posts itself needs no wake-up).
-    pub(crate) static ON_LOOP: Cell<bool> = const { Cell::new(false) };
-}
-
-pub(crate) fn loop_state() -> MutexGuard<'static, LoopState> {
-    LOOP.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// The poller's registry, if the event loop runs.
-pub(crate) fn registry() -> Option<Arc<mio::Registry>> {
-    loop_state().registry.clone()
-}
-
-/// Queues `work` for the event-loop thread and wakes it if it needs waking: not when the loop
-/// posts to itself (it drains the queue before sleeping), nor while a wake-up is already on its
-/// way ([`WAKE_PENDING`]: the loop clears it before the drain that will find this work).
-pub(crate) fn post_work(work: Work) {
-    let waker = {
-        let mut queue = loop_state();
-        queue.deferred.push_back(work);
-        if ON_LOOP.with(Cell::get) || WAKE_PENDING.swap(true, Ordering::SeqCst) {
-            None
-        } else {
-            queue.waker.clone()
-        }
-    };
-    if let Some(waker) = waker {
-        let _ = waker.wake();
-    }
-}
-
-/// Queues work for the event-loop thread and wakes it.
-pub(crate) fn post(work: Deferred) {
-    post_work(Work::Run(work));
-}
-
-/// Queues work for the event-loop thread to run once `delay` has passed.
-pub(crate) fn post_after(delay: Duration, work: Deferred) {
-    if delay.is_zero() {
-        return post(work);
-    }
-    let waker = {
-        let mut queue = loop_state();
-        queue.timers.push((Instant::now() + delay, work));
-        queue.waker.clone()
-    };
-    if let Some(waker) = waker {
-        let _ = waker.wake();
-    }
-}
-
 /// Fault mode: a slow provider. Every WskCloseSocket from now on finishes (cancels the socket's
 /// pending IRPs, completes the close IRP) only after `delay`, so completions can arrive after a
 /// driver's stop has given up waiting for them. Zero turns it off.
@@ -263,11 +189,6 @@ pub(crate) fn finish(irp: IrpRef, status: NtStatus, information: usize) -> NtSta
         post_work(Work::Complete(irp, status, information));
         NtStatus::PENDING
     }
-}
-
-/// Completes `irp` later on the provider thread (never inline).
-pub(crate) fn complete_later(irp: IrpRef, status: NtStatus, information: usize) {
-    post_work(Work::Complete(irp, status, information));
 }
 
 /// A provider entry on a socket: checks the socket and counts the call as in progress.
@@ -332,10 +253,22 @@ pub(crate) fn live(state: &mut State, key: usize) -> Option<&mut Sock> {
     }
 }
 
-/// Asks the event-loop thread to serve socket `key` (what a readiness event on it would do), in
-/// order with the work posted before.
-pub(crate) fn serve_later(key: usize) {
-    post_work(Work::Serve(key));
+/// The own state of the live listening socket at `key`, if it is one (STATE held only for the
+/// lookup).
+pub(crate) fn listening_of(key: usize) -> Option<Shared<Listening>> {
+    match live(&mut state(), key).map(|s| &s.kind) {
+        Some(Kind::Listen(listening)) => Some(Arc::clone(listening)),
+        _ => None,
+    }
+}
+
+/// The own state of the live connection socket at `key`, if it is one (STATE held only for the
+/// lookup).
+pub(crate) fn connection_of(key: usize) -> Option<Shared<Connection>> {
+    match live(&mut state(), key).map(|s| &s.kind) {
+        Some(Kind::Connection(connection)) => Some(Arc::clone(connection)),
+        _ => None,
+    }
 }
 
 /// Takes an IRP for a call, checking the socket is alive first.
