@@ -311,9 +311,16 @@ pub(crate) fn complete(irp: IrpRef, status: NtStatus, information: usize) {
         }
     }
     // The routine may have freed or reused the IRP; only a still-completing IRP becomes Completed.
-    if is_live(irp.0) {
-        // SAFETY: the address is in LIVE (checked just above), so it is a boxed HostIrp not yet
-        // freed (HostIrp invariants).
+    // LIVE stays locked from the check to the update: the routine may have handed the IRP to
+    // another thread that frees it (IoFreeIrp removes it from LIVE first), and without the lock
+    // that free could land between the check and the dereference.
+    let live = LIVE.lock().unwrap_or_else(PoisonError::into_inner);
+    if live
+        .as_ref()
+        .is_some_and(|set| set.contains(&(irp.0 as usize)))
+    {
+        // SAFETY: the address is in LIVE, whose lock is held, so it is a boxed HostIrp that no
+        // IoFreeIrp can free until the lock is released (HostIrp invariants).
         let host_irp = unsafe { &*irp.0.cast::<HostIrp>() };
         if host_irp.serial == serial {
             let mut inner = lock(host_irp);
@@ -322,6 +329,7 @@ pub(crate) fn complete(irp: IrpRef, status: NtStatus, information: usize) {
             }
         }
     }
+    drop(live);
 }
 
 #[cfg(test)]

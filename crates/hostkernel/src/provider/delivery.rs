@@ -133,7 +133,13 @@ fn next_step(key: usize, irp_only: bool) -> Option<Step> {
                 });
             }
         } else {
-            while listening.ready.len() < ACCEPT_BATCH {
+            // Only the event loop takes a batch: it hears of every arrival (epoll), and serves
+            // until the backlog it holds is empty or has no consumer. A WskAccept completing
+            // inline takes at most the one connection it completes with, so what it leaves in the
+            // OS's backlog still shows as readiness to the loop (an edge whose connections
+            // another thread took is not reported).
+            let batch = if irp_only { 1 } else { ACCEPT_BATCH };
+            while listening.ready.len() < batch {
                 let Some(incoming) = accept_os(&listening) else {
                     break;
                 };
