@@ -2,8 +2,13 @@
 //!
 //! One event-loop thread (mio over epoll) serves every socket, whatever their number. It runs
 //! deferred IRP completions and every event callback, at DISPATCH_LEVEL with
-//! WSK_FLAG_AT_DISPATCH_LEVEL. All provider state sits behind one mutex that is never held while
-//! driver code runs, so callbacks may call WSK again (WSK-FACTS §5).
+//! WSK_FLAG_AT_DISPATCH_LEVEL. Locks, in the order they are taken (`state::lock`): `STATE` (the
+//! socket table and the per-socket bookkeeping the verifier checks: events, calls in progress,
+//! running callbacks), then at most one socket's own lock (its OS socket and queues; its system
+//! calls run under this lock only), then `work::LOOP` (the event loop's queue, a leaf). None is
+//! held while driver code runs, so callbacks may call WSK again (WSK-FACTS §5). The event loop
+//! completes what it finds itself (accepts, a socket the accept event took) rather than posting to
+//! its own queue, takes accepts in batches, and is woken only when it must be.
 //!
 //! Because callbacks and deferred completions only run on that thread, a close that is finished
 //! there has, by construction, waited for every running callback of its socket (WSK-FACTS §7).
@@ -14,7 +19,8 @@
 //! 1. `translate` (Windows values ↔ the host OS), `poison` (the table of a closed socket),
 //!    `work` (the event loop's queue and handles, behind a leaf lock);
 //! 2. `connection`, `listening`: a connection's and a listening socket's own state;
-//! 3. `state`: the shared state behind one lock, and the helpers every call uses;
+//! 3. `state`: the socket table behind one lock, each socket's own lock, and the helpers every
+//!    call uses;
 //! 4. `conditional`: conditional accept (WskInspectEvent, WskInspectComplete, WskAbortEvent);
 //! 5. `socket_calls`: WskControlSocket, WskCloseSocket, the address queries;
 //! 6. `connection_events` (the event loop's side of a connection), then `connection_calls`
@@ -26,7 +32,7 @@
 //! 11. `registration`: WskRegister … WskDeregister.
 //!
 //! A lower module that needs a socket served again (an event enabled, an inspection accepted)
-//! asks the event loop through `state::serve_later` instead of calling up.
+//! asks the event loop through `work::serve_later` instead of calling up.
 
 mod conditional;
 mod connection;
