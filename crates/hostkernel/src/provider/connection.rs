@@ -157,7 +157,8 @@ impl Connection {
         remote: SocketAddr,
         reset_now: bool,
     ) -> Self {
-        let _ = stream.set_nonblocking(true);
+        // Already non-blocking: every accepted stream comes from mio's accept (accept4 with
+        // SOCK_NONBLOCK), so no fcntl per connection.
         let stream = mio::net::TcpStream::from_std(stream);
         if reset_now {
             abortive_drop(stream);
@@ -190,11 +191,10 @@ impl Connection {
 
     /// Close: everything pending is cancelled; a connection that was not disconnected gracefully
     /// by the client is aborted (WSK-FACTS §7).
-    pub(crate) fn shut_down(&mut self, registry: Option<&mio::Registry>) -> Vec<IrpRef> {
-        if let Some(mut stream) = self.stream.take() {
-            if let Some(registry) = registry {
-                let _ = registry.deregister(&mut stream);
-            }
+    /// The stream is not deregistered first: closing its only descriptor takes it out of the
+    /// epoll set, and a readiness event already collected for it finds the socket closed.
+    pub(crate) fn shut_down(&mut self) -> Vec<IrpRef> {
+        if let Some(stream) = self.stream.take() {
             // Fully disconnected only once our FIN was acknowledged; otherwise close aborts.
             if self.shutdown_sent && self.fin_wait.is_none() {
                 drop(stream);

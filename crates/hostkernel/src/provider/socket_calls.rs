@@ -280,7 +280,7 @@ fn finish_close(key: usize, sock: Sock, irp: IrpRef) {
             conditional::drop_inspections(&mut state(), key);
             lock(&listening).shut_down(registry.as_deref())
         }
-        Kind::Connection(connection) => lock(&connection).shut_down(registry.as_deref()),
+        Kind::Connection(connection) => lock(&connection).shut_down(),
     };
     for pending in cancelled {
         irp::complete(pending, NtStatus::CANCELLED, 0);
