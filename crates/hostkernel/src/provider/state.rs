@@ -1,10 +1,11 @@
 //! The provider's shared state: every socket it handed out ([`Sock`], [`Slot`]) and the
 //! registrations, behind one mutex ([`STATE`]) held for table bookkeeping only; each socket's own
 //! state (its OS socket and queues) behind the socket's own lock ([`Shared`], [`lock`]), where its
-//! system calls run. No provider lock is held while driver code runs. And the helpers every entry point uses: the entry check ([`CallGuard`],
-//! [`check_wsk_entry`]), IRP completion ([`finish`], [`complete_later`]), posting work to the event
-//! loop ([`post`], [`serve_later`]), recording and retiring sockets ([`insert`], [`forget`],
-//! [`retire`]), and counting running client callbacks ([`listen_dispatch`], [`callback_done`]).
+//! system calls run. No provider lock is held while driver code runs. And the helpers every entry
+//! point uses: the entry check ([`CallGuard`], [`check_wsk_entry`]), IRP completion ([`finish`]),
+//! finding a socket's own state ([`listening_of`], [`connection_of`]), recording and retiring
+//! sockets ([`insert`], [`forget`], [`retire`]), and counting running client callbacks
+//! ([`listen_dispatch`], [`callback_done`]). Posting work to the event loop is `work`'s.
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::c_void;

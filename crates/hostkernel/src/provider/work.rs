@@ -30,8 +30,8 @@ pub(crate) enum Work {
 }
 
 /// The event loop's queues and handles, behind their own lock ([`LOOP`]): a leaf lock, taken
-/// last (after [`STATE`] and a socket's object lock, if any) and held for queue operations only,
-/// never across a system call or driver code.
+/// last (after `state::STATE` and a socket's object lock, if any) and held for queue operations
+/// only, never across a system call or driver code.
 pub(crate) struct LoopState {
     /// Work posted to the event-loop thread, in order.
     pub(crate) deferred: VecDeque<Work>,
