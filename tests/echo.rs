@@ -434,3 +434,40 @@ fn stop_with_a_thousand_connections_mid_transfer_finishes_in_under_two_seconds()
     // Nothing outstanding: no IRP, socket, MDL or pool block (checked by unload).
     unload(engine);
 }
+
+#[test]
+fn a_new_connection_is_accepted_while_others_echo_at_full_speed() {
+    for (mode, seed) in [(Mode::Irp, 71), (Mode::Irp, 81), (Mode::Both, 83)] {
+        let engine = load(Schedule::from_seed(seed));
+        let info = start_echo(&engine, "127.0.0.1:0", mode, 64, 4096);
+        let stop = Arc::new(AtomicBool::new(false));
+        let moved = Arc::new(AtomicU64::new(0));
+        let busy: Vec<_> = (0..16)
+            .map(|_| ping_pong(info.address, Duration::ZERO, stop.clone(), moved.clone()))
+            .collect();
+        wait_until("16 echoing", Duration::from_secs(5), || {
+            engine.listener_info(info.id).unwrap().counters.echoed == 16
+        });
+        let accepted = |engine: &Engine| {
+            let c = engine.listener_info(info.id).unwrap().counters;
+            c.accepted_irp + c.accepted_event
+        };
+        // One after the other: the first may find an accept IRP already armed, the next ones
+        // need the worker to re-arm it while the others keep it busy.
+        let mut late = Vec::new();
+        for _ in 0..3 {
+            let before = accepted(&engine);
+            late.push(TcpStream::connect(info.address).unwrap());
+            let took = wait_until("the late connection accepted", Duration::from_secs(1), || {
+                accepted(&engine) > before
+            });
+            eprintln!("{mode:?} seed {seed}: accepted under echo load in {took:?}");
+        }
+        stop.store(true, Ordering::Relaxed);
+        engine.stop_listener(info.id).unwrap();
+        for t in busy {
+            t.join().unwrap();
+        }
+        unload(engine);
+    }
+}
