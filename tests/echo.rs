@@ -458,9 +458,11 @@ fn a_new_connection_is_accepted_while_others_echo_at_full_speed() {
         for _ in 0..3 {
             let before = accepted(&engine);
             late.push(TcpStream::connect(info.address).unwrap());
-            let took = wait_until("the late connection accepted", Duration::from_secs(1), || {
-                accepted(&engine) > before
-            });
+            let took = wait_until(
+                "the late connection accepted",
+                Duration::from_secs(1),
+                || accepted(&engine) > before,
+            );
             eprintln!("{mode:?} seed {seed}: accepted under echo load in {took:?}");
         }
         stop.store(true, Ordering::Relaxed);
