@@ -4,6 +4,13 @@
 //! own connection; half-close and reset with data in flight; stop with 1,000 connections
 //! mid-transfer.
 
+// Figures for people (rates, sizes) and a byte pattern: the casts are meant.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_precision_loss
+)]
+
 mod common;
 
 use std::io::{ErrorKind, Read, Write};
@@ -258,7 +265,7 @@ fn a_peer_that_never_reads_stalls_only_its_own_connection() {
                 quiet_since = Instant::now();
             }
             Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(5))
+                std::thread::sleep(Duration::from_millis(5));
             }
             Err(e) => panic!("staller write: {e}"),
         }
