@@ -364,3 +364,54 @@ fn a_pending_send_reads_the_driver_buffer_when_it_writes_not_when_submitted() {
         client.deregister();
     });
 }
+
+/// After an abortive WskDisconnect the connection is gone: a receive or send fails at once (the
+/// ones pending then complete with STATUS_CONNECTION_ABORTED) rather than waiting for data that
+/// can never come; after the peer's reset, a send fails too.
+#[test]
+fn receives_and_sends_on_an_aborted_or_reset_connection_fail() {
+    for_each_seed(|_| {
+        let client = Client::register();
+        let (listener, socket, _peer) = accepted_pair(&client);
+        assert_eq!(disconnect(socket, true), NtStatus::SUCCESS);
+        let mut buffer = [0u8; 8];
+        let f = connection_dispatch(socket).WskReceive.unwrap();
+        let mdl = mdl::allocate(buffer.as_mut_ptr(), 8);
+        let mut buf = WSK_BUF {
+            Mdl: mdl,
+            Offset: 0,
+            Length: 8,
+        };
+        let raw: *mut WSK_BUF = &raw mut buf;
+        // SAFETY: PFN_WSK_RECEIVE's contract: a live connection socket, a WSK_BUF over a host MDL
+        // describing `buffer`, both alive until the IRP completes (waited for below or the
+        // socket's close cancels it); `irp` is Pending::start's fresh IRP.
+        let receive = Pending::start(|irp| unsafe { f(socket, raw, 0, irp) });
+        std::thread::sleep(Duration::from_millis(200));
+        let done = receive.is_done();
+        close(socket);
+        let (status, _) = receive.wait();
+        // SAFETY: allocated above; the receive has completed.
+        unsafe { mdl::free(mdl) };
+        assert!(done, "a receive on an aborted connection waits forever");
+        assert_eq!(status, NtStatus::CONNECTION_ABORTED);
+        let reset = socket_after_reset(&client, listener);
+        assert!(
+            io(reset, &mut buffer, true).0.is_error(),
+            "a send after a reset"
+        );
+        close(reset);
+        close(listener);
+        client.deregister();
+    });
+}
+
+/// A connection whose peer has reset it (the caller closes it).
+fn socket_after_reset(client: &Client, listener: *mut WSK_SOCKET) -> *mut WSK_SOCKET {
+    let (_, socket, peer) = accepted_pair_on(client, listener_address(listener));
+    let peer = socket2::Socket::from(peer);
+    peer.set_linger(Some(Duration::ZERO)).unwrap();
+    drop(peer);
+    std::thread::sleep(Duration::from_millis(50));
+    socket
+}
