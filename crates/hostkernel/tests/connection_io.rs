@@ -387,7 +387,7 @@ fn receives_and_sends_on_an_aborted_or_reset_connection_fail() {
         // describing `buffer`, both alive until the IRP completes (waited for below or the
         // socket's close cancels it); `irp` is Pending::start's fresh IRP.
         let receive = Pending::start(|irp| unsafe { f(socket, raw, 0, irp) });
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(100));
         let done = receive.is_done();
         close(socket);
         let (status, _) = receive.wait();
@@ -412,6 +412,6 @@ fn socket_after_reset(client: &Client, listener: *mut WSK_SOCKET) -> *mut WSK_SO
     let peer = socket2::Socket::from(peer);
     peer.set_linger(Some(Duration::ZERO)).unwrap();
     drop(peer);
-    std::thread::sleep(Duration::from_millis(50));
+    std::thread::sleep(Duration::from_millis(20));
     socket
 }

@@ -121,6 +121,11 @@ unsafe extern "system" fn wsk_receive(
         if !c.is_connected() {
             return Err(NtStatus::INVALID_DEVICE_STATE);
         }
+        if c.stream.is_none() && c.shutdown_sent && !c.reset {
+            // Aborted by an abortive WskDisconnect: the receives pending then failed with
+            // STATUS_CONNECTION_ABORTED, and so does any later one (nothing can arrive).
+            return Err(NtStatus::CONNECTION_ABORTED);
+        }
         c.receives.push_back(Receive {
             irp,
             mdl,
