@@ -73,6 +73,17 @@ pub struct SlotIo<O> {
     buf: UnsafeCell<WSK_BUF>,
 }
 
+impl<O> core::fmt::Debug for SlotIo<O> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SlotIo")
+            .field("index", &self.index)
+            .field("data", &self.data)
+            .field("ctl", &self.ctl)
+            .field("close", &self.close)
+            .finish_non_exhaustive()
+    }
+}
+
 // SAFETY: `rx` and `buf` are written only by the worker while `data` is idle or by the provider
 // while a receive is pending (type invariant), so writes never race; everything else is atomic or
 // immutable.

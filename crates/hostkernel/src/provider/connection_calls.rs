@@ -77,7 +77,8 @@ unsafe extern "system" fn wsk_send(
                 NtStatus::INVALID_DEVICE_STATE
             });
         }
-        // The Send invariants: `pieces` came from the driver's WSK_BUF, valid until completion.
+        // INVARIANT: `pieces` are the driver's WSK_BUF ranges, valid until `irp` completes (the
+        // WskSend contract); `length` is their total; nothing is written yet.
         c.sends.push_back(Send {
             irp,
             pieces,
