@@ -344,22 +344,36 @@ fn ctl_completion(table: &Mutex<Table<u32>>, ctl: &CtlIrp, index: u32) {
     table.check().unwrap();
 }
 
-/// The worker: pops every queued slot and starts what it asks for; a close it starts completes
-/// inline (the provider may complete before WskCloseSocket returns), outside the lock.
+/// Slots the modelled worker decides per lock hold (`listener::slots`'s `SLOT_WORK_CHUNK` is 32;
+/// 2 here covers both slots of the model in one hold, the widest decide-then-perform window).
+const MODEL_CHUNK: usize = 2;
+
+/// The worker, as `Listener::run_slot_work` runs: each lock hold pops up to a chunk of queued
+/// slots and decides what they ask for; the calls are made after the lock is released (a close it
+/// starts completes inline, as the provider may complete before WskCloseSocket returns); repeat
+/// until a hold finds nothing queued.
 fn worker_run(table: &Mutex<Table<u32>>, ctl: &CtlIrp) {
     loop {
-        let closing = {
+        let (popped, closing) = {
             let mut guard = table.lock().unwrap();
-            let Some((index, bits)) = guard.pop_work() else {
-                guard.check().unwrap();
-                return;
-            };
-            let closing =
-                (index == 0 && worker_decides(&mut guard, ctl, index, bits)).then_some(index);
+            let mut closing = Vec::new();
+            let mut popped = 0;
+            while popped < MODEL_CHUNK {
+                let Some((index, bits)) = guard.pop_work() else {
+                    break;
+                };
+                popped += 1;
+                if index == 0 && worker_decides(&mut guard, ctl, index, bits) {
+                    closing.push(index);
+                }
+            }
             guard.check().unwrap();
-            closing
+            (popped, closing)
         };
-        if let Some(index) = closing {
+        if popped == 0 {
+            return;
+        }
+        for index in closing {
             ctl_completion(table, ctl, index);
         }
     }
