@@ -56,7 +56,7 @@ impl Listener {
         match shared.table.insert(socket, info) {
             Ok(id) => {
                 // The map did not change since `locate`: the lock is held throughout.
-                shared.sources.add_at(spot);
+                shared.sources.add_at(&spot);
                 // SAFETY: `global` points at the engine's counters, which outlive listeners.
                 unsafe { (*self.global).opened() };
                 // Service `close` costs the fewest WSK calls the documented semantics allow for a

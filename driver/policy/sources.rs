@@ -204,7 +204,7 @@ impl SourceCounts {
     /// One more connection from `peer` (nothing, for a peer that cannot be counted).
     pub fn add(&mut self, peer: IpAddr) {
         let (_, spot) = self.locate(peer);
-        self.add_at(spot);
+        self.add_at(&spot);
     }
 
     /// [`SourceCounts::count`] and where [`SourceCounts::add_at`] would count one more, with one
@@ -225,7 +225,7 @@ impl SourceCounts {
 
     /// One more connection at a spot [`SourceCounts::locate`] found, with no change to the map in
     /// between (nothing, for a peer that cannot be counted).
-    pub fn add_at(&mut self, spot: Spot) {
+    pub fn add_at(&mut self, spot: &Spot) {
         match spot.probe {
             Probe::Found(index) => {
                 self.slots[index].1 = self.slots[index].1.saturating_add(1);
