@@ -77,12 +77,14 @@ pub(super) fn siphash(k0: u64, k1: u64, m0: u64, m1: u64, c: usize, d: usize) ->
 }
 
 /// Where a source is counted, or would be (from [`SourceCounts::locate`]).
+#[derive(Debug)]
 pub struct Spot {
     key: u128,
     probe: Probe,
 }
 
 /// Where a key is, or where it would go.
+#[derive(Debug)]
 enum Probe {
     /// The key's slot.
     Found(usize),

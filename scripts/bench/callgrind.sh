@@ -4,6 +4,7 @@
 #
 #   scripts/bench/callgrind.sh [N1] [N2]      (defaults 1000 and 3000)
 #   THREADS="1 4 16" TARGETS="wskaccept-irp1 ..." scripts/bench/callgrind.sh
+#   BIN=path/to/another/wskbench scripts/bench/callgrind.sh   (e.g. a build of an earlier commit)
 #
 # For each target and client-thread count it runs `wskbench profile` (one listener, service
 # `close`) under callgrind twice, with N1 and N2 connections, and divides the difference by
@@ -20,11 +21,14 @@ N2=${2:-3000}
 THREADS=${THREADS:-1 4 16}
 TARGETS=${TARGETS:-wskaccept-irp1 wskaccept-irp8 wskaccept-event wskaccept-both}
 command -v valgrind >/dev/null || { echo "valgrind is not installed (apt-get install valgrind)"; exit 1; }
-cargo build --quiet --profile profiling -p wskbench
-BIN=target/profiling/wskbench
+if [ -z "${BIN:-}" ]; then
+  cargo build --quiet --profile profiling -p wskbench
+  BIN=target/profiling/wskbench
+fi
+TAG=$(basename "$BIN")
 
 measure() { # target threads connections -> "driver_ir total_ir"
-  local out="target/callgrind.$1.$2.$3.out"
+  local out="target/callgrind.$TAG.$1.$2.$3.out"
   valgrind --tool=callgrind --callgrind-out-file="$out" "$BIN" profile --target "$1" \
     --threads "$2" --connections "$3" >/dev/null 2>&1
   callgrind_annotate --inclusive=no --auto=no "$out" 2>/dev/null | grep -v "=>" | awk '

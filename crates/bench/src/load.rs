@@ -93,6 +93,7 @@ fn median(values: &mut [f64]) -> f64 {
 
 /// The driver-side counts of a run (cumulative, process-wide): work-queue passes and wake-ups
 /// (the driver's own figures) and WSK calls (counted by the host kernel at every provider entry).
+#[derive(Debug)]
 struct Counted {
     queue: wskaccept::kernel::QueueFigures,
     calls: hostkernel::wsk_calls::WskCalls,
@@ -253,15 +254,15 @@ pub fn render(report: &Value) -> String {
             out,
             "{:<16} {:>7} {:>10} {:>17} {:>8} {:>9} {:>9} {:>9} {:>13} {:>7} {:>7} {:>7}",
             row["target"].as_str().unwrap_or("?"),
-            row["threads"],
-            row["rate"],
+            row["threads"].to_string(),
+            row["rate"].to_string(),
             format!("{}–{}", row["rate_min"], row["rate_max"]),
             row["ratio_to_std"]
                 .as_f64()
                 .map_or_else(|| "-".to_owned(), |r| format!("{r:.3}")),
-            row["p50_us"],
-            row["p99_us"],
-            row["max_us"],
+            row["p50_us"].to_string(),
+            row["p99_us"].to_string(),
+            row["max_us"].to_string(),
             row["driver_allocations_per_run"]
                 .as_u64()
                 .map_or_else(|| "-".to_owned(), |a| a.to_string()),
