@@ -344,7 +344,7 @@ fn ctl_completion(table: &Mutex<Table<u32>>, ctl: &CtlIrp, index: u32) {
     table.check().unwrap();
 }
 
-/// Slots the modelled worker decides per lock hold (`listener::slots`'s `SLOT_WORK_CHUNK` is 32;
+/// Slots the modelled worker decides per lock hold (`listener::slots`'s `SLOT_WORK_CHUNK` is 16;
 /// 2 here covers both slots of the model in one hold, the widest decide-then-perform window).
 const MODEL_CHUNK: usize = 2;
 

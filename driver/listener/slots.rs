@@ -15,7 +15,7 @@ use crate::net::{ConnSocket, ConnSocketRef};
 use crate::table::{SlotState, work};
 
 /// Slots whose work the worker decides per hold of the spin lock (see `run_slot_work`).
-const SLOT_WORK_CHUNK: usize = 32;
+const SLOT_WORK_CHUNK: usize = 16;
 
 enum SlotAction {
     Receive(u32, ConnSocketRef),
@@ -79,8 +79,10 @@ impl Listener {
                 break;
             }
             // Work the calls below complete inline asks for is taken by the next round.
-            for action in actions.into_iter().flatten() {
-                self.perform(action);
+            for action in actions.iter_mut().take(popped) {
+                if let Some(action) = action.take() {
+                    self.perform(action);
+                }
             }
         }
     }
