@@ -64,6 +64,17 @@ pub struct SlotIo<O> {
     buf: UnsafeCell<WSK_BUF>,
 }
 
+impl<O> core::fmt::Debug for SlotIo<O> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SlotIo")
+            .field("index", &self.index)
+            .field("recv", &self.recv)
+            .field("ctl", &self.ctl)
+            .field("close", &self.close)
+            .finish_non_exhaustive()
+    }
+}
+
 // SAFETY: `rx` and `buf` are only written by the provider while the receive IRP is pending and
 // read by nobody (data is discarded); everything else is atomic or immutable.
 unsafe impl<O> Sync for SlotIo<O> {}

@@ -102,6 +102,14 @@ pub struct Engine {
     stop_timeout_ms: AtomicU64,
 }
 
+impl core::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Engine")
+            .field("unloading", &self.unloading)
+            .finish_non_exhaustive()
+    }
+}
+
 // SAFETY: `listeners` is only reached under the `control` lock, apart from the shared access a
 // stopping slot's stopper keeps (Engine invariant; Listener is Sync); everything else is Sync.
 unsafe impl Sync for Engine {}
@@ -127,6 +135,8 @@ impl Engine {
     pub fn load() -> Result<PoolBox<Self>, NtStatus> {
         let client = WskClient::register()?;
         let queue = WorkQueue::start()?;
+        // INVARIANT: pinned in pool from here (the PoolBox) before any work item or listener
+        // gets its address; `listeners` is empty, and nobody else can reach it yet.
         let engine = PoolBox::new(
             tags::DRIVER,
             Self {

@@ -85,7 +85,7 @@ pub struct PendingInfo {
     pub arrived_at: u64,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 struct Entry {
     state: State,
     /// The request's serial (its id); 0 while free.
@@ -112,6 +112,7 @@ pub struct Outgoing {
 }
 
 /// The fixed-size queue.
+#[derive(Debug)]
 pub struct PendingQueue {
     entries: [Entry; PENDING_CAPACITY],
     listener: u8,

@@ -53,6 +53,7 @@ pub mod work {
 }
 
 /// One slot. `S` is the owned socket type (a `ConnSocket` in the driver).
+#[derive(Debug)]
 pub struct Entry<S> {
     /// Changes every time the slot is freed (completions compare it); wraps, never 0.
     generation: u32,
@@ -107,6 +108,7 @@ impl<S> Entry<S> {
 /// Every index on the free list is `Free`; every other slot is `Active` or `Closing`;
 /// `in_use` counts the latter; a slot is on the work list exactly when its `work` bits are
 /// non-zero, and then it is not `Free` (checked by [`Table::check`]).
+#[derive(Debug)]
 pub struct Table<S> {
     entries: PoolSlice<Entry<S>>,
     listener: u8,
@@ -159,6 +161,8 @@ impl<S> Table<S> {
                 close_done: false,
             })
         })?;
+        // INVARIANT: every slot is Free and chained on the free list from 0 (the last one ends it);
+        // nothing is in use and the work list is empty.
         Ok(Self {
             entries,
             listener,

@@ -15,6 +15,11 @@ struct Slow {
     ran: AtomicBool,
 }
 
+/// The work routine: marks the start, spins until released, marks the end.
+///
+/// # Safety
+/// `context` is the test's `Slow`, alive until the queue is stopped (the work queue's contract
+/// for a routine's context).
 unsafe fn slow(context: *mut c_void) {
     // SAFETY: the context is the test's `Slow`, alive until the queue is stopped.
     let slow = unsafe { &*context.cast::<Slow>() };

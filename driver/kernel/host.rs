@@ -27,6 +27,12 @@ pub struct Event {
     _storage: super::PoolBox<u8>,
 }
 
+impl core::fmt::Debug for Event {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Event").finish_non_exhaustive()
+    }
+}
+
 impl Event {
     /// KeInitializeEvent(NotificationEvent) on pool memory. IRQL: <= DISPATCH_LEVEL.
     ///
@@ -74,6 +80,12 @@ impl Event {
 pub struct SystemThread {
     thread: hostkernel::thread::SystemThread,
     _start: super::PoolBox<u8>,
+}
+
+impl core::fmt::Debug for SystemThread {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SystemThread").finish_non_exhaustive()
+    }
 }
 
 impl SystemThread {

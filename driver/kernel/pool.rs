@@ -19,6 +19,15 @@ pub struct PoolBox<T> {
     tag: u32,
 }
 
+impl<T> core::fmt::Debug for PoolBox<T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("PoolBox")
+            .field("ptr", &self.ptr)
+            .field("tag", &self.tag)
+            .finish()
+    }
+}
+
 // SAFETY: the box owns its T like alloc::boxed::Box does.
 unsafe impl<T: Send> Send for PoolBox<T> {}
 // SAFETY: shared access gives out only `&T`, and `T: Sync` makes sharing `&T` between threads
@@ -35,6 +44,8 @@ impl<T> PoolBox<T> {
         let ptr = NonNull::new(raw).ok_or(NtStatus::INSUFFICIENT_RESOURCES)?;
         // SAFETY: a fresh block with T's size and alignment.
         unsafe { ptr.as_ptr().write(value) };
+        // INVARIANT: `ptr` is a fresh block of T's layout under `tag`, now holding `value`; only
+        // this box has it.
         Ok(Self { ptr, tag })
     }
 
@@ -52,6 +63,8 @@ impl<T> PoolBox<T> {
     /// `ptr` came from `into_raw` of a box with `tag`, and is taken back once.
     #[must_use]
     pub unsafe fn from_raw(ptr: *mut T, tag: u32) -> Option<Self> {
+        // INVARIANT: by the caller's promise `ptr` is what `into_raw` gave up (initialised, under
+        // `tag`), taken back once, so this box is again its only owner.
         NonNull::new(ptr).map(|ptr| Self { ptr, tag })
     }
 
@@ -97,6 +110,16 @@ pub struct PoolSlice<T> {
     tag: u32,
 }
 
+impl<T> core::fmt::Debug for PoolSlice<T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("PoolSlice")
+            .field("ptr", &self.ptr)
+            .field("len", &self.len)
+            .field("tag", &self.tag)
+            .finish()
+    }
+}
+
 // SAFETY: owns its elements like Box<[T]>.
 unsafe impl<T: Send> Send for PoolSlice<T> {}
 // SAFETY: shared access gives out only `&[T]`, sound to share across threads since `T: Sync`.
@@ -118,6 +141,9 @@ impl<T> PoolSlice<T> {
             .ok_or(NtStatus::INSUFFICIENT_RESOURCES)?;
         let raw = pool_allocate(tag, size.max(1), align_of::<T>()).cast::<T>();
         let ptr = NonNull::new(raw).ok_or(NtStatus::INSUFFICIENT_RESOURCES)?;
+        // INVARIANT: `len` starts at 0 (no element initialised yet) and grows by one after each
+        // element is written, so the first `len` are always initialised; if `init` fails, drop
+        // drops exactly those and frees the block.
         let mut slice = Self { ptr, len: 0, tag };
         for index in 0..len {
             let value = init(index)?;

@@ -148,6 +148,8 @@ impl<T> NonPaged<T> {
         // SAFETY: a fresh, suitably sized and aligned (pool_allocate checked `align_of::<T>()`)
         // block that nothing else references.
         unsafe { ptr.as_ptr().write(value) };
+        // INVARIANT: from ExAllocatePool2 under BACKEND_TAG (pool_allocate), holding `value`;
+        // not freed yet.
         Ok(Self(ptr))
     }
 

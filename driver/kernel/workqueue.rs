@@ -48,11 +48,21 @@ pub struct WorkItem {
     context: AtomicPtr<c_void>,
 }
 
+impl core::fmt::Debug for WorkItem {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("WorkItem")
+            .field("queued", &self.queued)
+            .field("context", &self.context)
+            .finish_non_exhaustive()
+    }
+}
+
 impl WorkItem {
     /// An item that will run `routine(context)`; set the context once the owner has a stable
     /// address ([`WorkItem::set_context`]).
     #[must_use]
     pub const fn new(routine: unsafe fn(*mut c_void)) -> Self {
+        // INVARIANT: not queued, so on no list.
         Self {
             next: AtomicPtr::new(ptr::null_mut()),
             queued: AtomicBool::new(false),
@@ -97,7 +107,7 @@ struct Inner {
 /// # Invariants
 /// Points at the `Inner` of a running [`WorkQueue`], which outlives every handle (the
 /// owner stops the queue only after everything that holds a handle is gone).
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 pub struct WorkQueueHandle(*const Inner);
 
 // SAFETY: `Inner` is shared only through its spin lock, event and atomics.
@@ -138,6 +148,15 @@ impl WorkQueueHandle {
 pub struct WorkQueue {
     inner: PoolBox<Inner>,
     thread: Option<SystemThread>,
+}
+
+impl core::fmt::Debug for WorkQueue {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("WorkQueue")
+            .field("inner", &self.inner.as_ptr())
+            .field("running", &self.thread.is_some())
+            .finish()
+    }
 }
 
 /// The queue's system thread. IRQL: PASSIVE_LEVEL.
@@ -227,6 +246,8 @@ impl WorkQueue {
     /// A handle to queue work with.
     #[must_use]
     pub fn handle(&self) -> WorkQueueHandle {
+        // INVARIANT: `inner` belongs to this running queue; its owner stops it only after every
+        // handle holder is gone (the handle's documented rule).
         WorkQueueHandle(self.inner.as_ptr())
     }
 

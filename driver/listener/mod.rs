@@ -173,6 +173,15 @@ pub struct Listener {
     handover_tick: AtomicBool,
 }
 
+impl core::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Listener")
+            .field("id", &self.id)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
 // SAFETY: shared state is behind the spin lock or atomics; `socket` and `decision_id` are
 // worker-only (the ID is read by the provider only during the worker's WskInspectComplete call);
 // `global` points at the engine's figures, which outlive every listener.

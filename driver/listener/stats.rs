@@ -48,6 +48,7 @@ impl Counters {
 }
 
 /// Driver-wide figures that are not sums of per-listener counters.
+#[derive(Debug)]
 pub struct Global {
     /// Set whenever a request is deferred to user mode (GET_PENDING waits on it).
     pub pending_ready: crate::kernel::Event,

@@ -26,6 +26,8 @@ impl Worker<'_> {
     /// saw a phase past Starting under the listener's lock, or `start` holding that lock before
     /// the listener goes Running; no other token for the listener is alive (the type's invariant).
     pub(super) unsafe fn assume() -> Self {
+        // INVARIANT: the caller's promise: it is the worker's run (or `start` under the lock)
+        // and no other token for the listener is alive.
         Self {
             _listener: PhantomData,
             _not_send: PhantomData,
@@ -47,6 +49,7 @@ unsafe impl<T: Send> Sync for WorkerOnly<T> {}
 impl<T> WorkerOnly<T> {
     /// A cell holding `value`.
     pub(super) const fn new(value: T) -> Self {
+        // INVARIANT: the only way to the value is `get`, which takes the token.
         Self(UnsafeCell::new(value))
     }
 

@@ -15,6 +15,7 @@ use crate::kernel;
 /// # Invariants
 /// `irp` is a live IRP from `irp_allocate`; `busy` is true from a successful
 /// [`DriverIrp::submit`] until the completion routine calls [`DriverIrp::take_back`].
+#[derive(Debug)]
 pub struct DriverIrp {
     irp: NonNull<IRP>,
     busy: AtomicBool,
@@ -33,6 +34,7 @@ impl DriverIrp {
     /// STATUS_INSUFFICIENT_RESOURCES.
     pub fn allocate() -> Result<Self, NtStatus> {
         let irp = NonNull::new(kernel::irp_allocate(1)).ok_or(NtStatus::INSUFFICIENT_RESOURCES)?;
+        // INVARIANT: a live IRP from irp_allocate, not submitted yet, so not busy.
         Ok(Self {
             irp,
             busy: AtomicBool::new(false),

@@ -25,7 +25,7 @@ static CLIENT_DISPATCH: WSK_CLIENT_DISPATCH = WSK_CLIENT_DISPATCH {
 /// `client` and `dispatch` come from a successful WskCaptureProviderNPI that is not
 /// released while this value is used (the registration releases it only at unload, after every
 /// listener stopped).
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 pub struct Provider {
     client: *mut c_void,
     dispatch: *const WSK_PROVIDER_DISPATCH,
@@ -67,6 +67,15 @@ pub struct WskClient {
     registered: AtomicBool,
 }
 
+impl core::fmt::Debug for WskClient {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("WskClient")
+            .field("registered", &self.registered)
+            .field("captured", &self.captured)
+            .finish_non_exhaustive()
+    }
+}
+
 // SAFETY: the cells are written only under the protocol above (register once; capture once before
 // `captured` is published; deregister once at drop), so shared access is sound.
 unsafe impl Sync for WskClient {}
@@ -80,6 +89,8 @@ impl WskClient {
     /// # Errors
     /// STATUS_INSUFFICIENT_RESOURCES, or what WskRegister returns.
     pub fn register() -> Result<PoolBox<Self>, NtStatus> {
+        // INVARIANT: pinned in pool from here (the PoolBox) before WskRegister sees
+        // `registration`; nothing is captured yet, so `captured` starts false.
         let client = PoolBox::new(
             tags::DRIVER,
             Self {
@@ -131,6 +142,8 @@ impl WskClient {
         }
         // SAFETY: written before `captured` was published and never again while captured.
         let npi = unsafe { &*self.provider.get() };
+        // INVARIANT: from the capture that `captured` says is held; it is released only at
+        // unload, after every listener (every user of a Provider) stopped.
         Some(Provider {
             client: npi.Client,
             dispatch: npi.Dispatch,

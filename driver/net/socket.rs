@@ -27,6 +27,7 @@ fn missing() -> NtStatus {
 /// [`ListenSocket::close`] or [`ListenSocket::close_async`]. `closer` is allocated before the
 /// socket exists, so that the waited close never needs memory it may not get: a socket left open
 /// would make WskDeregister wait forever (WSK-FACTS §7).
+#[derive(Debug)]
 pub struct ListenSocket {
     raw: NonNull<WSK_SOCKET>,
     closer: sync::Prepared,
@@ -73,6 +74,8 @@ impl ListenSocket {
                 )
             }
         })?;
+        // INVARIANT: WskSocket's Information is the new listening socket, which nobody else owns;
+        // `closer` was allocated before it existed.
         NonNull::new(information as *mut WSK_SOCKET)
             .map(|raw| Self { raw, closer })
             .ok_or(NtStatus::UNSUCCESSFUL)
@@ -302,6 +305,7 @@ unsafe fn submit_close(
 /// # Invariants
 /// `raw` is a live connection socket handed to the driver (WskAccept's Information or
 /// WskAcceptEvent's AcceptSocket), owned here, closed once by [`ConnSocket::close`].
+#[derive(Debug)]
 pub struct ConnSocket {
     raw: NonNull<WSK_SOCKET>,
 }
@@ -316,6 +320,7 @@ impl ConnSocket {
     /// `raw` must be an accepted connection socket nobody else owns.
     #[must_use]
     pub unsafe fn from_accepted(raw: *mut WSK_SOCKET) -> Option<Self> {
+        // INVARIANT: by the caller's promise, an accepted connection socket nobody else owns.
         NonNull::new(raw).map(|raw| Self { raw })
     }
 
@@ -358,7 +363,7 @@ impl ConnSocket {
 /// # Invariants
 /// Whoever makes one guarantees the owning [`ConnSocket`] is not closed before the
 /// call it is used for has been made (in wskaccept only the worker makes calls and closes).
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 pub struct ConnSocketRef {
     raw: NonNull<WSK_SOCKET>,
 }

@@ -11,6 +11,7 @@ use crate::kernel::Event;
 
 /// An IRP and an event made ahead of time, for a synchronous call that must not fail for want
 /// of memory (WskCloseSocket: a socket left open makes WskDeregister wait forever).
+#[derive(Debug)]
 pub struct Prepared {
     irp: DriverIrp,
     done: Event,

@@ -32,6 +32,14 @@ pub struct SourceCounts {
     key: (u64, u64),
 }
 
+impl core::fmt::Debug for SourceCounts {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SourceCounts")
+            .field("slots", &self.slots.len())
+            .finish_non_exhaustive()
+    }
+}
+
 pub(super) fn key(peer: IpAddr) -> u128 {
     match peer {
         // IPv4 and its IPv4-mapped IPv6 form are one source.

@@ -60,12 +60,47 @@ fn parts(address: SocketAddr) -> Parts {
 
 /// DbgPrintEx(DPFLTR_IHVNETWORK_ID, level, format, args...).
 macro_rules! print {
-    ($level:expr, $format:literal $(, $arg:expr)* $(,)?) => {{
+    ($level:expr, $format:expr $(, $arg:expr)* $(,)?) => {{
         let format: &CStr = $format;
         // SAFETY: a NUL-terminated static format whose conversions match the arguments: %u and
         // %x take u32, %s takes a NUL-terminated static string; no Unicode conversion, so any
         // IRQL is allowed.
         unsafe { DbgPrintEx(DPFLTR_IHVNETWORK_ID as u32, $level, format.as_ptr() $(, $arg)*) };
+    }};
+}
+
+/// A static C string made at compile time from string literals (`concat!` takes no `c"..."`).
+macro_rules! cstr {
+    ($($text:expr),+) => {
+        const {
+            match CStr::from_bytes_with_nul(concat!($($text),+, "\0").as_bytes()) {
+                Ok(text) => text,
+                Err(_) => panic!("a NUL inside a trace format"),
+            }
+        }
+    };
+}
+
+/// One line that ends with an address: `$head` (its conversions filled by `$arg`s), then the
+/// address as `a.b.c.d:port` or `[x:x:x:x:x:x:x:x]:port`, then a newline. The two formats are
+/// written once, here.
+macro_rules! print_with_address {
+    ($level:expr, $head:literal, $parts:expr $(, $arg:expr)* $(,)?) => {{
+        let p: Parts = $parts;
+        let g = p.groups;
+        if p.v6 {
+            print!(
+                $level,
+                cstr!($head, "[%x:%x:%x:%x:%x:%x:%x:%x]:%u\n")
+                $(, $arg)*, g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7], p.port
+            );
+        } else {
+            print!(
+                $level,
+                cstr!($head, "%u.%u.%u.%u:%u\n")
+                $(, $arg)*, g[4], g[5], g[6], g[7], p.port
+            );
+        }
     }};
 }
 
@@ -151,34 +186,12 @@ pub(super) fn emit(event: &Event) {
 }
 
 fn started(level: u32, listener: u32, address: SocketAddr) {
-    let p = parts(address);
-    if p.v6 {
-        print!(
-            level,
-            c"wskaccept: listener_started listener=%u address=[%x:%x:%x:%x:%x:%x:%x:%x]:%u\n",
-            listener,
-            p.groups[0],
-            p.groups[1],
-            p.groups[2],
-            p.groups[3],
-            p.groups[4],
-            p.groups[5],
-            p.groups[6],
-            p.groups[7],
-            p.port
-        );
-    } else {
-        print!(
-            level,
-            c"wskaccept: listener_started listener=%u address=%u.%u.%u.%u:%u\n",
-            listener,
-            p.groups[4],
-            p.groups[5],
-            p.groups[6],
-            p.groups[7],
-            p.port
-        );
-    }
+    print_with_address!(
+        level,
+        "wskaccept: listener_started listener=%u address=",
+        parts(address),
+        listener
+    );
 }
 
 fn refused(level: u32, listener: u32, reason: super::Refusal, remote: Option<SocketAddr>) {
@@ -189,36 +202,18 @@ fn refused(level: u32, listener: u32, reason: super::Refusal, remote: Option<Soc
         super::Refusal::PendingFull => c"pending_full",
         super::Refusal::NotRunning => c"not_running",
     });
-    match remote.map(parts) {
-        Some(p) if p.v6 => print!(
+    if let Some(remote) = remote {
+        print_with_address!(
             level,
-            c"wskaccept: refused listener=%u reason=%s remote=[%x:%x:%x:%x:%x:%x:%x:%x]:%u\n",
+            "wskaccept: refused listener=%u reason=%s remote=",
+            parts(remote),
             listener,
-            reason,
-            p.groups[0],
-            p.groups[1],
-            p.groups[2],
-            p.groups[3],
-            p.groups[4],
-            p.groups[5],
-            p.groups[6],
-            p.groups[7],
-            p.port
-        ),
-        Some(p) => print!(
-            level,
-            c"wskaccept: refused listener=%u reason=%s remote=%u.%u.%u.%u:%u\n",
-            listener,
-            reason,
-            p.groups[4],
-            p.groups[5],
-            p.groups[6],
-            p.groups[7],
-            p.port
-        ),
-        None => print!(
+            reason
+        );
+    } else {
+        print!(
             level,
             c"wskaccept: refused listener=%u reason=%s\n", listener, reason
-        ),
+        );
     }
 }

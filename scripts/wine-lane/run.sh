@@ -188,6 +188,18 @@ exec 8>&-
 wait "$clients_pid" || true
 [ "$(echo "$after" | json 'd["open"]')" = 0 ] || { echo "FAILED: connections left open after stop"; exit 1; }
 
+echo "== Wine lane: the driver's trace (DbgPrintEx, driver/trace/windows.rs) in Wine's debug log"
+for _ in $(seq 1 50); do
+  grep -q "wskaccept: listener_stopped listener=$listener " "$log" && break
+  sleep 0.2
+done
+started_lines=$(grep -c "wskaccept: listener_started listener=$listener address=127.0.0.1:$port\$" "$log" || true)
+refused_lines=$(grep -cE "wskaccept: refused listener=$listener reason=full remote=127\.0\.0\.1:[0-9]+\$" "$log" || true)
+stopped_lines=$(grep -c "wskaccept: listener_stopped listener=$listener connections=$capacity\$" "$log" || true)
+echo "  listener_started $started_lines, refused (full, with the peer's address) $refused_lines, listener_stopped $stopped_lines"
+[ "$started_lines" = 1 ] && [ "$refused_lines" = $((clients - capacity)) ] && [ "$stopped_lines" = 1 ] ||
+  { grep 'wskaccept: ' "$log" | tail -n 5; echo "FAILED: the trace does not match what happened"; exit 1; }
+
 echo "== Wine lane: net stop; the driver's unload report"
 timeout 60 wine net stop wskaccepttest >>"$log" 2>&1 || true
 for _ in $(seq 1 50); do

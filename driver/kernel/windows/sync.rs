@@ -27,6 +27,13 @@ pub struct SpinLock<T> {
     value: UnsafeCell<T>,
 }
 
+impl<T> core::fmt::Debug for SpinLock<T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        // The value is reached only under the lock (type invariant), so it is not shown.
+        f.debug_struct("SpinLock").finish_non_exhaustive()
+    }
+}
+
 // SAFETY: by the type's invariant one holder at a time reaches the value, so sharing the lock
 // shares `T` only as moving it between threads would (`T: Send`).
 unsafe impl<T: Send> Sync for SpinLock<T> {}
@@ -36,6 +43,8 @@ unsafe impl<T: Send> Send for SpinLock<T> {}
 impl<T> SpinLock<T> {
     /// KeInitializeSpinLock (a zeroed KSPIN_LOCK). IRQL: any.
     pub const fn new(value: T) -> Self {
+        // INVARIANT: no guard exists yet; `value` is reachable only through `lock`, which hands
+        // out guards.
         Self {
             lock: UnsafeCell::new(0),
             value: UnsafeCell::new(value),
@@ -47,6 +56,7 @@ impl<T> SpinLock<T> {
         // SAFETY: `self.lock` is an initialised KSPIN_LOCK (zero, KeInitializeSpinLock's value)
         // in nonpaged memory (the type's invariant); the caller is at <= DISPATCH_LEVEL.
         let old_irql = unsafe { KeAcquireSpinLockRaiseToDpc(self.lock.get()) };
+        // INVARIANT: the KSPIN_LOCK was just acquired, at `old_irql`.
         SpinGuard {
             lock: self,
             old_irql,
@@ -61,6 +71,14 @@ impl<T> SpinLock<T> {
 pub struct SpinGuard<'a, T> {
     lock: &'a SpinLock<T>,
     old_irql: KIRQL,
+}
+
+impl<T> core::fmt::Debug for SpinGuard<'_, T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SpinGuard")
+            .field("old_irql", &self.old_irql)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<T> Deref for SpinGuard<'_, T> {
@@ -93,6 +111,7 @@ impl<T> Drop for SpinGuard<'_, T> {
 /// # Invariants
 /// The block holds a KEVENT initialised by KeInitializeEvent; it is freed on drop, after which
 /// no waiter can exist (waiters borrow the event).
+#[derive(Debug)]
 pub struct Event(NonNull<UnsafeCell<KEVENT>>);
 
 // SAFETY: KEVENTs are made to be signalled and waited on from any thread (KeSetEvent and
@@ -110,6 +129,8 @@ impl Event {
         let event = Self(block.0);
         // SAFETY: the KEVENT is in its final, nonpaged place and not yet shared.
         unsafe { KeInitializeEvent(event.raw(), kind, u8::from(signaled)) };
+        // INVARIANT: the block holds a KEVENT KeInitializeEvent just initialised, and no waiter
+        // can exist before the event is returned.
         Ok(event)
     }
 

@@ -40,6 +40,7 @@ const OBJECT_ATTRIBUTES_LENGTH: u32 = size_of_ulong::<OBJECT_ATTRIBUTES>();
 /// # Invariants
 /// `handle` is the kernel handle (OBJ_KERNEL_HANDLE) PsCreateSystemThread returned for the
 /// thread; [`SystemThread::join`] waits on it and closes it once.
+#[derive(Debug)]
 pub struct SystemThread {
     handle: HANDLE,
 }
@@ -96,6 +97,8 @@ impl SystemThread {
             unsafe { NonPaged::free(start) };
             return Err(NtStatus(status));
         }
+        // INVARIANT: `handle` is the kernel handle (OBJ_KERNEL_HANDLE in `attributes`)
+        // PsCreateSystemThread returned; nothing has waited on or closed it yet.
         Ok(Self { handle })
     }
 
