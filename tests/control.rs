@@ -125,6 +125,15 @@ fn every_validation_answer() {
     assert_eq!(bad(|m| m.buffer = 511), NtStatus::INVALID_BUFFER_SIZE);
     assert_eq!(bad(|m| m.buffer = 65_537), NtStatus::INVALID_BUFFER_SIZE);
     assert_eq!(bad(|m| m.buffer = u32::MAX), NtStatus::INVALID_BUFFER_SIZE);
+    // capacity × buffer is capped (nonpaged pool is the whole system's), checked before any
+    // allocation.
+    assert_eq!(
+        bad(|m| {
+            m.capacity = 65_536;
+            m.buffer = 65_536;
+        }),
+        NtStatus::INVALID_BUFFER_SIZE
+    );
     assert_eq!(bad(|m| m.reserved[1] = 1), NtStatus::INVALID_PARAMETER);
     assert_eq!(
         bad(|m| m.decision_timeout_ms = 700_000),

@@ -69,13 +69,17 @@ impl ListenerConfig {
     ///
     /// # Errors
     /// STATUS_INVALID_PARAMETER for an out-of-range depth, capacity or decision timeout, or a
-    /// dual-stack IPv4 address; STATUS_INVALID_BUFFER_SIZE for an out-of-range buffer.
+    /// dual-stack IPv4 address; STATUS_INVALID_BUFFER_SIZE for an out-of-range buffer, or one
+    /// that makes capacity × buffer exceed [`ioctl::MAX_BUFFER_MEMORY`].
     pub fn validate(&self) -> Result<(), NtStatus> {
-        if !(MIN_BUFFER..=MAX_BUFFER).contains(&self.buffer) {
-            return Err(NtStatus::INVALID_BUFFER_SIZE);
-        }
         if !(1..=MAX_DEPTH).contains(&self.depth) || !(1..=MAX_CAPACITY).contains(&self.capacity) {
             return Err(NtStatus::INVALID_PARAMETER);
+        }
+        // After the capacity check, so that an out-of-range capacity is named as such.
+        if !(MIN_BUFFER..=MAX_BUFFER).contains(&self.buffer)
+            || u64::from(self.capacity) * u64::from(self.buffer) > ioctl::MAX_BUFFER_MEMORY
+        {
+            return Err(NtStatus::INVALID_BUFFER_SIZE);
         }
         if self.dual_stack && self.address.is_ipv4() {
             return Err(NtStatus::INVALID_PARAMETER);

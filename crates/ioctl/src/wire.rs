@@ -160,6 +160,10 @@ pub const MIN_BUFFER: u32 = 512;
 pub const MAX_BUFFER: u32 = 65_536;
 /// Default per-connection data buffer.
 pub const DEFAULT_BUFFER: u32 = 4096;
+/// Most data-buffer memory one listener may ask for, capacity × buffer (256 MiB: nonpaged pool
+/// is shared by the whole system, so no single listener may take all of it); more:
+/// STATUS_INVALID_BUFFER_SIZE. The largest table with the default buffer fits exactly.
+pub const MAX_BUFFER_MEMORY: u64 = 256 << 20;
 
 /// IOCTL_STOP_LISTENER and IOCTL_QUERY_STATS input.
 #[repr(C)]

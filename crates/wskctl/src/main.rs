@@ -293,10 +293,33 @@ fn fail(error: &CallError, port: Option<u16>) -> ExitCode {
     clippy::needless_pass_by_value,
     reason = "the parsed command is consumed by this one call"
 )]
+/// The start parameters the driver checks in combination (each alone is range-checked by clap),
+/// checked here first so that the message names them.
+fn check_start(
+    listen: SocketAddr,
+    dual_stack: bool,
+    capacity: u32,
+    buffer: u32,
+) -> Result<(), CallError> {
+    if dual_stack && listen.is_ipv4() {
+        return Err(CallError::Usage(
+            "--dual-stack needs an IPv6 --listen address".to_owned(),
+        ));
+    }
+    if u64::from(capacity) * u64::from(buffer) > ioctl::MAX_BUFFER_MEMORY {
+        return Err(CallError::Usage(format!(
+            "--capacity {capacity} × --buffer {buffer} is more than the {} MiB of buffer memory \
+             a listener may have",
+            ioctl::MAX_BUFFER_MEMORY >> 20
+        )));
+    }
+    Ok(())
+}
+
 /// Runs one subcommand; `control` is where the driver was reached (for a second connection).
 fn run(
     client: &Client,
-    control: Option<PathBuf>,
+    control: Option<&std::path::Path>,
     command: Command,
     json: bool,
 ) -> Result<(), (CallError, Option<u16>)> {
@@ -314,12 +337,7 @@ fn run(
             dual_stack,
             decision_timeout_ms,
         } => {
-            if dual_stack && listen.is_ipv4() {
-                return Err((
-                    CallError::Usage("--dual-stack needs an IPv6 --listen address".to_owned()),
-                    None,
-                ));
-            }
+            check_start(listen, dual_stack, capacity, buffer).map_err(|e| (e, None))?;
             let request = StartListener {
                 version: VERSION,
                 flags: if dual_stack { START_DUAL_STACK } else { 0 },
@@ -338,12 +356,8 @@ fn run(
             println!("{}", render::started(&record, json));
         }
         Command::Stop { listener } => {
-            let stats = stop::stop(
-                client,
-                control.as_deref(),
-                listener.unwrap_or(ioctl::ALL_LISTENERS),
-            )
-            .map_err(plain)?;
+            let stats = stop::stop(client, control, listener.unwrap_or(ioctl::ALL_LISTENERS))
+                .map_err(plain)?;
             println!("{}", render::stats(&stats, json).trim_end());
         }
         Command::Listeners => println!(
@@ -542,7 +556,12 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::UNREACHABLE);
         }
     };
-    match run(&Client::new(device), cli.control, cli.command, cli.json) {
+    match run(
+        &Client::new(device),
+        cli.control.as_deref(),
+        cli.command,
+        cli.json,
+    ) {
         Ok(()) => ExitCode::SUCCESS,
         Err((error, port)) => fail(&error, port),
     }

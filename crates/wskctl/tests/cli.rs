@@ -164,6 +164,22 @@ fn errors_print_the_status_and_a_sentence() {
         stderr.contains("--buffer") && stderr.contains("512..=65536"),
         "{stderr}"
     );
+    // capacity × buffer is capped (256 MiB), both named.
+    let bad = host.ctl(&[
+        "start",
+        "--listen",
+        "127.0.0.1:0",
+        "--capacity",
+        "65536",
+        "--buffer",
+        "65536",
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("--capacity 65536") && stderr.contains("--buffer 65536"),
+        "{stderr}"
+    );
     // `hold` is the old name of `discard`; the buffer's bounds are accepted.
     for (service, buffer) in [("hold", "512"), ("echo", "65536")] {
         let started = host.json(&[
