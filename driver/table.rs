@@ -44,16 +44,20 @@ pub enum SlotState {
 
 /// Work a slot asks the worker for (bits).
 pub mod work {
-    /// Post (or re-post) the receive that notices the peer's close.
+    /// Post (or re-post) the receive: the data path's next read, which also notices the peer's
+    /// close.
     pub const RECEIVE: u8 = 0x01;
     /// Close gracefully: disconnect (FIN), then close.
     pub const CLOSE: u8 = 0x02;
     /// Close abortively (RST) at once.
     pub const ABORT: u8 = 0x04;
+    /// Send (the rest of) what the last receive brought (echo).
+    pub const SEND: u8 = 0x08;
 }
 
 /// One slot. `S` is the owned socket type (a `ConnSocket` in the driver).
 #[derive(Debug)]
+#[allow(clippy::struct_excessive_bools)] // independent facts about the connection
 pub struct Entry<S> {
     /// Changes every time the slot is freed (completions compare it); wraps, never 0.
     generation: u32,
@@ -74,6 +78,12 @@ pub struct Entry<S> {
     pub disconnected: bool,
     /// WskCloseSocket has completed for this slot.
     pub close_done: bool,
+    /// The peer's close was a reset (or a receive or send failed), not a FIN.
+    pub peer_reset: bool,
+    /// Bytes received from the peer.
+    pub bytes_in: u64,
+    /// Bytes sent to the peer.
+    pub bytes_out: u64,
 }
 
 impl<S> Entry<S> {
@@ -159,6 +169,9 @@ impl<S> Table<S> {
                 peer_closed: false,
                 disconnected: false,
                 close_done: false,
+                peer_reset: false,
+                bytes_in: 0,
+                bytes_out: 0,
             })
         })?;
         // INVARIANT: every slot is Free and chained on the free list from 0 (the last one ends it);
@@ -206,6 +219,9 @@ impl<S> Table<S> {
         entry.peer_closed = false;
         entry.disconnected = false;
         entry.close_done = false;
+        entry.peer_reset = false;
+        entry.bytes_in = 0;
+        entry.bytes_out = 0;
         self.in_use += 1;
         self.peak = self.peak.max(self.in_use);
         Ok(ConnId::new(self.listener, serial, index))

@@ -44,7 +44,8 @@ fn start_request(address: &str) -> StartListener {
         capacity: 8,
         service: Service::Hold,
         decision_timeout_ms: 0,
-        reserved: [0; 3],
+        buffer: 0,
+        reserved: [0; 2],
     }
 }
 

@@ -37,6 +37,8 @@ pub mod tags {
     pub const LISTENER: u32 = u32::from_le_bytes(*b"WskL");
     /// Connection tables.
     pub const TABLE: u32 = u32::from_le_bytes(*b"WskT");
+    /// Connections' data buffers.
+    pub const BUFFER: u32 = u32::from_le_bytes(*b"WskB");
     /// Accept IRP contexts.
     pub const ACCEPT: u32 = u32::from_le_bytes(*b"WskA");
     /// Synchronous-call state.

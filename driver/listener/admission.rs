@@ -59,7 +59,7 @@ impl Listener {
                 // SAFETY: `global` points at the engine's counters, which outlive listeners.
                 unsafe { (*self.global).opened() };
                 let first = match self.config.service {
-                    Service::Hold => work::RECEIVE,
+                    Service::Discard | Service::Echo => work::RECEIVE,
                     Service::Close => work::CLOSE,
                 };
                 match (path, self.io.get(id.index() as usize)) {

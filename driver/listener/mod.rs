@@ -40,6 +40,7 @@ mod accept;
 mod admission;
 mod conditional;
 mod config;
+mod data;
 mod events;
 mod lifecycle;
 mod slots;
@@ -56,7 +57,8 @@ use core::time::Duration;
 use wsk::{NtStatus, WSK_INSPECT_ID};
 
 pub use config::{
-    DEFAULT_CAPACITY, DEFAULT_DEPTH, ListenerConfig, MAX_CAPACITY, MAX_DEPTH, Mode, Service,
+    DEFAULT_BUFFER, DEFAULT_CAPACITY, DEFAULT_DEPTH, ListenerConfig, MAX_BUFFER, MAX_CAPACITY,
+    MAX_DEPTH, MIN_BUFFER, Mode, Service,
 };
 pub use stats::{CounterSnapshot, Counters, Global};
 

@@ -71,7 +71,9 @@ impl EchoTarget {
                 config.capacity = 1_024;
                 config.service = Service::Echo;
                 config.buffer = buffer;
-                let info = engine.start_listener(config).expect("wskaccept echo listener");
+                let info = engine
+                    .start_listener(config)
+                    .expect("wskaccept echo listener");
                 EchoServer {
                     address: info.address,
                     kind: Kind::Driver(info.id),
@@ -195,7 +197,9 @@ impl EchoServer {
                 stop.store(true, Ordering::Release);
                 // Wake the accept loop.
                 let _ = TcpStream::connect(self.address);
-                thread.join().map_err(|_| "server thread panicked".to_owned())
+                thread
+                    .join()
+                    .map_err(|_| "server thread panicked".to_owned())
             }
         }
     }

@@ -67,13 +67,23 @@ struct Cli {
 
 /// A clap parser for one of the contract's enumerations, from its names: the names, the values
 /// and `--help`'s list all come from `ioctl` (one definition each).
-fn wire_enum<T: Copy + Default + Send + Sync + 'static>(
+fn wire_enum<T: Copy + Default + PartialEq + Send + Sync + 'static>(
     names: &'static [&'static str],
+    aliases: &'static [(&'static str, T)],
     from_name: fn(&str) -> Option<T>,
 ) -> impl clap::builder::TypedValueParser<Value = T> {
-    // The possible-values parser only lets the listed names through.
-    use clap::builder::TypedValueParser as _;
-    clap::builder::PossibleValuesParser::new(names)
+    // The possible-values parser only lets the listed names (and their aliases) through.
+    use clap::builder::{PossibleValue, TypedValueParser as _};
+    let values = names.iter().map(move |&name| {
+        let value = from_name(name);
+        PossibleValue::new(name).aliases(
+            aliases
+                .iter()
+                .filter(move |(_, v)| Some(*v) == value)
+                .map(|(alias, _)| *alias),
+        )
+    });
+    clap::builder::PossibleValuesParser::new(values)
         .map(move |name| from_name(&name).unwrap_or_default())
 }
 
@@ -96,7 +106,7 @@ enum PolicyCommand {
         #[arg(long, default_value_t = 0)]
         per_source: u32,
         /// What rules do not settle (defer: ask `wskctl decide`; outside conditional mode, reject).
-        #[arg(long, default_value = "accept", value_parser = wire_enum(Action::NAMES, Action::from_name))]
+        #[arg(long, default_value = "accept", value_parser = wire_enum(Action::NAMES, Action::ALIASES, Action::from_name))]
         default: Action,
     },
     /// Show a listener's policy.
@@ -171,7 +181,7 @@ enum Command {
         #[arg(long)]
         listen: SocketAddr,
         /// Accept path.
-        #[arg(long, default_value = "both", value_parser = wire_enum(Mode::NAMES, Mode::from_name))]
+        #[arg(long, default_value = "both", value_parser = wire_enum(Mode::NAMES, Mode::ALIASES, Mode::from_name))]
         mode: Mode,
         /// Accept IRPs queued at once (1–64).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
@@ -179,9 +189,14 @@ enum Command {
         /// Connection table capacity (1–65536).
         #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=65536))]
         capacity: u32,
-        /// What to do with accepted connections.
-        #[arg(long, default_value = "hold", value_parser = wire_enum(Service::NAMES, Service::from_name))]
+        /// What to do with accepted connections: echo (send every byte back), discard (read and
+        /// drop; `hold` is its old name), close (close at once).
+        #[arg(long, default_value = "discard", value_parser = wire_enum(Service::NAMES, Service::ALIASES, Service::from_name))]
         service: Service,
+        /// Bytes of each connection's data buffer, allocated for every table slot at start
+        /// (512–65536).
+        #[arg(long, value_name = "BYTES", default_value_t = ioctl::DEFAULT_BUFFER, value_parser = clap::value_parser!(u32).range(i64::from(ioctl::MIN_BUFFER)..=i64::from(ioctl::MAX_BUFFER)))]
+        buffer: u32,
         /// For an IPv6 address: also accept IPv4.
         #[arg(long)]
         dual_stack: bool,
@@ -295,6 +310,7 @@ fn run(
             depth,
             capacity,
             service: s,
+            buffer,
             dual_stack,
             decision_timeout_ms,
         } => {
@@ -313,7 +329,8 @@ fn run(
                 capacity,
                 service: s,
                 decision_timeout_ms: decision_timeout_ms.unwrap_or(0),
-                reserved: [0; 3],
+                buffer,
+                reserved: [0; 2],
             };
             let record = client
                 .start(&request)
