@@ -89,6 +89,7 @@ pub fn stream(
         let (pattern_w, barrier_w) = (pattern.clone(), barrier.clone());
         let written = std::thread::spawn(move || {
             barrier_w.wait();
+            let started = Instant::now();
             let mut offset = 0u64;
             while offset < per_connection {
                 #[allow(clippy::cast_possible_truncation)]
@@ -97,25 +98,34 @@ pub fn stream(
                     .write_all(pattern_w.window(offset, shift, len))
                     .is_err()
                 {
-                    return false;
+                    return (started, false);
                 }
                 offset += len as u64;
             }
-            writer.shutdown(Shutdown::Write).is_ok()
+            (started, writer.shutdown(Shutdown::Write).is_ok())
         });
         let (pattern_r, barrier_r) = (pattern.clone(), barrier.clone());
         readers.push(std::thread::spawn(move || {
             barrier_r.wait();
             let verified = read_back(stream, &pattern_r, shift);
-            let wrote = written.join().unwrap_or(false);
-            (verified, wrote)
+            let finished = Instant::now();
+            let (started, wrote) = written.join().unwrap_or((finished, false));
+            (verified, wrote, started, finished)
         }));
     }
+    // The clock runs from the first write to the last EOF, as the clients saw them (this thread
+    // may be scheduled long after the barrier opens when there are many clients).
+    let ready = Instant::now();
     barrier.wait();
-    let start = Instant::now();
+    let (mut first, mut last) = (None::<Instant>, ready);
     let mut verified = 0;
     for reader in readers {
-        let (read, wrote) = reader.join().unwrap_or((None, false));
+        let Ok((read, wrote, started, finished)) = reader.join() else {
+            errors += 1;
+            continue;
+        };
+        first = Some(first.map_or(started, |f| f.min(started)));
+        last = last.max(finished);
         match read {
             Some(bytes) if wrote && bytes == per_connection => verified += bytes,
             Some(bytes) => {
@@ -126,7 +136,7 @@ pub fn stream(
         }
     }
     StreamRun {
-        elapsed: start.elapsed(),
+        elapsed: last.saturating_duration_since(first.unwrap_or(ready)),
         verified,
         errors,
     }
