@@ -56,8 +56,8 @@ pub mod work {
 }
 
 /// One slot. `S` is the owned socket type (a `ConnSocket` in the driver).
-#[derive(Debug)]
 #[allow(clippy::struct_excessive_bools)] // independent facts about the connection
+#[derive(Debug)]
 pub struct Entry<S> {
     /// Changes every time the slot is freed (completions compare it); wraps, never 0.
     generation: u32,

@@ -167,6 +167,7 @@ impl PoolSlice<u8> {
             .ok_or(NtStatus::INSUFFICIENT_RESOURCES)?;
         // SAFETY: a fresh block of at least `len` bytes, owned here.
         unsafe { ptr.as_ptr().write_bytes(0, len) };
+        // INVARIANT: one block of `len` bytes from `tag`, every byte initialised (zero), owned.
         Ok(Self { ptr, len, tag })
     }
 

@@ -23,7 +23,7 @@ use core::sync::atomic::Ordering;
 use wsk::{DEVICE_OBJECT, IRP, NtStatus, PfnIoCompletionRoutine};
 
 use super::slots::{SlotAction, slot_irp_completed, slot_of};
-use super::{Counters, Listener, Service, Shared, SlotIo};
+use super::{Counters, Listener, Phase, Service, Shared, SlotIo};
 use crate::net::ConnSocketRef;
 use crate::table::work;
 
@@ -38,8 +38,17 @@ impl Listener {
         index: u32,
         bits: u8,
     ) -> Option<SlotAction> {
+        // Stopping: no more data calls. The worker's slot-work loop runs as long as completions
+        // keep asking for work, and with data flowing they always do (a send completed inline
+        // asks for the next receive, and so on): without this, a stop would wait for the peers to
+        // pause before the worker got back to its stop step.
         let entry = shared.table.entry(index)?;
-        if io.data.is_busy() || io.ctl.is_busy() || entry.disconnected || entry.peer_closed {
+        if io.data.is_busy()
+            || io.ctl.is_busy()
+            || entry.disconnected
+            || entry.peer_closed
+            || shared.phase == Phase::Stopping
+        {
             return None;
         }
         let generation = entry.generation();

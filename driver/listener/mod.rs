@@ -21,9 +21,12 @@
 //!    capacity and the per-source limit; the socket goes into the table (`crate::table`) or is
 //!    refused and counted (`stats.rs`). An event-accepted socket waits on the hand-over list
 //!    until its callback is known to have returned (`Listener::hand_over`).
-//! 5. **Connection IO** (`slots.rs`): the worker takes the slot's work (`run_slot_work`) and
-//!    keeps a receive pending on the slot's IO block (`crate::conn::SlotIo`); the completion
-//!    routines (`receive_done`, `disconnect_done`, `close_done`) notice the peer's close.
+//! 5. **Connection IO** (`slots.rs`, `data.rs`): the worker takes the slot's work
+//!    (`run_slot_work`) and runs the data path on the slot's IO block (`crate::conn::SlotIo`:
+//!    one data IRP, one preallocated buffer): service `discard` keeps a receive pending and drops
+//!    what it reads; service `echo` receives, sends the bytes back, and posts the next receive
+//!    only when that send completed (`receive_done`, `send_done`). A receive of 0 bytes (FIN) or
+//!    an error (reset) is the peer's close; `disconnect_done` and `close_done` end the rest.
 //! 6. **Close** (`slots.rs`): a graceful WskDisconnect then WskCloseSocket, or an abortive close
 //!    (user request, peer gone, stop); the slot is released when every IRP is back
 //!    (`Listener::try_release`).
@@ -193,7 +196,8 @@ unsafe impl Sync for Listener {}
 unsafe impl Send for Listener {}
 
 /// Bytes of driver memory per table entry: the slot itself and its IO block. Each entry also owns
-/// three IRPs (receive, disconnect, close) and one MDL from the kernel (not counted here).
+/// its data buffer (the listener's `buffer` bytes), three IRPs (data, disconnect, close) and one
+/// MDL from the kernel (not counted here).
 pub const BYTES_PER_ENTRY: usize = Table::<ConnSocket>::BYTES_PER_ENTRY + size_of::<SlotIo>();
 
 /// The listener's work item. IRQL: PASSIVE_LEVEL (worker).
