@@ -272,6 +272,12 @@ impl<S> Table<S> {
         }
     }
 
+    /// Whether any slot has work queued. O(1).
+    #[must_use]
+    pub fn has_work(&self) -> bool {
+        self.entries.get(self.work_head as usize).is_some()
+    }
+
     /// The next slot with work, and the work. O(1).
     pub fn pop_work(&mut self) -> Option<(u32, u8)> {
         let index = self.work_head;

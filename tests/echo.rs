@@ -232,11 +232,17 @@ fn ping_pong(
     })
 }
 
-/// Bytes per second the `moved` counter advances over `window`.
-fn rate(moved: &AtomicU64, window: Duration) -> f64 {
-    let before = moved.load(Ordering::Relaxed);
-    std::thread::sleep(window);
-    (moved.load(Ordering::Relaxed) - before) as f64 / window.as_secs_f64()
+/// Bytes per second the `moved` counter advances: the best of three 200 ms windows (other work
+/// on a shared machine only ever slows a window down).
+fn rate(moved: &AtomicU64) -> f64 {
+    let window = Duration::from_millis(200);
+    (0..3)
+        .map(|_| {
+            let before = moved.load(Ordering::Relaxed);
+            std::thread::sleep(window);
+            (moved.load(Ordering::Relaxed) - before) as f64 / window.as_secs_f64()
+        })
+        .fold(0.0, f64::max)
 }
 
 #[test]
@@ -251,7 +257,7 @@ fn a_peer_that_never_reads_stalls_only_its_own_connection() {
     wait_until("the others flow", Duration::from_secs(5), || {
         moved.load(Ordering::Relaxed) > 0
     });
-    let baseline = rate(&moved, Duration::from_millis(500));
+    let baseline = rate(&moved);
     // The stalled peer: sends until nothing more goes in, never reads.
     let staller = TcpStream::connect(info.address).unwrap();
     staller.set_nonblocking(true).unwrap();
@@ -280,7 +286,7 @@ fn a_peer_that_never_reads_stalls_only_its_own_connection() {
             .expect("staller listed")
     };
     let first = stalled_at(&engine);
-    let during = rate(&moved, Duration::from_millis(500));
+    let during = rate(&moved);
     let second = stalled_at(&engine);
     let rss_after = rss_kb();
     eprintln!(

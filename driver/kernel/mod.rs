@@ -27,7 +27,7 @@ mod pool;
 mod workqueue;
 
 pub use pool::{PoolBox, PoolSlice};
-pub use workqueue::{WorkItem, WorkQueue, WorkQueueHandle};
+pub use workqueue::{QueueFigures, WorkItem, WorkQueue, WorkQueueHandle, figures as queue_figures};
 
 /// Pool tags (read backwards in pool dumps, as usual).
 pub mod tags {

@@ -270,12 +270,39 @@ impl Listener {
         self.kick_locked(&shared);
     }
 
-    /// Queues the worker. Called with the lock held so that a stopping listener cannot be freed
-    /// between the last completion and its kick (stop flushes the queue after the rundown).
-    pub(crate) fn kick_locked(&self, _shared: &SpinGuard<'_, Shared>) {
+    /// Queues the worker, unless it would certainly find nothing to do (see
+    /// [`Listener::worker_needed`]). Called with the lock held so that a stopping listener cannot
+    /// be freed between the last completion and its kick (stop flushes the queue after the
+    /// rundown), and so that the state the test reads cannot change under it.
+    pub(crate) fn kick_locked(&self, shared: &SpinGuard<'_, Shared>) {
+        if !self.worker_needed(shared) {
+            return;
+        }
         // SAFETY: the work item lives in this listener, which stays alive until stop has flushed
         // the queue (Listener invariant).
         unsafe { self.queue.queue(&self.work) };
+    }
+
+    /// Whether a worker pass could find something to do. Every pass is a thread switch on Windows
+    /// (a wake-up of the work queue's thread), so the kicks that leave nothing for the worker —
+    /// the close of a connection completing, an accept callback whose socket waits for its
+    /// hand-over — do not queue one. Conservative: only a running listener outside mode
+    /// `conditional` (whose deferred requests have timeouts and decisions the worker services)
+    /// can skip, and only when what `process` does in phase Running has nothing to act on: no
+    /// slot work queued, no hand-over asked for by the ticker, and every accept IRP pending (none
+    /// to re-arm, no refused socket to close). Everything read here changes under the lock (the
+    /// accept states and the hand-over flag are set before the kick that follows them), so a
+    /// change that creates work is always followed by a kick that sees it.
+    /// IRQL: DISPATCH_LEVEL (under the lock).
+    fn worker_needed(&self, shared: &Shared) -> bool {
+        shared.phase != Phase::Running
+            || self.config.mode == Mode::Conditional
+            || shared.table.has_work()
+            || self.handover_tick.load(Ordering::Acquire)
+            || self
+                .accepts
+                .iter()
+                .any(|a| a.state.load(Ordering::Acquire) != AcceptState::Accepting)
     }
 
     /// Marks the listener for a restart of its listening socket (NULL AcceptSocket, broken

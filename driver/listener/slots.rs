@@ -15,6 +15,9 @@ use super::{Counters, Listener, Phase, Shared, SlotIo};
 use crate::net::{ConnSocket, ConnSocketRef};
 use crate::table::{SlotState, work};
 
+/// Slots whose work the worker decides per hold of the spin lock (see `run_slot_work`).
+const SLOT_WORK_CHUNK: usize = 16;
+
 pub(super) enum SlotAction {
     Receive(u32, ConnSocketRef),
     Send(u32, ConnSocketRef),
@@ -58,17 +61,36 @@ impl Listener {
     }
 
     /// Performs queued slot work: receives, disconnects, closes. Worker only.
+    ///
+    /// Each hold of the spin lock takes up to [`SLOT_WORK_CHUNK`] slots off the work list and
+    /// decides their operations (small bounded work at DISPATCH_LEVEL), then the WSK calls are made
+    /// with the lock released; this repeats until a hold finds the list empty, so one pass does all
+    /// the work queued, however much. A slot appears at most once per chunk: only `request` puts it back on
+    /// the list, and nothing requests work while the worker holds the lock; its next decision
+    /// comes after its operation of this chunk was performed.
     pub(super) fn run_slot_work(&self) {
         loop {
-            let action = {
+            let mut actions: [Option<SlotAction>; SLOT_WORK_CHUNK] = core::array::from_fn(|_| None);
+            let popped = {
                 let mut shared = self.shared.lock();
-                let Some((index, bits)) = shared.table.pop_work() else {
-                    break;
-                };
-                self.decide_slot_work(&mut shared, index, bits)
+                let mut popped = 0;
+                for action in &mut actions {
+                    let Some((index, bits)) = shared.table.pop_work() else {
+                        break;
+                    };
+                    *action = self.decide_slot_work(&mut shared, index, bits);
+                    popped += 1;
+                }
+                popped
             };
-            if let Some(action) = action {
-                self.perform(action);
+            if popped == 0 {
+                break;
+            }
+            // Work the calls below complete inline asks for is taken by the next round.
+            for action in actions.iter_mut().take(popped) {
+                if let Some(action) = action.take() {
+                    self.perform(action);
+                }
             }
         }
     }

@@ -76,6 +76,9 @@ enum Command {
         target: String,
         #[arg(long, default_value_t = 2_000)]
         connections: usize,
+        /// Client threads.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
     },
 }
 
@@ -128,11 +131,13 @@ fn main() -> ExitCode {
         Command::Profile {
             target,
             connections,
+            threads,
         } => {
             let engine = targets::load_engine();
             let target = targets::Target::by_name(&target).expect("a known target");
             let server = target.start(&engine);
-            let _ = load::generate(server.address, connections, 1);
+            let _ = load::generate(server.address, connections, threads);
+            server.settle(&engine);
             server.stop(&engine);
             wskaccept::engine::Engine::unload(engine);
             ExitCode::SUCCESS
