@@ -73,19 +73,20 @@ pub fn stream(
     for _ in 0..connections {
         match TcpStream::connect(address) {
             // A stalled echo fails the connection instead of hanging the benchmark.
-            Ok(stream) if stream.set_read_timeout(Some(STALL)).is_ok() => streams.push(stream),
+            Ok(stream) if stream.set_read_timeout(Some(STALL)).is_ok() => {
+                match stream.try_clone() {
+                    Ok(writer) => streams.push((stream, writer)),
+                    Err(_) => errors += 1,
+                }
+            }
             _ => errors += 1,
         }
     }
     // Every writer, every reader and this thread start together.
     let barrier = Arc::new(Barrier::new(2 * streams.len() + 1));
     let mut readers = Vec::with_capacity(streams.len());
-    for (index, stream) in streams.into_iter().enumerate() {
+    for (index, (stream, mut writer)) in streams.into_iter().enumerate() {
         let shift = (index * 4_099) % PERIOD;
-        let Ok(mut writer) = stream.try_clone() else {
-            errors += 1;
-            continue;
-        };
         let (pattern_w, barrier_w) = (pattern.clone(), barrier.clone());
         let written = std::thread::spawn(move || {
             barrier_w.wait();
