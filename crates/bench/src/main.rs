@@ -9,6 +9,9 @@
 //! ratio to the std baseline of the same run.
 #![cfg(unix)]
 
+mod echo;
+mod echo_client;
+mod echo_targets;
 mod held;
 mod load;
 mod targets;
@@ -48,6 +51,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Echo throughput and ping-pong latency of every echo target, with ratios to std.
+    Echo(echo::Args),
     /// Accept N held connections from a client process; time and memory.
     Held {
         /// Connections to hold.
@@ -121,6 +126,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Echo(args) => echo::main(args),
         Command::Clients { connect, count } => held::clients(connect, count),
         Command::Profile {
             target,
