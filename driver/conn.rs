@@ -1,19 +1,23 @@
-//! What happens to an accepted connection: the per-slot IRPs and their completion routines.
+//! What happens to an accepted connection: the per-slot IRPs, data buffer and completion routines.
 //!
-//! Each table slot owns, from listener start, three IRPs and a small receive buffer with its MDL:
-//! - `recv` keeps one WskReceive pending (service `hold`). It completes with data (read and
-//!   discarded, then re-posted), with 0 bytes on a graceful peer close, or with an error on a
-//!   reset — so a peer close is noticed without WskDisconnectEvent, which would have a race on
-//!   IRP-accepted sockets (their events start disabled, WSK-FACTS §3, and a FIN that arrives before
-//!   the enable is not documented to be indicated).
+//! Each table slot owns, from listener start, three IRPs and a data buffer of the listener's
+//! `buffer` size with its MDL — nothing is allocated per connection or per byte:
+//! - `data` carries the data path, one call at a time: a WskReceive into the buffer, then (service
+//!   `echo`) a WskSend of what it brought, then the next WskReceive only once that send completed
+//!   — so at most one receive or one send is in flight per connection, and a peer that does not
+//!   read stalls its own connection only (the send stays pending until the transport took every
+//!   byte). Service `discard` keeps a receive pending and drops what it reads. The receive also
+//!   notices the peer's close (0 bytes: FIN; an error: reset) without WskDisconnectEvent, which
+//!   would have a race on IRP-accepted sockets (their events start disabled, WSK-FACTS §3, and a
+//!   FIN that arrives before the enable is not documented to be indicated).
 //! - `ctl` carries the graceful WskDisconnect; `close` carries the WskCloseSocket. They are two
 //!   IRPs so that a close never waits behind a disconnect: a disconnect to a peer that never
 //!   acknowledges our FIN stays pending until the close cancels it (WSK-FACTS §7), which is how
-//!   stop closes every connection at once whatever disconnect is in flight.
+//!   stop closes every connection at once whatever disconnect, receive or send is in flight.
 //!
 //! What the worker does with these IRPs, and their completion routines, live with the listener
-//! that owns the slot (`crate::listener`, `slots.rs`): this room imports nothing from it. The
-//! block names its owner only as the type parameter `O`.
+//! that owns the slot (`crate::listener`, `slots.rs` and `data.rs`): this room imports nothing
+//! from it. The block names its owner only as the type parameter `O`.
 
 use core::cell::UnsafeCell;
 use core::ffi::c_void;
@@ -21,28 +25,33 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU32, Ordering};
 
 use wsk::{MDL, NtStatus, WSK_BUF};
 
-use crate::kernel;
+use crate::kernel::{self, PoolSlice, tags};
 use crate::net::DriverIrp;
-
-/// Bytes read per receive (peers' data is discarded by the hold service).
-pub const RX_BYTES: usize = 64;
 
 /// The IRPs and buffer of one slot, owned by an `O` (the listener).
 ///
 /// # Invariants
-/// Lives in a `PoolSlice` that never moves, so `buf` can point at `rx` through `mdl` and the
-/// address can be a completion context; `owner` is set by [`SlotIo::attach`] before any IRP is
-/// submitted and outlives every completion (the listener is freed only after all its IRPs came
-/// back). Constructed by [`SlotIo::new`] with a null owner and no MDL; `attach` completes it.
+/// Lives in a `PoolSlice` that never moves, so its address can be a completion context; `rx` is
+/// a pool block that never moves either, described by `mdl`; `buf` (the WSK_BUF the data calls
+/// name) and `rx`'s bytes are written by the worker only while `data` is idle, and by the
+/// provider only while a receive on `data` is pending; nobody reads `rx` through a Rust
+/// reference (the bytes go from the provider's receive to the provider's send through the MDL).
+/// `owner` is set by [`SlotIo::attach`] before any IRP is submitted and outlives every completion
+/// (the listener is freed only after all its IRPs came back). Constructed by [`SlotIo::new`]
+/// with a null owner and no MDL; `attach` completes it.
 pub struct SlotIo<O> {
-    /// The receive IRP.
-    pub recv: DriverIrp,
+    /// The data IRP: a receive or a send, one at a time.
+    pub data: DriverIrp,
     /// The graceful disconnect IRP.
     pub ctl: DriverIrp,
     /// The close IRP.
     pub close: DriverIrp,
-    /// Slot generation the pending receive was submitted for.
-    pub recv_generation: AtomicU32,
+    /// Slot generation the pending receive or send was submitted for.
+    pub data_generation: AtomicU32,
+    /// Bytes the last receive brought that the echo service sends back.
+    pub echo_len: AtomicU32,
+    /// Of those, bytes already sent.
+    pub echo_sent: AtomicU32,
     /// Slot generation the pending disconnect was submitted for.
     pub ctl_generation: AtomicU32,
     /// Slot generation the pending close was submitted for.
@@ -59,7 +68,7 @@ pub struct SlotIo<O> {
     pub next_handover: AtomicU32,
     index: u32,
     owner: AtomicPtr<O>,
-    rx: UnsafeCell<[u8; RX_BYTES]>,
+    rx: PoolSlice<u8>,
     mdl: AtomicPtr<MDL>,
     buf: UnsafeCell<WSK_BUF>,
 }
@@ -68,31 +77,34 @@ impl<O> core::fmt::Debug for SlotIo<O> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("SlotIo")
             .field("index", &self.index)
-            .field("recv", &self.recv)
+            .field("data", &self.data)
             .field("ctl", &self.ctl)
             .field("close", &self.close)
             .finish_non_exhaustive()
     }
 }
 
-// SAFETY: `rx` and `buf` are only written by the provider while the receive IRP is pending and
-// read by nobody (data is discarded); everything else is atomic or immutable.
+// SAFETY: `rx` and `buf` are written only by the worker while `data` is idle or by the provider
+// while a receive is pending (type invariant), so writes never race; everything else is atomic or
+// immutable.
 unsafe impl<O> Sync for SlotIo<O> {}
 // SAFETY: the block holds no thread-affine data: the IRPs and MDL are kernel objects usable from
-// any thread, and the buffers are written only by the provider (see Sync).
+// any thread, and the buffers are owned pool blocks (see Sync).
 unsafe impl<O> Send for SlotIo<O> {}
 
 impl<O> SlotIo<O> {
-    /// Allocates the slot's IRPs. IRQL: <= DISPATCH_LEVEL.
+    /// Allocates the slot's IRPs and its `buffer`-byte data buffer. IRQL: <= DISPATCH_LEVEL.
     ///
     /// # Errors
     /// STATUS_INSUFFICIENT_RESOURCES.
-    pub fn new(index: u32) -> Result<Self, NtStatus> {
+    pub fn new(index: u32, buffer: u32) -> Result<Self, NtStatus> {
         Ok(Self {
-            recv: DriverIrp::allocate()?,
+            data: DriverIrp::allocate()?,
             ctl: DriverIrp::allocate()?,
             close: DriverIrp::allocate()?,
-            recv_generation: AtomicU32::new(0),
+            data_generation: AtomicU32::new(0),
+            echo_len: AtomicU32::new(0),
+            echo_sent: AtomicU32::new(0),
             ctl_generation: AtomicU32::new(0),
             close_generation: AtomicU32::new(0),
             awaiting: AtomicBool::new(false),
@@ -101,7 +113,7 @@ impl<O> SlotIo<O> {
             next_handover: AtomicU32::new(u32::MAX),
             index,
             owner: AtomicPtr::new(core::ptr::null_mut()),
-            rx: UnsafeCell::new([0; RX_BYTES]),
+            rx: PoolSlice::zeroed(tags::BUFFER, buffer as usize)?,
             mdl: AtomicPtr::new(core::ptr::null_mut()),
             buf: UnsafeCell::new(WSK_BUF {
                 Mdl: core::ptr::null_mut(),
@@ -123,28 +135,50 @@ impl<O> SlotIo<O> {
     /// STATUS_INSUFFICIENT_RESOURCES when no MDL can be had.
     pub unsafe fn attach(&self, owner: *const O) -> Result<(), NtStatus> {
         self.owner.store(owner.cast_mut(), Ordering::Release);
-        #[allow(clippy::cast_possible_truncation)]
-        // SAFETY: `rx` is this slot's buffer, inside the listener's nonpaged block, which
-        // outlives the MDL (freed with the slot in `Drop`).
-        let mdl = unsafe { kernel::mdl_allocate(self.rx.get().cast(), RX_BYTES as u32) };
+        let length = u32::try_from(self.rx.len()).map_err(|_| NtStatus::INVALID_BUFFER_SIZE)?;
+        // SAFETY: `rx` is this slot's nonpaged buffer of `length` bytes, which never moves and
+        // outlives the MDL (both freed with the slot, the MDL first, in `Drop`).
+        let mdl = unsafe { kernel::mdl_allocate(self.rx.as_mut_ptr(), length) };
         if mdl.is_null() {
             return Err(NtStatus::INSUFFICIENT_RESOURCES);
         }
         self.mdl.store(mdl, Ordering::Release);
-        // SAFETY: called once at listener start, before any receive uses `buf`.
+        // SAFETY: called once at listener start, before any call uses `buf`.
         unsafe {
             self.buf.get().write(WSK_BUF {
                 Mdl: mdl,
                 Offset: 0,
-                Length: RX_BYTES,
+                Length: self.rx.len(),
             });
         };
         Ok(())
     }
 
-    /// The WSK_BUF for WskReceive.
+    /// The data buffer's size in bytes.
     #[must_use]
-    pub fn buffer(&self) -> *mut WSK_BUF {
+    pub fn capacity(&self) -> u32 {
+        u32::try_from(self.rx.len()).unwrap_or(u32::MAX)
+    }
+
+    /// Points the data calls' WSK_BUF at `length` bytes of the buffer from `offset` (the whole
+    /// buffer for a receive; what is left to echo for a send) and returns it. IRQL:
+    /// <= DISPATCH_LEVEL.
+    ///
+    /// # Safety
+    /// Only the worker, while `data` is idle (no call reads `buf` now).
+    #[must_use]
+    pub unsafe fn data_buffer(&self, offset: u32, length: u32) -> *mut WSK_BUF {
+        let offset = offset.min(self.capacity());
+        let length = length.min(self.capacity() - offset);
+        // SAFETY: the caller's promise: `data` is idle, so no provider reads `buf` and no other
+        // thread writes it (type invariant).
+        unsafe {
+            self.buf.get().write(WSK_BUF {
+                Mdl: self.mdl.load(Ordering::Acquire),
+                Offset: offset,
+                Length: length as usize,
+            });
+        };
         self.buf.get()
     }
 
@@ -172,7 +206,8 @@ impl<O> Drop for SlotIo<O> {
     fn drop(&mut self) {
         let mdl = self.mdl.swap(core::ptr::null_mut(), Ordering::AcqRel);
         if !mdl.is_null() {
-            // SAFETY: allocated in `attach`, no receive pending (the listener is stopped).
+            // SAFETY: allocated in `attach`, no receive or send pending (the listener is stopped);
+            // the buffer it describes is freed after it (the `rx` field drops later).
             unsafe { kernel::mdl_free(mdl) };
         }
     }

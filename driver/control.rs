@@ -105,6 +105,8 @@ fn record(info: &ListenerInfo) -> ListenerRecord {
         } else {
             0
         },
+        buffer: info.config.buffer,
+        reserved: 0,
         counters: info.counters.to_wire(),
     }
 }
@@ -129,6 +131,9 @@ fn start(engine: &Engine, input: &[u8], output: &mut [u8]) -> Result<usize, NtSt
     } else {
         request.capacity
     };
+    if request.buffer != 0 {
+        config.buffer = request.buffer;
+    }
     let info = engine.start_listener(config)?;
     emit(&record(&info), output)
 }
@@ -245,6 +250,8 @@ fn connections(engine: &Engine, input: &[u8], output: &mut [u8]) -> Result<usize
                 remote: record.info.remote.into(),
                 local: record.info.local.into(),
                 age_ms: now.saturating_sub(record.info.accepted_at) / 10_000,
+                bytes_in: record.bytes_in,
+                bytes_out: record.bytes_out,
             };
             let n = emit(&wire, rest)?;
             rest = &mut core::mem::take(&mut rest)[n..];

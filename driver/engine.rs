@@ -58,6 +58,10 @@ pub struct ConnRecord {
     pub listener: u32,
     /// What the table recorded.
     pub info: ConnInfo,
+    /// Bytes received from the peer.
+    pub bytes_in: u64,
+    /// Bytes sent to the peer.
+    pub bytes_out: u64,
 }
 
 struct Listeners {

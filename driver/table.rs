@@ -24,7 +24,9 @@ use crate::ids;
 use crate::kernel::{PoolSlice, tags};
 
 mod record;
+mod work_list;
 pub use record::{AcceptPath, ConnId, ConnInfo, Occupancy};
+pub use work_list::work;
 
 const NIL: u32 = u32::MAX;
 
@@ -42,17 +44,8 @@ pub enum SlotState {
     Closing,
 }
 
-/// Work a slot asks the worker for (bits).
-pub mod work {
-    /// Post (or re-post) the receive that notices the peer's close.
-    pub const RECEIVE: u8 = 0x01;
-    /// Close gracefully: disconnect (FIN), then close.
-    pub const CLOSE: u8 = 0x02;
-    /// Close abortively (RST) at once.
-    pub const ABORT: u8 = 0x04;
-}
-
 /// One slot. `S` is the owned socket type (a `ConnSocket` in the driver).
+#[allow(clippy::struct_excessive_bools)] // independent facts about the connection
 #[derive(Debug)]
 pub struct Entry<S> {
     /// Changes every time the slot is freed (completions compare it); wraps, never 0.
@@ -74,6 +67,12 @@ pub struct Entry<S> {
     pub disconnected: bool,
     /// WskCloseSocket has completed for this slot.
     pub close_done: bool,
+    /// The peer's close was a reset (or a receive or send failed), not a FIN.
+    pub peer_reset: bool,
+    /// Bytes received from the peer.
+    pub bytes_in: u64,
+    /// Bytes sent to the peer.
+    pub bytes_out: u64,
 }
 
 impl<S> Entry<S> {
@@ -159,6 +158,9 @@ impl<S> Table<S> {
                 peer_closed: false,
                 disconnected: false,
                 close_done: false,
+                peer_reset: false,
+                bytes_in: 0,
+                bytes_out: 0,
             })
         })?;
         // INVARIANT: every slot is Free and chained on the free list from 0 (the last one ends it);
@@ -206,6 +208,9 @@ impl<S> Table<S> {
         entry.peer_closed = false;
         entry.disconnected = false;
         entry.close_done = false;
+        entry.peer_reset = false;
+        entry.bytes_in = 0;
+        entry.bytes_out = 0;
         self.in_use += 1;
         self.peak = self.peak.max(self.in_use);
         Ok(ConnId::new(self.listener, serial, index))
@@ -239,69 +244,6 @@ impl<S> Table<S> {
         self.entry(index)
             .filter(|e| e.state != SlotState::Free)
             .map(|e| ConnId::new(self.listener, e.serial, index))
-    }
-
-    /// Asks the worker for `bits` on a slot that is not free; queues it once. O(1).
-    pub fn request(&mut self, index: u32, bits: u8) {
-        let Some(entry) = self.entries.get_mut(index as usize) else {
-            return;
-        };
-        if entry.state == SlotState::Free || bits == 0 {
-            return;
-        }
-        let was_queued = entry.work != 0;
-        entry.work |= bits;
-        if !was_queued {
-            self.link_work(index);
-        }
-    }
-
-    /// The next slot with work, and the work. O(1).
-    pub fn pop_work(&mut self) -> Option<(u32, u8)> {
-        let index = self.work_head;
-        let bits = self.entries.get(index as usize)?.work;
-        self.unlink_work(index);
-        Some((index, bits))
-    }
-
-    /// Appends `index` to the work list. Only `request` calls it, for a slot that was not on the
-    /// list (its work bits were zero).
-    fn link_work(&mut self, index: u32) {
-        let tail = self.work_tail;
-        let Some(entry) = self.entries.get_mut(index as usize) else {
-            return;
-        };
-        entry.prev_work = tail;
-        entry.next_work = NIL;
-        match self.entries.get_mut(tail as usize) {
-            Some(tail) => tail.next_work = index,
-            None => self.work_head = index,
-        }
-        self.work_tail = index;
-    }
-
-    /// Takes `index` off the work list (wherever it is) and clears its work. O(1). Its work bits
-    /// say whether it is on the list at all.
-    fn unlink_work(&mut self, index: u32) {
-        let Some(entry) = self.entries.get_mut(index as usize) else {
-            return;
-        };
-        let linked = entry.work != 0;
-        let (prev, next) = (entry.prev_work, entry.next_work);
-        entry.work = 0;
-        entry.prev_work = NIL;
-        entry.next_work = NIL;
-        if !linked {
-            return;
-        }
-        match self.entries.get_mut(prev as usize) {
-            Some(prev) => prev.next_work = next,
-            None => self.work_head = next,
-        }
-        match self.entries.get_mut(next as usize) {
-            Some(next) => next.prev_work = prev,
-            None => self.work_tail = prev,
-        }
     }
 
     /// Active → Closing: takes the socket out to close it (exactly once). O(1).

@@ -44,7 +44,8 @@ fn start_request(address: &str) -> StartListener {
         capacity: 8,
         service: Service::Hold,
         decision_timeout_ms: 0,
-        reserved: [0; 3],
+        buffer: 0,
+        reserved: [0; 2],
     }
 }
 
@@ -120,6 +121,19 @@ fn every_validation_answer() {
     assert_eq!(bad(|m| m.depth = 65), NtStatus::INVALID_PARAMETER);
     assert_eq!(bad(|m| m.depth = 70_000), NtStatus::INVALID_PARAMETER);
     assert_eq!(bad(|m| m.capacity = 65_537), NtStatus::INVALID_PARAMETER);
+    // The data buffer: 512..=65,536 bytes (0: the default), or STATUS_INVALID_BUFFER_SIZE.
+    assert_eq!(bad(|m| m.buffer = 511), NtStatus::INVALID_BUFFER_SIZE);
+    assert_eq!(bad(|m| m.buffer = 65_537), NtStatus::INVALID_BUFFER_SIZE);
+    assert_eq!(bad(|m| m.buffer = u32::MAX), NtStatus::INVALID_BUFFER_SIZE);
+    // capacity × buffer is capped (nonpaged pool is the whole system's), checked before any
+    // allocation.
+    assert_eq!(
+        bad(|m| {
+            m.capacity = 65_536;
+            m.buffer = 65_536;
+        }),
+        NtStatus::INVALID_BUFFER_SIZE
+    );
     assert_eq!(bad(|m| m.reserved[1] = 1), NtStatus::INVALID_PARAMETER);
     assert_eq!(
         bad(|m| m.decision_timeout_ms = 700_000),
@@ -163,11 +177,11 @@ fn every_validation_answer() {
         reserved: [0; 2],
     };
     assert_eq!(
-        status(IOCTL_STOP_LISTENER, unknown.as_bytes(), 256),
+        status(IOCTL_STOP_LISTENER, unknown.as_bytes(), 512),
         NtStatus::NOT_FOUND
     );
     assert_eq!(
-        status(IOCTL_QUERY_STATS, unknown.as_bytes(), 256),
+        status(IOCTL_QUERY_STATS, unknown.as_bytes(), 512),
         NtStatus::NOT_FOUND
     );
     let list = ListConnections {
@@ -196,7 +210,7 @@ fn every_validation_answer() {
         ..unknown
     };
     assert_eq!(
-        status(IOCTL_QUERY_STATS, bad_request.as_bytes(), 256),
+        status(IOCTL_QUERY_STATS, bad_request.as_bytes(), 512),
         NtStatus::INVALID_PARAMETER
     );
     assert_eq!(
@@ -223,7 +237,7 @@ fn every_validation_answer() {
         status(
             IOCTL_QUERY_LISTENERS,
             QueryHeader {
-                version: 3,
+                version: VERSION + 1,
                 reserved: 0
             }
             .as_bytes(),
@@ -264,7 +278,7 @@ fn every_validation_answer() {
         ..unknown
     };
     assert_eq!(
-        status(IOCTL_STOP_LISTENER, everything.as_bytes(), 256),
+        status(IOCTL_STOP_LISTENER, everything.as_bytes(), 512),
         NtStatus::SUCCESS
     );
     assert_eq!(engine.stats().listeners, 0);
@@ -547,7 +561,7 @@ proptest! {
         if status.is_success() && code == IOCTL_START_LISTENER && engine.stats().listeners > 8 {
             // Keep the listener count low so starts keep reaching the deep paths.
             let all = ListenerRequest { version: VERSION, listener: ALL_LISTENERS, reserved: [0; 2] };
-            call(engine, IOCTL_STOP_LISTENER, all.as_bytes(), 256);
+            call(engine, IOCTL_STOP_LISTENER, all.as_bytes(), 512);
         }
     }
 }

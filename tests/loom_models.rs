@@ -344,22 +344,36 @@ fn ctl_completion(table: &Mutex<Table<u32>>, ctl: &CtlIrp, index: u32) {
     table.check().unwrap();
 }
 
-/// The worker: pops every queued slot and starts what it asks for; a close it starts completes
-/// inline (the provider may complete before WskCloseSocket returns), outside the lock.
+/// Slots the modelled worker decides per lock hold (`listener::slots`'s `SLOT_WORK_CHUNK` is 16;
+/// 2 here covers both slots of the model in one hold, the widest decide-then-perform window).
+const MODEL_CHUNK: usize = 2;
+
+/// The worker, as `Listener::run_slot_work` runs: each lock hold pops up to a chunk of queued
+/// slots and decides what they ask for; the calls are made after the lock is released (a close it
+/// starts completes inline, as the provider may complete before WskCloseSocket returns); repeat
+/// until a hold finds nothing queued.
 fn worker_run(table: &Mutex<Table<u32>>, ctl: &CtlIrp) {
     loop {
-        let closing = {
+        let (popped, closing) = {
             let mut guard = table.lock().unwrap();
-            let Some((index, bits)) = guard.pop_work() else {
-                guard.check().unwrap();
-                return;
-            };
-            let closing =
-                (index == 0 && worker_decides(&mut guard, ctl, index, bits)).then_some(index);
+            let mut closing = Vec::new();
+            let mut popped = 0;
+            while popped < MODEL_CHUNK {
+                let Some((index, bits)) = guard.pop_work() else {
+                    break;
+                };
+                popped += 1;
+                if index == 0 && worker_decides(&mut guard, ctl, index, bits) {
+                    closing.push(index);
+                }
+            }
             guard.check().unwrap();
-            closing
+            (popped, closing)
         };
-        if let Some(index) = closing {
+        if popped == 0 {
+            return;
+        }
+        for index in closing {
             ctl_completion(table, ctl, index);
         }
     }
@@ -416,5 +430,118 @@ fn late_disconnect_completion_racing_a_close_never_corrupts_the_work_list() {
         expected.sort_unstable();
         assert_eq!(popped, expected, "each queued slot is popped once");
         guard.check().unwrap();
+    });
+}
+
+/// The listener's lock-protected state as `Listener::worker_needed` reads it: slot work queued and
+/// whether every accept IRP is pending.
+struct KickState {
+    work: u32,
+    accepts_pending: bool,
+}
+
+/// The work queue as `kernel::workqueue` runs one item: `queued` (cleared before the routine runs)
+/// and the list with its wake-up. `queued` is the item's atomic flag; it is modelled as a tiny
+/// mutex-guarded bool (its swap and store are linearizable either way) because loom 0.7 let a
+/// swap read a value older than a store that happened before it through the listener lock.
+struct KickModel {
+    shared: Mutex<KickState>,
+    queued: Mutex<bool>,
+    list: Mutex<(bool, bool)>,
+    wake: Condvar,
+}
+
+impl KickModel {
+    /// `Listener::kick_locked`, called with the listener lock held: queue the item unless the
+    /// worker would find nothing (`worker_needed`), and not twice.
+    fn kick_locked(&self, state: &KickState) {
+        if state.work == 0 && state.accepts_pending {
+            return;
+        }
+        if !std::mem::replace(&mut *self.queued.lock().unwrap(), true) {
+            self.list.lock().unwrap().0 = true;
+            self.wake.notify_all();
+        }
+    }
+
+    /// `Listener::process`: re-arm the accept IRP and take every slot's work (the calls follow
+    /// outside the lock).
+    fn process(&self) {
+        let mut state = self.shared.lock().unwrap();
+        state.work = 0;
+        state.accepts_pending = true;
+    }
+}
+
+/// Kicks that find nothing for the worker are skipped (`Listener::worker_needed`): a close
+/// completing, an accept callback whose socket waits for its hand-over. Whatever the
+/// interleaving with a worker pass in progress (the item's `queued` flag is cleared before the
+/// routine runs), work asked for by a completion and an accept IRP to re-arm are never left
+/// behind with no pass queued to take them.
+#[test]
+fn skipped_kicks_never_strand_work_for_the_worker() {
+    builder().check(|| {
+        let model = Arc::new(KickModel {
+            shared: Mutex::new(KickState {
+                work: 1,
+                accepts_pending: true,
+            }),
+            queued: Mutex::new(true),
+            // (an item is on the list, stop the thread)
+            list: Mutex::new((true, false)),
+            wake: Condvar::new(),
+        });
+        // The queue's thread: runs the item while it is queued, until told to stop.
+        let worker = {
+            let model = model.clone();
+            thread::spawn(move || {
+                loop {
+                    {
+                        let mut list = model.list.lock().unwrap();
+                        while !list.0 && !list.1 {
+                            list = model.wake.wait(list).unwrap();
+                        }
+                        if !list.0 {
+                            return;
+                        }
+                        list.0 = false;
+                    }
+                    *model.queued.lock().unwrap() = false;
+                    model.process();
+                }
+            })
+        };
+        // A disconnect completing (asks for the close), an accept completing (its IRP is idle
+        // now), and a close completing (nothing for the worker: its kick is skipped).
+        let completions: Vec<_> = [0u8, 1, 2]
+            .into_iter()
+            .map(|kind| {
+                let model = model.clone();
+                thread::spawn(move || {
+                    let mut state = model.shared.lock().unwrap();
+                    match kind {
+                        0 => state.work += 1,
+                        1 => state.accepts_pending = false,
+                        _ => {}
+                    }
+                    model.kick_locked(&state);
+                })
+            })
+            .collect();
+        for completion in completions {
+            completion.join().unwrap();
+        }
+        {
+            let mut list = model.list.lock().unwrap();
+            list.1 = true;
+            model.wake.notify_all();
+        }
+        worker.join().unwrap();
+        let state = model.shared.lock().unwrap();
+        assert_eq!(state.work, 0, "slot work was left with no pass queued");
+        assert!(
+            state.accepts_pending,
+            "an idle accept IRP was left with no pass queued"
+        );
     });
 }

@@ -102,6 +102,8 @@ impl Engine {
                                     id,
                                     listener: listener_id,
                                     info: *entry.info(),
+                                    bytes_in: entry.bytes_in,
+                                    bytes_out: entry.bytes_out,
                                 });
                                 written += 1;
                             }

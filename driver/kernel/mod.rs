@@ -27,7 +27,7 @@ mod pool;
 mod workqueue;
 
 pub use pool::{PoolBox, PoolSlice};
-pub use workqueue::{WorkItem, WorkQueue, WorkQueueHandle};
+pub use workqueue::{QueueFigures, WorkItem, WorkQueue, WorkQueueHandle, figures as queue_figures};
 
 /// Pool tags (read backwards in pool dumps, as usual).
 pub mod tags {
@@ -37,6 +37,8 @@ pub mod tags {
     pub const LISTENER: u32 = u32::from_le_bytes(*b"WskL");
     /// Connection tables.
     pub const TABLE: u32 = u32::from_le_bytes(*b"WskT");
+    /// Connections' data buffers.
+    pub const BUFFER: u32 = u32::from_le_bytes(*b"WskB");
     /// Accept IRP contexts.
     pub const ACCEPT: u32 = u32::from_le_bytes(*b"WskA");
     /// Synchronous-call state.

@@ -157,6 +157,27 @@ impl<T> PoolSlice<T> {
     }
 }
 
+impl PoolSlice<u8> {
+    /// `len` zero bytes in one block (a data buffer). IRQL: <= DISPATCH_LEVEL.
+    ///
+    /// # Errors
+    /// STATUS_INSUFFICIENT_RESOURCES when the pool has no room.
+    pub fn zeroed(tag: u32, len: usize) -> Result<Self, NtStatus> {
+        let ptr = NonNull::new(pool_allocate(tag, len.max(1), 1))
+            .ok_or(NtStatus::INSUFFICIENT_RESOURCES)?;
+        // SAFETY: a fresh block of at least `len` bytes, owned here.
+        unsafe { ptr.as_ptr().write_bytes(0, len) };
+        // INVARIANT: one block of `len` bytes from `tag`, every byte initialised (zero), owned.
+        Ok(Self { ptr, len, tag })
+    }
+
+    /// The first byte (for an MDL; the block never moves).
+    #[must_use]
+    pub fn as_mut_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+}
+
 impl<T> Deref for PoolSlice<T> {
     type Target = [T];
     fn deref(&self) -> &[T] {

@@ -6,11 +6,35 @@
 
 use core::ffi::c_void;
 use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 
 use wsk::NtStatus;
 
 use super::{Event, PoolBox, SpinLock, SystemThread, tags};
+
+/// Routines run by every work queue since the driver loaded (the benchmarks' "worker passes").
+static PASSES: AtomicU64 = AtomicU64::new(0);
+/// Times a work queue's thread woke from waiting for work (each one a thread switch).
+static WAKEUPS: AtomicU64 = AtomicU64::new(0);
+
+/// What the work queues did since the driver loaded, for the benchmarks (cumulative; take the
+/// difference over a run).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueFigures {
+    /// Work item routines run (passes).
+    pub passes: u64,
+    /// Wake-ups of a queue's thread from an empty queue.
+    pub wakeups: u64,
+}
+
+/// The work queues' figures so far. IRQL: any.
+#[must_use]
+pub fn figures() -> QueueFigures {
+    QueueFigures {
+        passes: PASSES.load(Ordering::Relaxed),
+        wakeups: WAKEUPS.load(Ordering::Relaxed),
+    }
+}
 
 /// A preallocated unit of work.
 ///
@@ -161,12 +185,14 @@ unsafe fn run(context: *mut c_void) {
                 return;
             }
             inner.wake.wait(None);
+            WAKEUPS.fetch_add(1, Ordering::Relaxed);
             continue;
         }
         // SAFETY: dequeued above; alive until it has run (WorkItem invariant).
         let item = unsafe { &*item };
         // Cleared before running: a kick during the run queues it again, so no work is lost.
         item.queued.store(false, Ordering::Release);
+        PASSES.fetch_add(1, Ordering::Relaxed);
         // SAFETY: the owner set a context valid for its routine.
         unsafe { (item.routine)(item.context.load(Ordering::Acquire)) };
     }

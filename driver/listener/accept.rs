@@ -191,48 +191,69 @@ pub(crate) unsafe extern "system" fn accept_done(
 }
 
 impl Listener {
-    /// Arms idle accept IRPs (when `arm`) and closes refused sockets. Worker only.
+    /// Arms every idle accept IRP (when `arm`) and closes every refused socket, in one worker pass:
+    /// one hold of the spin lock claims them all (at most `MAX_DEPTH` = 64 state changes, small
+    /// bounded work), then the calls are made outside it. Worker only.
     pub(super) fn service_accepts(&self, worker: &mut Worker<'_>, arm: bool) {
+        const _: () = assert!(
+            super::MAX_DEPTH as u32 <= u64::BITS,
+            "one bit per accept slot"
+        );
         let socket = self.socket.get(worker).as_ref();
-        for slot in self.accepts.iter() {
-            let refused = {
-                let mut shared = self.shared.lock();
-                match slot.state.load(Ordering::Acquire) {
-                    State::Idle if arm && socket.is_some() => {
+        let arm = arm && socket.is_some();
+        // Bit i: slot i was claimed (Idle -> Accepting, or RejectPending -> ClosingRejected).
+        let (mut to_arm, mut to_close) = (0u64, 0u64);
+        {
+            let mut shared = self.shared.lock();
+            // `take`: MAX_DEPTH fits the masks (asserted above); a bit per slot, never a shift past
+            // the mask.
+            for (i, slot) in self.accepts.iter().enumerate().take(u64::BITS as usize) {
+                let claimed = match slot.state.load(Ordering::Acquire) {
+                    State::Idle if arm => {
                         slot.state.store(State::Accepting, Ordering::Release);
-                        shared.rundown.submitted();
-                        None
+                        &mut to_arm
                     }
                     State::RejectPending => {
                         slot.state.store(State::ClosingRejected, Ordering::Release);
-                        shared.rundown.submitted();
-                        Some(slot.rejected.swap(core::ptr::null_mut(), Ordering::AcqRel))
+                        &mut to_close
                     }
                     _ => continue,
-                }
-            };
-            let submitted = match (refused, socket) {
-                (Some(raw), _) => {
-                    // SAFETY: the refused socket was parked by the completion routine; we own it.
-                    match unsafe { ConnSocket::from_accepted(raw) } {
-                        // WSK-FACTS §7: closing a connection that is not disconnected aborts it.
-                        Some(refused) => {
-                            // SAFETY: pinned slot context; this socket's only call.
-                            unsafe { refused.close(&slot.irp, accept_done, slot.context()) }
-                                .map_err(|(s, e)| {
-                                    let _ = s.into_raw();
-                                    e
-                                })
-                        }
-                        None => Err(NtStatus::INVALID_PARAMETER),
+                };
+                *claimed |= 1 << i;
+                shared.rundown.submitted();
+            }
+        }
+        for (i, slot) in self.accepts.iter().enumerate().take(u64::BITS as usize) {
+            let submitted = if to_close & (1 << i) != 0 {
+                let raw = slot.rejected.swap(core::ptr::null_mut(), Ordering::AcqRel);
+                // SAFETY: the refused socket was parked by the completion routine; we own it.
+                match unsafe { ConnSocket::from_accepted(raw) } {
+                    // WSK-FACTS §7: closing a connection that is not disconnected aborts it.
+                    Some(refused) => {
+                        // SAFETY: pinned slot context; this socket's only call.
+                        unsafe { refused.close(&slot.irp, accept_done, slot.context()) }.map_err(
+                            |(s, e)| {
+                                let _ = s.into_raw();
+                                e
+                            },
+                        )
                     }
+                    None => Err(NtStatus::INVALID_PARAMETER),
                 }
-                (None, Some(socket)) => {
-                    let (local, remote) = slot.address_buffers();
-                    // SAFETY: pinned slot buffers and context; worker-only calls on the socket.
-                    unsafe { socket.accept(&slot.irp, accept_done, slot.context(), local, remote) }
+            } else if to_arm & (1 << i) != 0 {
+                match socket {
+                    Some(socket) => {
+                        let (local, remote) = slot.address_buffers();
+                        // SAFETY: pinned slot buffers and context; worker-only calls on the
+                        // socket.
+                        unsafe {
+                            socket.accept(&slot.irp, accept_done, slot.context(), local, remote)
+                        }
+                    }
+                    None => Err(NtStatus::INVALID_DEVICE_STATE),
                 }
-                (None, None) => Err(NtStatus::INVALID_DEVICE_STATE),
+            } else {
+                continue;
             };
             if submitted.is_err() {
                 let mut shared = self.shared.lock();

@@ -35,7 +35,7 @@ impl Listener {
         // In conditional mode the inspection already applied the rules (and user mode may have
         // accepted a deferred request); capacity and the per-source limit are checked again here.
         let settled = self.config.mode == Mode::Conditional;
-        let from_source = shared.sources.count(remote.ip());
+        let (from_source, spot) = shared.sources.locate(remote.ip());
         let verdict = shared.policy.evaluate(
             &remote,
             shared.table.occupancy(),
@@ -55,11 +55,19 @@ impl Listener {
         };
         match shared.table.insert(socket, info) {
             Ok(id) => {
-                shared.sources.add(remote.ip());
+                // The map did not change since `locate`: the lock is held throughout.
+                shared.sources.add_at(&spot);
                 // SAFETY: `global` points at the engine's counters, which outlive listeners.
                 unsafe { (*self.global).opened() };
+                // Service `close` costs the fewest WSK calls the documented semantics allow for a
+                // graceful close: WskDisconnect, then WskCloseSocket once it completed (plus the
+                // WskAccept that brought the socket, on the IRP path: 3; 2 on the event path).
+                // WskCloseSocket alone aborts a connection not fully disconnected (WSK-FACTS §7:
+                // the client would see a reset, not EOF), and it cancels pending IRPs, so issued
+                // before the disconnect completed it would abort it too. No receive, no event
+                // enable: nothing is read from the peer.
                 let first = match self.config.service {
-                    Service::Hold => work::RECEIVE,
+                    Service::Discard | Service::Echo => work::RECEIVE,
                     Service::Close => work::CLOSE,
                 };
                 match (path, self.io.get(id.index() as usize)) {

@@ -15,6 +15,13 @@ pub const MAX_CAPACITY: u32 = 65_536;
 // Every table index fits the id's index field.
 const _: () = assert!(MAX_CAPACITY as u64 <= 1 << crate::ids::INDEX_BITS);
 
+/// Default bytes of each connection's data buffer.
+pub const DEFAULT_BUFFER: u32 = ioctl::DEFAULT_BUFFER;
+/// Smallest data buffer.
+pub const MIN_BUFFER: u32 = ioctl::MIN_BUFFER;
+/// Largest data buffer.
+pub const MAX_BUFFER: u32 = ioctl::MAX_BUFFER;
+
 // One definition each for the contract and the driver: the wire enums are the configuration types.
 pub use ioctl::{Mode, Service};
 
@@ -33,6 +40,8 @@ pub struct ListenerConfig {
     pub capacity: u32,
     /// What to do with accepted connections.
     pub service: Service,
+    /// Bytes of each connection's data buffer (512..=65,536), allocated for every slot at start.
+    pub buffer: u32,
     /// How long a request deferred to user mode may wait for a decision (conditional mode).
     pub decision_timeout_ms: u32,
 }
@@ -50,7 +59,8 @@ impl ListenerConfig {
             mode: Mode::Both,
             depth: DEFAULT_DEPTH,
             capacity: DEFAULT_CAPACITY,
-            service: Service::Hold,
+            service: Service::Discard,
+            buffer: DEFAULT_BUFFER,
             decision_timeout_ms: DEFAULT_DECISION_TIMEOUT_MS,
         }
     }
@@ -59,10 +69,17 @@ impl ListenerConfig {
     ///
     /// # Errors
     /// STATUS_INVALID_PARAMETER for an out-of-range depth, capacity or decision timeout, or a
-    /// dual-stack IPv4 address.
+    /// dual-stack IPv4 address; STATUS_INVALID_BUFFER_SIZE for an out-of-range buffer, or one
+    /// that makes capacity × buffer exceed [`ioctl::MAX_BUFFER_MEMORY`].
     pub fn validate(&self) -> Result<(), NtStatus> {
         if !(1..=MAX_DEPTH).contains(&self.depth) || !(1..=MAX_CAPACITY).contains(&self.capacity) {
             return Err(NtStatus::INVALID_PARAMETER);
+        }
+        // After the capacity check, so that an out-of-range capacity is named as such.
+        if !(MIN_BUFFER..=MAX_BUFFER).contains(&self.buffer)
+            || u64::from(self.capacity) * u64::from(self.buffer) > ioctl::MAX_BUFFER_MEMORY
+        {
+            return Err(NtStatus::INVALID_BUFFER_SIZE);
         }
         if self.dual_stack && self.address.is_ipv4() {
             return Err(NtStatus::INVALID_PARAMETER);

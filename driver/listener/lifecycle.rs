@@ -89,7 +89,7 @@ impl Listener {
                 accepts: PoolSlice::try_new(tags::ACCEPT, depth, |_| AcceptSlot::new())?,
                 #[allow(clippy::cast_possible_truncation)]
                 io: PoolSlice::try_new(tags::TABLE, config.capacity as usize, |i| {
-                    SlotIo::new(i as u32)
+                    SlotIo::new(i as u32, config.buffer)
                 })?,
                 ctl: DriverIrp::allocate()?,
                 counters: Counters::default(),

@@ -21,9 +21,12 @@
 //!    capacity and the per-source limit; the socket goes into the table (`crate::table`) or is
 //!    refused and counted (`stats.rs`). An event-accepted socket waits on the hand-over list
 //!    until its callback is known to have returned (`Listener::hand_over`).
-//! 5. **Connection IO** (`slots.rs`): the worker takes the slot's work (`run_slot_work`) and
-//!    keeps a receive pending on the slot's IO block (`crate::conn::SlotIo`); the completion
-//!    routines (`receive_done`, `disconnect_done`, `close_done`) notice the peer's close.
+//! 5. **Connection IO** (`slots.rs`, `data.rs`): the worker takes the slot's work
+//!    (`run_slot_work`) and runs the data path on the slot's IO block (`crate::conn::SlotIo`:
+//!    one data IRP, one preallocated buffer): service `discard` keeps a receive pending and drops
+//!    what it reads; service `echo` receives, sends the bytes back, and posts the next receive
+//!    only when that send completed (`receive_done`, `send_done`). A receive of 0 bytes (FIN) or
+//!    an error (reset) is the peer's close; `disconnect_done` and `close_done` end the rest.
 //! 6. **Close** (`slots.rs`): a graceful WskDisconnect then WskCloseSocket, or an abortive close
 //!    (user request, peer gone, stop); the slot is released when every IRP is back
 //!    (`Listener::try_release`).
@@ -40,6 +43,7 @@ mod accept;
 mod admission;
 mod conditional;
 mod config;
+mod data;
 mod events;
 mod lifecycle;
 mod slots;
@@ -56,7 +60,8 @@ use core::time::Duration;
 use wsk::{NtStatus, WSK_INSPECT_ID};
 
 pub use config::{
-    DEFAULT_CAPACITY, DEFAULT_DEPTH, ListenerConfig, MAX_CAPACITY, MAX_DEPTH, Mode, Service,
+    DEFAULT_BUFFER, DEFAULT_CAPACITY, DEFAULT_DEPTH, ListenerConfig, MAX_BUFFER, MAX_CAPACITY,
+    MAX_DEPTH, MIN_BUFFER, Mode, Service,
 };
 pub use stats::{CounterSnapshot, Counters, Global};
 
@@ -191,7 +196,8 @@ unsafe impl Sync for Listener {}
 unsafe impl Send for Listener {}
 
 /// Bytes of driver memory per table entry: the slot itself and its IO block. Each entry also owns
-/// three IRPs (receive, disconnect, close) and one MDL from the kernel (not counted here).
+/// its data buffer (the listener's `buffer` bytes), three IRPs (data, disconnect, close) and one
+/// MDL from the kernel (not counted here).
 pub const BYTES_PER_ENTRY: usize = Table::<ConnSocket>::BYTES_PER_ENTRY + size_of::<SlotIo>();
 
 /// The listener's work item. IRQL: PASSIVE_LEVEL (worker).
@@ -264,12 +270,39 @@ impl Listener {
         self.kick_locked(&shared);
     }
 
-    /// Queues the worker. Called with the lock held so that a stopping listener cannot be freed
-    /// between the last completion and its kick (stop flushes the queue after the rundown).
-    pub(crate) fn kick_locked(&self, _shared: &SpinGuard<'_, Shared>) {
+    /// Queues the worker, unless it would certainly find nothing to do (see
+    /// [`Listener::worker_needed`]). Called with the lock held so that a stopping listener cannot
+    /// be freed between the last completion and its kick (stop flushes the queue after the
+    /// rundown), and so that the state the test reads cannot change under it.
+    pub(crate) fn kick_locked(&self, shared: &SpinGuard<'_, Shared>) {
+        if !self.worker_needed(shared) {
+            return;
+        }
         // SAFETY: the work item lives in this listener, which stays alive until stop has flushed
         // the queue (Listener invariant).
         unsafe { self.queue.queue(&self.work) };
+    }
+
+    /// Whether a worker pass could find something to do. Every pass is a thread switch on Windows
+    /// (a wake-up of the work queue's thread), so the kicks that leave nothing for the worker —
+    /// the close of a connection completing, an accept callback whose socket waits for its
+    /// hand-over — do not queue one. Conservative: only a running listener outside mode
+    /// `conditional` (whose deferred requests have timeouts and decisions the worker services)
+    /// can skip, and only when what `process` does in phase Running has nothing to act on: no
+    /// slot work queued, no hand-over asked for by the ticker, and every accept IRP pending (none
+    /// to re-arm, no refused socket to close). Everything read here changes under the lock (the
+    /// accept states and the hand-over flag are set before the kick that follows them), so a
+    /// change that creates work is always followed by a kick that sees it.
+    /// IRQL: DISPATCH_LEVEL (under the lock).
+    fn worker_needed(&self, shared: &Shared) -> bool {
+        shared.phase != Phase::Running
+            || self.config.mode == Mode::Conditional
+            || shared.table.has_work()
+            || self.handover_tick.load(Ordering::Acquire)
+            || self
+                .accepts
+                .iter()
+                .any(|a| a.state.load(Ordering::Acquire) != AcceptState::Accepting)
     }
 
     /// Marks the listener for a restart of its listening socket (NULL AcceptSocket, broken

@@ -1,6 +1,7 @@
-//! Per-slot connection work: what the worker does for each table slot (receive, graceful
-//! disconnect, close) and the slot IRPs' completion routines, which update the slot under the
-//! listener's spin lock and kick the worker. The slot's IO block itself is `crate::conn::SlotIo`.
+//! Per-slot connection work: what the worker does for each table slot (the data path's receive
+//! and send, `data.rs`; graceful disconnect; close) and the slot IRPs' completion routines, which
+//! update the slot under the listener's spin lock and kick the worker. The slot's IO block itself
+//! is `crate::conn::SlotIo`.
 //!
 //! Completion routines run at DISPATCH_LEVEL: they take the IRP back, update the slot under the
 //! listener's spin lock, and queue work; they never call WSK, never block, never allocate.
@@ -10,12 +11,16 @@ use core::sync::atomic::Ordering;
 
 use wsk::{DEVICE_OBJECT, IRP, NtStatus};
 
-use super::{Counters, Listener, Phase, Service, Shared, SlotIo};
+use super::{Counters, Listener, Phase, Shared, SlotIo};
 use crate::net::{ConnSocket, ConnSocketRef};
 use crate::table::{SlotState, work};
 
-enum SlotAction {
+/// Slots whose work the worker decides per hold of the spin lock (see `run_slot_work`).
+const SLOT_WORK_CHUNK: usize = 16;
+
+pub(super) enum SlotAction {
     Receive(u32, ConnSocketRef),
+    Send(u32, ConnSocketRef),
     Disconnect(u32, ConnSocketRef),
     Close(u32, ConnSocket),
 }
@@ -31,8 +36,9 @@ impl Listener {
             .table
             .entry(index)
             .is_some_and(|e| e.state() == SlotState::Closing && e.close_done);
-        if ready && !io.recv.is_busy() && !io.ctl.is_busy() && !io.close.is_busy() {
+        if ready && !io.data.is_busy() && !io.ctl.is_busy() && !io.close.is_busy() {
             let peer_closed = shared.table.entry(index).is_some_and(|e| e.peer_closed);
+            let peer_reset = shared.table.entry(index).is_some_and(|e| e.peer_reset);
             let source = shared.table.entry(index).map(|e| e.info().remote.ip());
             if shared.table.release(index) {
                 if let Some(source) = source {
@@ -41,6 +47,11 @@ impl Listener {
                 Counters::bump(&self.counters.closed);
                 if peer_closed {
                     Counters::bump(&self.counters.peer_closed);
+                    Counters::bump(if peer_reset {
+                        &self.counters.peer_reset
+                    } else {
+                        &self.counters.peer_fin
+                    });
                 }
                 // SAFETY: `global` points at the engine's figures, which the engine frees only
                 // after every listener is gone.
@@ -50,17 +61,36 @@ impl Listener {
     }
 
     /// Performs queued slot work: receives, disconnects, closes. Worker only.
+    ///
+    /// Each hold of the spin lock takes up to [`SLOT_WORK_CHUNK`] slots off the work list and
+    /// decides their operations (small bounded work at DISPATCH_LEVEL), then the WSK calls are made
+    /// with the lock released; this repeats until a hold finds the list empty, so one pass does all
+    /// the work queued, however much. A slot appears at most once per chunk: only `request` puts it back on
+    /// the list, and nothing requests work while the worker holds the lock; its next decision
+    /// comes after its operation of this chunk was performed.
     pub(super) fn run_slot_work(&self) {
         loop {
-            let action = {
+            let mut actions: [Option<SlotAction>; SLOT_WORK_CHUNK] = core::array::from_fn(|_| None);
+            let popped = {
                 let mut shared = self.shared.lock();
-                let Some((index, bits)) = shared.table.pop_work() else {
-                    break;
-                };
-                self.decide_slot_work(&mut shared, index, bits)
+                let mut popped = 0;
+                for action in &mut actions {
+                    let Some((index, bits)) = shared.table.pop_work() else {
+                        break;
+                    };
+                    *action = self.decide_slot_work(&mut shared, index, bits);
+                    popped += 1;
+                }
+                popped
             };
-            if let Some(action) = action {
-                self.perform(action);
+            if popped == 0 {
+                break;
+            }
+            // Work the calls below complete inline asks for is taken by the next round.
+            for action in actions.iter_mut().take(popped) {
+                if let Some(action) = action.take() {
+                    self.perform(action);
+                }
             }
         }
     }
@@ -98,25 +128,16 @@ impl Listener {
             shared.rundown.submitted();
             return Some(SlotAction::Close(index, socket));
         }
-        if bits & work::RECEIVE != 0
-            && self.config.service == Service::Hold
-            && !io.recv.is_busy()
-            && !entry.peer_closed
-        {
-            io.recv_generation.store(generation, Ordering::Release);
-            shared.rundown.submitted();
-            return Some(SlotAction::Receive(index, entry.socket()?.by_ref()));
+        if bits & (work::RECEIVE | work::SEND) != 0 {
+            return self.decide_data(shared, io, index, bits);
         }
         None
     }
 
     fn perform(&self, action: SlotAction) {
         let submitted = match action {
-            SlotAction::Receive(index, socket) => self.io.get(index as usize).map(|io| {
-                // SAFETY: the slot's buffer and context are pinned; only the worker closes the
-                // socket, so it is alive for this call.
-                unsafe { socket.receive(&io.recv, io.buffer(), receive_done, io.context()) }
-            }),
+            SlotAction::Receive(index, socket) => self.perform_data(index, socket, false),
+            SlotAction::Send(index, socket) => self.perform_data(index, socket, true),
             SlotAction::Disconnect(index, socket) => self.io.get(index as usize).map(|io| {
                 // SAFETY: the slot's control IRP and context are pinned for the listener's life;
                 // only the worker closes the socket, so it is alive for this call.
@@ -148,7 +169,7 @@ impl Listener {
 /// `context` is the `context()` of a listener's `SlotIo` whose IRP is completing: by the
 /// `SlotIo` invariant the block is pinned and its owner (set by `attach` before any submission)
 /// outlives every completion, so both references live for the completion routine.
-unsafe fn slot_of<'a>(context: *mut c_void) -> (&'a SlotIo, &'a Listener) {
+pub(super) unsafe fn slot_of<'a>(context: *mut c_void) -> (&'a SlotIo, &'a Listener) {
     // SAFETY: the caller's promise: `context` points at a live, pinned SlotIo.
     let io = unsafe { &*context.cast::<SlotIo>() };
     // SAFETY: the SlotIo invariant: `owner` was set by `attach` before any submission and the
@@ -163,7 +184,7 @@ unsafe fn slot_of<'a>(context: *mut c_void) -> (&'a SlotIo, &'a Listener) {
 /// next step; if it is Closing (its close did not wait for this IRP), the slot may go now; an IRP
 /// of an earlier connection of the slot changes nothing more. IRQL: <= DISPATCH_LEVEL; no WSK,
 /// no blocking, no allocation.
-fn slot_irp_completed(
+pub(super) fn slot_irp_completed(
     io: &SlotIo,
     listener: &Listener,
     generation: u32,
@@ -185,40 +206,6 @@ fn slot_irp_completed(
     }
     listener.kick_locked(&shared);
     NtStatus::MORE_PROCESSING_REQUIRED
-}
-
-/// Completion of the slot's WskReceive. IRQL: <= DISPATCH_LEVEL; no WSK, no blocking, no
-/// allocation.
-///
-/// # Safety
-/// Called by the I/O manager as the completion routine of a slot's receive IRP: `context` is the
-/// slot's `SlotIo` (its `context()`) given with that IRP, which stays alive until this routine has
-/// run.
-pub(crate) unsafe extern "system" fn receive_done(
-    _device: *mut DEVICE_OBJECT,
-    _irp: *mut IRP,
-    context: *mut c_void,
-) -> NtStatus {
-    // SAFETY: slot IRPs are submitted with their SlotIo's `context()` (see `perform`).
-    let (io, listener) = unsafe { slot_of(context) };
-    let generation = io.recv_generation.load(Ordering::Acquire);
-    // SAFETY: this is the receive IRP's completion routine.
-    let (status, information) = unsafe { io.recv.take_back() };
-    slot_irp_completed(io, listener, generation, |shared, index| {
-        if status.is_success() && information > 0 {
-            listener
-                .counters
-                .bytes_discarded
-                .fetch_add(information as u64, Ordering::Relaxed);
-            shared.table.request(index, work::RECEIVE);
-        } else {
-            // 0 bytes: graceful close; an error: reset. Either way the peer is gone.
-            if let Some(entry) = shared.table.entry_mut(index) {
-                entry.peer_closed = true;
-            }
-            shared.table.request(index, work::CLOSE);
-        }
-    })
 }
 
 /// Completion of the slot's graceful WskDisconnect. IRQL: <= DISPATCH_LEVEL; no WSK, no

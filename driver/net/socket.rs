@@ -376,28 +376,37 @@ impl ConnSocketRef {
         unsafe { &*dispatch.cast::<WSK_PROVIDER_CONNECTION_DISPATCH>() }
     }
 
-    /// WskReceive into `buffer`: completes with the byte count, 0 on a graceful close, or an error
-    /// on a reset. IRQL: <= DISPATCH_LEVEL.
+    /// WskReceive into `buffer` (completes with the byte count, 0 on a graceful close, or an
+    /// error on a reset) or, with `send`, WskSend of `buffer` (completes when every byte is in
+    /// the transport, so a peer that does not read keeps it pending). IRQL: <= DISPATCH_LEVEL.
     ///
     /// # Errors
     /// STATUS_INVALID_DEVICE_STATE when `irp` is busy.
     ///
     /// # Safety
-    /// As for [`DriverIrp::submit`]; `buffer` (and its MDL) must stay valid until completion.
-    pub unsafe fn receive(
+    /// As for [`DriverIrp::submit`]; `buffer` (and its MDL, and the memory it describes) must stay
+    /// valid, and unchanged for a send, until completion.
+    pub unsafe fn transfer(
         self,
+        send: bool,
         irp: &DriverIrp,
         buffer: *mut WSK_BUF,
         routine: PfnIoCompletionRoutine,
         context: *mut c_void,
     ) -> Result<(), NtStatus> {
-        let receive = self.dispatch().WskReceive.ok_or_else(missing)?;
+        let dispatch = self.dispatch();
+        let function = if send {
+            dispatch.WskSend
+        } else {
+            dispatch.WskReceive
+        };
+        let function = function.ok_or_else(missing)?;
         let raw = self.raw.as_ptr();
         let call = |irp: *mut wsk::IRP| {
-            // SAFETY: WskReceive (WSK-FACTS §1): `raw` is a live connection socket (type
-            // invariant), `buffer` and its MDL stay valid until completion (the caller's contract),
-            // flags 0, and `irp` is the IRP submit hands over.
-            unsafe { receive(raw, buffer, 0, irp) }
+            // SAFETY: WskSend / WskReceive (WSK-FACTS §1): `raw` is a live connection socket (type
+            // invariant), `buffer` and its MDL stay valid until completion (the caller's
+            // contract), flags 0, and `irp` is the IRP submit hands over.
+            unsafe { function(raw, buffer, 0, irp) }
         };
         // SAFETY: the caller upholds submit's contract for routine and context.
         unsafe { irp.submit(routine, context, call) }

@@ -84,7 +84,15 @@ pub(super) fn siphash(k0: u64, k1: u64, m0: u64, m1: u64, c: usize, d: usize) ->
     v[0] ^ v[1] ^ v[2] ^ v[3]
 }
 
+/// Where a source is counted, or would be (from [`SourceCounts::locate`]).
+#[derive(Debug)]
+pub struct Spot {
+    key: u128,
+    probe: Probe,
+}
+
 /// Where a key is, or where it would go.
+#[derive(Debug)]
 enum Probe {
     /// The key's slot.
     Found(usize),
@@ -205,13 +213,35 @@ impl SourceCounts {
 
     /// One more connection from `peer` (nothing, for a peer that cannot be counted).
     pub fn add(&mut self, peer: IpAddr) {
+        let (_, spot) = self.locate(peer);
+        self.add_at(&spot);
+    }
+
+    /// [`SourceCounts::count`] and where [`SourceCounts::add_at`] would count one more, with one
+    /// lookup (the accept path asks both: one SipHash and window read fewer per connection). The
+    /// spot is valid until the map next changes: the caller holds the listener's lock from here to
+    /// `add_at`.
+    #[must_use]
+    pub fn locate(&self, peer: IpAddr) -> (u32, Spot) {
         let key = key(peer);
-        match self.probe(key) {
+        let probe = self.probe(key);
+        let count = match probe {
+            Probe::Found(index) => self.slots[index].1,
+            Probe::Vacant(_) => 0,
+            Probe::Untracked => u32::MAX,
+        };
+        (count, Spot { key, probe })
+    }
+
+    /// One more connection at a spot [`SourceCounts::locate`] found, with no change to the map in
+    /// between (nothing, for a peer that cannot be counted).
+    pub fn add_at(&mut self, spot: &Spot) {
+        match spot.probe {
             Probe::Found(index) => {
                 self.slots[index].1 = self.slots[index].1.saturating_add(1);
             }
             Probe::Vacant(index) => {
-                self.slots[index] = (key, 1);
+                self.slots[index] = (spot.key, 1);
                 self.set_occupied(index, true);
             }
             Probe::Untracked => {}

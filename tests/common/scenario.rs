@@ -278,7 +278,8 @@ pub fn run(engine: &Engine, plan: Plan) -> Seen {
         capacity: plan.capacity,
         service: Service::Hold,
         decision_timeout_ms: if plan.defer { 100 } else { 0 },
-        reserved: [0; 3],
+        buffer: 0,
+        reserved: [0; 2],
     };
     let record = checked(
         engine,

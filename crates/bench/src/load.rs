@@ -91,6 +91,61 @@ fn median(values: &mut [f64]) -> f64 {
     values.get(values.len() / 2).copied().unwrap_or(0.0)
 }
 
+/// The driver-side counts of a run (cumulative, process-wide): work-queue passes and wake-ups
+/// (the driver's own figures) and WSK calls (counted by the host kernel at every provider entry).
+#[derive(Debug)]
+struct Counted {
+    queue: wskaccept::kernel::QueueFigures,
+    calls: hostkernel::wsk_calls::WskCalls,
+}
+
+/// What one accepted connection cost the driver, over a run.
+#[derive(Clone, Debug)]
+struct PerConnection {
+    passes: f64,
+    wakeups: f64,
+    wsk_calls: f64,
+    by_function: Value,
+}
+
+fn per(count: u64, connections: usize) -> f64 {
+    #[allow(clippy::cast_precision_loss)]
+    let ratio = count as f64 / connections.max(1) as f64;
+    (ratio * 1000.0).round() / 1000.0
+}
+
+impl Counted {
+    fn now() -> Self {
+        Self {
+            queue: wskaccept::kernel::queue_figures(),
+            calls: hostkernel::wsk_calls::snapshot(),
+        }
+    }
+
+    fn per_connection(&self, earlier: &Self, connections: usize) -> PerConnection {
+        let by_function = self
+            .calls
+            .since(&earlier.calls)
+            .into_iter()
+            .map(|(name, n)| (name.to_owned(), json!(per(n, connections))))
+            .collect::<serde_json::Map<_, _>>();
+        PerConnection {
+            passes: per(self.queue.passes - earlier.queue.passes, connections),
+            wakeups: per(self.queue.wakeups - earlier.queue.wakeups, connections),
+            wsk_calls: per(self.calls.total() - earlier.calls.total(), connections),
+            by_function: Value::Object(by_function),
+        }
+    }
+}
+
+impl PerConnection {
+    /// The run with the median number of worker passes (its other figures with it).
+    fn median(runs: &mut [Self]) -> Option<Self> {
+        runs.sort_by(|a, b| a.passes.total_cmp(&b.passes));
+        runs.get(runs.len() / 2).cloned()
+    }
+}
+
 /// Runs every selected target at every thread count, `runs` times each.
 #[must_use]
 #[allow(clippy::cast_precision_loss)]
@@ -108,12 +163,17 @@ pub fn rate_report(connections: usize, threads: &[usize], runs: usize, only: &[S
             let mut rates = Vec::new();
             let (mut p50s, mut p99s, mut maxes) = (Vec::new(), Vec::new(), Vec::new());
             let mut allocations = 0u64;
+            let mut costs = Vec::new();
             for _ in 0..runs.max(1) {
                 let server = target.start(&engine);
                 // Counted over the traffic only: the listener's table, accept IRPs and per-slot
                 // IRPs/MDLs are preallocated at start.
                 let before = hostkernel::accounting::allocations();
+                let counted = Counted::now();
                 let run = generate(server.address, connections, threads);
+                // The last closes may complete after the last client saw its EOF.
+                server.settle(&engine);
+                let cost = Counted::now().per_connection(&counted, connections);
                 let after = hostkernel::accounting::allocations();
                 server.stop(&engine);
                 if matches!(target, Target::Wskaccept(..)) {
@@ -122,6 +182,7 @@ pub fn rate_report(connections: usize, threads: &[usize], runs: usize, only: &[S
                             + (after.irps - before.irps)
                             + (after.mdls - before.mdls),
                     );
+                    costs.push(cost);
                 }
                 ok &= run.errors == 0 && run.latencies.len() == connections;
                 let mut sorted = run.latencies;
@@ -136,6 +197,7 @@ pub fn rate_report(connections: usize, threads: &[usize], runs: usize, only: &[S
                 rates.iter().copied().fold(0.0, f64::max),
             );
             let rate = median(&mut rates);
+            let cost = PerConnection::median(&mut costs);
             if *target == Target::Std {
                 baseline = Some(rate);
             }
@@ -152,6 +214,10 @@ pub fn rate_report(connections: usize, threads: &[usize], runs: usize, only: &[S
                 "p99_us": as_int(median(&mut p99s).round()),
                 "max_us": as_int(median(&mut maxes).round()),
                 "driver_allocations_per_run": matches!(target, Target::Wskaccept(..)).then_some(allocations),
+                "worker_passes_per_connection": cost.as_ref().map(|c| c.passes),
+                "worker_wakeups_per_connection": cost.as_ref().map(|c| c.wakeups),
+                "wsk_calls_per_connection": cost.as_ref().map(|c| c.wsk_calls),
+                "wsk_calls_by_function": cost.as_ref().map(|c| c.by_function.clone()),
             }));
         }
     }
@@ -165,7 +231,7 @@ pub fn rate_report(connections: usize, threads: &[usize], runs: usize, only: &[S
 #[must_use]
 pub fn render(report: &Value) -> String {
     let mut out = format!(
-        "{:<16} {:>7} {:>10} {:>17} {:>8} {:>9} {:>9} {:>9} {:>13}\n",
+        "{:<16} {:>7} {:>10} {:>17} {:>8} {:>9} {:>9} {:>9} {:>13} {:>7} {:>7} {:>7}\n",
         "target",
         "threads",
         "conn/s",
@@ -174,27 +240,41 @@ pub fn render(report: &Value) -> String {
         "p50 µs",
         "p99 µs",
         "max µs",
-        "driver allocs"
+        "driver allocs",
+        "passes",
+        "wakeups",
+        "WSK"
     );
+    let figure = |v: &Value| {
+        v.as_f64()
+            .map_or_else(|| "-".to_owned(), |r| format!("{r:.2}"))
+    };
     for row in report["rows"].as_array().into_iter().flatten() {
         let _ = writeln!(
             out,
-            "{:<16} {:>7} {:>10} {:>17} {:>8} {:>9} {:>9} {:>9} {:>13}",
+            "{:<16} {:>7} {:>10} {:>17} {:>8} {:>9} {:>9} {:>9} {:>13} {:>7} {:>7} {:>7}",
             row["target"].as_str().unwrap_or("?"),
-            row["threads"],
-            row["rate"],
+            row["threads"].to_string(),
+            row["rate"].to_string(),
             format!("{}–{}", row["rate_min"], row["rate_max"]),
             row["ratio_to_std"]
                 .as_f64()
                 .map_or_else(|| "-".to_owned(), |r| format!("{r:.3}")),
-            row["p50_us"],
-            row["p99_us"],
-            row["max_us"],
+            row["p50_us"].to_string(),
+            row["p99_us"].to_string(),
+            row["max_us"].to_string(),
             row["driver_allocations_per_run"]
                 .as_u64()
                 .map_or_else(|| "-".to_owned(), |a| a.to_string()),
+            figure(&row["worker_passes_per_connection"]),
+            figure(&row["worker_wakeups_per_connection"]),
+            figure(&row["wsk_calls_per_connection"]),
         );
     }
+    out.push_str(
+        "passes, wakeups, WSK: per accepted connection, the driver's work-queue routines run, its \
+         worker thread's wake-ups, and WSK calls (median run)\n",
+    );
     let _ = writeln!(
         out,
         "ok: {}; after unload: {}",

@@ -9,6 +9,9 @@
 //! ratio to the std baseline of the same run.
 #![cfg(unix)]
 
+mod echo;
+mod echo_client;
+mod echo_targets;
 mod held;
 mod load;
 mod targets;
@@ -48,6 +51,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Echo throughput and ping-pong latency of every echo target, with ratios to std.
+    Echo(echo::Args),
     /// Accept N held connections from a client process; time and memory.
     Held {
         /// Connections to hold.
@@ -71,6 +76,9 @@ enum Command {
         target: String,
         #[arg(long, default_value_t = 2_000)]
         connections: usize,
+        /// Client threads.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
     },
 }
 
@@ -118,15 +126,18 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Echo(args) => echo::main(args),
         Command::Clients { connect, count } => held::clients(connect, count),
         Command::Profile {
             target,
             connections,
+            threads,
         } => {
             let engine = targets::load_engine();
             let target = targets::Target::by_name(&target).expect("a known target");
             let server = target.start(&engine);
-            let _ = load::generate(server.address, connections, 1);
+            let _ = load::generate(server.address, connections, threads);
+            server.settle(&engine);
             server.stop(&engine);
             wskaccept::engine::Engine::unload(engine);
             ExitCode::SUCCESS

@@ -141,6 +141,19 @@ pub struct Server {
 }
 
 impl Server {
+    /// Waits (at most a second) until a wskaccept listener holds no connection: every close of
+    /// the run has completed. Returns at once for the baselines.
+    pub fn settle(&self, engine: &Engine) {
+        if let Kind::Wskaccept(id) = self.kind {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+            while engine.listener_info(id).is_ok_and(|info| info.active > 0)
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+    }
+
     /// Stops it (and checks the wskaccept listener stopped cleanly).
     pub fn stop(self, engine: &Engine) {
         match self.kind {

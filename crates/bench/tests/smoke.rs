@@ -42,6 +42,12 @@ fn the_rate_benchmark_runs_every_target_in_smoke_mode() {
             row["driver_allocations_per_run"], 0,
             "the accept path allocates nothing"
         );
+        // Service close: one graceful WskDisconnect and one WskCloseSocket per connection (the
+        // host kernel counts every WSK call), no more: a close alone would reset the client.
+        let calls = &row["wsk_calls_by_function"];
+        assert_eq!(calls["WskDisconnect"], 1.0, "{row}");
+        assert_eq!(calls["WskCloseSocket"], 1.0, "{row}");
+        assert!(row["worker_passes_per_connection"].is_number(), "{row}");
     }
 }
 

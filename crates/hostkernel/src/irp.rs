@@ -66,6 +66,9 @@ unsafe impl Send for HostIrp {}
 // lock and handed to the routine, which the driver promised may run on any thread with it.
 unsafe impl Sync for HostIrp {}
 
+/// Every allocated, not yet freed IRP. Lock order: LIVE before an IRP's `inner` (the tail of
+/// `complete` holds LIVE while it updates the IRP, so that it cannot be freed meanwhile); no path
+/// takes LIVE while holding an `inner`.
 static LIVE: Mutex<Option<HashSet<usize>>> = Mutex::new(None);
 static SERIAL: AtomicU64 = AtomicU64::new(1);
 
@@ -137,6 +140,8 @@ pub unsafe fn io_free_irp(irp: *mut IRP) {
             );
         }
     }
+    // Out of LIVE under its lock before the memory goes: whoever finds an IRP in LIVE while
+    // holding that lock (the tail of `complete`) may touch it until they release it.
     LIVE.lock()
         .unwrap_or_else(PoisonError::into_inner)
         .get_or_insert_with(HashSet::new)
@@ -310,17 +315,20 @@ pub(crate) fn complete(irp: IrpRef, status: NtStatus, information: usize) {
             );
         }
     }
-    // The routine may have freed or reused the IRP; only a still-completing IRP becomes Completed.
-    // LIVE stays locked from the check to the update: the routine may have handed the IRP to
-    // another thread that frees it (IoFreeIrp removes it from LIVE first), and without the lock
-    // that free could land between the check and the dereference.
+    // The routine may have freed or reused the IRP — or let another thread do so, which may
+    // happen at any moment from here on (on Windows the I/O manager no longer touches an IRP
+    // whose routine returned STATUS_MORE_PROCESSING_REQUIRED). Only a still-completing IRP becomes
+    // Completed, and the check and the update happen under LIVE's lock: io_free_irp takes an IRP
+    // out of LIVE under that lock before it frees it, so it cannot be freed in between. (Checking
+    // first and touching it after the lock was dropped once hung `cargo test`: this thread blocked
+    // on the "mutex" of an IRP a test had just freed and whose memory was reused.)
     let live = LIVE.lock().unwrap_or_else(PoisonError::into_inner);
     if live
         .as_ref()
         .is_some_and(|set| set.contains(&(irp.0 as usize)))
     {
-        // SAFETY: the address is in LIVE, whose lock is held, so it is a boxed HostIrp that no
-        // IoFreeIrp can free until the lock is released (HostIrp invariants).
+        // SAFETY: the address is in LIVE and LIVE's lock is held, so it is a boxed HostIrp that
+        // io_free_irp cannot free until the lock is released (HostIrp invariants).
         let host_irp = unsafe { &*irp.0.cast::<HostIrp>() };
         if host_irp.serial == serial {
             let mut inner = lock(host_irp);

@@ -15,6 +15,7 @@
 //!   driven by one event-loop thread over mio whatever the number of sockets.
 //! - [`schedule`]: a seed that decides inline or deferred completion and injects races, resets
 //!   and failures, so a failing run can be replayed.
+//! - [`wsk_calls`]: how many WSK calls the driver made (benchmarks).
 #![allow(unsafe_code)]
 // Not in [workspace.lints] yet: the driver crate has types without Debug.
 #![warn(missing_debug_implementations)]
@@ -33,3 +34,4 @@ pub mod spinlock;
 pub mod thread;
 pub mod time;
 pub mod verifier;
+pub mod wsk_calls;

@@ -298,3 +298,120 @@ fn a_vanished_peer_keeps_a_graceful_disconnect_pending_until_the_socket_is_close
         assert!(outstanding.is_clean(), "seed {seed}: {outstanding}");
     }
 }
+
+/// WskSend with its own IRP over `bytes` (through a host MDL), left pending; the MDL is returned
+/// for the caller to free after completion.
+fn start_send(socket: *mut WSK_SOCKET, bytes: &mut [u8]) -> (Pending, *mut MDL, Box<WSK_BUF>) {
+    let f = connection_dispatch(socket).WskSend.unwrap();
+    let mdl = mdl::allocate(bytes.as_mut_ptr(), u32::try_from(bytes.len()).unwrap());
+    let mut buf = Box::new(WSK_BUF {
+        Mdl: mdl,
+        Offset: 0,
+        Length: bytes.len(),
+    });
+    let raw: *mut WSK_BUF = &raw mut *buf;
+    // SAFETY: PFN_WSK_SEND's contract: `socket` is a live connection socket, `raw` a WSK_BUF over
+    // a host MDL describing `bytes`, both kept alive by the caller until the IRP completes;
+    // `irp` is Pending::start's fresh IRP.
+    let pending = Pending::start(|irp| unsafe { f(socket, raw, 0, irp) });
+    (pending, mdl, buf)
+}
+
+/// Windows' transport reads a send's buffer until the send completes (the MDL's pages stay
+/// locked for it), so a driver that rewrites a buffer whose send is still pending sends the
+/// rewritten bytes. The host must not hide that bug by copying the bytes when the send is
+/// submitted: it reads them when it writes them to the socket.
+#[test]
+fn a_pending_send_reads_the_driver_buffer_when_it_writes_not_when_submitted() {
+    for_each_seed(|_| {
+        let client = Client::register();
+        let (listener, socket, mut peer) = accepted_pair(&client);
+        // Far more than the socket buffers take while the peer does not read: the send stays
+        // pending.
+        let mut bytes = vec![1u8; 32 << 20];
+        let (pending, mdl, _buf) = start_send(socket, &mut bytes);
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            !pending.is_done(),
+            "a send to a peer that does not read stays pending"
+        );
+        // The driver's bug: rewriting the tail while the send is pending.
+        let tail = bytes.len() - 1024;
+        for b in &mut bytes[tail..] {
+            *b = 2;
+        }
+        let reader = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            let mut chunk = vec![0u8; 1 << 20];
+            while all.len() < 32 << 20 {
+                let n = peer.read(&mut chunk).unwrap();
+                assert!(n > 0, "early EOF");
+                all.extend_from_slice(&chunk[..n]);
+            }
+            (all, peer)
+        });
+        assert_eq!(pending.wait(), (NtStatus::SUCCESS, 32 << 20));
+        let (all, _peer) = reader.join().unwrap();
+        // SAFETY: allocated by start_send; the send completed.
+        unsafe { mdl::free(mdl) };
+        assert!(all[..tail].iter().all(|&b| b == 1));
+        assert!(
+            all[tail..].iter().all(|&b| b == 2),
+            "the peer got the bytes as they were at submission, not as the transport read them"
+        );
+        close(socket);
+        close(listener);
+        client.deregister();
+    });
+}
+
+/// After an abortive WskDisconnect the connection is gone: a receive or send fails at once (the
+/// ones pending then complete with STATUS_CONNECTION_ABORTED) rather than waiting for data that
+/// can never come; after the peer's reset, a send fails too.
+#[test]
+fn receives_and_sends_on_an_aborted_or_reset_connection_fail() {
+    for_each_seed(|_| {
+        let client = Client::register();
+        let (listener, socket, _peer) = accepted_pair(&client);
+        assert_eq!(disconnect(socket, true), NtStatus::SUCCESS);
+        let mut buffer = [0u8; 8];
+        let f = connection_dispatch(socket).WskReceive.unwrap();
+        let mdl = mdl::allocate(buffer.as_mut_ptr(), 8);
+        let mut buf = WSK_BUF {
+            Mdl: mdl,
+            Offset: 0,
+            Length: 8,
+        };
+        let raw: *mut WSK_BUF = &raw mut buf;
+        // SAFETY: PFN_WSK_RECEIVE's contract: a live connection socket, a WSK_BUF over a host MDL
+        // describing `buffer`, both alive until the IRP completes (waited for below or the
+        // socket's close cancels it); `irp` is Pending::start's fresh IRP.
+        let receive = Pending::start(|irp| unsafe { f(socket, raw, 0, irp) });
+        std::thread::sleep(Duration::from_millis(100));
+        let done = receive.is_done();
+        close(socket);
+        let (status, _) = receive.wait();
+        // SAFETY: allocated above; the receive has completed.
+        unsafe { mdl::free(mdl) };
+        assert!(done, "a receive on an aborted connection waits forever");
+        assert_eq!(status, NtStatus::CONNECTION_ABORTED);
+        let reset = socket_after_reset(&client, listener);
+        assert!(
+            io(reset, &mut buffer, true).0.is_error(),
+            "a send after a reset"
+        );
+        close(reset);
+        close(listener);
+        client.deregister();
+    });
+}
+
+/// A connection whose peer has reset it (the caller closes it).
+fn socket_after_reset(client: &Client, listener: *mut WSK_SOCKET) -> *mut WSK_SOCKET {
+    let (_, socket, peer) = accepted_pair_on(client, listener_address(listener));
+    let peer = socket2::Socket::from(peer);
+    peer.set_linger(Some(Duration::ZERO)).unwrap();
+    drop(peer);
+    std::thread::sleep(Duration::from_millis(20));
+    socket
+}

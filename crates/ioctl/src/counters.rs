@@ -43,14 +43,24 @@ macro_rules! for_each_counter {
             closed: Closed, "total";
             /// Of those, closed because the peer closed or reset.
             peer_closed: Closed, "by peer";
+            /// Of the peer's closes, those by a graceful close (FIN).
+            peer_fin: Closed, "by peer FIN";
+            /// Of the peer's closes, those by a reset (or a receive or send that failed).
+            peer_reset: Closed, "by peer reset";
             /// Of those, closed on a user's request.
             user_closed: Closed, "by user";
             /// Accept IRPs that completed with an error other than STATUS_CANCELLED.
             accept_errors: Errors, "accept";
             /// Times the listening socket was recreated (NULL AcceptSocket, broken listener).
             listener_restarts: Errors, "listener restarts";
-            /// Bytes peers sent that the hold service read and discarded.
+            /// Bytes received from peers (every service that reads: discard and echo).
+            bytes_in: Data, "bytes in";
+            /// Bytes sent to peers (the echo service's echoes).
+            bytes_out: Data, "bytes out";
+            /// Of the bytes received, those the discard service read and dropped.
             bytes_discarded: Data, "bytes discarded";
+            /// Connections the echo service sent at least one byte back on.
+            echoed: Data, "connections echoed";
         }
     };
 }
@@ -109,7 +119,7 @@ pub struct CounterInfo {
 }
 
 /// Room for counters in [`WireCounters`] (the rest is reserved, zero).
-pub const WIRE_COUNTER_SLOTS: usize = 20;
+pub const WIRE_COUNTER_SLOTS: usize = 32;
 
 macro_rules! wire_counters {
     ($($(#[$doc:meta])* $name:ident: $group:ident, $label:literal;)*) => {

@@ -8,7 +8,7 @@ use zerocopy::{Immutable, IntoBytes, KnownLayout, TryFromBytes};
 macro_rules! wire_enum {
     (
         $(#[$doc:meta])* $ty:ident {
-            $($(#[$vdoc:meta])* $variant:ident = $value:literal, $name:literal;)*
+            $($(#[$vdoc:meta])* $variant:ident = $value:literal, $name:literal $(| $alias:literal)*;)*
         }
     ) => {
         $(#[$doc])*
@@ -26,6 +26,8 @@ macro_rules! wire_enum {
             pub const ALL: &'static [Self] = &[$(Self::$variant),*];
             /// Every name, in wire order (what `wskctl` takes and prints).
             pub const NAMES: &'static [&'static str] = &[$($name),*];
+            /// Other names `wskctl` also takes, each with the value it stands for.
+            pub const ALIASES: &'static [(&'static str, Self)] = &[$($(($alias, Self::$variant),)*)*];
 
             /// Its name.
             #[must_use]
@@ -44,7 +46,9 @@ macro_rules! wire_enum {
             /// The value with this name.
             #[must_use]
             pub fn from_name(name: &str) -> Option<Self> {
-                Self::ALL.iter().copied().find(|v| v.name() == name)
+                Self::ALL.iter().copied().find(|v| v.name() == name).or_else(|| {
+                    Self::ALIASES.iter().find(|(alias, _)| *alias == name).map(|&(_, v)| v)
+                })
             }
         }
 
@@ -90,11 +94,28 @@ impl Mode {
 wire_enum! {
     /// What happens to an accepted connection.
     Service {
-        /// Keep it open until the peer closes, a user closes it, or the listener stops.
+        /// Keep it open until the peer closes, a user closes it, or the listener stops, reading
+        /// and dropping whatever the peer sends (`hold` is its old name, still taken).
         #[default]
-        Hold = 0, "hold";
+        Discard = 0, "discard" | "hold";
         /// Close it gracefully at once (the accept-rate workload).
         Close = 1, "close";
+        /// Send back every byte received, in order; on the peer's FIN, echo what is left, then
+        /// disconnect gracefully.
+        Echo = 2, "echo";
+    }
+}
+
+impl Service {
+    /// The old name of [`Service::Discard`] (what `hold` did: read and drop).
+    #[allow(non_upper_case_globals)]
+    pub const Hold: Self = Self::Discard;
+
+    /// Whether the service reads what the peer sends (a receive is kept pending or, for echo,
+    /// alternates with the send of what it read).
+    #[must_use]
+    pub const fn reads(self) -> bool {
+        matches!(self, Self::Discard | Self::Echo)
     }
 }
 
@@ -148,7 +169,10 @@ mod tests {
             assert_eq!(Mode::try_read_from_bytes(mode.as_bytes()), Ok(mode));
         }
         assert!(Mode::try_read_from_bytes(4u32.as_bytes()).is_err());
-        assert!(Service::try_read_from_bytes(2u32.as_bytes()).is_err());
+        assert!(Service::try_read_from_bytes(3u32.as_bytes()).is_err());
+        assert_eq!(Service::from_name("hold"), Some(Service::Discard));
+        assert_eq!(Service::from_name("echo"), Some(Service::Echo));
+        assert_eq!(Service::Hold.name(), "discard");
         assert!(Action::try_read_from_bytes(3u32.as_bytes()).is_err());
         assert_eq!(Mode::from_name("fast"), None);
     }

@@ -14,7 +14,7 @@ use crate::counters::WireCounters;
 use crate::enums::{AcceptPath, Action, Mode, Phase, Service};
 
 /// The message version this build speaks.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 /// `listener` value meaning "all listeners / the whole driver".
 pub const ALL_LISTENERS: u32 = u32::MAX;
 /// Largest input any IOCTL accepts.
@@ -147,9 +147,23 @@ pub struct StartListener {
     pub service: Service,
     /// Conditional mode: how long a deferred request may wait for DECIDE (0: default 5000 ms).
     pub decision_timeout_ms: u32,
+    /// Bytes of each connection's data buffer, [`MIN_BUFFER`]..=[`MAX_BUFFER`] (0: default
+    /// [`DEFAULT_BUFFER`]); out of range: STATUS_INVALID_BUFFER_SIZE (from the driver).
+    pub buffer: u32,
     /// Zero.
-    pub reserved: [u32; 3],
+    pub reserved: [u32; 2],
 }
+
+/// Smallest per-connection data buffer ([`StartListener::buffer`]).
+pub const MIN_BUFFER: u32 = 512;
+/// Largest per-connection data buffer.
+pub const MAX_BUFFER: u32 = 65_536;
+/// Default per-connection data buffer.
+pub const DEFAULT_BUFFER: u32 = 4096;
+/// Most data-buffer memory one listener may ask for, capacity × buffer (256 MiB: nonpaged pool
+/// is shared by the whole system, so no single listener may take all of it); more:
+/// STATUS_INVALID_BUFFER_SIZE. The largest table with the default buffer fits exactly.
+pub const MAX_BUFFER_MEMORY: u64 = 256 << 20;
 
 /// IOCTL_STOP_LISTENER and IOCTL_QUERY_STATS input.
 #[repr(C)]
@@ -209,6 +223,10 @@ pub struct ListenerRecord {
     pub last_error: i32,
     /// [`START_DUAL_STACK`] if dual-stack.
     pub flags: u32,
+    /// Bytes of each connection's data buffer.
+    pub buffer: u32,
+    /// Zero.
+    pub reserved: u32,
     /// Counters.
     pub counters: WireCounters,
 }
@@ -287,6 +305,10 @@ pub struct ConnectionRecord {
     pub local: WireAddress,
     /// Milliseconds since accept.
     pub age_ms: u64,
+    /// Bytes received from the peer.
+    pub bytes_in: u64,
+    /// Bytes sent to the peer (echoed).
+    pub bytes_out: u64,
 }
 
 /// IOCTL_CLOSE_CONNECTION input.
@@ -421,15 +443,15 @@ macro_rules! layout {
 
 layout!(WireAddress, 24, 4, family @ 0, port @ 2, scope_id @ 4, address @ 8);
 layout!(VersionInfo, 40, 4, bytes_per_entry @ 24);
-layout!(StartListener, 64, 4, address @ 8, mode @ 32, depth @ 36, capacity @ 40, service @ 44, decision_timeout_ms @ 48, reserved @ 52);
+layout!(StartListener, 64, 4, address @ 8, mode @ 32, depth @ 36, capacity @ 40, service @ 44, decision_timeout_ms @ 48, buffer @ 52, reserved @ 56);
 layout!(ListenerRequest, 16, 4, listener @ 4);
 layout!(QueryHeader, 8, 4);
 layout!(WireCounters, 8 * crate::counters::WIRE_COUNTER_SLOTS, 8);
-layout!(ListenerRecord, 232, 8, address @ 8, mode @ 32, last_error @ 64, counters @ 72);
-layout!(StatsRecord, 184, 8, counters @ 24);
+layout!(ListenerRecord, 80 + 8 * crate::counters::WIRE_COUNTER_SLOTS, 8, address @ 8, mode @ 32, last_error @ 64, buffer @ 72, counters @ 80);
+layout!(StatsRecord, 24 + 8 * crate::counters::WIRE_COUNTER_SLOTS, 8, counters @ 24);
 layout!(ListHeader, 24, 8, next_cursor @ 16);
 layout!(ListConnections, 24, 8, cursor @ 8);
-layout!(ConnectionRecord, 72, 8, remote @ 16, local @ 40, age_ms @ 64);
+layout!(ConnectionRecord, 88, 8, remote @ 16, local @ 40, age_ms @ 64, bytes_in @ 72, bytes_out @ 80);
 layout!(CloseConnection, 24, 8, id @ 8);
 layout!(WireRule, 32, 4, length @ 4, address @ 8);
 layout!(PolicyMessage, 32 + 32 * MAX_RULES, 4, rule_count @ 16, rules @ 32);
@@ -461,7 +483,7 @@ impl Input for StartListener {
         self.version
     }
     fn check(&self) -> Result<(), NtStatus> {
-        zero(self.reserved == [0; 3] && self.flags & !START_DUAL_STACK == 0)?;
+        zero(self.reserved == [0; 2] && self.flags & !START_DUAL_STACK == 0)?;
         let address = self.address.to_socket_addr()?;
         zero(self.flags & START_DUAL_STACK == 0 || address.is_ipv6())
     }
@@ -635,7 +657,7 @@ mod tests {
         // Unknown enum values: refused while reading (TryFromBytes), whatever else is right.
         for (offset, value) in [
             (offset_of!(StartListener, mode), 4u32),
-            (offset_of!(StartListener, service), 2),
+            (offset_of!(StartListener, service), 3),
         ] {
             let mut bytes = [0u8; 64];
             bytes.copy_from_slice(good.as_bytes());
@@ -648,7 +670,7 @@ mod tests {
         }
         let cases: [Mutation; 5] = [
             (|m| m.version = VERSION + 1, NtStatus::REVISION_MISMATCH),
-            (|m| m.reserved[2] = 1, NtStatus::INVALID_PARAMETER),
+            (|m| m.reserved[1] = 1, NtStatus::INVALID_PARAMETER),
             (|m| m.flags = 2, NtStatus::INVALID_PARAMETER),
             (|m| m.address.family = 10, NtStatus::INVALID_PARAMETER),
             (|m| m.flags = START_DUAL_STACK, NtStatus::INVALID_PARAMETER),

@@ -14,6 +14,7 @@ pub fn explain(status: NtStatus, port: Option<u16>) -> String {
         NtStatus::QUOTA_EXCEEDED => "too many listeners: stop one first".into(),
         NtStatus::DEVICE_NOT_READY => "the WSK provider is not ready yet; try again in a moment".into(),
         NtStatus::INVALID_PARAMETER => "the driver refused a parameter (out of range, or malformed)".into(),
+        NtStatus::INVALID_BUFFER_SIZE => "the per-connection buffer size is out of range (512 to 65536 bytes)".into(),
         NtStatus::REVISION_MISMATCH => "wskctl and the driver speak different message versions; use the wskctl built with this driver".into(),
         NtStatus::INVALID_DEVICE_REQUEST => "the driver does not know this request (is it an older driver?)".into(),
         NtStatus::BUFFER_TOO_SMALL => "the reply did not fit the buffer wskctl offered".into(),

@@ -67,13 +67,23 @@ struct Cli {
 
 /// A clap parser for one of the contract's enumerations, from its names: the names, the values
 /// and `--help`'s list all come from `ioctl` (one definition each).
-fn wire_enum<T: Copy + Default + Send + Sync + 'static>(
+fn wire_enum<T: Copy + Default + PartialEq + Send + Sync + 'static>(
     names: &'static [&'static str],
+    aliases: &'static [(&'static str, T)],
     from_name: fn(&str) -> Option<T>,
 ) -> impl clap::builder::TypedValueParser<Value = T> {
-    // The possible-values parser only lets the listed names through.
-    use clap::builder::TypedValueParser as _;
-    clap::builder::PossibleValuesParser::new(names)
+    // The possible-values parser only lets the listed names (and their aliases) through.
+    use clap::builder::{PossibleValue, TypedValueParser as _};
+    let values = names.iter().map(move |&name| {
+        let value = from_name(name);
+        PossibleValue::new(name).aliases(
+            aliases
+                .iter()
+                .filter(move |(_, v)| Some(*v) == value)
+                .map(|(alias, _)| *alias),
+        )
+    });
+    clap::builder::PossibleValuesParser::new(values)
         .map(move |name| from_name(&name).unwrap_or_default())
 }
 
@@ -96,7 +106,7 @@ enum PolicyCommand {
         #[arg(long, default_value_t = 0)]
         per_source: u32,
         /// What rules do not settle (defer: ask `wskctl decide`; outside conditional mode, reject).
-        #[arg(long, default_value = "accept", value_parser = wire_enum(Action::NAMES, Action::from_name))]
+        #[arg(long, default_value = "accept", value_parser = wire_enum(Action::NAMES, Action::ALIASES, Action::from_name))]
         default: Action,
     },
     /// Show a listener's policy.
@@ -171,7 +181,7 @@ enum Command {
         #[arg(long)]
         listen: SocketAddr,
         /// Accept path.
-        #[arg(long, default_value = "both", value_parser = wire_enum(Mode::NAMES, Mode::from_name))]
+        #[arg(long, default_value = "both", value_parser = wire_enum(Mode::NAMES, Mode::ALIASES, Mode::from_name))]
         mode: Mode,
         /// Accept IRPs queued at once (1–64).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
@@ -179,9 +189,14 @@ enum Command {
         /// Connection table capacity (1–65536).
         #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=65536))]
         capacity: u32,
-        /// What to do with accepted connections.
-        #[arg(long, default_value = "hold", value_parser = wire_enum(Service::NAMES, Service::from_name))]
+        /// What to do with accepted connections: echo (send every byte back), discard (read and
+        /// drop; `hold` is its old name), close (close at once).
+        #[arg(long, default_value = "discard", value_parser = wire_enum(Service::NAMES, Service::ALIASES, Service::from_name))]
         service: Service,
+        /// Bytes of each connection's data buffer, allocated for every table slot at start
+        /// (512–65536).
+        #[arg(long, value_name = "BYTES", default_value_t = ioctl::DEFAULT_BUFFER, value_parser = clap::value_parser!(u32).range(i64::from(ioctl::MIN_BUFFER)..=i64::from(ioctl::MAX_BUFFER)))]
+        buffer: u32,
         /// For an IPv6 address: also accept IPv4.
         #[arg(long)]
         dual_stack: bool,
@@ -278,10 +293,33 @@ fn fail(error: &CallError, port: Option<u16>) -> ExitCode {
     clippy::needless_pass_by_value,
     reason = "the parsed command is consumed by this one call"
 )]
+/// The start parameters the driver checks in combination (each alone is range-checked by clap),
+/// checked here first so that the message names them.
+fn check_start(
+    listen: SocketAddr,
+    dual_stack: bool,
+    capacity: u32,
+    buffer: u32,
+) -> Result<(), CallError> {
+    if dual_stack && listen.is_ipv4() {
+        return Err(CallError::Usage(
+            "--dual-stack needs an IPv6 --listen address".to_owned(),
+        ));
+    }
+    if u64::from(capacity) * u64::from(buffer) > ioctl::MAX_BUFFER_MEMORY {
+        return Err(CallError::Usage(format!(
+            "--capacity {capacity} × --buffer {buffer} is more than the {} MiB of buffer memory \
+             a listener may have",
+            ioctl::MAX_BUFFER_MEMORY >> 20
+        )));
+    }
+    Ok(())
+}
+
 /// Runs one subcommand; `control` is where the driver was reached (for a second connection).
 fn run(
     client: &Client,
-    control: Option<PathBuf>,
+    control: Option<&std::path::Path>,
     command: Command,
     json: bool,
 ) -> Result<(), (CallError, Option<u16>)> {
@@ -295,15 +333,11 @@ fn run(
             depth,
             capacity,
             service: s,
+            buffer,
             dual_stack,
             decision_timeout_ms,
         } => {
-            if dual_stack && listen.is_ipv4() {
-                return Err((
-                    CallError::Usage("--dual-stack needs an IPv6 --listen address".to_owned()),
-                    None,
-                ));
-            }
+            check_start(listen, dual_stack, capacity, buffer).map_err(|e| (e, None))?;
             let request = StartListener {
                 version: VERSION,
                 flags: if dual_stack { START_DUAL_STACK } else { 0 },
@@ -313,7 +347,8 @@ fn run(
                 capacity,
                 service: s,
                 decision_timeout_ms: decision_timeout_ms.unwrap_or(0),
-                reserved: [0; 3],
+                buffer,
+                reserved: [0; 2],
             };
             let record = client
                 .start(&request)
@@ -321,12 +356,8 @@ fn run(
             println!("{}", render::started(&record, json));
         }
         Command::Stop { listener } => {
-            let stats = stop::stop(
-                client,
-                control.as_deref(),
-                listener.unwrap_or(ioctl::ALL_LISTENERS),
-            )
-            .map_err(plain)?;
+            let stats = stop::stop(client, control, listener.unwrap_or(ioctl::ALL_LISTENERS))
+                .map_err(plain)?;
             println!("{}", render::stats(&stats, json).trim_end());
         }
         Command::Listeners => println!(
@@ -525,7 +556,12 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::UNREACHABLE);
         }
     };
-    match run(&Client::new(device), cli.control, cli.command, cli.json) {
+    match run(
+        &Client::new(device),
+        cli.control.as_deref(),
+        cli.command,
+        cli.json,
+    ) {
         Ok(()) => ExitCode::SUCCESS,
         Err((error, port)) => fail(&error, port),
     }

@@ -14,16 +14,17 @@ fn address(a: &WireAddress) -> String {
 
 pub fn started(record: &ListenerRecord, as_json: bool) -> String {
     if as_json {
-        return json!({"listener": record.id, "address": address(&record.address), "mode": record.mode.name(), "capacity": record.capacity, "depth": record.depth}).to_string();
+        return json!({"listener": record.id, "address": address(&record.address), "mode": record.mode.name(), "capacity": record.capacity, "depth": record.depth, "service": record.service.name(), "buffer": record.buffer}).to_string();
     }
     format!(
-        "listener {} on {} (mode {}, depth {}, capacity {}, service {})",
+        "listener {} on {} (mode {}, depth {}, capacity {}, service {}, buffer {})",
         record.id,
         address(&record.address),
         record.mode.name(),
         record.depth,
         record.capacity,
-        record.service.name()
+        record.service.name(),
+        record.buffer
     )
 }
 
@@ -106,20 +107,20 @@ pub fn listeners(records: &[ListenerRecord], as_json: bool) -> String {
             .iter()
             .map(|r| {
                 json!({"id": r.id, "address": address(&r.address), "mode": r.mode.name(), "service": r.service.name(),
-                       "depth": r.depth, "capacity": r.capacity, "active": r.active, "peak": r.peak,
+                       "depth": r.depth, "capacity": r.capacity, "buffer": r.buffer, "active": r.active, "peak": r.peak,
                        "accept_irps_pending": r.accept_irps_pending, "phase": r.phase.name()})
             })
             .collect();
         return Value::Array(list).to_string();
     }
     let mut out = format!(
-        "{:<8} {:<42} {:<6} {:<6} {:>8} {:>8} {:>6}  {}\n",
+        "{:<8} {:<42} {:<6} {:<7} {:>8} {:>8} {:>6}  {}\n",
         "ID", "ADDRESS", "MODE", "SERVE", "CAPACITY", "ACTIVE", "IRPS", "PHASE"
     );
     for r in records {
         let _ = writeln!(
             out,
-            "{:<8} {:<42} {:<6} {:<6} {:>8} {:>8} {:>6}  {}",
+            "{:<8} {:<42} {:<6} {:<7} {:>8} {:>8} {:>6}  {}",
             r.id,
             address(&r.address),
             r.mode.name(),
@@ -137,11 +138,11 @@ pub fn connections(records: &[ConnectionRecord], as_json: bool) -> String {
     if as_json {
         let list: Vec<Value> = records
             .iter()
-            .map(|r| json!({"id": r.id, "listener": r.listener, "remote": address(&r.remote), "local": address(&r.local), "path": r.path.name(), "age_ms": r.age_ms}))
+            .map(|r| json!({"id": r.id, "listener": r.listener, "remote": address(&r.remote), "local": address(&r.local), "path": r.path.name(), "age_ms": r.age_ms, "bytes_in": r.bytes_in, "bytes_out": r.bytes_out}))
             .collect();
         return Value::Array(list).to_string();
     }
-    let rows: Vec<[String; 6]> = records
+    let rows: Vec<[String; 8]> = records
         .iter()
         .map(|r| {
             [
@@ -151,13 +152,24 @@ pub fn connections(records: &[ConnectionRecord], as_json: bool) -> String {
                 address(&r.local),
                 r.path.name().to_owned(),
                 age(r.age_ms),
+                r.bytes_in.to_string(),
+                r.bytes_out.to_string(),
             ]
         })
         .collect();
     table(
-        &["ID", "LISTENER", "REMOTE", "LOCAL", "PATH", "AGE"],
+        &[
+            "ID",
+            "LISTENER",
+            "REMOTE",
+            "LOCAL",
+            "PATH",
+            "AGE",
+            "BYTES IN",
+            "BYTES OUT",
+        ],
         &rows,
-        &[5],
+        &[5, 6, 7],
     )
 }
 

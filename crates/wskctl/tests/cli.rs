@@ -105,8 +105,8 @@ fn every_mode_end_to_end_through_the_binary() {
     assert_eq!(mode_bits, 0o600, "the control socket is private");
     let version = host.json(&["version"]);
     assert_eq!(
-        version["protocol"], 2,
-        "contract version 2: typed enums, counters in display order"
+        version["protocol"], 3,
+        "contract version 3: the data path (buffer, bytes per connection, data counters)"
     );
     for (mode, listen) in [
         ("irp", "127.0.0.1:0"),
@@ -157,6 +157,48 @@ fn errors_print_the_status_and_a_sentence() {
         stderr.contains("--depth") && stderr.contains("1..=64"),
         "{stderr}"
     );
+    let bad = host.ctl(&["start", "--listen", "127.0.0.1:0", "--buffer", "511"]);
+    assert_eq!(bad.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("--buffer") && stderr.contains("512..=65536"),
+        "{stderr}"
+    );
+    // capacity × buffer is capped (256 MiB), both named.
+    let bad = host.ctl(&[
+        "start",
+        "--listen",
+        "127.0.0.1:0",
+        "--capacity",
+        "65536",
+        "--buffer",
+        "65536",
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("--capacity 65536") && stderr.contains("--buffer 65536"),
+        "{stderr}"
+    );
+    // `hold` is the old name of `discard`; the buffer's bounds are accepted.
+    for (service, buffer) in [("hold", "512"), ("echo", "65536")] {
+        let started = host.json(&[
+            "start",
+            "--listen",
+            "127.0.0.1:0",
+            "--service",
+            service,
+            "--buffer",
+            buffer,
+        ]);
+        let expected = if service == "hold" {
+            "discard"
+        } else {
+            service
+        };
+        assert_eq!(started["service"], expected, "{started}");
+        assert_eq!(started["buffer"].to_string(), buffer, "{started}");
+    }
     let nobody = Command::new(WSKCTL)
         .args(["--control", "/nonexistent/wsk.sock", "stats"])
         .output()

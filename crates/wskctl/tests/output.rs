@@ -112,7 +112,19 @@ fn list_fits_its_content_and_shows_ages_for_people() {
     );
     let full = host.json(&["list"])[0]["id"].as_u64().unwrap();
     assert!(full >= 1 << 20, "the JSON keeps the full 64-bit id: {full}");
-    let age = row.split_whitespace().last().unwrap();
+    // ID LISTENER REMOTE LOCAL PATH AGE BYTES-IN BYTES-OUT
+    let columns: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(columns.len(), 8, "{row}");
+    assert!(
+        header.ends_with("BYTES IN  BYTES OUT"),
+        "bytes in and out are listed: {header}"
+    );
+    assert_eq!(
+        columns[6..],
+        ["0", "0"],
+        "the discard service reads nothing here: {row}"
+    );
+    let age = columns[5];
     assert!(
         age.ends_with("ms") || age.ends_with('s'),
         "age {age} in {row}"

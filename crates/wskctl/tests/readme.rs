@@ -1,5 +1,7 @@
 //! Runs the README's commands as written (the only substitutions: the built binary for
-//! `cargo run … -p wskctl --`, a free port for 7007, and WSKACCEPT_CONTROL for a private socket).
+//! `cargo run … -p wskctl --`, a free port for 7007 (7008 in the echo example), and
+//! WSKACCEPT_CONTROL for a private socket). The echo example runs the stock clients it names:
+//! python3 and socat.
 #![cfg(unix)]
 
 use std::process::{Child, Command, Stdio};
@@ -8,7 +10,7 @@ use std::time::{Duration, Instant};
 const WSKCTL: &str = env!("CARGO_BIN_EXE_wskctl");
 const MARKER: &str = "<!-- readme-commands:";
 
-fn readme_commands() -> (String, Vec<String>) {
+fn readme_commands(marker: &str) -> (String, Vec<String>) {
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
     let host = readme
@@ -17,7 +19,7 @@ fn readme_commands() -> (String, Vec<String>) {
         .expect("README names the host command")
         .trim()
         .to_owned();
-    let after = &readme[readme.find(MARKER).expect("README marks its commands")..];
+    let after = &readme[readme.find(marker).expect("README marks its commands")..];
     let block = after
         .split("```sh\n")
         .nth(1)
@@ -35,21 +37,25 @@ fn readme_commands() -> (String, Vec<String>) {
     )
 }
 
-fn substitute(line: &str, port: u16) -> String {
+fn substitute(line: &str, readme_port: &str, port: u16) -> String {
     line.replace("cargo run -q --release -p wskctl --", WSKCTL)
         .replace("cargo run --release -p wskctl --", WSKCTL)
-        .replace("7007", &port.to_string())
+        .replace(readme_port, &port.to_string())
 }
 
-#[test]
-fn the_readme_commands_work_as_written() {
-    let (host_line, commands) = readme_commands();
+/// Runs a README block against a `wskctl host` of its own; returns each foreground command's
+/// standard output.
+fn run_block(marker: &str, readme_port: &str) -> (u16, Vec<String>) {
+    let (host_line, commands) = readme_commands(marker);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let socket = std::env::temp_dir().join(format!("wskctl-readme-{}.sock", std::process::id()));
+    let socket = std::env::temp_dir().join(format!(
+        "wskctl-readme-{}-{readme_port}.sock",
+        std::process::id()
+    ));
     let run = |line: &str| {
         let mut command = Command::new("sh");
         // `exec`: signals and kills reach the command itself, not a shell around it.
@@ -59,7 +65,7 @@ fn the_readme_commands_work_as_written() {
             .env("WSKACCEPT_CONTROL", &socket);
         command
     };
-    let mut host: Child = run(&substitute(&host_line, port))
+    let mut host: Child = run(&substitute(&host_line, readme_port, port))
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
@@ -74,13 +80,24 @@ fn the_readme_commands_work_as_written() {
     let mut background = Vec::new();
     let mut outputs = Vec::new();
     for command in &commands {
-        let line = substitute(command, port);
+        let line = substitute(command, readme_port, port);
         if let Some(job) = line.trim().strip_suffix('&') {
             background.push(run(job).spawn().unwrap());
             std::thread::sleep(Duration::from_millis(300));
             continue;
         }
-        let out = run(&line).output().unwrap();
+        // `sh -c "exec a | b"` would exec only into the first command's shell: run pipelines
+        // as they are.
+        let out = if line.contains('|') {
+            let mut command = Command::new("sh");
+            command
+                .arg("-c")
+                .arg(&line)
+                .env("WSKACCEPT_CONTROL", &socket);
+            command.output().unwrap()
+        } else {
+            run(&line).output().unwrap()
+        };
         assert!(
             out.status.success(),
             "README command failed: {command}\n{}",
@@ -88,6 +105,20 @@ fn the_readme_commands_work_as_written() {
         );
         outputs.push(String::from_utf8_lossy(&out.stdout).into_owned());
     }
+    for mut job in background {
+        let _ = job.kill();
+        let _ = job.wait();
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(i32::try_from(host.id()).unwrap(), libc::SIGINT) };
+    let _ = host.wait();
+    let _ = std::fs::remove_file(&socket);
+    (port, outputs)
+}
+
+#[test]
+fn the_readme_commands_work_as_written() {
+    let (port, outputs) = run_block(MARKER, "7007");
     assert!(
         outputs
             .iter()
@@ -101,12 +132,22 @@ fn the_readme_commands_work_as_written() {
             .contains(&format!("127.0.0.1:{port}")),
         "list shows the connection: {outputs:?}"
     );
-    for mut job in background {
-        let _ = job.kill();
-        let _ = job.wait();
-    }
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(i32::try_from(host.id()).unwrap(), libc::SIGINT) };
-    let _ = host.wait();
-    let _ = std::fs::remove_file(&socket);
+}
+
+#[test]
+fn the_readme_echo_example_works_as_written_with_python_and_socat() {
+    let (_, outputs) = run_block("<!-- readme-commands: echo", "7008");
+    assert!(
+        outputs[0].contains("service echo, buffer 4096"),
+        "{outputs:?}"
+    );
+    assert_eq!(outputs[1], "hello, kernel\n", "python's echo");
+    assert_eq!(outputs[2], "hello from socat\n", "socat's echo");
+    let stats = &outputs[3];
+    let expected = "hello, kernel\nhello from socat\n".len();
+    assert!(
+        stats.contains(&format!("bytes in {expected}, bytes out {expected}")),
+        "stats counts the echoed bytes: {stats}"
+    );
+    assert!(stats.contains("by peer FIN 2"), "{stats}");
 }

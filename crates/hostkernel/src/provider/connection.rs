@@ -79,11 +79,38 @@ pub(super) struct Receive {
     pub(super) length: usize,
 }
 
-/// A queued WskSend.
+/// A queued WskSend. Like Windows' transport, which reads a send's buffer until the send
+/// completes, the bytes are read from the driver's buffer when they are written to the socket,
+/// not copied at submission: a driver that rewrites a buffer whose send is pending sends the
+/// rewritten bytes here too.
+///
+/// # Invariants
+/// `pieces` are the ranges the WSK_BUF the driver passed describes (its MDL chain, walked at
+/// submission), readable driver memory valid until `irp` completes (WskSend's # Safety:
+/// PFN_WSK_SEND); `length` is their total; `written <= length`.
 pub(super) struct Send {
     pub(super) irp: IrpRef,
-    pub(super) data: Vec<u8>,
+    pub(super) pieces: Vec<(*mut u8, usize)>,
+    pub(super) length: usize,
     pub(super) written: usize,
+}
+
+impl Send {
+    /// The driver bytes not written yet, up to the end of the piece `written` falls in.
+    fn unwritten(&self) -> &[u8] {
+        let mut skip = self.written;
+        for &(ptr, len) in &self.pieces {
+            if skip < len {
+                // SAFETY: `skip < len`, so the pointer stays inside the piece.
+                let start = unsafe { ptr.add(skip) };
+                // SAFETY: `ptr..ptr+len` is readable driver memory until the IRP completes (type
+                // invariant), and the IRP is still queued here.
+                return unsafe { std::slice::from_raw_parts(start, len - skip) };
+            }
+            skip -= len;
+        }
+        &[]
+    }
 }
 
 /// A connection socket's state (the flags mirror TCP's: each is an independent fact).
@@ -258,12 +285,17 @@ impl Connection {
                 }
             }
             while let Some(send) = self.sends.front_mut() {
-                match stream.write(&send.data[send.written..]) {
+                let result = if send.written < send.length {
+                    stream.write(send.unwritten())
+                } else {
+                    Ok(0)
+                };
+                match result {
                     Ok(n) => {
                         send.written += n;
-                        if send.written == send.data.len() {
+                        if send.written == send.length {
                             let send = self.sends.pop_front().expect("front exists");
-                            done.push((send.irp, NtStatus::SUCCESS, send.data.len()));
+                            done.push((send.irp, NtStatus::SUCCESS, send.length));
                         }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,

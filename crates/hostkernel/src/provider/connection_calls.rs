@@ -63,12 +63,10 @@ unsafe extern "system" fn wsk_send(
     }
     // SAFETY: checked non-NULL; the driver's WSK_BUF stays valid until completion.
     let buffer = unsafe { &*buffer };
-    // SAFETY: the driver's WSK_BUF describes live MDLs until completion.
-    let data: Vec<u8> = unsafe { crate::mdl::pieces(buffer) }
-        .into_iter()
-        // SAFETY: each piece is a readable range of driver memory described by its MDL.
-        .flat_map(|(ptr, len)| unsafe { std::slice::from_raw_parts(ptr, len) }.to_vec())
-        .collect();
+    // SAFETY: the driver's WSK_BUF describes live MDLs until completion. The bytes are read when
+    // they are written to the socket (see `Send`), not copied here.
+    let pieces = unsafe { crate::mdl::pieces(buffer) };
+    let length = pieces.iter().map(|&(_, len)| len).sum();
     let result = with_connection(socket as usize, |c| {
         if c.stream.is_none() || c.shutdown_sent || c.disconnect.is_some() {
             return Err(if c.reset {
@@ -77,9 +75,12 @@ unsafe extern "system" fn wsk_send(
                 NtStatus::INVALID_DEVICE_STATE
             });
         }
+        // INVARIANT: `pieces` are the driver's WSK_BUF ranges, valid until `irp` completes (the
+        // WskSend contract); `length` is their total; nothing is written yet.
         c.sends.push_back(Send {
             irp,
-            data,
+            pieces,
+            length,
             written: 0,
         });
         Ok(())
@@ -118,6 +119,11 @@ unsafe extern "system" fn wsk_receive(
     let result = with_connection(socket as usize, |c| {
         if !c.is_connected() {
             return Err(NtStatus::INVALID_DEVICE_STATE);
+        }
+        if c.stream.is_none() && c.shutdown_sent && !c.reset {
+            // Aborted by an abortive WskDisconnect: the receives pending then failed with
+            // STATUS_CONNECTION_ABORTED, and so does any later one (nothing can arrive).
+            return Err(NtStatus::CONNECTION_ABORTED);
         }
         c.receives.push_back(Receive {
             irp,

@@ -280,6 +280,7 @@ pub(crate) fn take_irp(irp: *mut IRP, function: &'static str) -> IrpRef {
 /// The check every WSK entry point makes first (WSK-FACTS §3: never call WSK from a completion
 /// routine; every WSK call is allowed at IRQL <= DISPATCH_LEVEL).
 pub(crate) fn check_wsk_entry(function: &str) {
+    crate::wsk_calls::count(function);
     if in_completion_routine() {
         violation(
             Rule::WskCallInCompletionRoutine,
