@@ -21,7 +21,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+#[cfg(unix)]
+use clap::ValueEnum;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use ioctl::{Action, Mode, START_DUAL_STACK, Service, StartListener, VERSION};
 
 use client::{CallError, Client};
