@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 
 use crate::echo_client::{self, Pattern};
 use crate::echo_targets::{ALL, EchoTarget};
+use crate::summary::{median, percentile};
 use crate::targets;
 use wskaccept::engine::Engine;
 
@@ -154,24 +155,6 @@ fn measure(
     (sample, ok)
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    #[allow(
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        clippy::cast_precision_loss
-    )]
-    let index = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[index].as_secs_f64() * 1e6
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or(0.0)
-}
-
 fn round(value: f64, places: i32) -> f64 {
     let scale = 10f64.powi(places);
     (value * scale).round() / scale
@@ -195,10 +178,10 @@ fn report(args: &Args, selected: &[EchoTarget]) -> Value {
         .iter()
         .map(|runs| {
             let throughput = (0..args.connections.len())
-                .map(|c| median(runs.iter().map(|s| s.throughput[c]).collect()))
+                .map(|c| median(&mut runs.iter().map(|s| s.throughput[c]).collect::<Vec<_>>()))
                 .collect();
-            let p50 = median(runs.iter().map(|s| s.p50).collect());
-            let p99 = median(runs.iter().map(|s| s.p99).collect());
+            let p50 = median(&mut runs.iter().map(|s| s.p50).collect::<Vec<_>>());
+            let p99 = median(&mut runs.iter().map(|s| s.p99).collect::<Vec<_>>());
             (throughput, p50, p99)
         })
         .collect();

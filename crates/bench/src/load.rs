@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::summary::{median, percentile};
 use crate::targets::{self, ALL, Target};
 
 /// One run of the generator.
@@ -68,27 +69,9 @@ pub fn generate(address: SocketAddr, connections: usize, threads: usize) -> Run 
     }
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    #[allow(
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        clippy::cast_precision_loss
-    )]
-    let index = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[index].as_secs_f64() * 1e6
-}
-
 #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 fn as_int(value: f64) -> u64 {
     value.max(0.0) as u64
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// The driver-side counts of a run (cumulative, process-wide): work-queue passes and wake-ups

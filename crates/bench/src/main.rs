@@ -14,6 +14,7 @@ mod echo_client;
 mod echo_targets;
 mod held;
 mod load;
+mod summary;
 mod targets;
 
 use std::process::ExitCode;
