@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use hostkernel::irql;
+use hostkernel::provider::Point;
 use hostkernel::schedule::{self, Schedule};
 use wsk::*;
 
@@ -595,4 +596,76 @@ fn binding_a_port_in_use_is_address_already_associated() {
     close(second);
     close(first);
     client.deregister();
+}
+
+/// The event loop hears of arrivals by edge (epoll): once it has taken a batch of connections
+/// from the OS backlog without emptying it, no new edge announces the rest. WskAccept calls
+/// completing inline on other threads may take its whole batch meanwhile; the loop must still
+/// serve what is left in the backlog to the accept IRP queued after them.
+#[test]
+fn an_accept_irp_is_served_after_inline_accepts_took_the_loops_whole_batch() {
+    const CLIENTS: usize = 20;
+    let inline = |percent| {
+        schedule::configure(Schedule {
+            seed: 3,
+            inline_percent: percent,
+            race_percent: 0,
+            alloc_fail_percent: 0,
+        });
+    };
+    inline(0);
+    let client = Client::register();
+    let (busy, busy_address) =
+        bound_listener(&client, AF_INET, std::ptr::null_mut(), std::ptr::null());
+    let (listener, address) =
+        bound_listener(&client, AF_INET, std::ptr::null_mut(), std::ptr::null());
+    let (busy_key, key) = (busy as usize, listener as usize);
+    let limit = Duration::from_secs(10);
+    let pause = hostkernel::provider::pause_accept_loop();
+    // Hold the loop on another listener while every client arrives: one readiness edge then
+    // announces all of them.
+    let busy_peer = TcpStream::connect(busy_address).unwrap();
+    let mut point = pause.wait_until_held(limit);
+    assert_eq!(point, Point::BeforeBatch { listener: busy_key });
+    let peers: Vec<TcpStream> = (0..CLIENTS)
+        .map(|_| TcpStream::connect(address).unwrap())
+        .collect();
+    let batch = loop {
+        pause.resume();
+        point = pause.wait_until_held(limit);
+        if let Point::AfterBatch { listener, held } = point
+            && listener == key
+        {
+            break held;
+        }
+    };
+    assert!(batch < CLIENTS, "the loop took the whole backlog ({batch})");
+    // WskAccept calls completing inline take the loop's whole batch.
+    inline(100);
+    let mut accepted = Vec::new();
+    for _ in 0..batch {
+        let accept = start_accept(listener);
+        assert_eq!(accept.returned, NtStatus::SUCCESS, "completed inline");
+        let (status, socket) = accept.wait();
+        assert_eq!(status, NtStatus::SUCCESS);
+        accepted.push(socket);
+    }
+    inline(0);
+    let last = start_accept(listener);
+    assert_eq!(last.returned, NtStatus::PENDING);
+    drop(pause);
+    wait_until("the accept IRP queued after the batch was taken", || {
+        last.is_done()
+    });
+    let (status, socket) = last.wait();
+    assert_eq!(status, NtStatus::SUCCESS);
+    accepted.push(socket);
+    for socket in accepted {
+        close(socket as *mut WSK_SOCKET);
+    }
+    close(listener);
+    close(busy);
+    client.deregister();
+    drop((peers, busy_peer));
+    assert!(hostkernel::accounting::outstanding().is_clean());
 }

@@ -2,7 +2,8 @@
 //! goes to a queued WskAccept IRP first, else to WskAcceptEvent (WSK-FACTS §4–§5), or to
 //! [`inspect`] first on a conditional listener; a listening socket that fails completes its IRPs
 //! and tells the accept event with a NULL socket. [`next_step`] decides under the state lock,
-//! [`run_step`] acts with it released.
+//! [`run_step`] acts with it released. The event loop, told of arrivals by edge (epoll), keeps
+//! looking until it has seen the OS backlog empty or found no consumer ([`Look`]).
 
 use std::ffi::c_void;
 use std::io;
@@ -21,6 +22,7 @@ use super::connection::Connection;
 use super::connection_calls::CONNECTION_DISPATCH;
 use super::connection_events;
 use super::listening::{Incoming, Listening, reset};
+use super::pause::{self, Point};
 use super::state::{
     Kind, Shared, Slot, Sock, callback_done, forget, insert, listen_dispatch, listening_of, live,
     lock, state,
@@ -111,66 +113,119 @@ fn accept_os(listening: &Listening) -> Option<Incoming> {
 /// wait in `ready` (the backlog the provider holds) before the next `accept4`.
 const ACCEPT_BATCH: usize = 16;
 
-/// Decides what to do next for listening socket `key`. The `accept4` calls run under the
-/// listener's own lock only (a batch of them, [`ACCEPT_BATCH`]); the decision is made under
-/// STATE and that lock together, as before; the new socket is recorded under STATE and registered
-/// with the poller under its own lock.
+/// Decides what to do next for listening socket `key`: looks again as long as the event loop
+/// found its batch taken by others before it had seen the OS backlog empty ([`Look::Again`]).
 fn next_step(key: usize, irp_only: bool) -> Option<Step> {
-    let shared = listening_of(key)?;
-    {
+    loop {
+        match look(key, irp_only) {
+            Look::Step(step) => return Some(step),
+            Look::Idle => return None,
+            Look::Again => {}
+        }
+    }
+}
+
+/// What one look at a listening socket found.
+enum Look {
+    Step(Step),
+    /// Nothing to do, and nothing lost: the OS backlog was seen empty (a later arrival is a new
+    /// readiness edge), or there is no consumer (`starved`: the next WskAccept has the listener
+    /// served), or the listener is gone, broken or closing.
+    Idle,
+    /// The event loop took a batch without seeing the OS backlog empty, and WskAccept calls
+    /// completing inline on other threads took all of it before the loop could hand one out.
+    /// The readiness edge that announced what is still in the backlog was consumed: stopping
+    /// here would leave those connections, and the IRPs queued for them, waiting forever.
+    Again,
+}
+
+/// One look at listening socket `key`. The `accept4` calls run under the listener's own lock
+/// only (a batch of them, [`ACCEPT_BATCH`]); the decision is made under STATE and that lock
+/// together; the new socket is recorded under STATE and registered with the poller under its
+/// own lock.
+fn look(key: usize, irp_only: bool) -> Look {
+    let Some(shared) = listening_of(key) else {
+        return Look::Idle;
+    };
+    if !irp_only {
+        pause::pass(Point::BeforeBatch { listener: key });
+    }
+    // `drained`: this look saw the OS backlog empty. A WskAccept completing inline (`irp_only`)
+    // never looks again: what it leaves in the backlog is the event loop's.
+    let (held, drained) = {
         let mut listening = lock(&shared);
         if listening.broken || listening.closed {
-            return None;
+            return Look::Idle;
         }
+        let mut drained = irp_only;
         if listening.conditional {
             // Conditional accept: inspect every new arrival first, consumer or not (WSK-FACTS
             // §6); the inspected ones wait in `ready`.
-            if !irp_only && let Some(incoming) = accept_os(&listening) {
-                return Some(Step::Inspect {
-                    stream: incoming.stream,
-                    local: incoming.local,
-                    remote: incoming.remote,
-                });
+            if !irp_only {
+                match accept_os(&listening) {
+                    Some(incoming) => {
+                        return Look::Step(Step::Inspect {
+                            stream: incoming.stream,
+                            local: incoming.local,
+                            remote: incoming.remote,
+                        });
+                    }
+                    None => drained = true,
+                }
             }
         } else {
             // Only the event loop takes a batch: it hears of every arrival (epoll), and serves
-            // until the backlog it holds is empty or has no consumer. A WskAccept completing
-            // inline takes at most the one connection it completes with, so what it leaves in the
-            // OS's backlog still shows as readiness to the loop (an edge whose connections
-            // another thread took is not reported).
+            // until it has seen the backlog empty or has no consumer. A WskAccept completing
+            // inline takes at most the one connection it completes with.
             let batch = if irp_only { 1 } else { ACCEPT_BATCH };
             while listening.ready.len() < batch {
                 let Some(incoming) = accept_os(&listening) else {
+                    drained = true;
                     break;
                 };
                 listening.ready.push_back(incoming);
             }
         }
+        (listening.ready.len(), drained)
+    };
+    if !irp_only && held > 0 {
+        pause::pass(Point::AfterBatch {
+            listener: key,
+            held,
+        });
     }
+    hand_out(key, &shared, irp_only, drained)
+}
+
+/// Hands the first connection held for listening socket `key` to a consumer: a queued accept
+/// IRP, else the accept event (decided under STATE and the listener's lock together).
+fn hand_out(key: usize, shared: &Shared<Listening>, irp_only: bool, drained: bool) -> Look {
     let mut guard = state();
     let Some(Slot::Live(sock)) = guard.sockets.get_mut(&key) else {
-        return None;
+        return Look::Idle;
     };
     let events_on = sock.events & WSK_EVENT_ACCEPT != 0 && !irp_only;
     let inherited =
         sock.events & (WSK_EVENT_RECEIVE | WSK_EVENT_DISCONNECT | WSK_EVENT_SEND_BACKLOG);
     let registration = sock.registration;
-    let mut listening = lock(&shared);
+    let mut listening = lock(shared);
     if listening.broken || listening.closed {
-        return None;
+        return Look::Idle;
     }
     let has_irp = !listening.accept_irps.is_empty();
     if !has_irp && !events_on {
         listening.starved = true;
-        return None;
+        return Look::Idle;
     }
-    let incoming = listening.ready.pop_front()?;
+    let Some(incoming) = listening.ready.pop_front() else {
+        return if drained { Look::Idle } else { Look::Again };
+    };
     if schedule::should_fail(Fault::ListenerFailure) {
         drop(guard);
         reset(&incoming.stream);
         listening.break_down(registry().as_deref());
         let irps: Vec<IrpRef> = listening.accept_irps.drain(..).map(|r| r.irp).collect();
-        return Some(Step::ListenerFailed {
+        return Look::Step(Step::ListenerFailed {
             irps,
             event: events_on,
         });
@@ -212,7 +267,7 @@ fn next_step(key: usize, irp_only: bool) -> Option<Step> {
     );
     connection_events::register(&connection, new_key);
     match request {
-        None => Some(Step::DeliverEvent {
+        None => Look::Step(Step::DeliverEvent {
             new_key,
             local,
             remote,
@@ -225,7 +280,7 @@ fn next_step(key: usize, irp_only: bool) -> Option<Step> {
             // the driver keeps until this accept completes (PFN_WSK_ACCEPT, WSK-FACTS §3); the IRP
             // is still pending.
             unsafe { translate::write(request.remote_out, remote) };
-            Some(Step::Completed {
+            Look::Step(Step::Completed {
                 irp: request.irp,
                 new_key,
             })

@@ -17,7 +17,8 @@
 //! (`scripts/check-module-cycles.sh` checks):
 //!
 //! 1. `translate` (Windows values ↔ the host OS), `poison` (the table of a closed socket),
-//!    `work` (the event loop's queue and handles, behind a leaf lock);
+//!    `work` (the event loop's queue and handles, behind a leaf lock), `pause` (a fault mode
+//!    holding the event loop in its accept path);
 //! 2. `connection`, `listening`: a connection's and a listening socket's own state;
 //! 3. `state`: the socket table behind one lock, each socket's own lock, and the helpers every
 //!    call uses;
@@ -42,6 +43,7 @@ mod delivery;
 mod event_loop;
 mod listen_calls;
 mod listening;
+mod pause;
 mod poison;
 mod provider_calls;
 mod registration;
@@ -53,6 +55,7 @@ mod work;
 pub use connection::set_peers_vanished;
 pub use delivery::set_accept_event_preemption;
 pub use event_loop::THREAD_NAME;
+pub use pause::{AcceptPause, Point, pause_accept_loop};
 pub use registration::{
     WskCaptureProviderNPI, WskDeregister, WskRegister, WskReleaseProviderNPI, capture_calls,
     set_provider_no_interface, set_provider_ready,
