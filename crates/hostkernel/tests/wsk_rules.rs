@@ -669,3 +669,50 @@ fn an_accept_irp_is_served_after_inline_accepts_took_the_loops_whole_batch() {
     drop((peers, busy_peer));
     assert!(hostkernel::accounting::outstanding().is_clean());
 }
+
+/// A disable of WSK_EVENT_ACCEPT answers STATUS_SUCCESS only when no accept callback runs, and
+/// then none follows (WSK-FACTS §5): a driver relies on that to hand event-accepted sockets to
+/// another thread. A callback the provider has decided on (a connection taken for it) counts as
+/// running, however long the provider thread takes to call it.
+#[test]
+fn an_accept_event_decided_on_counts_as_running_for_a_disable() {
+    schedule::configure(Schedule {
+        seed: 5,
+        inline_percent: 0,
+        race_percent: 0,
+        alloc_fail_percent: 0,
+    });
+    let r = Recorder::default();
+    let client = Client::register();
+    let (listener, address) =
+        bound_listener(&client, AF_INET, ctx(&r), &raw const LISTEN_CALLBACKS);
+    assert_eq!(set_events(listener, WSK_EVENT_ACCEPT), NtStatus::SUCCESS);
+    let pause = hostkernel::provider::pause_accept_loop();
+    let _peer = TcpStream::connect(address).unwrap();
+    let limit = Duration::from_secs(10);
+    while pause.wait_until_held(limit)
+        != (Point::BeforeAcceptEvent {
+            listener: listener as usize,
+        })
+    {
+        pause.resume();
+    }
+    let disabled = set_events(listener, WSK_EVENT_ACCEPT | WSK_EVENT_DISABLE);
+    drop(pause);
+    if disabled == NtStatus::SUCCESS {
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(
+            r.accepts.load(Ordering::SeqCst),
+            0,
+            "an accept callback ran after the disable answered STATUS_SUCCESS"
+        );
+    }
+    assert_eq!(disabled, NtStatus::EVENT_PENDING);
+    wait_until("the accept callback decided on", || {
+        r.accepts.load(Ordering::SeqCst) == 1
+    });
+    close_all(&r);
+    close(listener);
+    client.deregister();
+    assert!(hostkernel::accounting::outstanding().is_clean());
+}

@@ -24,8 +24,8 @@ use super::connection_events;
 use super::listening::{Incoming, Listening, reset};
 use super::pause::{self, Point};
 use super::state::{
-    Kind, Shared, Slot, Sock, callback_done, forget, insert, listen_dispatch, listening_of, live,
-    lock, state,
+    Kind, Shared, Slot, Sock, State, callback_done, counted_listen_dispatch, forget, insert,
+    listening_of, live, lock, state,
 };
 use super::translate;
 use super::work::registry;
@@ -221,6 +221,9 @@ fn hand_out(key: usize, shared: &Shared<Listening>, irp_only: bool, drained: boo
         return if drained { Look::Idle } else { Look::Again };
     };
     if schedule::should_fail(Fault::ListenerFailure) {
+        if events_on {
+            count_accept_callback(&mut guard, key);
+        }
         drop(guard);
         reset(&incoming.stream);
         listening.break_down(registry().as_deref());
@@ -233,6 +236,7 @@ fn hand_out(key: usize, shared: &Shared<Listening>, irp_only: bool, drained: boo
     // A queued IRP wins unless the schedule injects the documented race (WSK-FACTS §4).
     let use_event = events_on && (!has_irp || schedule::inject_accept_race());
     let request = if use_event {
+        count_accept_callback(&mut guard, key);
         None
     } else {
         listening.accept_irps.pop_front()
@@ -288,6 +292,15 @@ fn hand_out(key: usize, shared: &Shared<Listening>, irp_only: bool, drained: boo
     }
 }
 
+/// Counts the accept callback just decided on as running, under the same STATE hold as the
+/// decision: a disable of WSK_EVENT_ACCEPT from now on finds it running (STATUS_EVENT_PENDING, or
+/// STATUS_PENDING with an IRP), never STATUS_SUCCESS followed by the callback (WSK-FACTS §5).
+fn count_accept_callback(state: &mut State, key: usize) {
+    if let Some(sock) = live(state, key) {
+        sock.callbacks_running += 1;
+    }
+}
+
 /// Does `step` (state lock released: the client's callbacks may call WSK again).
 fn run_step(key: usize, step: Step) {
     match step {
@@ -297,7 +310,7 @@ fn run_step(key: usize, step: Step) {
             for irp in irps {
                 irp::complete(irp, NtStatus::CONNECTION_ABORTED, 0);
             }
-            if event && let Some((context, dispatch)) = listen_dispatch(key) {
+            if event && let Some((context, dispatch)) = counted_listen_dispatch(key) {
                 if let Some(accept_event) = dispatch.WskAcceptEvent {
                     let mut out_context = std::ptr::null_mut();
                     let mut out_dispatch = std::ptr::null();
@@ -335,7 +348,8 @@ fn run_step(key: usize, step: Step) {
 
 /// Hands a new connection socket to the client's WskAcceptEvent.
 fn deliver_event(key: usize, new_key: usize, local: SocketAddr, remote: SocketAddr) {
-    let Some((context, dispatch)) = listen_dispatch(key) else {
+    pause::pass(Point::BeforeAcceptEvent { listener: key });
+    let Some((context, dispatch)) = counted_listen_dispatch(key) else {
         forget_and_reset(new_key);
         return;
     };

@@ -1,6 +1,7 @@
 //! Fault mode: holding the event loop in its accept path ([`pause_accept_loop`]), the way a
-//! preempted provider thread is held, so that a test can line up the race between the loop's
-//! batch of accepts and WskAccept calls completing inline on other threads.
+//! preempted provider thread is held, so that a test can line up a race with it: the loop's
+//! batch of accepts against WskAccept calls completing inline on other threads, or an accept
+//! callback decided on against a disable of the accept event.
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -10,6 +11,11 @@ use std::time::{Duration, Instant};
 pub enum Point {
     /// About to take a batch of connections from the OS backlog.
     BeforeBatch {
+        /// The listening socket.
+        listener: usize,
+    },
+    /// About to call WskAcceptEvent with a connection (decided on, not yet called).
+    BeforeAcceptEvent {
         /// The listening socket.
         listener: usize,
     },

@@ -331,10 +331,29 @@ pub(crate) fn listen_dispatch(
 ) -> Option<(*mut c_void, &'static WSK_CLIENT_LISTEN_DISPATCH)> {
     let mut state = state();
     let sock = live(&mut state, key)?;
+    sock.callbacks_running += 1;
+    dispatch_of_counted(sock)
+}
+
+/// As [`listen_dispatch`], for a callback already counted as running when it was decided on
+/// (accept events: `delivery`). When None, the count is given back.
+pub(crate) fn counted_listen_dispatch(
+    key: usize,
+) -> Option<(*mut c_void, &'static WSK_CLIENT_LISTEN_DISPATCH)> {
+    let mut state = state();
+    let sock = live(&mut state, key)?;
+    dispatch_of_counted(sock)
+}
+
+/// The client listen dispatch of a socket whose callback is counted as running; gives the count
+/// back when there is none.
+fn dispatch_of_counted(
+    sock: &mut Sock,
+) -> Option<(*mut c_void, &'static WSK_CLIENT_LISTEN_DISPATCH)> {
     if sock.client_dispatch.is_null() || !matches!(sock.kind, Kind::Listen(_)) {
+        sock.callbacks_running -= 1;
         return None;
     }
-    sock.callbacks_running += 1;
     // SAFETY: a listening socket's non-NULL client dispatch (both checked above) is the
     // WSK_CLIENT_LISTEN_DISPATCH the driver passed to WskSocket, resident while the socket lives
     // (Sock invariants); the socket cannot finish closing while this (provider-thread) callback
@@ -344,7 +363,7 @@ pub(crate) fn listen_dispatch(
     }))
 }
 
-/// A client callback counted by [`listen_dispatch`] returned.
+/// A client callback counted by [`listen_dispatch`] (or at its decision) returned.
 pub(crate) fn callback_done(key: usize) {
     if let Some(sock) = live(&mut state(), key) {
         sock.callbacks_running -= 1;
