@@ -201,3 +201,31 @@ fn an_event_accepted_socket_is_not_touched_before_its_accept_event_returns() {
         }
     }
 }
+
+/// Finding 7 again, with two processors: Windows does not say that one listener's accept
+/// callbacks come one at a time, nor that a callback past its last statement has returned. The
+/// host indicates every other accept event of a batch on a second thread and keeps each callback
+/// busy for a while after it returns; the worker must still not touch a socket before its own
+/// callback returned (a later callback on another processor proves nothing).
+#[test]
+fn an_event_accepted_socket_is_not_touched_before_its_accept_event_returns_on_two_processors() {
+    for seed in SEEDS {
+        let engine = load(Schedule::from_seed(seed));
+        hostkernel::provider::set_concurrent_accept_events(true);
+        let info = start(&engine, "127.0.0.1:0", Mode::Event, 256, Service::Close);
+        let clients: Vec<_> = (0..4)
+            .map(|_| {
+                let address = info.address;
+                std::thread::spawn(move || connect_all(address, 50))
+            })
+            .collect();
+        let clients: Vec<_> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+        wait_until("every connection closed", Duration::from_secs(20), || {
+            engine.listener_info(info.id).unwrap().counters.closed == 200
+        });
+        engine.stop_listener(info.id).unwrap();
+        hostkernel::provider::set_concurrent_accept_events(false);
+        unload(engine);
+        drop(clients);
+    }
+}

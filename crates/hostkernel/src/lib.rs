@@ -10,7 +10,7 @@
 //! - [`irql`]: a per-thread IRQL; [`spinlock`]: a spin lock that raises to DISPATCH_LEVEL;
 //!   [`event`]: notification and synchronization events; [`thread`]: system threads;
 //!   [`pool`]: tagged nonpaged pool; [`irp`]: IRPs with the Windows lifecycle; [`mdl`]: MDLs;
-//!   [`random`]: BCryptGenRandom (PASSIVE_LEVEL); [`time`].
+//!   [`random`]: BCryptGenRandom (PASSIVE_LEVEL); [`time`]; [`processor`]: processor numbers.
 //! - [`provider`]: the WSK provider (WskRegister … WskDeregister and the socket dispatch tables),
 //!   driven by one event-loop thread over mio whatever the number of sockets.
 //! - [`schedule`]: a seed that decides inline or deferred completion and injects races, resets
@@ -26,6 +26,7 @@ pub mod irp;
 pub mod irql;
 pub mod mdl;
 pub mod pool;
+pub mod processor;
 pub mod provider;
 pub mod random;
 pub mod rlimit;

@@ -23,12 +23,13 @@ use super::connection_calls::CONNECTION_DISPATCH;
 use super::connection_events;
 use super::listening::{Incoming, Listening, reset};
 use super::pause::{self, Point};
+use super::second_processor;
 use super::state::{
     Kind, Shared, Slot, Sock, State, callback_done, counted_listen_dispatch, forget, insert,
     listening_of, live, lock, state,
 };
 use super::translate;
-use super::work::registry;
+use super::work::{ON_LOOP, registry, serve_later};
 use crate::irp::{self, IrpRef};
 use crate::irql;
 use crate::schedule::{self, Fault};
@@ -71,6 +72,8 @@ pub(crate) fn service(key: usize) {
     while let Some(step) = next_step(key, false) {
         run_step(key, step);
     }
+    // Nothing else happens on the loop while an accept callback runs on the second processor.
+    second_processor::join();
 }
 
 /// Delivers at most one connection; returns the IRP completed, if any.
@@ -337,7 +340,14 @@ fn run_step(key: usize, step: Step) {
             new_key,
             local,
             remote,
-        } => deliver_event(key, new_key, local, remote),
+        } => {
+            let job = Box::new(move || deliver_event(key, new_key, local, remote));
+            if !second_processor::enabled() {
+                job();
+            } else if let Err(job) = second_processor::try_run(job) {
+                job();
+            }
+        }
         Step::Inspect {
             stream,
             local,
@@ -349,6 +359,11 @@ fn run_step(key: usize, step: Step) {
 /// Hands a new connection socket to the client's WskAcceptEvent.
 fn deliver_event(key: usize, new_key: usize, local: SocketAddr, remote: SocketAddr) {
     pause::pass(Point::BeforeAcceptEvent { listener: key });
+    let concurrent = second_processor::enabled();
+    if concurrent && let Some(sock) = live(&mut state(), new_key) {
+        // Delivered from this thread, not the one that decided it.
+        sock.accept_event_thread = Some(std::thread::current().id());
+    }
     let Some((context, dispatch)) = counted_listen_dispatch(key) else {
         forget_and_reset(new_key);
         return;
@@ -387,6 +402,10 @@ fn deliver_event(key: usize, new_key: usize, local: SocketAddr, remote: SocketAd
     } else {
         call()
     };
+    if concurrent {
+        // Returned, but the provider is still busy with the callback on this processor.
+        std::thread::sleep(second_processor::AFTER_RETURN);
+    }
     {
         // The callback returned: from now on the socket is the client's (or declined). Recorded
         // with the end of the callback, in one step, so that whoever learns that no callback
@@ -409,8 +428,12 @@ fn deliver_event(key: usize, new_key: usize, local: SocketAddr, remote: SocketAd
             }
         }
         drop(state);
-        // This is the event loop: serve the new socket now, not through its queue.
-        connection_events::service(new_key);
+        if ON_LOOP.with(std::cell::Cell::get) {
+            // This is the event loop: serve the new socket now, not through its queue.
+            connection_events::service(new_key);
+        } else {
+            serve_later(new_key);
+        }
     } else if status == NtStatus::REQUEST_NOT_ACCEPTED {
         // The provider closes a rejected socket abortively: the peer sees RST.
         forget_and_reset(new_key);

@@ -18,7 +18,8 @@
 //!
 //! 1. `translate` (Windows values ↔ the host OS), `poison` (the table of a closed socket),
 //!    `work` (the event loop's queue and handles, behind a leaf lock), `pause` (a fault mode
-//!    holding the event loop in its accept path);
+//!    holding the event loop in its accept path), `second_processor` (a fault mode indicating
+//!    accept events on a second thread);
 //! 2. `connection`, `listening`: a connection's and a listening socket's own state;
 //! 3. `state`: the socket table behind one lock, each socket's own lock, and the helpers every
 //!    call uses;
@@ -47,6 +48,7 @@ mod pause;
 mod poison;
 mod provider_calls;
 mod registration;
+mod second_processor;
 mod socket_calls;
 mod state;
 mod translate;
@@ -60,5 +62,6 @@ pub use registration::{
     WskCaptureProviderNPI, WskDeregister, WskRegister, WskReleaseProviderNPI, capture_calls,
     set_provider_no_interface, set_provider_ready,
 };
+pub use second_processor::set_concurrent_accept_events;
 pub use socket_calls::fail_next_listen_local_address;
 pub use state::set_close_delay;

@@ -1,0 +1,107 @@
+//! Fault mode: a second processor indicating accept events ([`set_concurrent_accept_events`]).
+//! Windows does not document that one listener's WskAcceptEvent calls come one at a time: the
+//! transport indicates connections on the processor that completed their handshake, so two may
+//! run at once. And a callback that has reached its last statement has not yet returned to the
+//! provider, which may still be busy with it. In this mode the event loop hands every other
+//! accept callback of a batch to a second thread, and every accept callback is held up for half
+//! a millisecond after it returns, before the provider records that it returned. A driver that
+//! takes "a later callback has started" as proof that an earlier one returned is caught using a
+//! socket before its WskAcceptEvent returned.
+//!
+//! The loop waits for the second processor ([`join`]) before it does anything but deliver more
+//! connections of the same listener, so a close or a disable finished on the loop still comes
+//! after every running callback (WSK-FACTS §5, §7).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Sender, channel};
+use std::sync::{Arc, Condvar, LazyLock, Mutex, PoisonError};
+use std::time::Duration;
+
+use crate::verifier;
+
+static ON: AtomicBool = AtomicBool::new(false);
+/// Whether the second processor's thread was started (it is, on first use, and then stays).
+static STARTED: AtomicBool = AtomicBool::new(false);
+
+/// Turns the fault mode on or off.
+pub fn set_concurrent_accept_events(on: bool) {
+    ON.store(on, Ordering::SeqCst);
+}
+
+/// Whether the fault mode is on.
+pub(super) fn enabled() -> bool {
+    ON.load(Ordering::SeqCst)
+}
+
+/// How long the provider stays busy with an accept callback after it returned, in this mode.
+pub(super) const AFTER_RETURN: Duration = Duration::from_micros(500);
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The second processor: its queue, and whether it is busy.
+struct Processor {
+    jobs: Sender<Job>,
+    busy: Arc<(Mutex<bool>, Condvar)>,
+}
+
+static PROCESSOR: LazyLock<Processor> = LazyLock::new(|| {
+    let (jobs, inbox) = channel::<Job>();
+    let busy = Arc::new((Mutex::new(false), Condvar::new()));
+    let done = Arc::clone(&busy);
+    STARTED.store(true, Ordering::SeqCst);
+    std::thread::Builder::new()
+        .name("hostkernel-wsk-cpu1".into())
+        .spawn(move || {
+            verifier::abort_on_violation_in_this_thread();
+            for job in inbox {
+                job();
+                *done.0.lock().unwrap_or_else(PoisonError::into_inner) = false;
+                done.1.notify_all();
+            }
+        })
+        .expect("hostkernel: cannot start the second processor's thread");
+    Processor { jobs, busy }
+});
+
+/// Runs `job` on the second processor if it is idle; gives the job back if it is busy.
+pub(super) fn try_run(job: Job) -> Result<(), Job> {
+    let processor = &*PROCESSOR;
+    let mut busy = processor
+        .busy
+        .0
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    if *busy {
+        return Err(job);
+    }
+    *busy = true;
+    drop(busy);
+    processor.jobs.send(job).map_err(|error| {
+        *processor
+            .busy
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = false;
+        error.0
+    })
+}
+
+/// Waits until the second processor is idle.
+pub(super) fn join() {
+    if !STARTED.load(Ordering::SeqCst) {
+        return;
+    }
+    let processor = &*PROCESSOR;
+    let mut busy = processor
+        .busy
+        .0
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    while *busy {
+        busy = processor
+            .busy
+            .1
+            .wait(busy)
+            .unwrap_or_else(PoisonError::into_inner);
+    }
+}
