@@ -28,6 +28,10 @@ use wsk::{MDL, NtStatus, WSK_BUF};
 use crate::kernel::{self, PoolSlice, tags};
 use crate::net::DriverIrp;
 
+/// [`SlotIo::indicated_on`] of a socket whose accept callback was not called at DISPATCH_LEVEL
+/// (or that did not come through the accept event): no processor proves its return.
+pub const NOT_AT_DISPATCH: u32 = u32::MAX;
+
 /// The IRPs and buffer of one slot, owned by an `O` (the listener).
 ///
 /// # Invariants
@@ -62,6 +66,10 @@ pub struct SlotIo<O> {
     pub awaiting: AtomicBool,
     /// The accept callback that handed the socket over has finished (its last statement).
     pub returned: AtomicBool,
+    /// The processor that callback ran on, if it was called at DISPATCH_LEVEL
+    /// ([`NOT_AT_DISPATCH`] otherwise): a later callback's entry on that processor proves it
+    /// returned. Under the listener's spin lock.
+    pub indicated_on: AtomicU32,
     /// Work (`work` bits) asked for while the slot was awaiting its hand-over.
     pub stashed: AtomicU8,
     /// Next slot on the hand-over list (`u32::MAX`: none). Under the listener's spin lock.
@@ -109,6 +117,7 @@ impl<O> SlotIo<O> {
             close_generation: AtomicU32::new(0),
             awaiting: AtomicBool::new(false),
             returned: AtomicBool::new(true),
+            indicated_on: AtomicU32::new(NOT_AT_DISPATCH),
             stashed: AtomicU8::new(0),
             next_handover: AtomicU32::new(u32::MAX),
             index,

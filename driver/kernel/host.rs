@@ -17,6 +17,13 @@ pub fn current_irql() -> Irql {
     hostkernel::irql::current()
 }
 
+/// KeGetCurrentProcessorNumberEx(NULL): the host kernel numbers each thread as a processor.
+/// IRQL: any (stable at DISPATCH_LEVEL).
+#[must_use]
+pub fn current_processor() -> u32 {
+    hostkernel::processor::current()
+}
+
 /// A KEVENT. Notification events stay signaled; synchronization events wake one waiter.
 ///
 /// The Windows backend allocates each KEVENT in nonpaged pool, which can fail; so does the host:

@@ -3,7 +3,8 @@
 //! - `host` (every non-Windows target): re-exports the host kernel (`crates/hostkernel`).
 //! - `windows` (`target_os = "windows"`): thin wrappers over wdk-sys and netio.sys, no logic.
 //!
-//! Both provide the same names: [`Irql`] and its levels, [`current_irql`], [`SpinLock`] (raises to
+//! Both provide the same names: [`Irql`] and its levels, [`current_irql`],
+//! [`current_processor`], [`SpinLock`] (raises to
 //! DISPATCH_LEVEL), [`Event`], [`SystemThread`], the IRP calls (`irp_allocate`, `irp_free`,
 //! `irp_reuse`, `irp_set_completion`, `irp_status`), pool (`pool_allocate`, `pool_free`), MDLs
 //! (`mdl_allocate`, `mdl_free`), [`interrupt_time`], `random_bytes` (BCryptGenRandom,

@@ -133,6 +133,15 @@ pub fn current_irql() -> Irql {
     (cr8 & 0xF) as Irql
 }
 
+/// KeGetCurrentProcessorNumberEx(NULL): the system-wide index of the current processor. IRQL:
+/// any (stable at DISPATCH_LEVEL, where the thread cannot move).
+#[must_use]
+pub fn current_processor() -> u32 {
+    // SAFETY: KeGetCurrentProcessorNumberEx accepts a NULL ProcNumber (OPTIONAL in wdm.h) and
+    // only reads the current processor's number.
+    unsafe { wdk_sys::ntddk::KeGetCurrentProcessorNumberEx(core::ptr::null_mut()) }
+}
+
 /// One `T` in nonpaged pool, allocated fallibly (the backend's own small blocks).
 ///
 /// # Invariants

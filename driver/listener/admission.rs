@@ -15,6 +15,21 @@ use crate::policy::Verdict;
 use crate::table::{AcceptPath, ConnId, ConnInfo, work};
 use crate::trace::Refusal;
 
+/// What proves that accept callbacks returned, for [`Listener::hand_over`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Returned {
+    /// Every callback has: the listening socket's close completed, or a disable of the accept
+    /// event answered STATUS_SUCCESS (no callback running, WSK-FACTS §5).
+    All,
+    /// An accept callback runs now on this processor at DISPATCH_LEVEL. A callback that ran there
+    /// at DISPATCH_LEVEL and reached its last statement has returned: code at DISPATCH_LEVEL runs
+    /// to its end on its processor before anything else at that level starts there. Nothing is
+    /// proven about other processors, whose callbacks may still run (Windows does not say that
+    /// one listener's accept callbacks come one at a time), nor about a callback called below
+    /// DISPATCH_LEVEL, which may be preempted after its last statement.
+    OnProcessor(u32),
+}
+
 impl Listener {
     /// Policy, capacity and insertion for a just-accepted socket, on either path.
     /// IRQL: DISPATCH_LEVEL (under the lock). Gives the socket back when refused.
@@ -92,6 +107,15 @@ impl Listener {
         }
     }
 
+    /// Records the processor the accept callback handing over the socket of `id` runs on
+    /// ([`crate::conn::NOT_AT_DISPATCH`] when it was not called at DISPATCH_LEVEL). IRQL:
+    /// DISPATCH_LEVEL (callback, under the lock that admitted the socket).
+    pub(crate) fn note_indication(&self, id: ConnId, processor: u32) {
+        if let Some(io) = self.io.get(id.index() as usize) {
+            io.indicated_on.store(processor, Ordering::Relaxed);
+        }
+    }
+
     /// The accept callback that handed the socket of `id` over is about to return: its last
     /// statements. IRQL: DISPATCH_LEVEL (callback); no lock.
     pub(crate) fn accept_event_returning(&self, id: ConnId) {
@@ -103,14 +127,14 @@ impl Listener {
     }
 
     /// Hands sockets accepted by WskAcceptEvent over to the worker: their stashed work goes on
-    /// the work list. Only at points where their callbacks are known to have returned: the entry
-    /// of a later accept callback (the provider delivers one listener's accepts in turn), the
-    /// completed close of the listening socket (close waits for running callbacks, WSK-FACTS §7;
-    /// `all`), or a disable of the accept event that found no callback running (`all`, see
-    /// `hand_over_quiesced`, which the engine's ticker asks for [`super::HANDOVER_DELAY`] after the
-    /// callback's last statement signalled it). Otherwise, a slot whose callback has not reached
-    /// its last statement stays on the list. IRQL: DISPATCH_LEVEL (under the lock).
-    pub(crate) fn hand_over(&self, shared: &mut Shared, all: bool) {
+    /// the work list. Only where their callbacks are known to have returned ([`Returned`]): the
+    /// completed close of the listening socket (close waits for running callbacks, WSK-FACTS §7),
+    /// a disable of the accept event that found no callback running (see `hand_over_quiesced`,
+    /// which the engine's ticker asks for [`super::HANDOVER_DELAY`] after the callback's last
+    /// statement signalled it), or, for the callbacks that ran at DISPATCH_LEVEL on one processor,
+    /// the entry of a later callback on that same processor. IRQL: DISPATCH_LEVEL (under the
+    /// lock).
+    pub(crate) fn hand_over(&self, shared: &mut Shared, proof: Returned) {
         let mut link = NO_SLOT;
         let mut index = shared.handovers;
         while index != NO_SLOT {
@@ -118,7 +142,14 @@ impl Listener {
                 break;
             };
             let next = io.next_handover.load(Ordering::Relaxed);
-            if all || io.returned.load(Ordering::Acquire) {
+            let returned = match proof {
+                Returned::All => true,
+                Returned::OnProcessor(here) => {
+                    io.returned.load(Ordering::Acquire)
+                        && io.indicated_on.load(Ordering::Relaxed) == here
+                }
+            };
+            if returned {
                 io.next_handover.store(NO_SLOT, Ordering::Relaxed);
                 io.awaiting.store(false, Ordering::Relaxed);
                 let bits = io.stashed.swap(0, Ordering::Relaxed);
@@ -155,7 +186,7 @@ impl Listener {
         };
         let status = socket.set_events(WSK_EVENT_ACCEPT | WSK_EVENT_DISABLE);
         if status == NtStatus::SUCCESS {
-            self.hand_over(&mut self.shared.lock(), true);
+            self.hand_over(&mut self.shared.lock(), Returned::All);
         }
         // Otherwise a callback is running: it hands over at its entry, or the next tick does.
         if !socket.set_events(WSK_EVENT_ACCEPT).is_success() {

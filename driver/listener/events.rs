@@ -7,7 +7,10 @@ use wsk::{
     WSK_INSPECT_ACTION, WSK_INSPECT_ID, WSK_SOCKET,
 };
 
+use super::admission::Returned;
 use super::{Counters, Listener};
+use crate::conn::NOT_AT_DISPATCH;
+use crate::kernel;
 use crate::net::ConnSocket;
 use crate::net::socket::NO_CONNECTION_CALLBACKS;
 use crate::table::AcceptPath;
@@ -41,9 +44,14 @@ unsafe extern "system" fn accept_event(
     // SAFETY: the socket context is the listener, alive until its listening socket is closed
     // (close waits for running callbacks, WSK-FACTS §7).
     let listener = unsafe { &*context.cast::<Listener>() };
+    // Read before the spin lock raises the IRQL: called at DISPATCH_LEVEL, this callback runs to
+    // its return on this processor without a break (see `Returned::OnProcessor`).
+    let at_dispatch = kernel::current_irql() == kernel::DISPATCH_LEVEL;
     let mut shared = listener.shared.lock();
-    // Sockets earlier callbacks handed over: those callbacks have returned.
-    listener.hand_over(&mut shared, false);
+    // At DISPATCH_LEVEL (the spin lock): the processor cannot change until the lock is released.
+    let here = kernel::current_processor();
+    // Sockets earlier callbacks on this processor handed over: those callbacks have returned.
+    listener.hand_over(&mut shared, Returned::OnProcessor(here));
     // SAFETY: WSK-FACTS §5: NULL AcceptSocket means the listening socket no longer works.
     let Some(socket) = (unsafe { ConnSocket::from_accepted(accept_socket) }) else {
         Listener::request_restart_locked(&mut shared);
@@ -57,6 +65,9 @@ unsafe extern "system" fn accept_event(
     // §5).
     let remote = unsafe { wsk::addr::read_sockaddr(remote) }.unwrap_or(fallback);
     let verdict = listener.admit(&mut shared, socket, local, remote, AcceptPath::Event);
+    if let Ok(id) = verdict {
+        listener.note_indication(id, if at_dispatch { here } else { NOT_AT_DISPATCH });
+    }
     listener.kick_locked(&shared);
     drop(shared);
     match verdict {

@@ -8,6 +8,7 @@ use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use wsk::{DEVICE_OBJECT, IRP, NtStatus, WSK_EVENT_ACCEPT, WSK_EVENT_DISABLE, WSK_INSPECT_ID};
 
 use super::accept::AcceptSlot;
+use super::admission::Returned;
 use super::worker_only::{Worker, WorkerOnly};
 use super::{
     Counters, Global, Listener, ListenerConfig, Mode, NO_SLOT, Phase, Shared, SlotIo, events,
@@ -249,7 +250,7 @@ impl Listener {
         {
             let mut shared = self.shared.lock();
             // The old listening socket's close completed, so every accept callback has returned.
-            self.hand_over(&mut shared, true);
+            self.hand_over(&mut shared, Returned::All);
             // The provider forgot the requests deferred on it (and reset their peers): drop them
             // as stop does, so that DECIDE answers STATUS_NOT_FOUND and nothing is completed on
             // the new socket.

@@ -5,6 +5,7 @@
 use core::sync::atomic::Ordering;
 use core::time::Duration;
 
+use super::admission::Returned;
 use super::worker_only::Worker;
 use super::{CounterSnapshot, Listener, Phase};
 use crate::kernel::PoolBox;
@@ -28,7 +29,7 @@ impl Listener {
                 self.counters
                     .rejected_not_running
                     .fetch_add(u64::from(refused), Ordering::Relaxed);
-                self.hand_over(&mut shared, true);
+                self.hand_over(&mut shared, Returned::All);
             }
             first.then(|| shared.table.capacity())
         };
