@@ -12,7 +12,7 @@ use super::{Counters, Listener};
 use crate::conn::NOT_AT_DISPATCH;
 use crate::kernel;
 use crate::net::ConnSocket;
-use crate::net::socket::NO_CONNECTION_CALLBACKS;
+use crate::net::connection::NO_CONNECTION_CALLBACKS;
 use crate::table::AcceptPath;
 
 /// The client listen dispatch every listener registers. The provider calls the inspect and abort
