@@ -21,7 +21,7 @@
 
 use core::cell::UnsafeCell;
 use core::ffi::c_void;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU16, AtomicU32, Ordering};
 
 use wsk::{MDL, NtStatus, WSK_BUF};
 
@@ -29,8 +29,9 @@ use crate::kernel::{self, PoolSlice, tags};
 use crate::net::DriverIrp;
 
 /// [`SlotIo::indicated_on`] of a socket whose accept callback was not called at DISPATCH_LEVEL
-/// (or that did not come through the accept event): no processor proves its return.
-pub const NOT_AT_DISPATCH: u32 = u32::MAX;
+/// (or that did not come through the accept event, or ran on a processor numbered this high,
+/// beyond any Windows system): no processor proves its return.
+pub const NOT_AT_DISPATCH: u16 = u16::MAX;
 
 /// The IRPs and buffer of one slot, owned by an `O` (the listener).
 ///
@@ -69,7 +70,7 @@ pub struct SlotIo<O> {
     /// The processor that callback ran on, if it was called at DISPATCH_LEVEL
     /// ([`NOT_AT_DISPATCH`] otherwise): a later callback's entry on that processor proves it
     /// returned. Under the listener's spin lock.
-    pub indicated_on: AtomicU32,
+    pub indicated_on: AtomicU16,
     /// Work (`work` bits) asked for while the slot was awaiting its hand-over.
     pub stashed: AtomicU8,
     /// Next slot on the hand-over list (`u32::MAX`: none). Under the listener's spin lock.
@@ -117,7 +118,7 @@ impl<O> SlotIo<O> {
             close_generation: AtomicU32::new(0),
             awaiting: AtomicBool::new(false),
             returned: AtomicBool::new(true),
-            indicated_on: AtomicU32::new(NOT_AT_DISPATCH),
+            indicated_on: AtomicU16::new(NOT_AT_DISPATCH),
             stashed: AtomicU8::new(0),
             next_handover: AtomicU32::new(u32::MAX),
             index,

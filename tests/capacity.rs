@@ -72,7 +72,7 @@ fn connections_nobody_accepts_stay_in_the_backlog_and_are_not_lost() {
     unload(engine);
 }
 
-const EXPECTED_BYTES_PER_ENTRY: usize = 280;
+const EXPECTED_BYTES_PER_ENTRY: usize = 288;
 
 #[test]
 fn memory_per_entry_is_what_the_docs_state() {

@@ -6,7 +6,6 @@ use core::sync::atomic::Ordering;
 use core::time::Duration;
 
 use super::Engine;
-use crate::listener::HANDOVER_DELAY;
 
 /// How long each WskCaptureProviderNPI attempt on the worker waits, in milliseconds.
 const CAPTURE_SLICE_MS: u32 = 250;
@@ -54,9 +53,10 @@ pub(super) unsafe fn capture_provider(context: *mut c_void) {
 /// How often deferred requests' timeouts are checked.
 const TICK: Duration = Duration::from_millis(200);
 
-/// The ticker: every [`TICK`], kicks listeners with deferred requests (their timeouts); and
-/// [`HANDOVER_DELAY`] after an accept callback signalled a socket to hand over, asks its listener
-/// to hand it over. IRQL: PASSIVE_LEVEL (system thread).
+/// The ticker: every [`TICK`], kicks listeners with deferred requests (their timeouts); and when
+/// an accept callback signalled a socket to hand over, asks its listener to hand over what no
+/// later callback has (the worker's waited disable of the accept event proves the callbacks
+/// returned: `Listener::hand_over_quiesced`). IRQL: PASSIVE_LEVEL (system thread).
 ///
 /// # Safety
 /// Run only as the ticker thread's routine: `context` is the engine, which joins the thread before
@@ -69,10 +69,8 @@ pub(super) unsafe fn tick(context: *mut c_void) {
     loop {
         let now = crate::kernel::interrupt_time();
         let until_tick = Duration::from_nanos(next_tick.saturating_sub(now).saturating_mul(100));
-        let handover = engine.global.handover_ready.wait(Some(until_tick));
-        if handover && engine.ticker_stop.wait(Some(HANDOVER_DELAY)) {
-            return;
-        }
+        // Woken early by an accept callback's hand-over signal: it is looked at below.
+        let _ = engine.global.handover_ready.wait(Some(until_tick));
         if engine.ticker_stop.wait(Some(Duration::ZERO)) {
             return;
         }

@@ -5,10 +5,11 @@
 use core::net::SocketAddr;
 use core::sync::atomic::Ordering;
 
-use wsk::{NtStatus, WSK_EVENT_ACCEPT, WSK_EVENT_DISABLE};
+use wsk::{NtStatus, WSK_EVENT_ACCEPT};
 
 use super::worker_only::Worker;
 use super::{Counters, Listener, Mode, NO_SLOT, Phase, Service, Shared};
+use crate::conn::NOT_AT_DISPATCH;
 use crate::kernel;
 use crate::net::ConnSocket;
 use crate::policy::Verdict;
@@ -27,7 +28,7 @@ pub(crate) enum Returned {
     /// proven about other processors, whose callbacks may still run (Windows does not say that
     /// one listener's accept callbacks come one at a time), nor about a callback called below
     /// DISPATCH_LEVEL, which may be preempted after its last statement.
-    OnProcessor(u32),
+    OnProcessor(u16),
 }
 
 impl Listener {
@@ -108,9 +109,9 @@ impl Listener {
     }
 
     /// Records the processor the accept callback handing over the socket of `id` runs on
-    /// ([`crate::conn::NOT_AT_DISPATCH`] when it was not called at DISPATCH_LEVEL). IRQL:
+    /// ([`NOT_AT_DISPATCH`] when it was not called at DISPATCH_LEVEL). IRQL:
     /// DISPATCH_LEVEL (callback, under the lock that admitted the socket).
-    pub(crate) fn note_indication(&self, id: ConnId, processor: u32) {
+    pub(crate) fn note_indication(&self, id: ConnId, processor: u16) {
         if let Some(io) = self.io.get(id.index() as usize) {
             io.indicated_on.store(processor, Ordering::Relaxed);
         }
@@ -129,9 +130,8 @@ impl Listener {
     /// Hands sockets accepted by WskAcceptEvent over to the worker: their stashed work goes on
     /// the work list. Only where their callbacks are known to have returned ([`Returned`]): the
     /// completed close of the listening socket (close waits for running callbacks, WSK-FACTS §7),
-    /// a disable of the accept event that found no callback running (see `hand_over_quiesced`,
-    /// which the engine's ticker asks for [`super::HANDOVER_DELAY`] after the callback's last
-    /// statement signalled it), or, for the callbacks that ran at DISPATCH_LEVEL on one processor,
+    /// a waited disable of the accept event (see `hand_over_quiesced`, which the engine's ticker
+    /// asks for once the callback's last statement signalled it), or, for the callbacks that ran at DISPATCH_LEVEL on one processor,
     /// the entry of a later callback on that same processor. IRQL: DISPATCH_LEVEL (under the
     /// lock).
     pub(crate) fn hand_over(&self, shared: &mut Shared, proof: Returned) {
@@ -145,7 +145,8 @@ impl Listener {
             let returned = match proof {
                 Returned::All => true,
                 Returned::OnProcessor(here) => {
-                    io.returned.load(Ordering::Acquire)
+                    here != NOT_AT_DISPATCH
+                        && io.returned.load(Ordering::Acquire)
                         && io.indicated_on.load(Ordering::Relaxed) == here
                 }
             };
@@ -173,9 +174,11 @@ impl Listener {
     }
 
     /// Hands over sockets whose accept callbacks have returned, when no later callback did: the
-    /// worker disables the accept event, which answers STATUS_SUCCESS only when no accept
-    /// callback is running (WSK-FACTS §5), hands everything over, and enables it again
-    /// (connections arriving meanwhile wait in the backlog, or go to accept IRPs). Worker only.
+    /// worker disables the accept event with an IRP and waits for it, which completes once no
+    /// accept callback runs (at once, or when the running one returned: WSK-FACTS §5), hands
+    /// everything over, and enables the event again (connections arriving meanwhile wait in the
+    /// backlog, or go to accept IRPs). No guessed delay: the disable's completion is the proof.
+    /// Worker only.
     pub(super) fn hand_over_quiesced(&self, worker: &mut Worker<'_>) {
         if !self.config.mode.uses_events() || !self.has_handovers() {
             return;
@@ -184,11 +187,10 @@ impl Listener {
             // No listening socket: the restart or stop that closed it hands over.
             return;
         };
-        let status = socket.set_events(WSK_EVENT_ACCEPT | WSK_EVENT_DISABLE);
-        if status == NtStatus::SUCCESS {
+        if socket.disable_event_waited(WSK_EVENT_ACCEPT) == NtStatus::SUCCESS {
             self.hand_over(&mut self.shared.lock(), Returned::All);
         }
-        // Otherwise a callback is running: it hands over at its entry, or the next tick does.
+        // Otherwise the disable failed: a later callback or the next tick hands over.
         if !socket.set_events(WSK_EVENT_ACCEPT).is_success() {
             let mut shared = self.shared.lock();
             shared.last_error = NtStatus::INVALID_DEVICE_STATE;

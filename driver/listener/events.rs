@@ -49,7 +49,7 @@ unsafe extern "system" fn accept_event(
     let at_dispatch = kernel::current_irql() == kernel::DISPATCH_LEVEL;
     let mut shared = listener.shared.lock();
     // At DISPATCH_LEVEL (the spin lock): the processor cannot change until the lock is released.
-    let here = kernel::current_processor();
+    let here = u16::try_from(kernel::current_processor()).unwrap_or(NOT_AT_DISPATCH);
     // Sockets earlier callbacks on this processor handed over: those callbacks have returned.
     listener.hand_over(&mut shared, Returned::OnProcessor(here));
     // SAFETY: WSK-FACTS §5: NULL AcceptSocket means the listening socket no longer works.
@@ -66,6 +66,7 @@ unsafe extern "system" fn accept_event(
     let remote = unsafe { wsk::addr::read_sockaddr(remote) }.unwrap_or(fallback);
     let verdict = listener.admit(&mut shared, socket, local, remote, AcceptPath::Event);
     if let Ok(id) = verdict {
+        // A processor numbered NOT_AT_DISPATCH or beyond proves nothing: recorded as such.
         listener.note_indication(id, if at_dispatch { here } else { NOT_AT_DISPATCH });
     }
     listener.kick_locked(&shared);

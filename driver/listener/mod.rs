@@ -81,10 +81,6 @@ pub(crate) type SlotIo = crate::conn::SlotIo<Listener>;
 /// parked (never reached unless a provider is slow to complete a close: no IRP waits for a peer).
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How long after an accept callback's last statement the engine's ticker hands its socket over
-/// when no later callback has (the callback's return takes a few instructions).
-pub const HANDOVER_DELAY: Duration = Duration::from_millis(1);
-
 /// Where a listener is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {

@@ -10,8 +10,8 @@ use core::ptr::NonNull;
 use wsk::{
     NtStatus, PfnIoCompletionRoutine, SO_WSK_EVENT_CALLBACK, SOCKADDR, SOCKADDR_STORAGE,
     SOL_SOCKET, WSK_CLIENT_LISTEN_DISPATCH, WSK_CONTROL_SOCKET_TYPE, WSK_EVENT_CALLBACK_CONTROL,
-    WSK_FLAG_LISTEN_SOCKET, WSK_INSPECT_ACTION, WSK_INSPECT_ID, WSK_PROVIDER_LISTEN_DISPATCH,
-    WSK_SOCKET,
+    WSK_EVENT_DISABLE, WSK_FLAG_LISTEN_SOCKET, WSK_INSPECT_ACTION, WSK_INSPECT_ID,
+    WSK_PROVIDER_LISTEN_DISPATCH, WSK_SOCKET,
 };
 
 use super::{DriverIrp, Provider, sync};
@@ -27,17 +27,20 @@ pub(super) fn missing() -> NtStatus {
 /// `raw` is a live listening socket of a captured provider, owned here, closed once by
 /// [`ListenSocket::close`] or [`ListenSocket::close_async`]. `closer` is allocated before the
 /// socket exists, so that the waited close never needs memory it may not get: a socket left open
-/// would make WskDeregister wait forever (WSK-FACTS §7).
+/// would make WskDeregister wait forever (WSK-FACTS §7). `control` is the prepared IRP of
+/// [`ListenSocket::disable_event_waited`], so that the hand-over's proof allocates nothing.
 #[derive(Debug)]
 pub struct ListenSocket {
     raw: NonNull<WSK_SOCKET>,
     closer: sync::Prepared,
+    control: sync::Prepared,
 }
 
 // SAFETY: a WSK socket may be used from any thread (callers serialise calls on it).
 unsafe impl Send for ListenSocket {}
 // SAFETY: `&ListenSocket` only gives out calls through the provider's dispatch table, which the
-// provider allows from any thread (WSK-FACTS §1); `closer` is used only by the one closing call.
+// provider allows from any thread (WSK-FACTS §1); `closer` is used only by the one closing call,
+// and `control` only by `disable_event_waited`, whose callers make one call at a time.
 unsafe impl Sync for ListenSocket {}
 
 impl ListenSocket {
@@ -57,6 +60,7 @@ impl ListenSocket {
         let wsk_socket = provider.dispatch().WskSocket.ok_or_else(missing)?;
         let client = provider.client();
         let closer = sync::Prepared::new()?;
+        let control = sync::Prepared::new()?;
         let information = sync::call(|irp| {
             // SAFETY: documented WskSocket arguments (WSK-FACTS §1); the dispatch is static.
             unsafe {
@@ -76,9 +80,13 @@ impl ListenSocket {
             }
         })?;
         // INVARIANT: WskSocket's Information is the new listening socket, which nobody else owns;
-        // `closer` was allocated before it existed.
+        // `closer` and `control` were allocated before it existed.
         NonNull::new(information as *mut WSK_SOCKET)
-            .map(|raw| Self { raw, closer })
+            .map(|raw| Self {
+                raw,
+                closer,
+                control,
+            })
             .ok_or(NtStatus::UNSUCCESSFUL)
     }
 
@@ -148,6 +156,43 @@ impl ListenSocket {
                 core::ptr::null_mut(),
             )
         }
+    }
+
+    /// Disables one event callback (SO_WSK_EVENT_CALLBACK with `event | WSK_EVENT_DISABLE`) with
+    /// an IRP, and waits: the IRP completes at once when no callback of that event runs, or once
+    /// the running one returned (WSK-FACTS §5). Either way, when this returns STATUS_SUCCESS no
+    /// such callback runs, and none starts until the event is enabled again. Allocates nothing.
+    /// One call at a time per socket (the prepared IRP is reused): the listener makes it from its
+    /// worker only. IRQL: PASSIVE_LEVEL.
+    #[must_use]
+    pub fn disable_event_waited(&self, event: u32) -> NtStatus {
+        let Some(control) = self.dispatch().Basic.WskControlSocket else {
+            return missing();
+        };
+        let raw = self.raw.as_ptr();
+        let mut value = WSK_EVENT_CALLBACK_CONTROL {
+            NpiId: kernel::npi_wsk_interface_id(),
+            EventMask: event | WSK_EVENT_DISABLE,
+        };
+        let input = (&raw mut value).cast();
+        // SAFETY: WskControlSocket(SO_WSK_EVENT_CALLBACK) with an IRP (WSK-FACTS §5): `raw` is
+        // live (type invariant), the input buffer is `value`, which outlives the call (`call`
+        // waits for the IRP), no output buffer.
+        let result = self.control.call(|irp| unsafe {
+            control(
+                raw,
+                WSK_CONTROL_SOCKET_TYPE::SET_OPTION,
+                SO_WSK_EVENT_CALLBACK,
+                SOL_SOCKET,
+                size_of::<WSK_EVENT_CALLBACK_CONTROL>(),
+                input,
+                0,
+                core::ptr::null_mut(),
+                core::ptr::null_mut(),
+                irp,
+            )
+        });
+        result.map_or_else(|status| status, |_| NtStatus::SUCCESS)
     }
 
     /// WskBind, which also starts listening (WSK-FACTS §3). IRQL: PASSIVE_LEVEL.
