@@ -209,10 +209,28 @@ fn an_event_accepted_socket_is_not_touched_before_its_accept_event_returns() {
 /// callback returned (a later callback on another processor proves nothing).
 #[test]
 fn an_event_accepted_socket_is_not_touched_before_its_accept_event_returns_on_two_processors() {
+    two_processors(Mode::Event);
+}
+
+/// Accept IRPs of one listener completing on two processors at once (the host's second processor
+/// completes every other accept of a batch): every connection is still accepted once and closed.
+#[test]
+fn accept_completions_on_two_processors_lose_nothing() {
+    two_processors(Mode::Irp);
+    two_processors(Mode::Both);
+}
+
+/// 200 clients from 4 threads against a `close` listener while the host indicates and completes
+/// accepts on two processors: every connection accepted once and closed, nothing left at unload.
+fn two_processors(mode: Mode) {
     for seed in SEEDS {
         let engine = load(Schedule::from_seed(seed));
         hostkernel::provider::set_concurrent_accept_events(true);
-        let info = start(&engine, "127.0.0.1:0", Mode::Event, 256, Service::Close);
+        let mut config = common::config("127.0.0.1:0", mode);
+        config.capacity = 256;
+        config.depth = 8;
+        config.service = Service::Close;
+        let info = engine.start_listener(config).unwrap();
         let clients: Vec<_> = (0..4)
             .map(|_| {
                 let address = info.address;
@@ -223,6 +241,12 @@ fn an_event_accepted_socket_is_not_touched_before_its_accept_event_returns_on_tw
         wait_until("every connection closed", Duration::from_secs(20), || {
             engine.listener_info(info.id).unwrap().counters.closed == 200
         });
+        let c = engine.listener_info(info.id).unwrap().counters;
+        assert_eq!(
+            c.accepted_irp + c.accepted_event,
+            200,
+            "{mode:?}, seed {seed}"
+        );
         engine.stop_listener(info.id).unwrap();
         hostkernel::provider::set_concurrent_accept_events(false);
         unload(engine);

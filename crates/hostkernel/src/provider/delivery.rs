@@ -308,7 +308,14 @@ fn count_accept_callback(state: &mut State, key: usize) {
 fn run_step(key: usize, step: Step) {
     match step {
         // Information = the accepted PWSK_SOCKET (WSK-FACTS §3).
-        Step::Completed { irp, new_key } => irp::complete(irp, NtStatus::SUCCESS, new_key),
+        Step::Completed { irp, new_key } => {
+            let job = Box::new(move || irp::complete(irp, NtStatus::SUCCESS, new_key));
+            if !second_processor::enabled() || !ON_LOOP.with(std::cell::Cell::get) {
+                job();
+            } else if let Err(job) = second_processor::try_run(job) {
+                job();
+            }
+        }
         Step::ListenerFailed { irps, event } => {
             for irp in irps {
                 irp::complete(irp, NtStatus::CONNECTION_ABORTED, 0);
@@ -342,7 +349,7 @@ fn run_step(key: usize, step: Step) {
             remote,
         } => {
             let job = Box::new(move || deliver_event(key, new_key, local, remote));
-            if !second_processor::enabled() {
+            if !second_processor::enabled() || !ON_LOOP.with(std::cell::Cell::get) {
                 job();
             } else if let Err(job) = second_processor::try_run(job) {
                 job();

@@ -1,12 +1,14 @@
-//! Fault mode: a second processor indicating accept events ([`set_concurrent_accept_events`]).
-//! Windows does not document that one listener's WskAcceptEvent calls come one at a time: the
-//! transport indicates connections on the processor that completed their handshake, so two may
-//! run at once. And a callback that has reached its last statement has not yet returned to the
+//! Fault mode: a second processor indicating accept events and completing accept IRPs
+//! ([`set_concurrent_accept_events`]). Windows does not document that one listener's
+//! WskAcceptEvent calls, or its accept IRPs' completions, come one at a time: the transport
+//! indicates connections on the processor that completed their handshake, so two may run at
+//! once. And a callback that has reached its last statement has not yet returned to the
 //! provider, which may still be busy with it. In this mode the event loop hands every other
-//! accept callback of a batch to a second thread, and every accept callback is held up for half
-//! a millisecond after it returns, before the provider records that it returned. A driver that
-//! takes "a later callback has started" as proof that an earlier one returned is caught using a
-//! socket before its WskAcceptEvent returned.
+//! accept callback or accept completion of a batch to a second thread, and every accept callback
+//! is held up for half a millisecond after it returns, before the provider records that it
+//! returned. A driver that takes "a later callback has started" as proof that an earlier one
+//! returned is caught using a socket before its WskAcceptEvent returned; one whose accept
+//! completion routines assume they run one at a time meets them running at once.
 //!
 //! The loop waits for the second processor ([`join`]) before it does anything but deliver more
 //! connections of the same listener, so a close or a disable finished on the loop still comes
