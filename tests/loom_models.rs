@@ -1,6 +1,8 @@
-//! loom models of the two concurrent protocols: the listener's rundown (completion routines racing
-//! a stop) and the connection table under concurrent accept, close and lookup. loom explores every
-//! interleaving of the threads below (bounded by `LOOM_MAX_PREEMPTIONS`, default 2 here).
+//! loom models of the driver's concurrent protocols: the listener's rundown (completion routines
+//! racing a stop), the connection table under concurrent accept, close and lookup, a deferred
+//! request's end, a late disconnect completion racing a close, skipped kicks, and the hand-over of
+//! event-accepted sockets across processors. loom explores every interleaving of the threads
+//! below (bounded by `LOOM_MAX_PREEMPTIONS`, default 2 here).
 
 use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use loom::sync::{Arc, Condvar, Mutex};
@@ -544,4 +546,133 @@ fn skipped_kicks_never_strand_work_for_the_worker() {
             "an idle accept IRP was left with no pass queued"
         );
     });
+}
+
+/// What proves that an earlier accept callback returned, in the hand-over model (the driver's
+/// `listener::admission::Returned`).
+#[derive(Clone, Copy)]
+enum Proof {
+    /// The driver's rule: a later callback on the same processor.
+    SameProcessor,
+    /// The rule before it: any later callback (it assumed one listener's callbacks come one at a
+    /// time, which Windows does not say).
+    AnyLaterCallback,
+}
+
+/// The listener's hand-over list and what the worker was handed, under the listener lock.
+#[derive(Default)]
+struct HandOverState {
+    /// (socket, processor its callback ran on, its callback reached its last statement)
+    awaiting: Vec<(usize, usize, bool)>,
+    handed: Vec<usize>,
+}
+
+struct HandOverModel {
+    shared: Mutex<HandOverState>,
+    /// The provider has recorded that the callback handing over socket `i` returned: only then
+    /// may another thread use the socket.
+    recorded: [AtomicBool; 3],
+    proof: Proof,
+}
+
+impl HandOverModel {
+    /// `accept_event` on `processor` for `socket`: at its entry, hand over what earlier callbacks
+    /// proved returned; admit; its last statement marks the socket's callback finished; then the
+    /// provider records the return.
+    fn callback(&self, processor: usize, socket: usize) {
+        {
+            let mut state = self.shared.lock().unwrap();
+            let proof = self.proof;
+            let (ready, waiting): (Vec<_>, Vec<_>) =
+                state.awaiting.drain(..).partition(|&(_, on, returned)| {
+                    returned
+                        && match proof {
+                            Proof::SameProcessor => on == processor,
+                            Proof::AnyLaterCallback => true,
+                        }
+                });
+            state.awaiting = waiting;
+            state.handed.extend(ready.into_iter().map(|(s, _, _)| s));
+            state.awaiting.push((socket, processor, false));
+        }
+        {
+            // `accept_event_returning`: the last statement.
+            let mut state = self.shared.lock().unwrap();
+            if let Some(entry) = state.awaiting.iter_mut().find(|e| e.0 == socket) {
+                entry.2 = true;
+            }
+        }
+        self.recorded[socket].store(true, Ordering::SeqCst);
+    }
+
+    /// The worker: uses every socket handed over so far.
+    fn work(&self) -> usize {
+        let handed: Vec<usize> = self.shared.lock().unwrap().handed.drain(..).collect();
+        for &socket in &handed {
+            assert!(
+                self.recorded[socket].load(Ordering::SeqCst),
+                "the worker used socket {socket} before its callback returned"
+            );
+        }
+        handed.len()
+    }
+}
+
+fn hand_over_model(proof: Proof) {
+    builder().check(move || {
+        let model = Arc::new(HandOverModel {
+            shared: Mutex::new(HandOverState::default()),
+            recorded: [
+                AtomicBool::new(false),
+                AtomicBool::new(false),
+                AtomicBool::new(false),
+            ],
+            proof,
+        });
+        // Processor 0 indicates sockets 0 then 1; processor 1 indicates socket 2.
+        let first = {
+            let model = model.clone();
+            thread::spawn(move || {
+                model.callback(0, 0);
+                model.callback(0, 1);
+            })
+        };
+        let second = {
+            let model = model.clone();
+            thread::spawn(move || model.callback(1, 2))
+        };
+        let worker = {
+            let model = model.clone();
+            thread::spawn(move || model.work() + model.work())
+        };
+        first.join().unwrap();
+        second.join().unwrap();
+        let mut used = worker.join().unwrap();
+        // The listening socket's close completed: every callback returned; hand over the rest.
+        {
+            let mut state = model.shared.lock().unwrap();
+            let rest: Vec<usize> = state.awaiting.drain(..).map(|e| e.0).collect();
+            state.handed.extend(rest);
+        }
+        used += model.work();
+        assert_eq!(used, 3, "every socket is handed over once");
+    });
+}
+
+/// The hand-over of event-accepted sockets (`listener::admission`): accept callbacks on two
+/// processors (threads: sequential, as a processor is at DISPATCH_LEVEL), each followed by the
+/// provider recording its return, and a worker using what was handed over. A callback's entry
+/// hands over only the sockets of earlier callbacks on its own processor. Whatever the
+/// interleaving, no socket is used before its callback returned, and each is handed over once.
+#[test]
+fn an_event_accepted_socket_reaches_the_worker_only_after_its_callback_returned() {
+    hand_over_model(Proof::SameProcessor);
+}
+
+/// The model is not vacuous: the old rule (any later callback proves the earlier ones returned)
+/// is caught.
+#[test]
+#[should_panic(expected = "before its callback returned")]
+fn handing_over_at_any_later_callback_is_caught() {
+    hand_over_model(Proof::AnyLaterCallback);
 }
