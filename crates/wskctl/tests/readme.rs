@@ -83,7 +83,10 @@ fn run_block(marker: &str, readme_port: &str) -> (u16, Vec<String>) {
         let line = substitute(command, readme_port, port);
         if let Some(job) = line.trim().strip_suffix('&') {
             background.push(run(job).spawn().unwrap());
-            std::thread::sleep(Duration::from_millis(300));
+            // The README's background jobs are clients that stay connected: a person types the
+            // next command once theirs is up. Wait for that rather than guess how long a Python
+            // start takes on a loaded machine.
+            wait_for_active(&socket, background.len());
             continue;
         }
         // `sh -c "exec a | b"` would exec only into the first command's shell: run pipelines
@@ -116,13 +119,33 @@ fn run_block(marker: &str, readme_port: &str) -> (u16, Vec<String>) {
     (port, outputs)
 }
 
+/// Waits (at most 20 s) until the host's driver has at least `clients` active connections.
+fn wait_for_active(socket: &std::path::Path, clients: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = Command::new(WSKCTL)
+            .env("WSKACCEPT_CONTROL", socket)
+            .args(["stats", "--json"])
+            .output()
+            .unwrap();
+        let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let active = stats["active"].as_u64().unwrap_or(0);
+        if active >= u64::try_from(clients).unwrap() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the README's background client did not connect: {stats}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn the_readme_commands_work_as_written() {
     let (port, outputs) = run_block(MARKER, "7007");
     assert!(
-        outputs
-            .iter()
-            .any(|o| o.contains("active") && o.contains(" 1")),
+        outputs.iter().any(|o| o.contains("connections 1,")),
         "stats shows the client: {outputs:?}"
     );
     assert!(
