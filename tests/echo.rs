@@ -287,12 +287,16 @@ fn a_peer_that_never_reads_stalls_only_its_own_connection() {
     };
     // Its pipeline (the staller's send buffer, the driver's receive and send, the staller's
     // receive buffer) fills at the pace of a loaded machine: wait until its counters hold still.
-    wait_until("the staller's connection stalls", Duration::from_secs(20), || {
-        let a = stalled_at(&engine);
-        std::thread::sleep(Duration::from_millis(300));
-        let b = stalled_at(&engine);
-        (a.bytes_in, a.bytes_out) == (b.bytes_in, b.bytes_out)
-    });
+    wait_until(
+        "the staller's connection stalls",
+        Duration::from_secs(20),
+        || {
+            let a = stalled_at(&engine);
+            std::thread::sleep(Duration::from_millis(300));
+            let b = stalled_at(&engine);
+            (a.bytes_in, a.bytes_out) == (b.bytes_in, b.bytes_out)
+        },
+    );
     let first = stalled_at(&engine);
     let during = rate(&moved);
     let second = stalled_at(&engine);

@@ -28,6 +28,13 @@ use crate::irp::IrpRef;
 
 const RX_WINDOW: usize = 64 * 1024;
 
+thread_local! {
+    /// Where a pump reads from the OS before the bytes join a connection's queue: one per thread,
+    /// made once (not a zeroed 16 KiB on every pump).
+    static SCRATCH: std::cell::RefCell<Box<[u8]>> =
+        std::cell::RefCell::new(vec![0u8; 16 * 1024].into_boxed_slice());
+}
+
 static PEERS_VANISHED: AtomicBool = AtomicBool::new(false);
 
 /// Fault mode: the peers of connections accepted from now on have vanished (their host is gone:
@@ -119,7 +126,9 @@ pub(crate) struct Connection {
     pub(super) stream: Option<mio::net::TcpStream>,
     pub(super) local: Option<SocketAddr>,
     pub(super) remote: Option<SocketAddr>,
-    pub(super) rx: Vec<u8>,
+    /// Received bytes no receive has taken yet, oldest first (a ring: taking bytes from the
+    /// front moves nothing).
+    pub(super) rx: VecDeque<u8>,
     pub(super) eof: bool,
     pub(super) reset: bool,
     pub(super) receives: VecDeque<Receive>,
@@ -162,7 +171,7 @@ impl Connection {
             stream,
             local,
             remote,
-            rx: Vec::new(),
+            rx: VecDeque::new(),
             eof: false,
             reset: false,
             receives: VecDeque::new(),
@@ -263,7 +272,7 @@ impl Connection {
             && !self.rx.is_empty()
             && !self.indications_paused)
             .then(|| Indication::Receive {
-                data: self.rx.clone(),
+                data: self.rx.iter().copied().collect(),
             })
     }
 
@@ -273,17 +282,18 @@ impl Connection {
             return;
         }
         if let Some(stream) = self.stream.as_mut() {
-            let mut chunk = [0u8; 16 * 1024];
-            while !self.eof && !self.reset && self.rx.len() < RX_WINDOW {
-                let room = (RX_WINDOW - self.rx.len()).min(chunk.len());
-                match stream.read(&mut chunk[..room]) {
-                    Ok(0) => self.eof = true,
-                    Ok(n) => self.rx.extend_from_slice(&chunk[..n]),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => self.reset = true,
+            SCRATCH.with_borrow_mut(|chunk| {
+                while !self.eof && !self.reset && self.rx.len() < RX_WINDOW {
+                    let room = (RX_WINDOW - self.rx.len()).min(chunk.len());
+                    match stream.read(&mut chunk[..room]) {
+                        Ok(0) => self.eof = true,
+                        Ok(n) => self.rx.extend(&chunk[..n]),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(_) => self.reset = true,
+                    }
                 }
-            }
+            });
             while let Some(send) = self.sends.front_mut() {
                 let result = if send.written < send.length {
                     stream.write(send.unwritten())
@@ -356,10 +366,9 @@ impl Connection {
             let mut copied = 0;
             for (ptr, len) in pieces {
                 let n = len.min(self.rx.len() - copied);
-                let source = &self.rx[copied..copied + n];
-                // SAFETY: `ptr..ptr+len` is driver memory described by its MDL and `n <= len`;
-                // `source` is `n` bytes of our own buffer, which cannot overlap driver memory.
-                unsafe { std::ptr::copy_nonoverlapping(source.as_ptr(), ptr, n) };
+                // SAFETY: `ptr..ptr+len` is driver memory described by the receive's MDL (Receive
+                // invariants), so `n <= len` bytes fit, and none of it is the ring's memory.
+                unsafe { copy_out(&self.rx, copied, ptr, n) };
                 copied += n;
                 if copied == self.rx.len() {
                     break;
@@ -385,6 +394,35 @@ impl Connection {
     pub(super) fn indicated(&mut self, consumed: usize, pause: bool) {
         self.rx.drain(..consumed.min(self.rx.len()));
         self.indications_paused |= pause;
+    }
+}
+
+/// Copies `n` bytes of `ring`, from `offset` on, to `destination`.
+///
+/// # Safety
+/// `destination` must be valid for `n` bytes of writes and not overlap `ring`'s memory;
+/// `offset + n <= ring.len()`.
+unsafe fn copy_out(ring: &VecDeque<u8>, offset: usize, destination: *mut u8, n: usize) {
+    let (front, back) = ring.as_slices();
+    let mut offset = offset;
+    let mut left = n;
+    let mut at = destination;
+    for run in [front, back] {
+        if offset >= run.len() {
+            offset -= run.len();
+            continue;
+        }
+        let take = left.min(run.len() - offset);
+        // SAFETY: `run[offset..offset + take]` is in bounds (take <= run.len() - offset); `at`
+        // has room for `left >= take` more bytes and does not overlap the ring (# Safety).
+        unsafe { std::ptr::copy_nonoverlapping(run[offset..].as_ptr(), at, take) };
+        // SAFETY: `take <= left`, so `at + take` stays within (or one past) the destination.
+        at = unsafe { at.add(take) };
+        left -= take;
+        offset = 0;
+        if left == 0 {
+            break;
+        }
     }
 }
 
