@@ -225,7 +225,8 @@ fn accept_completions_on_two_processors_lose_nothing() {
 fn two_processors(mode: Mode) {
     for seed in SEEDS {
         let engine = load(Schedule::from_seed(seed));
-        hostkernel::provider::set_concurrent_accept_events(true);
+        hostkernel::provider::set_second_processor(true);
+        let before = hostkernel::provider::second_processor_jobs();
         let mut config = common::config("127.0.0.1:0", mode);
         config.capacity = 256;
         config.depth = 8;
@@ -247,8 +248,12 @@ fn two_processors(mode: Mode) {
             200,
             "{mode:?}, seed {seed}"
         );
+        assert!(
+            hostkernel::provider::second_processor_jobs() > before,
+            "the second processor took part"
+        );
         engine.stop_listener(info.id).unwrap();
-        hostkernel::provider::set_concurrent_accept_events(false);
+        hostkernel::provider::set_second_processor(false);
         unload(engine);
         drop(clients);
     }

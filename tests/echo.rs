@@ -193,6 +193,19 @@ fn five_hundred_connections_echo_byte_exact_in_conditional_mode_dual_stack() {
     echo_run("[::]:0", Mode::Conditional, 4096, 500, 34);
 }
 
+/// The same with the host's second processor: accept callbacks and completions, and different
+/// connections' receive and send completions, run on two threads at once, as on Windows.
+#[test]
+fn five_hundred_connections_echo_byte_exact_with_completions_on_two_processors() {
+    hostkernel::provider::set_second_processor(true);
+    let before = hostkernel::provider::second_processor_jobs();
+    echo_run("127.0.0.1:0", Mode::Both, 4096, 500, 35);
+    let ran = hostkernel::provider::second_processor_jobs() - before;
+    hostkernel::provider::set_second_processor(false);
+    eprintln!("the second processor ran {ran} callbacks, completions and connection services");
+    assert!(ran > 500, "the second processor took part ({ran} jobs)");
+}
+
 fn records(engine: &Engine) -> Vec<ConnRecord> {
     let mut out: Vec<Option<ConnRecord>> = vec![None; 64];
     let (n, _) = engine.list_connections(None, 0, &mut out).unwrap();

@@ -240,7 +240,7 @@ fn campaign_seed(mode: Mode, seed: u64) -> common::scenario::Seen {
     // does not serialise one listener's accept callbacks). One seed in four; drawn after the plan
     // so that the plans stay what they were.
     let two_processors = rng.u8(0..4) == 0;
-    hostkernel::provider::set_concurrent_accept_events(two_processors);
+    hostkernel::provider::set_second_processor(two_processors);
     if std::env::var_os("CAMPAIGN_TRACE").is_some() {
         eprintln!("  {plan:?} two_processors={two_processors}");
     }
@@ -263,7 +263,7 @@ fn campaign_seed(mode: Mode, seed: u64) -> common::scenario::Seen {
         outcome.restarts += again.restarts;
     }
     scenario::unload_clean(engine);
-    hostkernel::provider::set_concurrent_accept_events(false);
+    hostkernel::provider::set_second_processor(false);
     outcome
 }
 

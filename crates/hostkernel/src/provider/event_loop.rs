@@ -11,6 +11,7 @@ use mio::{Events, Poll, Token, Waker};
 use super::conditional::{self, INSPECTION_TOKEN_BIT};
 use super::connection_events;
 use super::delivery;
+use super::second_processor;
 use super::state::{Kind, Slot, Sock, State, state};
 use super::work::{Deferred, ON_LOOP, WAKE_PENDING, Work, loop_state};
 use crate::{irp, verifier};
@@ -96,9 +97,11 @@ fn run_loop(mut poll: Poll) {
         WAKE_PENDING.store(false, std::sync::atomic::Ordering::SeqCst);
         for event in &events {
             if event.token() != WAKER {
-                service(event.token().0);
+                service(event.token().0, true);
             }
         }
+        // Nothing else happens on the loop while a connection is served on the second processor.
+        second_processor::join();
         let fin_waiters = std::mem::take(&mut loop_state().fin_waiters);
         for key in fin_waiters {
             connection_events::service(key);
@@ -122,7 +125,7 @@ fn run_loop(mut poll: Poll) {
                 Some(Work::Complete(irp, status, information)) => {
                     irp::complete(irp, status, information);
                 }
-                Some(Work::Serve(key)) => service(key),
+                Some(Work::Serve(key)) => service(key, false),
                 None => break,
             }
         }
@@ -133,8 +136,10 @@ fn run_loop(mut poll: Poll) {
     }
 }
 
-/// Serves whatever a readiness event on socket `key` means.
-fn service(key: usize) {
+/// Serves whatever a readiness event on socket `key` means. With `offload` (a readiness event of
+/// a poll, which the loop joins before anything else), a connection may be served on the second
+/// processor; never work posted to the loop, which may be followed by that socket's close.
+fn service(key: usize, offload: bool) {
     if key & INSPECTION_TOKEN_BIT != 0 {
         conditional::service_inspection(key);
         return;
@@ -148,7 +153,11 @@ fn service(key: usize) {
     );
     if is_listener {
         delivery::service(key);
-    } else {
+    } else if !offload || !second_processor::enabled() {
         connection_events::service(key);
+    } else if let Err(job) =
+        second_processor::try_run(Box::new(move || connection_events::service(key)))
+    {
+        job();
     }
 }

@@ -62,6 +62,6 @@ pub use registration::{
     WskCaptureProviderNPI, WskDeregister, WskRegister, WskReleaseProviderNPI, capture_calls,
     set_provider_no_interface, set_provider_ready,
 };
-pub use second_processor::set_concurrent_accept_events;
+pub use second_processor::{second_processor_jobs, set_second_processor};
 pub use socket_calls::fail_next_listen_local_address;
 pub use state::set_close_delay;

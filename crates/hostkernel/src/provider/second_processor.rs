@@ -1,20 +1,22 @@
-//! Fault mode: a second processor indicating accept events and completing accept IRPs
-//! ([`set_concurrent_accept_events`]). Windows does not document that one listener's
-//! WskAcceptEvent calls, or its accept IRPs' completions, come one at a time: the transport
-//! indicates connections on the processor that completed their handshake, so two may run at
-//! once. And a callback that has reached its last statement has not yet returned to the
-//! provider, which may still be busy with it. In this mode the event loop hands every other
-//! accept callback or accept completion of a batch to a second thread, and every accept callback
-//! is held up for half a millisecond after it returns, before the provider records that it
+//! Fault mode: a second processor ([`set_second_processor`]). On Windows, completion routines
+//! and event callbacks run on whichever processor the transport's work happened on, several at
+//! once: nothing documents that one listener's WskAcceptEvent calls, its accept IRPs'
+//! completions, or the completions of different connections' IRPs come one at a time. And a
+//! callback that has reached its last statement has not yet returned to the provider, which may
+//! still be busy with it. In this mode the event loop hands every other accept callback or
+//! accept completion of a batch, and every other connection it serves for one poll (its
+//! receive, send and disconnect completions), to a second thread; and every accept callback is
+//! held up for half a millisecond after it returns, before the provider records that it
 //! returned. A driver that takes "a later callback has started" as proof that an earlier one
-//! returned is caught using a socket before its WskAcceptEvent returned; one whose accept
-//! completion routines assume they run one at a time meets them running at once.
+//! returned is caught using a socket before its WskAcceptEvent returned; one whose completion
+//! routines assume they run one at a time meets them running at once.
 //!
 //! The loop waits for the second processor ([`join`]) before it does anything but deliver more
-//! connections of the same listener, so a close or a disable finished on the loop still comes
-//! after every running callback (WSK-FACTS §5, §7).
+//! connections of the same listener or serve more sockets of the same poll, so a close or a
+//! disable finished on the loop still comes after every running callback (WSK-FACTS §5, §7),
+//! and no socket is served on both threads at once.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Sender, channel};
 use std::sync::{Arc, Condvar, LazyLock, Mutex, PoisonError};
 use std::time::Duration;
@@ -26,8 +28,19 @@ static ON: AtomicBool = AtomicBool::new(false);
 static STARTED: AtomicBool = AtomicBool::new(false);
 
 /// Turns the fault mode on or off.
-pub fn set_concurrent_accept_events(on: bool) {
+pub fn set_second_processor(on: bool) {
     ON.store(on, Ordering::SeqCst);
+}
+
+/// Jobs (accept callbacks, accept completions, connection services) the second processor ran
+/// since the process started: a test can check that the mode took effect.
+static JOBS: AtomicU64 = AtomicU64::new(0);
+
+/// How many accept callbacks, accept completions and connection services the second processor
+/// has run since the process started.
+#[must_use]
+pub fn second_processor_jobs() -> u64 {
+    JOBS.load(Ordering::SeqCst)
 }
 
 /// Whether the fault mode is on.
@@ -57,6 +70,7 @@ static PROCESSOR: LazyLock<Processor> = LazyLock::new(|| {
             verifier::abort_on_violation_in_this_thread();
             for job in inbox {
                 job();
+                JOBS.fetch_add(1, Ordering::SeqCst);
                 *done.0.lock().unwrap_or_else(PoisonError::into_inner) = false;
                 done.1.notify_all();
             }
