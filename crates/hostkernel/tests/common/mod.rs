@@ -1,5 +1,9 @@
 //! A minimal WSK client for the host kernel's own tests: registration, synchronous calls through
 //! the dispatch tables with an IRP and an event, and a subprocess harness for verifier violations.
+//! The sockets a test holds are owned handles ([`ListenSocket`], [`ConnSocket`]): safe to make
+//! only from what the provider handed out ([`Client::listen_socket`],
+//! [`PendingAccept::wait_socket`]), otherwise through an `unsafe fn from_raw`, and consumed by
+//! their close.
 #![allow(
     dead_code,
     clippy::missing_panics_doc,
