@@ -14,17 +14,17 @@ use hostkernel::mdl;
 use wsk::*;
 
 /// An accepted connection socket and its peer.
-fn accepted_pair(client: &Client) -> (*mut WSK_SOCKET, *mut WSK_SOCKET, TcpStream) {
+fn accepted_pair(client: &Client) -> (ListenSocket, ConnSocket, TcpStream) {
     let (listener, address) =
         bound_listener(client, AF_INET, std::ptr::null_mut(), std::ptr::null());
     let peer = TcpStream::connect(address).unwrap();
-    let (status, information) = start_accept(listener).wait();
-    assert_eq!(status, NtStatus::SUCCESS);
-    (listener, information as *mut WSK_SOCKET, peer)
+    let socket = listener.start_accept().wait_socket();
+    (listener, socket, peer)
 }
 
-fn io(socket: *mut WSK_SOCKET, bytes: &mut [u8], send: bool) -> (NtStatus, usize) {
-    let dispatch = connection_dispatch(socket);
+fn io(socket: &ConnSocket, bytes: &mut [u8], send: bool) -> (NtStatus, usize) {
+    let dispatch = socket.dispatch();
+    let raw = socket.as_ptr();
     let f = if send {
         dispatch.WskSend.unwrap()
     } else {
@@ -36,21 +36,22 @@ fn io(socket: *mut WSK_SOCKET, bytes: &mut [u8], send: bool) -> (NtStatus, usize
         Offset: 0,
         Length: bytes.len(),
     };
-    // SAFETY: PFN_WSK_SEND/PFN_WSK_RECEIVE's contract: `socket` is a live connection socket,
-    // `buf` a WSK_BUF over a host MDL describing `bytes`, and both outlive the call (call() waits
-    // for the IRP to complete); `irp` is call()'s fresh IRP.
-    let (_, status, information) = call(|irp| unsafe { f(socket, &raw mut buf, 0, irp) });
+    // SAFETY: PFN_WSK_SEND/PFN_WSK_RECEIVE's contract: `raw` is a live connection socket
+    // (ConnSocket's invariant), `buf` a WSK_BUF over a host MDL describing `bytes`, and both
+    // outlive the call (call() waits for the IRP to complete); `irp` is call()'s fresh IRP.
+    let (_, status, information) = call(|irp| unsafe { f(raw, &raw mut buf, 0, irp) });
     // SAFETY: allocated above, no longer in use.
     unsafe { mdl::free(mdl) };
     (status, information)
 }
 
-fn disconnect(socket: *mut WSK_SOCKET, abortive: bool) -> NtStatus {
-    let f = connection_dispatch(socket).WskDisconnect.unwrap();
+fn disconnect(socket: &ConnSocket, abortive: bool) -> NtStatus {
+    let f = socket.dispatch().WskDisconnect.unwrap();
+    let raw = socket.as_ptr();
     let flags = if abortive { WSK_FLAG_ABORTIVE } else { 0 };
-    // SAFETY: PFN_WSK_DISCONNECT's contract: `socket` is a live connection socket, the final
-    // buffer is optional (NULL), `irp` is call()'s fresh IRP.
-    call(|irp| unsafe { f(socket, std::ptr::null_mut(), flags, irp) }).1
+    // SAFETY: PFN_WSK_DISCONNECT's contract: `raw` is a live connection socket (ConnSocket's
+    // invariant), the final buffer is optional (NULL), `irp` is call()'s fresh IRP.
+    call(|irp| unsafe { f(raw, std::ptr::null_mut(), flags, irp) }).1
 }
 
 #[test]
@@ -60,7 +61,7 @@ fn send_receive_and_graceful_disconnect_move_real_bytes() {
         let (listener, socket, mut peer) = accepted_pair(&client);
         let mut hello = *b"hello from the kernel";
         assert_eq!(
-            io(socket, &mut hello, true),
+            io(&socket, &mut hello, true),
             (NtStatus::SUCCESS, hello.len())
         );
         let mut got = [0u8; 21];
@@ -68,15 +69,15 @@ fn send_receive_and_graceful_disconnect_move_real_bytes() {
         assert_eq!(&got, b"hello from the kernel");
         peer.write_all(b"ping").unwrap();
         let mut buffer = [0u8; 64];
-        let (status, n) = io(socket, &mut buffer, false);
+        let (status, n) = io(&socket, &mut buffer, false);
         assert_eq!((status, &buffer[..n]), (NtStatus::SUCCESS, &b"ping"[..]));
-        assert_eq!(disconnect(socket, false), NtStatus::SUCCESS);
+        assert_eq!(disconnect(&socket, false), NtStatus::SUCCESS);
         assert_eq!(peer.read(&mut got).unwrap(), 0, "the peer sees FIN");
         drop(peer);
         // The peer's close: a pending receive completes with 0 bytes.
-        assert_eq!(io(socket, &mut buffer, false), (NtStatus::SUCCESS, 0));
-        close(socket);
-        close(listener);
+        assert_eq!(io(&socket, &mut buffer, false), (NtStatus::SUCCESS, 0));
+        socket.close();
+        listener.close();
         client.deregister();
     });
 }
@@ -86,40 +87,33 @@ fn abortive_disconnect_resets_the_peer_and_a_reset_fails_receives() {
     for_each_seed(|_| {
         let client = Client::register();
         let (listener, socket, mut peer) = accepted_pair(&client);
-        assert_eq!(disconnect(socket, true), NtStatus::SUCCESS);
+        assert_eq!(disconnect(&socket, true), NtStatus::SUCCESS);
         peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         assert_eq!(
             peer.read(&mut [0u8; 1]).unwrap_err().kind(),
             std::io::ErrorKind::ConnectionReset
         );
-        close(socket);
-        let (socket, peer) = {
-            let (_, second, peer) = accepted_pair_on(&client, listener_address(listener));
-            (second, peer)
-        };
+        socket.close();
+        let (socket, peer) = accepted_pair_on(&listener);
         let peer = socket2::Socket::from(peer);
         peer.set_linger(Some(Duration::ZERO)).unwrap();
         drop(peer);
         let mut buffer = [0u8; 8];
-        assert_eq!(io(socket, &mut buffer, false).0, NtStatus::CONNECTION_RESET);
-        close(socket);
-        close(listener);
+        assert_eq!(
+            io(&socket, &mut buffer, false).0,
+            NtStatus::CONNECTION_RESET
+        );
+        socket.close();
+        listener.close();
         client.deregister();
     });
 }
 
-fn listener_address(listener: *mut WSK_SOCKET) -> (*mut WSK_SOCKET, std::net::SocketAddr) {
-    (listener, local_address(listener))
-}
-
-fn accepted_pair_on(
-    _client: &Client,
-    (listener, address): (*mut WSK_SOCKET, std::net::SocketAddr),
-) -> (*mut WSK_SOCKET, *mut WSK_SOCKET, TcpStream) {
-    let peer = TcpStream::connect(address).unwrap();
-    let (status, information) = start_accept(listener).wait();
-    assert_eq!(status, NtStatus::SUCCESS);
-    (listener, information as *mut WSK_SOCKET, peer)
+/// Another connection accepted on `listener` (through an accept IRP), and its peer.
+fn accepted_pair_on(listener: &ListenSocket) -> (ConnSocket, TcpStream) {
+    let peer = TcpStream::connect(listener.local_address()).unwrap();
+    let socket = listener.start_accept().wait_socket();
+    (socket, peer)
 }
 
 static RECEIVED: Mutex<Vec<u8>> = Mutex::new(Vec::new());
@@ -170,13 +164,17 @@ unsafe extern "system" fn accept_with_receive(
     if socket.is_null() {
         return NtStatus::REQUEST_NOT_ACCEPTED;
     }
-    ACCEPTED.lock().unwrap().push(socket as usize);
+    // SAFETY: PFN_WSK_ACCEPT_EVENT: a non-NULL AcceptSocket is a connection socket the provider
+    // hands to this client, which owns it as this callback returns STATUS_SUCCESS (below); no
+    // one has closed it, and ACCEPTED's handle is the only one (closed by the test).
+    let socket = unsafe { ConnSocket::from_raw(socket) };
+    ACCEPTED.lock().unwrap().push(socket);
     // SAFETY: the out-parameter is valid for the call.
     unsafe { *out_dispatch = &raw const RECEIVE_CALLBACKS };
     NtStatus::SUCCESS
 }
 
-static ACCEPTED: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+static ACCEPTED: Mutex<Vec<ConnSocket>> = Mutex::new(Vec::new());
 static RECEIVE_CALLBACKS: WSK_CLIENT_CONNECTION_DISPATCH = WSK_CLIENT_CONNECTION_DISPATCH {
     WskReceiveEvent: Some(on_receive),
     WskDisconnectEvent: None,
@@ -195,7 +193,7 @@ fn receive_event_indicates_data_at_dispatch_level_once_enabled() {
         bound_listener(&client, AF_INET, std::ptr::null_mut(), &raw const LISTEN);
     // Inherited by sockets accepted through the event (WSK-FACTS §5).
     assert_eq!(
-        set_events(listener, WSK_EVENT_ACCEPT | WSK_EVENT_RECEIVE),
+        listener.set_events(WSK_EVENT_ACCEPT | WSK_EVENT_RECEIVE),
         NtStatus::SUCCESS
     );
     let mut peer = TcpStream::connect(address).unwrap();
@@ -210,19 +208,20 @@ fn receive_event_indicates_data_at_dispatch_level_once_enabled() {
         std::thread::sleep(Duration::from_millis(5));
     }
     for socket in ACCEPTED.lock().unwrap().drain(..) {
-        close(socket as *mut WSK_SOCKET);
+        socket.close();
     }
-    close(listener);
+    listener.close();
     client.deregister();
     assert!(hostkernel::accounting::outstanding().is_clean());
 }
 
 /// WskDisconnect (graceful) with its own IRP, left pending.
-fn start_disconnect(socket: *mut WSK_SOCKET) -> Pending {
-    let f = connection_dispatch(socket).WskDisconnect.unwrap();
-    // SAFETY: PFN_WSK_DISCONNECT's contract: `socket` is a live connection socket, the final
-    // buffer is optional (NULL), `irp` is Pending::start's fresh IRP.
-    Pending::start(|irp| unsafe { f(socket, std::ptr::null_mut(), 0, irp) })
+fn start_disconnect(socket: &ConnSocket) -> Pending {
+    let f = socket.dispatch().WskDisconnect.unwrap();
+    let raw = socket.as_ptr();
+    // SAFETY: PFN_WSK_DISCONNECT's contract: `raw` is a live connection socket (ConnSocket's
+    // invariant), the final buffer is optional (NULL), `irp` is Pending::start's fresh IRP.
+    Pending::start(|irp| unsafe { f(raw, std::ptr::null_mut(), 0, irp) })
 }
 
 /// Seeds of the disconnect timing tests (each waits a little to show that nothing completes).
@@ -242,12 +241,13 @@ fn a_graceful_disconnect_completes_when_the_peer_acknowledges_the_fin_not_when_i
         peer.set_recv_buffer_size(2048).unwrap();
         peer.connect(&address.into()).unwrap();
         let mut peer = TcpStream::from(peer);
-        let (status, information) = start_accept(listener).wait();
-        assert_eq!(status, NtStatus::SUCCESS);
-        let socket = information as *mut WSK_SOCKET;
+        let socket = listener.start_accept().wait_socket();
         let mut data = vec![7u8; 16 * 1024];
-        assert_eq!(io(socket, &mut data, true), (NtStatus::SUCCESS, data.len()));
-        let disconnect = start_disconnect(socket);
+        assert_eq!(
+            io(&socket, &mut data, true),
+            (NtStatus::SUCCESS, data.len())
+        );
+        let disconnect = start_disconnect(&socket);
         std::thread::sleep(Duration::from_millis(300));
         assert!(
             !disconnect.is_done(),
@@ -261,8 +261,8 @@ fn a_graceful_disconnect_completes_when_the_peer_acknowledges_the_fin_not_when_i
             "the peer reads everything, then EOF"
         );
         assert_eq!(disconnect.wait(), (NtStatus::SUCCESS, 0));
-        close(socket);
-        close(listener);
+        socket.close();
+        listener.close();
         client.deregister();
         let outstanding = hostkernel::accounting::outstanding();
         assert!(outstanding.is_clean(), "seed {seed}: {outstanding}");
@@ -277,7 +277,7 @@ fn a_vanished_peer_keeps_a_graceful_disconnect_pending_until_the_socket_is_close
         hostkernel::provider::set_peers_vanished(true);
         let (listener, socket, mut peer) = accepted_pair(&client);
         hostkernel::provider::set_peers_vanished(false);
-        let disconnect = start_disconnect(socket);
+        let disconnect = start_disconnect(&socket);
         std::thread::sleep(Duration::from_millis(300));
         assert!(
             !disconnect.is_done(),
@@ -285,14 +285,14 @@ fn a_vanished_peer_keeps_a_graceful_disconnect_pending_until_the_socket_is_close
         );
         // Closing with the disconnect pending is allowed: it is cancelled, the connection
         // aborted (WSK-FACTS §7).
-        close(socket);
+        socket.close();
         assert_eq!(disconnect.wait(), (NtStatus::CANCELLED, 0));
         peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         assert_eq!(
             peer.read(&mut [0u8; 1]).unwrap_err().kind(),
             std::io::ErrorKind::ConnectionReset
         );
-        close(listener);
+        listener.close();
         client.deregister();
         let outstanding = hostkernel::accounting::outstanding();
         assert!(outstanding.is_clean(), "seed {seed}: {outstanding}");
@@ -301,8 +301,9 @@ fn a_vanished_peer_keeps_a_graceful_disconnect_pending_until_the_socket_is_close
 
 /// WskSend with its own IRP over `bytes` (through a host MDL), left pending; the MDL is returned
 /// for the caller to free after completion.
-fn start_send(socket: *mut WSK_SOCKET, bytes: &mut [u8]) -> (Pending, *mut MDL, Box<WSK_BUF>) {
-    let f = connection_dispatch(socket).WskSend.unwrap();
+fn start_send(socket: &ConnSocket, bytes: &mut [u8]) -> (Pending, *mut MDL, Box<WSK_BUF>) {
+    let f = socket.dispatch().WskSend.unwrap();
+    let raw_socket = socket.as_ptr();
     let mdl = mdl::allocate(bytes.as_mut_ptr(), u32::try_from(bytes.len()).unwrap());
     let mut buf = Box::new(WSK_BUF {
         Mdl: mdl,
@@ -310,10 +311,10 @@ fn start_send(socket: *mut WSK_SOCKET, bytes: &mut [u8]) -> (Pending, *mut MDL, 
         Length: bytes.len(),
     });
     let raw: *mut WSK_BUF = &raw mut *buf;
-    // SAFETY: PFN_WSK_SEND's contract: `socket` is a live connection socket, `raw` a WSK_BUF over
-    // a host MDL describing `bytes`, both kept alive by the caller until the IRP completes;
-    // `irp` is Pending::start's fresh IRP.
-    let pending = Pending::start(|irp| unsafe { f(socket, raw, 0, irp) });
+    // SAFETY: PFN_WSK_SEND's contract: `raw_socket` is a live connection socket (ConnSocket's
+    // invariant), `raw` a WSK_BUF over a host MDL describing `bytes`, both kept alive by the
+    // caller until the IRP completes; `irp` is Pending::start's fresh IRP.
+    let pending = Pending::start(|irp| unsafe { f(raw_socket, raw, 0, irp) });
     (pending, mdl, buf)
 }
 
@@ -329,7 +330,7 @@ fn a_pending_send_reads_the_driver_buffer_when_it_writes_not_when_submitted() {
         // Far more than the socket buffers take while the peer does not read: the send stays
         // pending.
         let mut bytes = vec![1u8; 32 << 20];
-        let (pending, mdl, _buf) = start_send(socket, &mut bytes);
+        let (pending, mdl, _buf) = start_send(&socket, &mut bytes);
         std::thread::sleep(Duration::from_millis(50));
         assert!(
             !pending.is_done(),
@@ -359,8 +360,8 @@ fn a_pending_send_reads_the_driver_buffer_when_it_writes_not_when_submitted() {
             all[tail..].iter().all(|&b| b == 2),
             "the peer got the bytes as they were at submission, not as the transport read them"
         );
-        close(socket);
-        close(listener);
+        socket.close();
+        listener.close();
         client.deregister();
     });
 }
@@ -373,9 +374,10 @@ fn receives_and_sends_on_an_aborted_or_reset_connection_fail() {
     for_each_seed(|_| {
         let client = Client::register();
         let (listener, socket, _peer) = accepted_pair(&client);
-        assert_eq!(disconnect(socket, true), NtStatus::SUCCESS);
+        assert_eq!(disconnect(&socket, true), NtStatus::SUCCESS);
         let mut buffer = [0u8; 8];
-        let f = connection_dispatch(socket).WskReceive.unwrap();
+        let f = socket.dispatch().WskReceive.unwrap();
+        let socket_raw = socket.as_ptr();
         let mdl = mdl::allocate(buffer.as_mut_ptr(), 8);
         let mut buf = WSK_BUF {
             Mdl: mdl,
@@ -383,32 +385,33 @@ fn receives_and_sends_on_an_aborted_or_reset_connection_fail() {
             Length: 8,
         };
         let raw: *mut WSK_BUF = &raw mut buf;
-        // SAFETY: PFN_WSK_RECEIVE's contract: a live connection socket, a WSK_BUF over a host MDL
-        // describing `buffer`, both alive until the IRP completes (waited for below or the
-        // socket's close cancels it); `irp` is Pending::start's fresh IRP.
-        let receive = Pending::start(|irp| unsafe { f(socket, raw, 0, irp) });
+        // SAFETY: PFN_WSK_RECEIVE's contract: `socket_raw` is a live connection socket
+        // (ConnSocket's invariant), `raw` a WSK_BUF over a host MDL describing `buffer`, both
+        // alive until the IRP completes (waited for below or the socket's close cancels it);
+        // `irp` is Pending::start's fresh IRP.
+        let receive = Pending::start(|irp| unsafe { f(socket_raw, raw, 0, irp) });
         std::thread::sleep(Duration::from_millis(100));
         let done = receive.is_done();
-        close(socket);
+        socket.close();
         let (status, _) = receive.wait();
         // SAFETY: allocated above; the receive has completed.
         unsafe { mdl::free(mdl) };
         assert!(done, "a receive on an aborted connection waits forever");
         assert_eq!(status, NtStatus::CONNECTION_ABORTED);
-        let reset = socket_after_reset(&client, listener);
+        let reset = socket_after_reset(&listener);
         assert!(
-            io(reset, &mut buffer, true).0.is_error(),
+            io(&reset, &mut buffer, true).0.is_error(),
             "a send after a reset"
         );
-        close(reset);
-        close(listener);
+        reset.close();
+        listener.close();
         client.deregister();
     });
 }
 
 /// A connection whose peer has reset it (the caller closes it).
-fn socket_after_reset(client: &Client, listener: *mut WSK_SOCKET) -> *mut WSK_SOCKET {
-    let (_, socket, peer) = accepted_pair_on(client, listener_address(listener));
+fn socket_after_reset(listener: &ListenSocket) -> ConnSocket {
+    let (socket, peer) = accepted_pair_on(listener);
     let peer = socket2::Socket::from(peer);
     peer.set_linger(Some(Duration::ZERO)).unwrap();
     drop(peer);

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use wsk::*;
 
-static ACCEPTED: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+static ACCEPTED: Mutex<Vec<ConnSocket>> = Mutex::new(Vec::new());
 
 /// A WskAcceptEvent that keeps every socket.
 ///
@@ -29,7 +29,11 @@ unsafe extern "system" fn keep_all(
     if socket.is_null() {
         return NtStatus::REQUEST_NOT_ACCEPTED;
     }
-    ACCEPTED.lock().unwrap().push(socket as usize);
+    // SAFETY: PFN_WSK_ACCEPT_EVENT: a non-NULL AcceptSocket is a connection socket the provider
+    // hands to this client, which owns it as this callback returns STATUS_SUCCESS (below); no
+    // one has closed it, and ACCEPTED's handle is the only one (closed by the test).
+    let socket = unsafe { ConnSocket::from_raw(socket) };
+    ACCEPTED.lock().unwrap().push(socket);
     NtStatus::SUCCESS
 }
 
@@ -50,7 +54,7 @@ fn holds_five_thousand_accepted_connections_with_clients_in_process() {
     let client = Client::register();
     let (listener, address) =
         bound_listener(&client, AF_INET, std::ptr::null_mut(), &raw const CALLBACKS);
-    assert_eq!(set_events(listener, WSK_EVENT_ACCEPT), NtStatus::SUCCESS);
+    assert_eq!(listener.set_events(WSK_EVENT_ACCEPT), NtStatus::SUCCESS);
     let peers: Vec<TcpStream> = (0..N)
         .map(|_| TcpStream::connect(address).unwrap())
         .collect();
@@ -67,11 +71,11 @@ fn holds_five_thousand_accepted_connections_with_clients_in_process() {
         hostkernel::accounting::outstanding().sockets,
         i64::try_from(N).unwrap() + 1
     );
-    let accepted: Vec<usize> = std::mem::take(&mut *ACCEPTED.lock().unwrap());
+    let accepted: Vec<ConnSocket> = std::mem::take(&mut *ACCEPTED.lock().unwrap());
     for socket in accepted {
-        close(socket as *mut WSK_SOCKET);
+        socket.close();
     }
-    close(listener);
+    listener.close();
     drop(peers);
     client.deregister();
     let outstanding = hostkernel::accounting::outstanding();

@@ -4,6 +4,7 @@
 mod common;
 
 use std::ffi::c_void;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use wsk::*;
 /// WskGetLocalAddress on `listener` with a fresh IRP whose completion routine is `routine`;
 /// returns the IRP (the tests misuse it afterwards).
 fn local_address_with(
-    listener: *mut WSK_SOCKET,
+    listener: &ListenSocket,
     routine: wsk::PfnIoCompletionRoutine,
     context: *mut c_void,
 ) -> *mut IRP {
@@ -26,16 +27,34 @@ fn local_address_with(
 }
 
 /// WskGetLocalAddress on `listener` with `irp` (the host writes the address during the call).
-fn query_local_address(listener: *mut WSK_SOCKET, irp: *mut IRP) {
-    let f = listen_dispatch(listener).WskGetLocalAddress.unwrap();
+fn query_local_address(listener: &ListenSocket, irp: *mut IRP) {
+    let f = listener.dispatch().WskGetLocalAddress.unwrap();
     let mut storage = SOCKADDR_STORAGE::zeroed();
-    // SAFETY: PFN_WSK_GET_LOCAL_ADDRESS's contract for `listener` (live) and `storage` (a
-    // writable SOCKADDR_STORAGE for the call: the host writes it during the call); the IRP is
-    // deliberately wrong in these tests, which the verifier stops before any memory is touched.
-    unsafe { f(listener, storage.as_mut_ptr(), irp) };
+    // SAFETY: PFN_WSK_GET_LOCAL_ADDRESS's contract for `listener` (live: ListenSocket's
+    // invariant) and `storage` (a writable SOCKADDR_STORAGE for the call: the host writes it
+    // during the call); the IRP is deliberately wrong in these tests, which the verifier stops
+    // before any memory is touched.
+    unsafe { f(listener.as_ptr(), storage.as_mut_ptr(), irp) };
 }
 
-fn listener_with_client() -> (Client, *mut WSK_SOCKET) {
+/// Waits until the provider has finished every close but for `open` sockets (the child runs one
+/// test, so the count is exact). A waited close returns once its IRP completed, which the provider
+/// does before it poisons the WSK_SOCKET, so a read of its Dispatch right then would race with
+/// that write (and find the real table, or the poison, by chance). The provider poisons the
+/// socket before it takes it off the sockets count, a SeqCst atomic: once this returns, the
+/// poisoning happens-before whatever the caller does next.
+fn wait_until_closes_finished(open: i64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while hostkernel::accounting::outstanding().sockets != open {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the close never finished"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn listener_with_client() -> (Client, ListenSocket) {
     let client = Client::register();
     let (listener, _) = bound_listener(&client, AF_INET, std::ptr::null_mut(), std::ptr::null());
     (client, listener)
@@ -48,7 +67,7 @@ fn freeing_a_pending_irp_is_caught() {
         "free-pending-irp",
         || {
             let (_client, listener) = listener_with_client();
-            let accept = start_accept(listener);
+            let accept = listener.start_accept();
             // SAFETY: deliberately wrong: the IRP is pending.
             unsafe { irp::io_free_irp(accept.irp()) };
         },
@@ -62,7 +81,7 @@ fn reusing_a_pending_irp_is_caught() {
         "reuse-pending-irp",
         || {
             let (_client, listener) = listener_with_client();
-            let accept = start_accept(listener);
+            let accept = listener.start_accept();
             // SAFETY: deliberately wrong: the IRP is pending.
             unsafe { irp::io_reuse_irp(accept.irp(), NtStatus::SUCCESS) };
         },
@@ -76,12 +95,15 @@ fn resubmitting_a_pending_irp_is_caught() {
         "resubmit-pending-irp",
         || {
             let (_client, listener) = listener_with_client();
-            let accept = start_accept(listener);
-            let f = listen_dispatch(listener).WskAccept.unwrap();
-            // SAFETY: deliberately wrong: the same IRP again while pending.
+            let accept = listener.start_accept();
+            let f = listener.dispatch().WskAccept.unwrap();
+            // SAFETY: PFN_WSK_ACCEPT's contract for the listener (live: ListenSocket's
+            // invariant) and the NULL out-parameters; deliberately wrong: the same IRP again
+            // while pending, which the verifier stops (resubmit-pending-irp) before the call
+            // goes on.
             unsafe {
                 f(
-                    listener,
+                    listener.as_ptr(),
                     0,
                     std::ptr::null_mut(),
                     std::ptr::null(),
@@ -118,12 +140,12 @@ fn submitting_a_completed_irp_without_reuse_is_caught() {
         || {
             let (_client, listener) = listener_with_client();
             let irp =
-                local_address_with(listener, keep, std::ptr::from_ref(&DONE).cast_mut().cast());
+                local_address_with(&listener, keep, std::ptr::from_ref(&DONE).cast_mut().cast());
             while !DONE.load(Ordering::SeqCst) {
                 std::thread::sleep(Duration::from_millis(1));
             }
             // Deliberately wrong: completed, and submitted again without IoReuseIrp.
-            query_local_address(listener, irp);
+            query_local_address(&listener, irp);
         },
     );
 }
@@ -147,7 +169,7 @@ fn a_completion_routine_must_return_more_processing_required() {
         "completion-routine-must-return-more-processing-required",
         || {
             let (_client, listener) = listener_with_client();
-            let _irp = local_address_with(listener, returns_success, std::ptr::null_mut());
+            let _irp = local_address_with(&listener, returns_success, std::ptr::null_mut());
             std::thread::sleep(Duration::from_secs(2));
         },
     );
@@ -164,9 +186,13 @@ unsafe extern "system" fn calls_wsk(
     _i: *mut IRP,
     _c: *mut c_void,
 ) -> NtStatus {
-    let listener = LISTENER.load(Ordering::SeqCst) as *mut WSK_SOCKET;
+    let raw = LISTENER.load(Ordering::SeqCst) as *mut WSK_SOCKET;
+    // SAFETY: LISTENER holds the listener of the test that stored it before the call this
+    // routine completes, which stays open for the child's whole life (it is never closed): a
+    // live listening socket of this provider, and this handle is never closed.
+    let listener = unsafe { ListenSocket::from_raw(raw) };
     // Deliberately wrong: a WSK call from a completion routine.
-    query_local_address(listener, irp::io_allocate_irp(1));
+    query_local_address(&listener, irp::io_allocate_irp(1));
     NtStatus::MORE_PROCESSING_REQUIRED
 }
 
@@ -177,8 +203,8 @@ fn a_wsk_call_inside_a_completion_routine_is_caught() {
         "wsk-call-in-completion-routine",
         || {
             let (_client, listener) = listener_with_client();
-            LISTENER.store(listener as usize, Ordering::SeqCst);
-            let _irp = local_address_with(listener, calls_wsk, std::ptr::null_mut());
+            LISTENER.store(listener.key(), Ordering::SeqCst);
+            let _irp = local_address_with(&listener, calls_wsk, std::ptr::null_mut());
             std::thread::sleep(Duration::from_secs(2));
         },
     );
@@ -218,8 +244,21 @@ fn a_socket_used_after_close_is_caught() {
         "socket-used-after-close",
         || {
             let (_client, listener) = listener_with_client();
-            close(listener);
-            let _ = bind(listener, "127.0.0.1:0".parse().unwrap());
+            // The provider's WskBind and the socket's address, taken while it is open: the misuse
+            // below reaches WskBind without reading the closed socket's WSK_SOCKET.
+            let bind = listener.dispatch().WskBind.unwrap();
+            let stale = listener.as_ptr();
+            listener.close();
+            let mut storage = SOCKADDR_STORAGE::from(SocketAddr::from(([127, 0, 0, 1], 0)));
+            // SAFETY: deliberately wrong, and the point of the test: `stale` is closed, against
+            // PFN_WSK_BIND's rule that the socket is live. Sound in the host kernel all the same:
+            // wsk_bind starts with CallGuard::enter, which looks `stale` up as a number in the
+            // provider's socket table, finds the tombstone its close left (kept while the socket
+            // is quarantined, the 8,192 latest closes) and raises socket-used-after-close, which
+            // stops the child, before anything reads `stale` or `storage` or takes the IRP. This
+            // thread never reads the closed WSK_SOCKET, so it cannot race with the provider
+            // poisoning it.
+            let _ = call(|irp| unsafe { bind(stale, storage.as_mut_ptr(), 0, irp) });
         },
     );
 }
@@ -231,8 +270,19 @@ fn a_socket_closed_twice_is_caught() {
         "socket-closed-twice",
         || {
             let (_client, listener) = listener_with_client();
-            close(listener);
-            close(listener);
+            let stale = listener.as_ptr();
+            listener.close();
+            wait_until_closes_finished(0);
+            // SAFETY: deliberately wrong, and the point of the test: `stale` is closed, against
+            // from_raw's contract, and is closed again below as a driver would, through the
+            // Dispatch it reads from the WSK_SOCKET. Sound in the host kernel all the same: a
+            // closed socket's WSK_SOCKET stays allocated while it is quarantined (the 8,192
+            // latest closes), and its close having finished (waited for above) its Dispatch is
+            // the poison table, written before this thread reads it; the table's WskCloseSocket
+            // (poisoned_close) reads no argument and raises socket-closed-twice, which stops the
+            // child.
+            let closed = unsafe { ListenSocket::from_raw(stale) };
+            closed.close();
         },
     );
 }
@@ -267,14 +317,22 @@ fn closing_while_another_call_is_in_progress_is_caught() {
                 alloc_fail_percent: 0,
             });
             let (_client, listener) = listener_with_client();
-            let key = listener as usize;
+            // SAFETY: a second handle to the open listener, for the closer thread: a listening
+            // socket of this provider, not closed, and the first handle is not used once the
+            // second closes it. Deliberately wrong, and the point of the test: the close comes
+            // while this thread's WskGetLocalAddress on the listener is in progress. Sound in
+            // the host kernel: the closer reads the live socket's Dispatch (the provider's
+            // table), and wsk_close_socket finds the call counted in the provider's socket table
+            // (CallGuard) and raises close-while-call-in-progress, which stops the child, before
+            // it closes anything.
+            let second = unsafe { ListenSocket::from_raw(listener.as_ptr()) };
             let closer = std::thread::spawn(move || {
                 while !IN_CALL.load(Ordering::SeqCst) {
                     std::thread::yield_now();
                 }
-                close(key as *mut WSK_SOCKET);
+                second.close();
             });
-            let _irp = local_address_with(listener, stalls, std::ptr::null_mut());
+            let _irp = local_address_with(&listener, stalls, std::ptr::null_mut());
             let _ = closer.join();
         },
     );
@@ -349,22 +407,31 @@ fn a_closed_socket_is_poisoned_so_a_call_through_its_dispatch_is_caught() {
         "socket-used-after-close",
         || {
             let (_client, listener) = listener_with_client();
-            let address = local_address(listener);
+            let address = listener.local_address();
             let _peer = std::net::TcpStream::connect(address).unwrap();
-            let (status, information) = start_accept(listener).wait();
-            assert_eq!(status, NtStatus::SUCCESS);
-            let socket = information as *mut WSK_SOCKET;
-            close(socket);
+            let socket = listener.start_accept().wait_socket();
+            let stale = socket.as_ptr();
+            socket.close();
+            wait_until_closes_finished(1);
+            // SAFETY: deliberately wrong, and the point of the test: `stale` is closed, against
+            // from_raw's contract. Sound in the host kernel all the same: a closed socket's
+            // WSK_SOCKET stays allocated while it is quarantined (the 8,192 latest closes), and
+            // its close having finished (waited for above) its Dispatch is the poison table,
+            // written before this thread reads it: a table of non-NULL functions at least as
+            // long as the connection table.
+            let closed = unsafe { ConnSocket::from_raw(stale) };
             // Deliberately wrong: reading Dispatch after the close completed yields the poison
             // table, and any function through it stops the process.
-            let send = connection_dispatch(socket).WskSend.unwrap();
+            let send = closed.dispatch().WskSend.unwrap();
             let mut buffer = WSK_BUF {
                 Mdl: std::ptr::null_mut(),
                 Offset: 0,
                 Length: 0,
             };
-            // SAFETY: deliberately wrong: the socket is closed.
-            unsafe { send(socket, &raw mut buffer, 0, std::ptr::null_mut()) };
+            // SAFETY: deliberately wrong: the socket is closed, and `send` is the poison table's
+            // entry (poisoned_call), which reads no argument (the system ABI leaves them to the
+            // caller) and raises socket-used-after-close, which stops the child.
+            unsafe { send(stale, &raw mut buffer, 0, std::ptr::null_mut()) };
         },
     );
 }
@@ -404,7 +471,7 @@ static SLOW_ACCEPT: WSK_CLIENT_LISTEN_DISPATCH = WSK_CLIENT_LISTEN_DISPATCH {
 
 /// A listener whose accept callback is `slow_accept`, a peer connected to it, and the socket the
 /// callback is handing over (its callback still running).
-fn socket_being_handed_over() -> (Client, std::net::TcpStream, *mut WSK_SOCKET) {
+fn socket_being_handed_over() -> (Client, std::net::TcpStream, ConnSocket) {
     let client = Client::register();
     let (listener, address) = bound_listener(
         &client,
@@ -412,16 +479,21 @@ fn socket_being_handed_over() -> (Client, std::net::TcpStream, *mut WSK_SOCKET) 
         std::ptr::null_mut(),
         &raw const SLOW_ACCEPT,
     );
-    assert_eq!(set_events(listener, WSK_EVENT_ACCEPT), NtStatus::SUCCESS);
+    assert_eq!(listener.set_events(WSK_EVENT_ACCEPT), NtStatus::SUCCESS);
     let peer = std::net::TcpStream::connect(address).unwrap();
     while HANDED_OVER.load(Ordering::SeqCst) == 0 {
         std::thread::yield_now();
     }
-    (
-        client,
-        peer,
-        HANDED_OVER.load(Ordering::SeqCst) as *mut WSK_SOCKET,
-    )
+    let raw = HANDED_OVER.load(Ordering::SeqCst) as *mut WSK_SOCKET;
+    // SAFETY: `raw` is the AcceptSocket the running slow_accept hands over (it returns
+    // STATUS_SUCCESS): a connection socket of this provider, not closed, whose WSK_SOCKET the
+    // provider wrote before the callback published it (HANDED_OVER's SeqCst store and load order
+    // that write before this thread's reads). Deliberately, its callback has not returned: the
+    // tests use the socket anyway, which is the misuse under test; the host looks the socket up
+    // (CallGuard::enter, wsk_close_socket) and raises socket-used-before-accept-event-returned
+    // before it touches anything.
+    let socket = unsafe { ConnSocket::from_raw(raw) };
+    (client, peer, socket)
 }
 
 #[test]
@@ -432,7 +504,7 @@ fn closing_a_socket_before_its_accept_event_returned_is_caught() {
         || {
             let (_client, _peer, socket) = socket_being_handed_over();
             // Deliberately wrong: the accept callback has not returned yet.
-            close(socket);
+            socket.close();
         },
     );
 }
@@ -444,12 +516,14 @@ fn using_a_socket_from_another_thread_before_its_accept_event_returned_is_caught
         "socket-used-before-accept-event-returned",
         || {
             let (_client, _peer, socket) = socket_being_handed_over();
-            let f = connection_dispatch(socket).WskGetRemoteAddress.unwrap();
+            let f = socket.dispatch().WskGetRemoteAddress.unwrap();
+            let raw = socket.as_ptr();
             let mut storage = SOCKADDR_STORAGE::zeroed();
-            // SAFETY: PFN_WSK_GET_REMOTE_ADDRESS's contract: `socket` is live, `storage` a
-            // writable SOCKADDR_STORAGE that outlives the call, `irp` call()'s IRP. Deliberately
-            // wrong: the accept callback handing `socket` over has not returned.
-            let _ = call(|irp| unsafe { f(socket, storage.as_mut_ptr(), irp) });
+            // SAFETY: PFN_WSK_GET_REMOTE_ADDRESS's contract: `raw` is live (ConnSocket's
+            // invariant), `storage` a writable SOCKADDR_STORAGE that outlives the call, `irp`
+            // call()'s IRP. Deliberately wrong: the accept callback handing `raw` over has not
+            // returned.
+            let _ = call(|irp| unsafe { f(raw, storage.as_mut_ptr(), irp) });
         },
     );
 }

@@ -23,7 +23,7 @@ struct Recorder {
     null_accepts: AtomicUsize,
     reject: AtomicBool,
     wrong_irql: AtomicBool,
-    sockets: Mutex<Vec<usize>>,
+    sockets: Mutex<Vec<ConnSocket>>,
     inspect_action: AtomicI32,
     inspections: Mutex<Vec<WSK_INSPECT_ID>>,
     aborts: AtomicUsize,
@@ -75,7 +75,11 @@ unsafe extern "system" fn on_accept(
         return NtStatus::REQUEST_NOT_ACCEPTED;
     }
     r.accepts.fetch_add(1, Ordering::SeqCst);
-    r.sockets.lock().unwrap().push(socket as usize);
+    // SAFETY: PFN_WSK_ACCEPT_EVENT: a non-NULL AcceptSocket is a connection socket the provider
+    // hands to this client, which owns it as this callback returns STATUS_SUCCESS (below); no
+    // one has closed it, and the recorder's handle is the only one (closed by close_all).
+    let socket = unsafe { ConnSocket::from_raw(socket) };
+    r.sockets.lock().unwrap().push(socket);
     // SAFETY: out-parameters are valid for the call.
     unsafe { *out_context = context };
     // SAFETY: PFN_WSK_ACCEPT_EVENT's out-parameter AcceptSocketDispatch is writable for the call
@@ -156,7 +160,7 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 
 fn close_all(r: &Recorder) {
     for socket in r.sockets.lock().unwrap().drain(..) {
-        close(socket as *mut WSK_SOCKET);
+        socket.close();
     }
 }
 
@@ -171,23 +175,25 @@ fn completion_always_runs_inline_and_deferred() {
         });
         let client = Client::register();
         let socket = client.listen_socket(AF_INET, std::ptr::null_mut(), std::ptr::null());
-        let f = listen_dispatch(socket).WskBind.unwrap();
+        let f = socket.dispatch().WskBind.unwrap();
+        let raw = socket.as_ptr();
         let mut address = SOCKADDR_STORAGE::from("127.0.0.1:0".parse::<SocketAddr>().unwrap());
-        // SAFETY: PFN_WSK_BIND's contract: `socket` is live, `address` a SOCKADDR_STORAGE that
-        // outlives the call (call() waits for the IRP), `irp` call()'s fresh IRP.
-        let (returned, status, _) = call(|irp| unsafe { f(socket, address.as_mut_ptr(), 0, irp) });
+        // SAFETY: PFN_WSK_BIND's contract: `raw` is live (ListenSocket's invariant), `address` a
+        // SOCKADDR_STORAGE that outlives the call (call() waits for the IRP), `irp` call()'s
+        // fresh IRP.
+        let (returned, status, _) = call(|irp| unsafe { f(raw, address.as_mut_ptr(), 0, irp) });
         assert_eq!(returned, expect, "inline {inline}%");
         assert_eq!(status, NtStatus::SUCCESS);
         // An error completes through the routine too.
-        // SAFETY: PFN_WSK_BIND's contract, as for the first bind: `socket` is live, `address`
-        // outlives the call, `irp` is call()'s fresh IRP.
-        let (_, status, _) = call(|irp| unsafe { f(socket, address.as_mut_ptr(), 0, irp) });
+        // SAFETY: PFN_WSK_BIND's contract, as for the first bind: `raw` is live (ListenSocket's
+        // invariant), `address` outlives the call, `irp` is call()'s fresh IRP.
+        let (_, status, _) = call(|irp| unsafe { f(raw, address.as_mut_ptr(), 0, irp) });
         assert_eq!(
             status,
             NtStatus::INVALID_DEVICE_STATE,
             "binding twice fails through the IRP"
         );
-        close(socket);
+        socket.close();
         client.deregister();
     }
     assert!(hostkernel::accounting::outstanding().is_clean());
@@ -199,9 +205,9 @@ fn close_cancels_a_pending_accept_with_cancelled_and_zero_information() {
         let client = Client::register();
         let (listener, _) =
             bound_listener(&client, AF_INET, std::ptr::null_mut(), std::ptr::null());
-        let accept = start_accept(listener);
-        assert_eq!(accept.returned, NtStatus::PENDING);
-        close(listener);
+        let accept = listener.start_accept();
+        assert_eq!(accept.returned(), NtStatus::PENDING);
+        listener.close();
         assert_eq!(accept.wait(), (NtStatus::CANCELLED, 0));
         client.deregister();
     });
@@ -214,19 +220,19 @@ fn accept_irp_receives_the_connection_socket_in_information() {
         let (listener, address) =
             bound_listener(&client, AF_INET, std::ptr::null_mut(), std::ptr::null());
         let peer = TcpStream::connect(address).unwrap();
-        let accept = start_accept(listener);
-        let (status, information) = accept.wait();
-        assert_eq!(status, NtStatus::SUCCESS);
-        let accepted = information as *mut WSK_SOCKET;
-        let f = connection_dispatch(accepted).WskGetRemoteAddress.unwrap();
+        let accept = listener.start_accept();
+        let accepted = accept.wait_socket();
+        let f = accepted.dispatch().WskGetRemoteAddress.unwrap();
+        let raw = accepted.as_ptr();
         let mut remote = SOCKADDR_STORAGE::zeroed();
-        // SAFETY: PFN_WSK_GET_REMOTE_ADDRESS's contract: `accepted` is a live connection
-        // socket, `remote` a writable SOCKADDR_STORAGE that outlives the call, `irp` call()'s IRP.
-        let (_, status, _) = call(|irp| unsafe { f(accepted, remote.as_mut_ptr(), irp) });
+        // SAFETY: PFN_WSK_GET_REMOTE_ADDRESS's contract: `raw` is a live connection socket
+        // (ConnSocket's invariant), `remote` a writable SOCKADDR_STORAGE that outlives the call,
+        // `irp` call()'s IRP.
+        let (_, status, _) = call(|irp| unsafe { f(raw, remote.as_mut_ptr(), irp) });
         assert_eq!(status, NtStatus::SUCCESS);
         assert_eq!(remote.to_socket_addr().unwrap(), peer.local_addr().unwrap());
-        close(accepted);
-        close(listener);
+        accepted.close();
+        listener.close();
         client.deregister();
     });
 }
@@ -238,15 +244,15 @@ fn events_are_off_until_enabled_and_only_after_bind() {
         let client = Client::register();
         let listener = client.listen_socket(AF_INET, ctx(&r), &raw const LISTEN_CALLBACKS);
         assert_eq!(
-            set_events(listener, WSK_EVENT_ACCEPT),
+            listener.set_events(WSK_EVENT_ACCEPT),
             NtStatus::INVALID_DEVICE_STATE,
             "before bind"
         );
         assert_eq!(
-            bind(listener, "127.0.0.1:0".parse().unwrap()),
+            listener.bind("127.0.0.1:0".parse().unwrap()),
             NtStatus::SUCCESS
         );
-        let address = local_address(listener);
+        let address = listener.local_address();
         let _peer = TcpStream::connect(address).unwrap();
         std::thread::sleep(Duration::from_millis(50));
         assert_eq!(
@@ -254,7 +260,7 @@ fn events_are_off_until_enabled_and_only_after_bind() {
             0,
             "no accept event while disabled"
         );
-        assert_eq!(set_events(listener, WSK_EVENT_ACCEPT), NtStatus::SUCCESS);
+        assert_eq!(listener.set_events(WSK_EVENT_ACCEPT), NtStatus::SUCCESS);
         wait_until("the accept event", || r.accepts.load(Ordering::SeqCst) == 1);
         assert!(
             !r.wrong_irql.load(Ordering::SeqCst),
@@ -263,7 +269,7 @@ fn events_are_off_until_enabled_and_only_after_bind() {
         // STATUS_SUCCESS, or STATUS_EVENT_PENDING when the accept callback that bumped the count
         // has not returned yet (WSK-FACTS: the disable takes effect once it has); on a busy
         // machine the test sees both. Either way no callback may start after the disable.
-        let disabled = set_events(listener, WSK_EVENT_ACCEPT | WSK_EVENT_DISABLE);
+        let disabled = listener.set_events(WSK_EVENT_ACCEPT | WSK_EVENT_DISABLE);
         assert!(
             disabled == NtStatus::SUCCESS || disabled == NtStatus::EVENT_PENDING,
             "disable: {disabled}"
@@ -272,7 +278,7 @@ fn events_are_off_until_enabled_and_only_after_bind() {
         std::thread::sleep(Duration::from_millis(50));
         assert_eq!(r.accepts.load(Ordering::SeqCst), 1, "disabled again");
         close_all(&r);
-        close(listener);
+        listener.close();
         client.deregister();
     });
 }
@@ -288,18 +294,17 @@ fn queued_accept_irps_win_over_accept_events() {
         let client = Client::register();
         let (listener, address) =
             bound_listener(&client, AF_INET, ctx(&r), &raw const LISTEN_CALLBACKS);
-        assert_eq!(set_events(listener, WSK_EVENT_ACCEPT), NtStatus::SUCCESS);
-        let accept = start_accept(listener);
+        assert_eq!(listener.set_events(WSK_EVENT_ACCEPT), NtStatus::SUCCESS);
+        let accept = listener.start_accept();
         let _peer = TcpStream::connect(address).unwrap();
-        let (status, information) = accept.wait();
-        assert_eq!(status, NtStatus::SUCCESS);
+        let accepted = accept.wait_socket();
         assert_eq!(
             r.accepts.load(Ordering::SeqCst),
             0,
             "seed {seed}: the event fired although an IRP was queued"
         );
-        close(information as *mut WSK_SOCKET);
-        close(listener);
+        accepted.close();
+        listener.close();
         client.deregister();
     }
 }
@@ -316,15 +321,15 @@ fn injected_race_delivers_by_event_while_an_irp_is_queued() {
     let client = Client::register();
     let (listener, address) =
         bound_listener(&client, AF_INET, ctx(&r), &raw const LISTEN_CALLBACKS);
-    assert_eq!(set_events(listener, WSK_EVENT_ACCEPT), NtStatus::SUCCESS);
-    let accept = start_accept(listener);
+    assert_eq!(listener.set_events(WSK_EVENT_ACCEPT), NtStatus::SUCCESS);
+    let accept = listener.start_accept();
     let _peer = TcpStream::connect(address).unwrap();
     wait_until("the racing accept event", || {
         r.accepts.load(Ordering::SeqCst) == 1
     });
     assert!(!accept.is_done(), "the IRP stays queued");
     close_all(&r);
-    close(listener);
+    listener.close();
     assert_eq!(accept.wait(), (NtStatus::CANCELLED, 0));
     client.deregister();
 }
@@ -337,7 +342,7 @@ fn a_rejected_accept_event_resets_the_peer() {
         let client = Client::register();
         let (listener, address) =
             bound_listener(&client, AF_INET, ctx(&r), &raw const LISTEN_CALLBACKS);
-        assert_eq!(set_events(listener, WSK_EVENT_ACCEPT), NtStatus::SUCCESS);
+        assert_eq!(listener.set_events(WSK_EVENT_ACCEPT), NtStatus::SUCCESS);
         let mut peer = TcpStream::connect(address).unwrap();
         peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut buf = [0u8; 1];
@@ -345,27 +350,27 @@ fn a_rejected_accept_event_resets_the_peer() {
             .read(&mut buf)
             .expect_err("the peer must see a reset, not EOF");
         assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset);
-        close(listener);
+        listener.close();
         client.deregister();
     });
 }
 
-fn conditional_listener(client: &Client, r: &Recorder) -> (*mut WSK_SOCKET, SocketAddr) {
+fn conditional_listener(client: &Client, r: &Recorder) -> (ListenSocket, SocketAddr) {
     let listener = client.listen_socket(AF_INET, ctx(r), &raw const LISTEN_CALLBACKS);
     assert_eq!(
-        set_option(listener, SOL_SOCKET, SO_CONDITIONAL_ACCEPT, 1),
+        listener.set_option(SOL_SOCKET, SO_CONDITIONAL_ACCEPT, 1),
         NtStatus::SUCCESS
     );
     assert_eq!(
-        bind(listener, "127.0.0.1:0".parse().unwrap()),
+        listener.bind("127.0.0.1:0".parse().unwrap()),
         NtStatus::SUCCESS
     );
     assert_eq!(
-        set_option(listener, SOL_SOCKET, SO_CONDITIONAL_ACCEPT, 1),
+        listener.set_option(SOL_SOCKET, SO_CONDITIONAL_ACCEPT, 1),
         NtStatus::INVALID_DEVICE_STATE,
         "only before bind"
     );
-    let address = local_address(listener);
+    let address = listener.local_address();
     (listener, address)
 }
 
@@ -377,14 +382,14 @@ fn conditional_reject_resets_and_never_reaches_accept() {
             .store(WSK_INSPECT_ACTION::REJECT.0, Ordering::SeqCst);
         let client = Client::register();
         let (listener, address) = conditional_listener(&client, &r);
-        assert_eq!(set_events(listener, WSK_EVENT_ACCEPT), NtStatus::SUCCESS);
+        assert_eq!(listener.set_events(WSK_EVENT_ACCEPT), NtStatus::SUCCESS);
         let mut peer = TcpStream::connect(address).unwrap();
         peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let error = peer.read(&mut [0u8; 1]).expect_err("rejected");
         assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset);
         assert_eq!(r.inspections.lock().unwrap().len(), 1);
         assert_eq!(r.accepts.load(Ordering::SeqCst), 0);
-        close(listener);
+        listener.close();
         client.deregister();
     });
 }
@@ -399,24 +404,24 @@ fn conditional_accept_then_arrives_through_an_accept_irp() {
         let (listener, address) = conditional_listener(&client, &r);
         let _peer = TcpStream::connect(address).unwrap();
         wait_until("inspection", || r.inspections.lock().unwrap().len() == 1);
-        let (status, information) = start_accept(listener).wait();
-        assert_eq!(status, NtStatus::SUCCESS);
-        close(information as *mut WSK_SOCKET);
-        close(listener);
+        listener.start_accept().wait_socket().close();
+        listener.close();
         client.deregister();
     });
 }
 
 fn inspect_complete(
-    listener: *mut WSK_SOCKET,
+    listener: &ListenSocket,
     id: WSK_INSPECT_ID,
     action: WSK_INSPECT_ACTION,
 ) -> NtStatus {
-    let f = listen_dispatch(listener).WskInspectComplete.unwrap();
+    let f = listener.dispatch().WskInspectComplete.unwrap();
+    let raw = listener.as_ptr();
     let mut id = id;
-    // SAFETY: PFN_WSK_INSPECT_COMPLETE's contract: `listener` is a live listening socket, `id`
-    // a readable WSK_INSPECT_ID for the call, `irp` call()'s fresh IRP.
-    call(|irp| unsafe { f(listener, &raw mut id, action, irp) }).1
+    // SAFETY: PFN_WSK_INSPECT_COMPLETE's contract: `raw` is a live listening socket
+    // (ListenSocket's invariant), `id` a readable WSK_INSPECT_ID for the call, `irp` call()'s
+    // fresh IRP.
+    call(|irp| unsafe { f(raw, &raw mut id, action, irp) }).1
 }
 
 #[test]
@@ -427,7 +432,7 @@ fn conditional_pend_then_complete_accept_or_reject() {
             .store(WSK_INSPECT_ACTION::PEND.0, Ordering::SeqCst);
         let client = Client::register();
         let (listener, address) = conditional_listener(&client, &r);
-        assert_eq!(set_events(listener, WSK_EVENT_ACCEPT), NtStatus::SUCCESS);
+        assert_eq!(listener.set_events(WSK_EVENT_ACCEPT), NtStatus::SUCCESS);
         let _accepted_peer = TcpStream::connect(address).unwrap();
         wait_until("first inspection", || {
             r.inspections.lock().unwrap().len() == 1
@@ -440,7 +445,7 @@ fn conditional_pend_then_complete_accept_or_reject() {
             "pended: not accepted yet"
         );
         assert_eq!(
-            inspect_complete(listener, first, WSK_INSPECT_ACTION::ACCEPT),
+            inspect_complete(&listener, first, WSK_INSPECT_ACTION::ACCEPT),
             NtStatus::SUCCESS
         );
         wait_until("accept after the decision", || {
@@ -457,7 +462,7 @@ fn conditional_pend_then_complete_accept_or_reject() {
         // decision before that would be for an ID the provider does not know yet.
         std::thread::sleep(Duration::from_millis(20));
         assert_eq!(
-            inspect_complete(listener, second, WSK_INSPECT_ACTION::REJECT),
+            inspect_complete(&listener, second, WSK_INSPECT_ACTION::REJECT),
             NtStatus::SUCCESS
         );
         rejected_peer
@@ -469,12 +474,12 @@ fn conditional_pend_then_complete_accept_or_reject() {
         );
         // Completing an ID again does nothing.
         assert_eq!(
-            inspect_complete(listener, second, WSK_INSPECT_ACTION::ACCEPT),
+            inspect_complete(&listener, second, WSK_INSPECT_ACTION::ACCEPT),
             NtStatus::SUCCESS
         );
         assert_eq!(r.accepts.load(Ordering::SeqCst), 1);
         close_all(&r);
-        close(listener);
+        listener.close();
         client.deregister();
     });
 }
@@ -493,11 +498,11 @@ fn conditional_abort_event_when_the_peer_withdraws() {
         wait_until("abort event", || r.aborts.load(Ordering::SeqCst) == 1);
         let id = r.inspections.lock().unwrap()[0];
         assert_eq!(
-            inspect_complete(listener, id, WSK_INSPECT_ACTION::ACCEPT),
+            inspect_complete(&listener, id, WSK_INSPECT_ACTION::ACCEPT),
             NtStatus::SUCCESS,
             "completing an aborted ID does nothing"
         );
-        close(listener);
+        listener.close();
         client.deregister();
     });
 }
@@ -511,7 +516,7 @@ fn disconnect_event_reports_graceful_and_abortive_closes() {
             bound_listener(&client, AF_INET, ctx(&r), &raw const LISTEN_CALLBACKS);
         // Enabled on the listener: inherited by sockets accepted through the event (WSK-FACTS §5).
         assert_eq!(
-            set_events(listener, WSK_EVENT_ACCEPT | WSK_EVENT_DISCONNECT),
+            listener.set_events(WSK_EVENT_ACCEPT | WSK_EVENT_DISCONNECT),
             NtStatus::SUCCESS
         );
         let peer = TcpStream::connect(address).unwrap();
@@ -536,7 +541,7 @@ fn disconnect_event_reports_graceful_and_abortive_closes() {
             0
         );
         close_all(&r);
-        close(listener);
+        listener.close();
         client.deregister();
     });
 }
@@ -546,7 +551,6 @@ fn deregister_waits_until_every_socket_is_closed() {
     let client = Client::register();
     let (listener, _) = bound_listener(&client, AF_INET, std::ptr::null_mut(), std::ptr::null());
     let done = std::sync::Arc::new(AtomicBool::new(false));
-    let listener_key = listener as usize;
     let flag = done.clone();
     let closer = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(200));
@@ -554,7 +558,7 @@ fn deregister_waits_until_every_socket_is_closed() {
             !flag.load(Ordering::SeqCst),
             "WskDeregister returned with a socket open"
         );
-        close(listener_key as *mut WSK_SOCKET);
+        listener.close();
     });
     client.deregister();
     done.store(true, Ordering::SeqCst);
@@ -569,12 +573,12 @@ fn ipv6_v6only_is_on_by_default_and_dual_stack_when_cleared() {
         let listener = client.listen_socket(AF_INET6, std::ptr::null_mut(), std::ptr::null());
         if let Some(value) = v6only {
             assert_eq!(
-                set_option(listener, IPPROTO_IPV6, IPV6_V6ONLY, value),
+                listener.set_option(IPPROTO_IPV6, IPV6_V6ONLY, value),
                 NtStatus::SUCCESS
             );
         }
-        assert_eq!(bind(listener, "[::]:0".parse().unwrap()), NtStatus::SUCCESS);
-        let port = local_address(listener).port();
+        assert_eq!(listener.bind("[::]:0".parse().unwrap()), NtStatus::SUCCESS);
+        let port = listener.local_address().port();
         let v4 = TcpStream::connect_timeout(
             &SocketAddr::from(([127, 0, 0, 1], port)),
             Duration::from_secs(2),
@@ -582,7 +586,7 @@ fn ipv6_v6only_is_on_by_default_and_dual_stack_when_cleared() {
         assert_eq!(v4.is_ok(), v4_connects, "IPV6_V6ONLY {v6only:?}");
         let _v6 =
             TcpStream::connect(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port))).unwrap();
-        close(listener);
+        listener.close();
         client.deregister();
     }
 }
@@ -592,9 +596,9 @@ fn binding_a_port_in_use_is_address_already_associated() {
     let client = Client::register();
     let (first, address) = bound_listener(&client, AF_INET, std::ptr::null_mut(), std::ptr::null());
     let second = client.listen_socket(AF_INET, std::ptr::null_mut(), std::ptr::null());
-    assert_eq!(bind(second, address), NtStatus::ADDRESS_ALREADY_ASSOCIATED);
-    close(second);
-    close(first);
+    assert_eq!(second.bind(address), NtStatus::ADDRESS_ALREADY_ASSOCIATED);
+    second.close();
+    first.close();
     client.deregister();
 }
 
@@ -619,7 +623,7 @@ fn an_accept_irp_is_served_after_inline_accepts_took_the_loops_whole_batch() {
         bound_listener(&client, AF_INET, std::ptr::null_mut(), std::ptr::null());
     let (listener, address) =
         bound_listener(&client, AF_INET, std::ptr::null_mut(), std::ptr::null());
-    let (busy_key, key) = (busy as usize, listener as usize);
+    let (busy_key, key) = (busy.key(), listener.key());
     let limit = Duration::from_secs(10);
     let pause = hostkernel::provider::pause_accept_loop();
     // Hold the loop on another listener while every client arrives: one readiness edge then
@@ -644,27 +648,23 @@ fn an_accept_irp_is_served_after_inline_accepts_took_the_loops_whole_batch() {
     inline(100);
     let mut accepted = Vec::new();
     for _ in 0..batch {
-        let accept = start_accept(listener);
-        assert_eq!(accept.returned, NtStatus::SUCCESS, "completed inline");
-        let (status, socket) = accept.wait();
-        assert_eq!(status, NtStatus::SUCCESS);
-        accepted.push(socket);
+        let accept = listener.start_accept();
+        assert_eq!(accept.returned(), NtStatus::SUCCESS, "completed inline");
+        accepted.push(accept.wait_socket());
     }
     inline(0);
-    let last = start_accept(listener);
-    assert_eq!(last.returned, NtStatus::PENDING);
+    let last = listener.start_accept();
+    assert_eq!(last.returned(), NtStatus::PENDING);
     drop(pause);
     wait_until("the accept IRP queued after the batch was taken", || {
         last.is_done()
     });
-    let (status, socket) = last.wait();
-    assert_eq!(status, NtStatus::SUCCESS);
-    accepted.push(socket);
+    accepted.push(last.wait_socket());
     for socket in accepted {
-        close(socket as *mut WSK_SOCKET);
+        socket.close();
     }
-    close(listener);
-    close(busy);
+    listener.close();
+    busy.close();
     client.deregister();
     drop((peers, busy_peer));
     assert!(hostkernel::accounting::outstanding().is_clean());
@@ -686,18 +686,18 @@ fn an_accept_event_decided_on_counts_as_running_for_a_disable() {
     let client = Client::register();
     let (listener, address) =
         bound_listener(&client, AF_INET, ctx(&r), &raw const LISTEN_CALLBACKS);
-    assert_eq!(set_events(listener, WSK_EVENT_ACCEPT), NtStatus::SUCCESS);
+    assert_eq!(listener.set_events(WSK_EVENT_ACCEPT), NtStatus::SUCCESS);
     let pause = hostkernel::provider::pause_accept_loop();
     let _peer = TcpStream::connect(address).unwrap();
     let limit = Duration::from_secs(10);
     while pause.wait_until_held(limit)
         != (Point::BeforeAcceptEvent {
-            listener: listener as usize,
+            listener: listener.key(),
         })
     {
         pause.resume();
     }
-    let disabled = set_events(listener, WSK_EVENT_ACCEPT | WSK_EVENT_DISABLE);
+    let disabled = listener.set_events(WSK_EVENT_ACCEPT | WSK_EVENT_DISABLE);
     drop(pause);
     if disabled == NtStatus::SUCCESS {
         std::thread::sleep(Duration::from_millis(300));
@@ -712,7 +712,7 @@ fn an_accept_event_decided_on_counts_as_running_for_a_disable() {
         r.accepts.load(Ordering::SeqCst) == 1
     });
     close_all(&r);
-    close(listener);
+    listener.close();
     client.deregister();
     assert!(hostkernel::accounting::outstanding().is_clean());
 }

@@ -1,5 +1,9 @@
 //! A minimal WSK client for the host kernel's own tests: registration, synchronous calls through
 //! the dispatch tables with an IRP and an event, and a subprocess harness for verifier violations.
+//! The sockets a test holds are owned handles ([`ListenSocket`], [`ConnSocket`]): safe to make
+//! only from what the provider handed out ([`Client::listen_socket`],
+//! [`PendingAccept::wait_socket`]), otherwise through an `unsafe fn from_raw`, and consumed by
+//! their close.
 #![allow(
     dead_code,
     clippy::missing_panics_doc,
@@ -9,6 +13,7 @@
 
 use std::ffi::c_void;
 use std::net::SocketAddr;
+use std::ptr::NonNull;
 use std::time::Duration;
 
 use hostkernel::event::{Event, EventKind};
@@ -131,7 +136,7 @@ impl Client {
         family: u16,
         context: *mut c_void,
         dispatch: *const WSK_CLIENT_LISTEN_DISPATCH,
-    ) -> *mut WSK_SOCKET {
+    ) -> ListenSocket {
         let f = self.provider().WskSocket.unwrap();
         let client = self.npi.Client;
         let (_, status, info) = call(|irp| {
@@ -155,7 +160,11 @@ impl Client {
             }
         });
         assert_eq!(status, NtStatus::SUCCESS);
-        info as *mut WSK_SOCKET
+        let raw = NonNull::new(info as *mut WSK_SOCKET).expect("WskSocket's Information is NULL");
+        // INVARIANT: a WskSocket(WSK_FLAG_LISTEN_SOCKET) that completed with STATUS_SUCCESS: its
+        // Information is the new listening socket (PFN_WSK_SOCKET), handed to this test only and
+        // not closed.
+        ListenSocket { raw }
     }
 
     pub fn deregister(mut self) {
@@ -167,94 +176,245 @@ impl Client {
     }
 }
 
-pub fn listen_dispatch(socket: *mut WSK_SOCKET) -> &'static WSK_PROVIDER_LISTEN_DISPATCH {
-    // SAFETY: the socket is live, so its WSK_SOCKET is readable.
-    let dispatch = unsafe { (*socket).Dispatch };
-    // SAFETY: a listening socket's Dispatch is the provider's listen table (static).
-    unsafe { &*dispatch.cast::<WSK_PROVIDER_LISTEN_DISPATCH>() }
+/// The provider's key for a socket: its WSK_SOCKET's address, which is how
+/// `hostkernel::provider::Point` names a listener. Its provenance is exposed, so a test that
+/// stores the key (in an atomic, for a callback) may turn it back into the pointer.
+fn key(raw: NonNull<WSK_SOCKET>) -> usize {
+    raw.as_ptr().expose_provenance()
 }
 
-pub fn connection_dispatch(socket: *mut WSK_SOCKET) -> &'static WSK_PROVIDER_CONNECTION_DISPATCH {
-    // SAFETY: the socket is live, so its WSK_SOCKET is readable.
-    let dispatch = unsafe { (*socket).Dispatch };
-    // SAFETY: a connection socket's Dispatch is the provider's connection table (static).
-    unsafe { &*dispatch.cast::<WSK_PROVIDER_CONNECTION_DISPATCH>() }
+/// WskCloseSocket through the basic dispatch (first in both tables), waited for.
+///
+/// # Safety
+/// `raw` must be a socket this provider handed out that is not closed and has no other call in
+/// progress, and `basic` its WSK_PROVIDER_BASIC_DISPATCH; nobody may use `raw` afterwards.
+unsafe fn close_raw(raw: *mut WSK_SOCKET, basic: &WSK_PROVIDER_BASIC_DISPATCH) {
+    let f = basic.WskCloseSocket.unwrap();
+    // SAFETY: PFN_WSK_CLOSE_SOCKET's contract: `raw` is a live socket with no call in progress
+    // and is not used afterwards (this function's # Safety), `irp` is call()'s fresh IRP.
+    let (_, status, _) = call(|irp| unsafe { f(raw, irp) });
+    assert_eq!(status, NtStatus::SUCCESS);
 }
 
-pub fn set_option(socket: *mut WSK_SOCKET, level: u32, code: u32, value: u32) -> NtStatus {
-    let f = listen_dispatch(socket).Basic.WskControlSocket.unwrap();
-    let mut value = value;
-    call(|irp| {
-        // SAFETY: documented WskControlSocket arguments; `value` outlives the call.
+/// A listening socket the test owns.
+///
+/// # Invariants
+/// `raw` is a listening socket this provider handed out (WskSocket with WSK_FLAG_LISTEN_SOCKET)
+/// that is not closed: the safe constructors ([`Client::listen_socket`], [`bound_listener`]) take
+/// it from the provider, [`ListenSocket::from_raw`]'s caller promises it, and
+/// [`ListenSocket::close`] consumes the handle, which is neither `Copy` nor `Clone`, so a closed
+/// socket cannot be used again through it.
+#[derive(Debug)]
+pub struct ListenSocket {
+    raw: NonNull<WSK_SOCKET>,
+}
+
+// SAFETY: a WSK socket may be used from any thread (the provider's entry points are callable at
+// IRQL <= DISPATCH_LEVEL from any context); the one exception, a socket handed over by a
+// WskAcceptEvent that has not returned yet, is a connection socket, and the host checks it.
+unsafe impl Send for ListenSocket {}
+
+impl ListenSocket {
+    /// Takes a listening socket the test holds as a raw pointer (a recorded address, a verifier
+    /// test's deliberate misuse).
+    ///
+    /// # Safety
+    /// `raw` must be a listening socket this provider handed out that is not closed, and no
+    /// handle to it may be used while or after one of them is closed: the returned handle is one
+    /// more owner of the socket's single close.
+    pub unsafe fn from_raw(raw: *mut WSK_SOCKET) -> Self {
+        let raw = NonNull::new(raw).expect("a NULL listening socket");
+        // INVARIANT: a live listening socket of this provider (this function's # Safety).
+        Self { raw }
+    }
+
+    /// The WSK_SOCKET, for a call the test makes through [`ListenSocket::dispatch`] itself. It
+    /// stays valid while this handle does (until [`ListenSocket::close`]).
+    pub fn as_ptr(&self) -> *mut WSK_SOCKET {
+        self.raw.as_ptr()
+    }
+
+    /// The provider's key for this socket (as `hostkernel::provider::Point` names it).
+    pub fn key(&self) -> usize {
+        key(self.raw)
+    }
+
+    /// The provider's listen dispatch table.
+    pub fn dispatch(&self) -> &'static WSK_PROVIDER_LISTEN_DISPATCH {
+        // SAFETY: the socket is live (type invariant), so its WSK_SOCKET is readable.
+        let dispatch = unsafe { (*self.raw.as_ptr()).Dispatch };
+        // SAFETY: a live listening socket's Dispatch is the provider's listen table (static).
+        unsafe { &*dispatch.cast::<WSK_PROVIDER_LISTEN_DISPATCH>() }
+    }
+
+    /// WskControlSocket(WskSetOption) with a ULONG value, waited for.
+    pub fn set_option(&self, level: u32, code: u32, value: u32) -> NtStatus {
+        let f = self.dispatch().Basic.WskControlSocket.unwrap();
+        let raw = self.as_ptr();
+        let mut value = value;
+        call(|irp| {
+            // SAFETY: PFN_WSK_CONTROL_SOCKET's contract: `raw` is live (type invariant), `value`
+            // a ULONG of the size passed that outlives the call (call() waits for the IRP), no
+            // output buffer, `irp` call()'s fresh IRP.
+            unsafe {
+                f(
+                    raw,
+                    WSK_CONTROL_SOCKET_TYPE::SET_OPTION,
+                    code,
+                    level,
+                    4,
+                    (&raw mut value).cast(),
+                    0,
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    irp,
+                )
+            }
+        })
+        .1
+    }
+
+    /// SO_WSK_EVENT_CALLBACK without an IRP.
+    pub fn set_events(&self, mask: u32) -> NtStatus {
+        let f = self.dispatch().Basic.WskControlSocket.unwrap();
+        let mut control = WSK_EVENT_CALLBACK_CONTROL {
+            NpiId: &raw const NPI_WSK_INTERFACE_ID,
+            EventMask: mask,
+        };
+        // SAFETY: PFN_WSK_CONTROL_SOCKET's contract: the socket is live (type invariant),
+        // `control` is a WSK_EVENT_CALLBACK_CONTROL of the size passed that outlives the call,
+        // and SO_WSK_EVENT_CALLBACK is the one option that may go without an IRP.
         unsafe {
             f(
-                socket,
+                self.as_ptr(),
                 WSK_CONTROL_SOCKET_TYPE::SET_OPTION,
-                code,
-                level,
-                4,
-                (&raw mut value).cast(),
+                SO_WSK_EVENT_CALLBACK,
+                SOL_SOCKET,
+                size_of::<WSK_EVENT_CALLBACK_CONTROL>(),
+                (&raw mut control).cast(),
                 0,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            )
+        }
+    }
+
+    /// WskBind, waited for.
+    pub fn bind(&self, address: SocketAddr) -> NtStatus {
+        let f = self.dispatch().WskBind.unwrap();
+        let raw = self.as_ptr();
+        let mut storage = SOCKADDR_STORAGE::from(address);
+        // SAFETY: PFN_WSK_BIND's contract: `raw` is live (type invariant), `storage` a
+        // SOCKADDR_STORAGE that outlives the call (call() waits for the IRP), `irp` call()'s
+        // fresh IRP.
+        call(|irp| unsafe { f(raw, storage.as_mut_ptr(), 0, irp) }).1
+    }
+
+    /// WskGetLocalAddress, waited for; it must succeed.
+    pub fn local_address(&self) -> SocketAddr {
+        let f = self.dispatch().WskGetLocalAddress.unwrap();
+        let raw = self.as_ptr();
+        let mut storage = SOCKADDR_STORAGE::zeroed();
+        // SAFETY: PFN_WSK_GET_LOCAL_ADDRESS's contract: `raw` is live (type invariant), `storage`
+        // a writable SOCKADDR_STORAGE that outlives the call (call() waits for the IRP), `irp`
+        // call()'s fresh IRP.
+        let status = call(|irp| unsafe { f(raw, storage.as_mut_ptr(), irp) }).1;
+        assert_eq!(status, NtStatus::SUCCESS);
+        storage.to_socket_addr().unwrap()
+    }
+
+    /// WskAccept with its own IRP (no address out-parameters), left pending.
+    pub fn start_accept(&self) -> PendingAccept {
+        let f = self.dispatch().WskAccept.unwrap();
+        let raw = self.as_ptr();
+        // SAFETY: PFN_WSK_ACCEPT's contract: `raw` is a live listening socket (type invariant),
+        // the address out-parameters are NULL (not asked for), a NULL client dispatch is allowed
+        // (no events on the accepted socket), and `irp` is Pending::start's fresh IRP.
+        let pending = Pending::start(|irp| unsafe {
+            f(
+                raw,
+                0,
+                std::ptr::null_mut(),
+                std::ptr::null(),
                 std::ptr::null_mut(),
                 std::ptr::null_mut(),
                 irp,
             )
-        }
-    })
-    .1
-}
+        });
+        PendingAccept { pending }
+    }
 
-/// SO_WSK_EVENT_CALLBACK without an IRP.
-pub fn set_events(socket: *mut WSK_SOCKET, mask: u32) -> NtStatus {
-    let f = listen_dispatch(socket).Basic.WskControlSocket.unwrap();
-    let mut control = WSK_EVENT_CALLBACK_CONTROL {
-        NpiId: &raw const NPI_WSK_INTERFACE_ID,
-        EventMask: mask,
-    };
-    // SAFETY: PFN_WSK_CONTROL_SOCKET's contract: `socket` is live (the test has not closed it),
-    // `control` is a WSK_EVENT_CALLBACK_CONTROL of the size passed that outlives the call, and
-    // SO_WSK_EVENT_CALLBACK is the one option that may go without an IRP.
-    unsafe {
-        f(
-            socket,
-            WSK_CONTROL_SOCKET_TYPE::SET_OPTION,
-            SO_WSK_EVENT_CALLBACK,
-            SOL_SOCKET,
-            size_of::<WSK_EVENT_CALLBACK_CONTROL>(),
-            (&raw mut control).cast(),
-            0,
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-        )
+    /// WskCloseSocket, waited for; consumes the handle.
+    pub fn close(self) {
+        // SAFETY: the socket is live (type invariant); no other call on it is in progress: none
+        // through this handle (consumed here, and not Sync, so no other thread borrows it), none
+        // through another (from_raw's callers promise not to use one while or after the socket
+        // is closed); this handle is not used again; `Basic` is its table's basic dispatch.
+        unsafe { close_raw(self.as_ptr(), &self.dispatch().Basic) };
     }
 }
 
-pub fn bind(socket: *mut WSK_SOCKET, address: SocketAddr) -> NtStatus {
-    let f = listen_dispatch(socket).WskBind.unwrap();
-    let mut storage = SOCKADDR_STORAGE::from(address);
-    // SAFETY: PFN_WSK_BIND's contract: `socket` is live, `storage` a SOCKADDR_STORAGE that
-    // outlives the call (call() waits for the IRP), `irp` call()'s fresh IRP.
-    call(|irp| unsafe { f(socket, storage.as_mut_ptr(), 0, irp) }).1
+/// A connection socket the test owns (accepted through WskAccept or WskAcceptEvent).
+///
+/// # Invariants
+/// `raw` is a connection socket this provider handed out that is not closed: the safe constructor
+/// ([`PendingAccept::wait_socket`]) takes it from a successful WskAccept's Information,
+/// [`ConnSocket::from_raw`]'s caller promises it, and [`ConnSocket::close`] consumes the handle,
+/// which is neither `Copy` nor `Clone`, so a closed socket cannot be used again through it.
+#[derive(Debug)]
+pub struct ConnSocket {
+    raw: NonNull<WSK_SOCKET>,
 }
 
-pub fn local_address(socket: *mut WSK_SOCKET) -> SocketAddr {
-    let f = listen_dispatch(socket).WskGetLocalAddress.unwrap();
-    let mut storage = SOCKADDR_STORAGE::zeroed();
-    // SAFETY: PFN_WSK_GET_LOCAL_ADDRESS's contract: `socket` is live, `storage` a writable
-    // SOCKADDR_STORAGE that outlives the call (call() waits for the IRP), `irp` call()'s IRP.
-    let status = call(|irp| unsafe { f(socket, storage.as_mut_ptr(), irp) }).1;
-    assert_eq!(status, NtStatus::SUCCESS);
-    storage.to_socket_addr().unwrap()
-}
+// SAFETY: a WSK socket may be used from any thread (the provider's entry points are callable at
+// IRQL <= DISPATCH_LEVEL from any context); a call from another thread while the WskAcceptEvent
+// handing the socket over has not returned is a violation the host checks before it touches the
+// socket, not a memory error.
+unsafe impl Send for ConnSocket {}
 
-/// WskCloseSocket, waited for. Works for listening and connection sockets (Basic is first).
-pub fn close(socket: *mut WSK_SOCKET) {
-    let f = listen_dispatch(socket).Basic.WskCloseSocket.unwrap();
-    // SAFETY: PFN_WSK_CLOSE_SOCKET's contract: `socket` is live and has no call in progress,
-    // `irp` is call()'s fresh IRP, and the caller does not use the socket afterwards.
-    let (_, status, _) = call(|irp| unsafe { f(socket, irp) });
-    assert_eq!(status, NtStatus::SUCCESS);
+impl ConnSocket {
+    /// Takes a connection socket the test holds as a raw pointer (one an accept event recorded, a
+    /// verifier test's deliberate misuse).
+    ///
+    /// # Safety
+    /// `raw` must be a connection socket this provider handed out (a successful WskAccept's
+    /// Information, or the AcceptSocket of a WskAcceptEvent that returns STATUS_SUCCESS) that is
+    /// not closed, and no handle to it may be used while or after one of them is closed: the
+    /// returned handle is one more owner of the socket's single close.
+    pub unsafe fn from_raw(raw: *mut WSK_SOCKET) -> Self {
+        let raw = NonNull::new(raw).expect("a NULL connection socket");
+        // INVARIANT: a live connection socket of this provider (this function's # Safety).
+        Self { raw }
+    }
+
+    /// The WSK_SOCKET, for a call the test makes through [`ConnSocket::dispatch`] itself. It
+    /// stays valid while this handle does (until [`ConnSocket::close`]).
+    pub fn as_ptr(&self) -> *mut WSK_SOCKET {
+        self.raw.as_ptr()
+    }
+
+    /// The provider's key for this socket (its WSK_SOCKET's address).
+    pub fn key(&self) -> usize {
+        key(self.raw)
+    }
+
+    /// The provider's connection dispatch table.
+    pub fn dispatch(&self) -> &'static WSK_PROVIDER_CONNECTION_DISPATCH {
+        // SAFETY: the socket is live (type invariant), so its WSK_SOCKET is readable.
+        let dispatch = unsafe { (*self.raw.as_ptr()).Dispatch };
+        // SAFETY: a live connection socket's Dispatch is the provider's connection table (static).
+        unsafe { &*dispatch.cast::<WSK_PROVIDER_CONNECTION_DISPATCH>() }
+    }
+
+    /// WskCloseSocket, waited for; consumes the handle.
+    pub fn close(self) {
+        // SAFETY: the socket is live (type invariant); no other call on it is in progress: none
+        // through this handle (consumed here, and not Sync, so no other thread borrows it), none
+        // through another (from_raw's callers promise not to use one while or after the socket
+        // is closed); this handle is not used again; `Basic` is its table's basic dispatch.
+        unsafe { close_raw(self.as_ptr(), &self.dispatch().Basic) };
+    }
 }
 
 /// A listening socket bound to an ephemeral loopback port.
@@ -263,15 +423,15 @@ pub fn bound_listener(
     family: u16,
     context: *mut c_void,
     dispatch: *const WSK_CLIENT_LISTEN_DISPATCH,
-) -> (*mut WSK_SOCKET, SocketAddr) {
+) -> (ListenSocket, SocketAddr) {
     let socket = client.listen_socket(family, context, dispatch);
     let any: SocketAddr = if family == AF_INET6 {
         "[::1]:0".parse().unwrap()
     } else {
         "127.0.0.1:0".parse().unwrap()
     };
-    assert_eq!(bind(socket, any), NtStatus::SUCCESS);
-    let address = local_address(socket);
+    assert_eq!(socket.bind(any), NtStatus::SUCCESS);
+    let address = socket.local_address();
     (socket, address)
 }
 
@@ -351,21 +511,39 @@ impl Pending {
     }
 }
 
-/// WskAccept with its own IRP (no address out-parameters).
-pub fn start_accept(listener: *mut WSK_SOCKET) -> Pending {
-    let f = listen_dispatch(listener).WskAccept.unwrap();
-    // SAFETY: PFN_WSK_ACCEPT's contract: `listener` is a live listening socket, the address
-    // out-parameters are NULL (not asked for), a NULL client dispatch is allowed (no events on
-    // the accepted socket), and `irp` is Pending::start's fresh IRP.
-    Pending::start(|irp| unsafe {
-        f(
-            listener,
-            0,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            irp,
-        )
-    })
+/// A WskAccept left pending ([`ListenSocket::start_accept`]).
+pub struct PendingAccept {
+    pending: Pending,
+}
+
+impl PendingAccept {
+    /// What WskAccept returned.
+    pub fn returned(&self) -> NtStatus {
+        self.pending.returned
+    }
+
+    pub fn irp(&self) -> *mut IRP {
+        self.pending.irp()
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.pending.is_done()
+    }
+
+    /// Waits for completion: `(IoStatus.Status, IoStatus.Information)`.
+    pub fn wait(self) -> (NtStatus, usize) {
+        self.pending.wait()
+    }
+
+    /// Waits for completion, which must be STATUS_SUCCESS, and takes the accepted socket.
+    pub fn wait_socket(self) -> ConnSocket {
+        let (status, information) = self.pending.wait();
+        assert_eq!(status, NtStatus::SUCCESS, "the WskAccept failed");
+        let raw = NonNull::new(information as *mut WSK_SOCKET)
+            .expect("a successful WskAccept's Information is NULL");
+        // INVARIANT: a WskAccept that completed with STATUS_SUCCESS: its Information is the
+        // accepted connection socket (PFN_WSK_ACCEPT, WSK-FACTS §3), handed to this test only
+        // (the PendingAccept is consumed) and not closed.
+        ConnSocket { raw }
+    }
 }
