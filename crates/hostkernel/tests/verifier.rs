@@ -287,6 +287,30 @@ fn a_socket_closed_twice_is_caught() {
     );
 }
 
+/// A second WskCloseSocket reached through the provider table read while the socket was open
+/// (the WSK_SOCKET's Dispatch is never read after the close): the host kernel's close finds the
+/// tombstone the first close left.
+#[test]
+fn a_second_close_through_a_table_read_while_open_is_caught() {
+    expect_violation(
+        "a_second_close_through_a_table_read_while_open_is_caught",
+        "socket-closed-twice",
+        || {
+            let (_client, listener) = listener_with_client();
+            let close = listener.dispatch().Basic.WskCloseSocket.unwrap();
+            let stale = listener.as_ptr();
+            listener.close();
+            // SAFETY: deliberately wrong, and the point of the test: `stale` is closed, against
+            // PFN_WSK_CLOSE_SOCKET's rule that a socket is closed once. Sound in the host kernel
+            // all the same: wsk_close_socket looks `stale` up as a number in the provider's
+            // socket table, finds the tombstone the first close left (kept while the socket is
+            // quarantined, the 8,192 latest closes) and raises socket-closed-twice, which stops
+            // the child, before it reads `stale` or takes the IRP.
+            let _ = call(|irp| unsafe { close(stale, irp) });
+        },
+    );
+}
+
 static IN_CALL: AtomicBool = AtomicBool::new(false);
 
 /// A completion routine that holds its (inline) call open for two seconds.
