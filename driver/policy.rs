@@ -219,7 +219,7 @@ impl Policy {
 }
 
 mod sources;
-pub use sources::{MAX_PROBE, SourceCounts};
+pub use sources::{MAX_PROBE, SourceCounts, SourceSlot};
 
 #[cfg(test)]
 mod tests;

@@ -53,7 +53,10 @@ pub struct Entry<S> {
     /// The occupant's serial (its id); 0 while free.
     serial: u64,
     state: SlotState,
-    next_free: u32,
+    /// While Free: the next slot on the free list (NIL ends it). While in use: the owner's tag
+    /// ([`Entry::owner_tag`]). One field for both, as a slot is never both: the tag costs no
+    /// memory.
+    free_or_tag: u32,
     /// Work list links; touched only by `link_work` and `unlink_work`.
     prev_work: u32,
     next_work: u32,
@@ -92,6 +95,25 @@ impl<S> Entry<S> {
     #[must_use]
     pub fn info(&self) -> &ConnInfo {
         &self.info
+    }
+
+    /// A number the owner keeps with the connection, opaque to the table (the listener: where its
+    /// per-source map counts the connection, set at admission, used at release). `u32::MAX` from
+    /// insert until the owner sets it, and while the slot is free.
+    #[must_use]
+    pub fn owner_tag(&self) -> u32 {
+        if self.state == SlotState::Free {
+            NIL
+        } else {
+            self.free_or_tag
+        }
+    }
+
+    /// Sets [`Entry::owner_tag`] (nothing for a free slot, whose field is the free list's link).
+    pub fn set_owner_tag(&mut self, tag: u32) {
+        if self.state != SlotState::Free {
+            self.free_or_tag = tag;
+        }
     }
 
     /// The socket, while the slot is Active.
@@ -144,7 +166,7 @@ impl<S> Table<S> {
                 generation: 1,
                 serial: 0,
                 state: SlotState::Free,
-                next_free: if next == capacity { NIL } else { next },
+                free_or_tag: if next == capacity { NIL } else { next },
                 prev_work: NIL,
                 next_work: NIL,
                 work: 0,
@@ -200,8 +222,9 @@ impl<S> Table<S> {
             return Err(Full(socket));
         };
         entry.serial = serial;
-        self.free_head = entry.next_free;
-        entry.next_free = NIL;
+        self.free_head = entry.free_or_tag;
+        // No owner tag yet.
+        entry.free_or_tag = NIL;
         entry.state = SlotState::Active;
         entry.socket = Some(socket);
         entry.info = info;
@@ -277,7 +300,7 @@ impl<S> Table<S> {
             0 => 1,
             next => next,
         };
-        entry.next_free = self.free_head;
+        entry.free_or_tag = self.free_head;
         self.free_head = index;
         self.in_use -= 1;
         true
@@ -327,7 +350,7 @@ impl<S> Table<S> {
             if free > capacity {
                 return Err("free list: a cycle");
             }
-            index = entry.next_free;
+            index = entry.free_or_tag;
         }
         let free_slots = self
             .entries

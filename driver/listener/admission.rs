@@ -71,8 +71,12 @@ impl Listener {
         };
         match shared.table.insert(socket, info) {
             Ok(id) => {
-                // The map did not change since `locate`: the lock is held throughout.
-                shared.sources.add_at(&spot);
+                // The map did not change since `locate`: the lock is held throughout. The entry
+                // keeps the slot that counts it, so its release needs no hash (`try_release`).
+                let source = shared.sources.add_at(&spot);
+                if let Some(entry) = shared.table.entry_mut(id.index()) {
+                    entry.set_owner_tag(source.to_raw());
+                }
                 // SAFETY: `global` points at the engine's counters, which outlive listeners.
                 unsafe { (*self.global).opened() };
                 // Service `close` costs the fewest WSK calls the documented semantics allow for a

@@ -13,6 +13,7 @@ use wsk::{DEVICE_OBJECT, IRP, NtStatus};
 
 use super::{Counters, Listener, Phase, Shared, SlotIo};
 use crate::net::{ConnSocket, ConnSocketRef};
+use crate::policy::SourceSlot;
 use crate::table::{SlotState, work};
 
 /// Slots whose work the worker decides per hold of the spin lock (see `run_slot_work`).
@@ -29,21 +30,21 @@ impl Listener {
     /// Frees a Closing slot once its close completed and both its IRPs are back.
     /// IRQL: DISPATCH_LEVEL (under the lock).
     pub(crate) fn try_release(&self, shared: &mut Shared, index: u32) {
-        let Some(io) = self.io.get(index as usize) else {
+        let (Some(io), Some(entry)) = (self.io.get(index as usize), shared.table.entry(index))
+        else {
             return;
         };
-        let ready = shared
-            .table
-            .entry(index)
-            .is_some_and(|e| e.state() == SlotState::Closing && e.close_done);
+        let ready = entry.state() == SlotState::Closing && entry.close_done;
         if ready && !io.data.is_busy() && !io.ctl.is_busy() && !io.close.is_busy() {
-            let peer_closed = shared.table.entry(index).is_some_and(|e| e.peer_closed);
-            let peer_reset = shared.table.entry(index).is_some_and(|e| e.peer_reset);
-            let source = shared.table.entry(index).map(|e| e.info().remote.ip());
+            // One look at the entry for everything the release needs.
+            let (peer_closed, peer_reset) = (entry.peer_closed, entry.peer_reset);
+            let (source, slot) = (
+                entry.info().remote.ip(),
+                SourceSlot::from_raw(entry.owner_tag()),
+            );
             if shared.table.release(index) {
-                if let Some(source) = source {
-                    shared.sources.remove(source);
-                }
+                // The slot admission counted it at: no hash (see `SourceSlot`).
+                shared.sources.release(slot, source);
                 Counters::bump(&self.counters.closed);
                 if peer_closed {
                     Counters::bump(&self.counters.peer_closed);

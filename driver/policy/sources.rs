@@ -84,6 +84,35 @@ pub(super) fn siphash(k0: u64, k1: u64, m0: u64, m1: u64, c: usize, d: usize) ->
     v[0] ^ v[1] ^ v[2] ^ v[3]
 }
 
+/// The slot that counts one connection in a [`SourceCounts`] (from [`SourceCounts::add_at`]), kept
+/// with the connection so that its release decrements that slot directly, with no hash
+/// ([`SourceCounts::release`]). [`SourceSlot::NONE`] for a connection that was not counted.
+///
+/// A slot stays the source's while the connection lives: slots never move (no shifting on
+/// removal), and a slot empties only when its count reaches 0, which it cannot while this
+/// connection's 1 is still in it (every decrement of a slot is the release of a connection that
+/// was counted there).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SourceSlot(u32);
+
+impl SourceSlot {
+    /// Not counted: the source's window was full (see [`SourceCounts::count`]).
+    pub const NONE: Self = Self(u32::MAX);
+
+    /// The slot as a plain number, to keep in a table entry.
+    #[must_use]
+    pub const fn to_raw(self) -> u32 {
+        self.0
+    }
+
+    /// The slot a [`SourceSlot::to_raw`] gave. Any number is safe to release with: a slot that
+    /// does not hold the source is left alone (see [`SourceCounts::release`]).
+    #[must_use]
+    pub const fn from_raw(raw: u32) -> Self {
+        Self(raw)
+    }
+}
+
 /// Where a source is counted, or would be (from [`SourceCounts::locate`]).
 #[derive(Debug)]
 pub struct Spot {
@@ -121,6 +150,10 @@ impl SourceCounts {
     /// STATUS_INSUFFICIENT_RESOURCES.
     pub fn with_key(capacity: u32, key: [u8; 16]) -> Result<Self, NtStatus> {
         let size = (capacity as usize * 2).next_power_of_two().max(2);
+        // Every slot index fits a `SourceSlot`, below its NONE.
+        if size > SourceSlot::NONE.0 as usize {
+            return Err(NtStatus::INSUFFICIENT_RESOURCES);
+        }
         let word = |half: usize| {
             let mut bytes = [0u8; 8];
             for (to, from) in bytes.iter_mut().zip(key.iter().skip(half * 8)) {
@@ -211,10 +244,11 @@ impl SourceCounts {
         }
     }
 
-    /// One more connection from `peer` (nothing, for a peer that cannot be counted).
-    pub fn add(&mut self, peer: IpAddr) {
+    /// One more connection from `peer` (nothing, for a peer that cannot be counted); the slot that
+    /// counts it, as [`SourceCounts::add_at`].
+    pub fn add(&mut self, peer: IpAddr) -> SourceSlot {
         let (_, spot) = self.locate(peer);
-        self.add_at(&spot);
+        self.add_at(&spot)
     }
 
     /// [`SourceCounts::count`] and where [`SourceCounts::add_at`] would count one more, with one
@@ -234,21 +268,52 @@ impl SourceCounts {
     }
 
     /// One more connection at a spot [`SourceCounts::locate`] found, with no change to the map in
-    /// between (nothing, for a peer that cannot be counted).
-    pub fn add_at(&mut self, spot: &Spot) {
-        match spot.probe {
+    /// between (nothing, for a peer that cannot be counted). Returns the slot that counts it, for
+    /// its [`SourceCounts::release`] ([`SourceSlot::NONE`] when not counted).
+    pub fn add_at(&mut self, spot: &Spot) -> SourceSlot {
+        let index = match spot.probe {
             Probe::Found(index) => {
                 self.slots[index].1 = self.slots[index].1.saturating_add(1);
+                index
             }
             Probe::Vacant(index) => {
                 self.slots[index] = (spot.key, 1);
                 self.set_occupied(index, true);
+                index
             }
-            Probe::Untracked => {}
+            Probe::Untracked => return SourceSlot::NONE,
+        };
+        // Below NONE: `with_key` refuses a map with more slots.
+        u32::try_from(index).map_or(SourceSlot::NONE, SourceSlot)
+    }
+
+    /// One fewer connection from `peer`, counted at `slot` by [`SourceCounts::add_at`]: no hash,
+    /// no window read. Nothing for [`SourceSlot::NONE`] (the connection was not counted, so it
+    /// takes nothing off another connection from the same source counted since), nor for a slot
+    /// that does not hold `peer` with a count above 0 (impossible for a slot `add_at` returned to
+    /// a connection not yet released; checked, not trusted). An entry that reaches zero empties
+    /// its slot.
+    pub fn release(&mut self, slot: SourceSlot, peer: IpAddr) {
+        if slot == SourceSlot::NONE {
+            return;
+        }
+        let index = slot.0 as usize;
+        let Some(entry) = self.slots.get_mut(index) else {
+            return;
+        };
+        if entry.0 != key(peer) || entry.1 == 0 {
+            return;
+        }
+        entry.1 -= 1;
+        if entry.1 == 0 {
+            *entry = (0, 0);
+            self.set_occupied(index, false);
         }
     }
 
-    /// One fewer connection from `peer`; an entry that reaches zero empties its slot.
+    /// One fewer connection from `peer`, found by key (a SipHash and a window read); an entry that
+    /// reaches zero empties its slot. The driver releases by slot ([`SourceCounts::release`]);
+    /// this is the keyed form, for callers that kept no slot (tests, benchmarks).
     pub fn remove(&mut self, peer: IpAddr) {
         if let Probe::Found(index) = self.probe(key(peer)) {
             self.slots[index].1 -= 1;
@@ -256,6 +321,15 @@ impl SourceCounts {
                 self.slots[index] = (0, 0);
                 self.set_occupied(index, false);
             }
+        }
+    }
+
+    /// The slot counting `peer` now, if any (tests: a slot `add_at` returned stays the source's).
+    #[cfg(test)]
+    pub(super) fn slot_of(&self, peer: IpAddr) -> SourceSlot {
+        match self.probe(key(peer)) {
+            Probe::Found(index) => u32::try_from(index).map_or(SourceSlot::NONE, SourceSlot),
+            Probe::Vacant(_) | Probe::Untracked => SourceSlot::NONE,
         }
     }
 

@@ -200,3 +200,103 @@ proptest! {
         }
     }
 }
+
+/// A source by number, as IPv4 (`v4`) or as its IPv4-mapped IPv6 form: one source either way.
+fn source(n: u8, v4: bool) -> IpAddr {
+    let v4_addr = core::net::Ipv4Addr::new(10, 0, 0, n);
+    if v4 {
+        IpAddr::V4(v4_addr)
+    } else {
+        IpAddr::V6(v4_addr.to_ipv6_mapped())
+    }
+}
+
+proptest! {
+    /// A connection released by the slot admission remembered leaves the same counts as one
+    /// released by key (the old way), through any sequence of accepts and closes, with each
+    /// connection's address given as IPv4 or as IPv4-mapped IPv6 independently at accept and at
+    /// close; and while a connection lives its slot stays its source's.
+    #[test]
+    fn release_by_slot_matches_release_by_key(
+        ops in prop::collection::vec((0u8..12, any::<bool>(), any::<bool>(), any::<prop::sample::Index>()), 1..300),
+    ) {
+        let mut by_slot = SourceCounts::with_key(16, [3; 16]).unwrap();
+        let mut by_key = SourceCounts::with_key(16, [3; 16]).unwrap();
+        // The live connections: source number and remembered slot.
+        let mut live: Vec<(u8, SourceSlot)> = Vec::new();
+        for (peer, v4, add, pick) in ops {
+            if add && live.len() < 32 {
+                let (count, spot) = by_slot.locate(source(peer, v4));
+                prop_assert_eq!(count, by_key.count(source(peer, !v4)));
+                let slot = by_slot.add_at(&spot);
+                prop_assert_ne!(slot, SourceSlot::NONE, "a map at most half full counts everyone");
+                by_key.add(source(peer, !v4));
+                live.push((peer, slot));
+            } else if !live.is_empty() {
+                let (peer, slot) = live.swap_remove(pick.index(live.len()));
+                by_slot.release(slot, source(peer, v4));
+                by_key.remove(source(peer, !v4));
+            }
+            for p in 0u8..12 {
+                let expected = live.iter().filter(|(q, _)| *q == p).count();
+                prop_assert_eq!(by_slot.count(source(p, true)), u32::try_from(expected).unwrap());
+                prop_assert_eq!(by_slot.count(source(p, false)), by_key.count(source(p, true)));
+            }
+            for (p, slot) in &live {
+                prop_assert_eq!(by_slot.slot_of(source(*p, true)), *slot);
+            }
+        }
+    }
+}
+
+#[test]
+fn an_uncounted_connection_takes_nothing_off_its_source_at_release() {
+    // Sources sharing one home under a known key fill the window: the next is not counted. A
+    // slot frees up and a second connection from that source is counted. The release of the
+    // first (never counted) must leave the second's 1 alone: by key it would find the second's
+    // slot and take it to 0, letting the source past its limit.
+    let mut counts = SourceCounts::with_key(1_024, [7; 16]).unwrap();
+    let target = counts.home(key(IpAddr::from([10, 0, 0, 0])));
+    let same_home: Vec<IpAddr> = (0u32..)
+        .map(|i| IpAddr::from((0x2001_0db8_u128 << 96 | u128::from(i)).to_be_bytes()))
+        .filter(|peer| counts.home(key(*peer)) == target)
+        .take(MAX_PROBE + 1)
+        .collect();
+    let slots: Vec<SourceSlot> = same_home.iter().map(|peer| counts.add(*peer)).collect();
+    let late = same_home[MAX_PROBE];
+    assert_eq!(slots[MAX_PROBE], SourceSlot::NONE, "the window was full");
+    counts.release(slots[0], same_home[0]);
+    assert_eq!(counts.count(same_home[0]), 0);
+    let second = counts.add(late);
+    assert_ne!(second, SourceSlot::NONE);
+    assert_eq!(counts.count(late), 1);
+    counts.release(slots[MAX_PROBE], late);
+    assert_eq!(
+        counts.count(late),
+        1,
+        "the uncounted connection released nothing"
+    );
+    counts.release(second, late);
+    assert_eq!(counts.count(late), 0);
+}
+
+#[test]
+fn a_slot_that_does_not_hold_the_source_is_left_alone() {
+    let mut counts = SourceCounts::with_key(16, [1; 16]).unwrap();
+    let (a, b) = (source(1, true), source(2, true));
+    let slot_a = counts.add(a);
+    let slot_b = counts.add(b);
+    counts.release(slot_a, b);
+    counts.release(SourceSlot::from_raw(u32::MAX - 1), a);
+    counts.release(SourceSlot::NONE, a);
+    assert_eq!((counts.count(a), counts.count(b)), (1, 1));
+    counts.release(slot_a, a);
+    counts.release(slot_a, a);
+    assert_eq!(counts.count(a), 0, "an emptied slot is not taken below 0");
+    counts.release(slot_b, source(2, false));
+    assert_eq!(
+        counts.count(b),
+        0,
+        "IPv4 and IPv4-mapped IPv6 are one source"
+    );
+}

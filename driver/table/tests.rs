@@ -37,6 +37,46 @@ fn full_table_gives_the_socket_back() {
 }
 
 #[test]
+fn the_owner_tag_lives_with_the_connection_and_shares_no_state_with_the_free_list() {
+    // The tag and the free list's link are one field: a tag set on every slot in use must not
+    // disturb the free list, and a free slot has no tag.
+    let mut table = Table::with_capacity(0, 4, placeholder()).unwrap();
+    assert_eq!(
+        table.entry(0).unwrap().owner_tag(),
+        u32::MAX,
+        "a free slot has none"
+    );
+    table.entry_mut(0).unwrap().set_owner_tag(7);
+    table.check().unwrap();
+    let ids: Vec<ConnId> = (0..3).map(|n| table.insert(n, info(1)).unwrap()).collect();
+    for (tag, id) in (100u32..).zip(&ids) {
+        assert_eq!(
+            table.entry(id.index()).unwrap().owner_tag(),
+            u32::MAX,
+            "none until set"
+        );
+        table.entry_mut(id.index()).unwrap().set_owner_tag(tag);
+    }
+    table.check().unwrap();
+    assert_eq!(table.begin_close(ids[1].index()), Some(1));
+    assert_eq!(
+        table.entry(ids[1].index()).unwrap().owner_tag(),
+        101,
+        "kept while Closing"
+    );
+    assert!(table.release(ids[1].index()));
+    assert_eq!(table.entry(ids[1].index()).unwrap().owner_tag(), u32::MAX);
+    table.check().unwrap();
+    // The freed slot and the never-used one are still on the free list: two more fit.
+    let again = table.insert(5, info(2)).unwrap();
+    assert_eq!(table.entry(again.index()).unwrap().owner_tag(), u32::MAX);
+    table.insert(6, info(3)).unwrap();
+    assert!(table.insert(7, info(4)).is_err());
+    assert_eq!(table.entry(ids[2].index()).unwrap().owner_tag(), 102);
+    table.check().unwrap();
+}
+
+#[test]
 fn a_freed_slot_comes_back_with_a_new_generation_and_the_old_id_is_stale() {
     let mut table = Table::with_capacity(0, 1, placeholder()).unwrap();
     let first = table.insert(1u32, info(1)).unwrap();
