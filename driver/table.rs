@@ -283,13 +283,16 @@ impl<S> Table<S> {
     /// id goes stale (the serial is never given again), and its generation moves on, so a late
     /// completion for this occupant is recognised. O(1).
     pub fn release(&mut self, index: u32) -> bool {
-        if self
-            .entry(index)
-            .is_none_or(|e| e.state != SlotState::Closing)
-        {
+        let Some(entry) = self.entry(index) else {
+            return false;
+        };
+        if entry.state != SlotState::Closing {
             return false;
         }
-        self.unlink_work(index);
+        // Off the list already (no work bits) is the usual case: its links are NIL.
+        if entry.work != 0 {
+            self.unlink_work(index);
+        }
         let Some(entry) = self.entries.get_mut(index as usize) else {
             return false;
         };

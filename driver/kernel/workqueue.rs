@@ -122,10 +122,24 @@ impl WorkQueueHandle {
     ///
     /// # Safety
     /// `item` must stay alive until it has run or the queue has been flushed.
+    #[inline]
     pub unsafe fn queue(self, item: &WorkItem) {
+        // Inlined into the caller: a kick that finds the item queued costs this one swap.
         if item.queued.swap(true, Ordering::AcqRel) {
             return;
         }
+        // SAFETY: the caller's promise, passed on: `item` stays alive until it has run or the
+        // queue has been flushed.
+        unsafe { self.append(item) };
+    }
+
+    /// [`WorkQueueHandle::queue`] of an item this call marked queued: links it and wakes the
+    /// thread. IRQL: <= DISPATCH_LEVEL.
+    ///
+    /// # Safety
+    /// As [`WorkQueueHandle::queue`]; `item.queued` was set by this caller's swap.
+    #[inline(never)]
+    unsafe fn append(self, item: &WorkItem) {
         // SAFETY: the handle's invariant: the queue is alive.
         let inner = unsafe { &*self.0 };
         let item_ptr = ptr::from_ref(item).cast_mut();

@@ -172,11 +172,20 @@ impl Listener {
         !self.shared.lock().pending.is_empty()
     }
 
-    /// Times out overdue requests and sends the next decision. Worker only.
+    /// Times out overdue requests and sends the next decision (mode `conditional`; nothing in
+    /// the other modes). Worker only.
+    #[inline]
     pub(super) fn service_decisions(&self, worker: &mut Worker<'_>) {
-        if self.config.mode != Mode::Conditional {
-            return;
+        // Checked here, inlined into every worker pass, so the other modes' passes do not pay
+        // for the call.
+        if self.config.mode == Mode::Conditional {
+            self.service_pending_decisions(worker);
         }
+    }
+
+    /// [`Listener::service_decisions`] of a conditional listener. Worker only.
+    #[inline(never)]
+    fn service_pending_decisions(&self, worker: &mut Worker<'_>) {
         let timeout = u64::from(self.config.decision_timeout_ms) * 10_000;
         let outgoing = {
             let mut shared = self.shared.lock();

@@ -70,8 +70,9 @@ impl Listener {
     /// the list, and nothing requests work while the worker holds the lock; its next decision
     /// comes after its operation of this chunk was performed.
     pub(super) fn run_slot_work(&self) {
+        // Filled once per pass: every round leaves each action it used taken (None) again.
+        let mut actions: [Option<SlotAction>; SLOT_WORK_CHUNK] = core::array::from_fn(|_| None);
         loop {
-            let mut actions: [Option<SlotAction>; SLOT_WORK_CHUNK] = core::array::from_fn(|_| None);
             let popped = {
                 let mut shared = self.shared.lock();
                 let mut popped = 0;
