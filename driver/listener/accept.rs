@@ -201,6 +201,21 @@ impl Listener {
         );
         let socket = self.socket.get(worker).as_ref();
         let arm = arm && socket.is_some();
+        // Most passes find every accept IRP pending: a look at the states, without the lock, says
+        // so. A state this misses (changed just after) is followed by the kick of its change,
+        // which queues another pass; a state it sees is claimed under the lock below, as before.
+        let wanted = |state| match state {
+            State::Idle => arm,
+            State::RejectPending => true,
+            State::Accepting | State::ClosingRejected => false,
+        };
+        if !self
+            .accepts
+            .iter()
+            .any(|slot| wanted(slot.state.load(Ordering::Acquire)))
+        {
+            return;
+        }
         // Bit i: slot i was claimed (Idle -> Accepting, or RejectPending -> ClosingRejected).
         let (mut to_arm, mut to_close) = (0u64, 0u64);
         {
