@@ -38,11 +38,20 @@ impl<S> Table<S> {
         self.entries.get(self.work_head as usize).is_some()
     }
 
-    /// The next slot with work, and the work. O(1).
+    /// The next slot with work, and the work. O(1). The head's unlink, written out: it has no
+    /// previous slot (one look at the entry, not `unlink_work`'s general case).
     pub fn pop_work(&mut self) -> Option<(u32, u8)> {
         let index = self.work_head;
-        let bits = self.entries.get(index as usize)?.work;
-        self.unlink_work(index);
+        let entry = self.entries.get_mut(index as usize)?;
+        let (bits, next) = (entry.work, entry.next_work);
+        entry.work = 0;
+        entry.prev_work = NIL;
+        entry.next_work = NIL;
+        self.work_head = next;
+        match self.entries.get_mut(next as usize) {
+            Some(next) => next.prev_work = NIL,
+            None => self.work_tail = NIL,
+        }
         Some((index, bits))
     }
 
