@@ -311,30 +311,45 @@ impl Listener {
 
     /// The worker's routine for this listener. IRQL: PASSIVE_LEVEL (worker thread).
     fn process(&self) {
-        let phase = self.shared.lock().phase;
+        let (phase, queued) = {
+            let shared = self.shared.lock();
+            (shared.phase, shared.table.has_work())
+        };
         if matches!(phase, Phase::Starting | Phase::Stopped) {
             return;
         }
         // SAFETY: this is the worker's run of this listener (the ordered queue runs one item at a
         // time), and it saw a phase past Starting under the lock, after `start` dropped its token.
         let mut worker = unsafe { Worker::assume() };
-        if phase == Phase::Running && self.handover_tick.swap(false, Ordering::AcqRel) {
+        let ticked = phase == Phase::Running && self.handover_tick.swap(false, Ordering::AcqRel);
+        if ticked {
             self.hand_over_quiesced(&mut worker);
         }
+        // Slot work is looked for when the hold above saw some, or when a hand-over (which does
+        // not kick) may have queued some; any other work asked for since that hold was kicked
+        // for, and the kick queued the next pass (a pass that re-arms an accept IRP saves a lock
+        // hold).
+        let slot_work = queued || ticked;
         match phase {
             Phase::Running => {
-                self.run_slot_work();
+                if slot_work {
+                    self.run_slot_work();
+                }
                 self.service_accepts(&mut worker, true);
                 self.service_decisions(&mut worker);
             }
             Phase::Restarting => {
-                self.run_slot_work();
+                if slot_work {
+                    self.run_slot_work();
+                }
                 self.service_accepts(&mut worker, false);
                 self.service_decisions(&mut worker);
                 self.restart_step(&mut worker);
             }
             Phase::Failed => {
-                self.run_slot_work();
+                if slot_work {
+                    self.run_slot_work();
+                }
                 self.service_accepts(&mut worker, false);
             }
             Phase::Stopping => self.stop_step(&mut worker),

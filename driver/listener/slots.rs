@@ -7,6 +7,7 @@
 //! listener's spin lock, and queue work; they never call WSK, never block, never allocate.
 
 use core::ffi::c_void;
+use core::mem::ManuallyDrop;
 use core::sync::atomic::Ordering;
 
 use wsk::{DEVICE_OBJECT, IRP, NtStatus};
@@ -65,18 +66,27 @@ impl Listener {
     ///
     /// Each hold of the spin lock takes up to [`SLOT_WORK_CHUNK`] slots off the work list and
     /// decides their operations (small bounded work at DISPATCH_LEVEL), then the WSK calls are made
-    /// with the lock released; this repeats until a hold finds the list empty, so one pass does all
-    /// the work queued, however much. A slot appears at most once per chunk: only `request` puts it back on
-    /// the list, and nothing requests work while the worker holds the lock; its next decision
-    /// comes after its operation of this chunk was performed.
+    /// with the lock released; this repeats while a hold fills its chunk (a hold that took fewer
+    /// emptied the list), so one pass does all the work queued before it, however much. Work asked
+    /// for after a hold (by a completion, possibly inline in one of the calls below) is not looked
+    /// for again here: every `request` is followed by a kick under the same lock hold, and the
+    /// kick queues the next pass (the queue clears an item's flag before running it), which takes
+    /// it; a further hold here would cost a lock hold per pass and save no pass. A slot appears at
+    /// most once per chunk: only `request` puts it back on the list, and nothing requests work
+    /// while the worker holds the lock; its next decision comes after its operation of this chunk
+    /// was performed.
     pub(super) fn run_slot_work(&self) {
-        // Filled once per pass: every round leaves each action it used taken (None) again.
-        let mut actions: [Option<SlotAction>; SLOT_WORK_CHUNK] = core::array::from_fn(|_| None);
+        // Filled once per pass: every round leaves each action it used taken (None) again, so at
+        // the end every element is None and dropping the array would do nothing but look at all
+        // of them (its drop glue): `ManuallyDrop` skips that look. Never dropping is safe; an
+        // action left in it (none is) would be leaked, not lost track of unsafely.
+        let mut actions: ManuallyDrop<[Option<SlotAction>; SLOT_WORK_CHUNK]> =
+            ManuallyDrop::new(core::array::from_fn(|_| None));
         loop {
             let popped = {
                 let mut shared = self.shared.lock();
                 let mut popped = 0;
-                for action in &mut actions {
+                for action in actions.iter_mut() {
                     let Some((index, bits)) = shared.table.pop_work() else {
                         break;
                     };
@@ -88,11 +98,15 @@ impl Listener {
             if popped == 0 {
                 break;
             }
-            // Work the calls below complete inline asks for is taken by the next round.
             for action in actions.iter_mut().take(popped) {
                 if let Some(action) = action.take() {
                     self.perform(action);
                 }
+            }
+            if popped < SLOT_WORK_CHUNK {
+                // The list was empty at the end of the hold; what was asked for since, the pass
+                // its kick queued takes.
+                break;
             }
         }
     }
