@@ -353,7 +353,8 @@ const MODEL_CHUNK: usize = 2;
 /// The worker, as `Listener::run_slot_work` runs: each lock hold pops up to a chunk of queued
 /// slots and decides what they ask for; the calls are made after the lock is released (a close it
 /// starts completes inline, as the provider may complete before WskCloseSocket returns); repeat
-/// until a hold finds nothing queued.
+/// while a hold fills its chunk (work asked for after a hold is taken by the pass its kick
+/// queues: the caller runs this again for each kick).
 fn worker_run(table: &Mutex<Table<u32>>, ctl: &CtlIrp) {
     loop {
         let (popped, closing) = {
@@ -377,6 +378,9 @@ fn worker_run(table: &Mutex<Table<u32>>, ctl: &CtlIrp) {
         }
         for index in closing {
             ctl_completion(table, ctl, index);
+        }
+        if popped < MODEL_CHUNK {
+            return;
         }
     }
 }
@@ -675,4 +679,128 @@ fn an_event_accepted_socket_reaches_the_worker_only_after_its_callback_returned(
 #[should_panic(expected = "before its callback returned")]
 fn handing_over_at_any_later_callback_is_caught() {
     hand_over_model(Proof::AnyLaterCallback);
+}
+
+/// The listener's state for [`PassModel`]: slot work queued (under the lock), and the accept
+/// IRP's state, written under the lock and read by the worker's first look without it (as
+/// `Listener::service_accepts` reads its `AtomicState`s).
+struct PassModel {
+    work: Mutex<u32>,
+    accept_idle: AtomicBool,
+    queued: Mutex<bool>,
+    list: Mutex<(bool, bool)>,
+    wake: Condvar,
+}
+
+/// `run_slot_work`'s chunk in [`PassModel`]: small, so that a round that fills it is explored.
+const PASS_CHUNK: u32 = 2;
+
+impl PassModel {
+    /// `Listener::kick_locked` with the lock (`work`) held: as [`KickModel::kick_locked`].
+    fn kick_locked(&self, work: u32) {
+        if work == 0 && !self.accept_idle.load(Ordering::Acquire) {
+            return;
+        }
+        if !std::mem::replace(&mut *self.queued.lock().unwrap(), true) {
+            self.list.lock().unwrap().0 = true;
+            self.wake.notify_all();
+        }
+    }
+
+    /// `Listener::process` as it is now, in several holds of the lock: the phase hold notes
+    /// whether slot work is queued; `run_slot_work` runs only then, a chunk per hold, and stops
+    /// after a round that did not fill its chunk; `service_accepts` looks at the accept state
+    /// without the lock and claims it under the lock only when it saw it idle.
+    fn process(&self) {
+        let queued = *self.work.lock().unwrap() > 0;
+        if queued {
+            loop {
+                let popped = {
+                    let mut work = self.work.lock().unwrap();
+                    let popped = (*work).min(PASS_CHUNK);
+                    *work -= popped;
+                    popped
+                };
+                if popped < PASS_CHUNK {
+                    break;
+                }
+            }
+        }
+        if self.accept_idle.load(Ordering::Acquire) {
+            let _work = self.work.lock().unwrap();
+            self.accept_idle.store(false, Ordering::Release);
+        }
+    }
+}
+
+/// As `skipped_kicks_never_strand_work_for_the_worker`, for a pass made of several lock holds
+/// (the phase hold, the slot work's chunks, the accept claim) with the shortcuts that save holds:
+/// no slot work looked for when the phase hold saw none, no further round after one that did not
+/// fill its chunk, no accept hold when the unlocked look saw the IRP pending. Two disconnect
+/// completions and an accept completion race the pass; nothing is left with no pass queued.
+#[test]
+fn a_pass_in_several_holds_never_strands_work() {
+    builder().check(|| {
+        let model = Arc::new(PassModel {
+            work: Mutex::new(1),
+            accept_idle: AtomicBool::new(false),
+            queued: Mutex::new(true),
+            list: Mutex::new((true, false)),
+            wake: Condvar::new(),
+        });
+        let worker = {
+            let model = model.clone();
+            thread::spawn(move || {
+                loop {
+                    {
+                        let mut list = model.list.lock().unwrap();
+                        while !list.0 && !list.1 {
+                            list = model.wake.wait(list).unwrap();
+                        }
+                        if !list.0 {
+                            return;
+                        }
+                        list.0 = false;
+                    }
+                    *model.queued.lock().unwrap() = false;
+                    model.process();
+                }
+            })
+        };
+        // Two disconnects completing (each asks for a close: with the one queued at the start,
+        // a full chunk and one more), and an accept completing (its IRP is idle).
+        let completions: Vec<_> = [0u8, 0, 1]
+            .into_iter()
+            .map(|kind| {
+                let model = model.clone();
+                thread::spawn(move || {
+                    let mut work = model.work.lock().unwrap();
+                    if kind == 0 {
+                        *work += 1;
+                    } else {
+                        model.accept_idle.store(true, Ordering::Release);
+                    }
+                    model.kick_locked(*work);
+                })
+            })
+            .collect();
+        for completion in completions {
+            completion.join().unwrap();
+        }
+        {
+            let mut list = model.list.lock().unwrap();
+            list.1 = true;
+            model.wake.notify_all();
+        }
+        worker.join().unwrap();
+        assert_eq!(
+            *model.work.lock().unwrap(),
+            0,
+            "slot work was left with no pass queued"
+        );
+        assert!(
+            !model.accept_idle.load(Ordering::Acquire),
+            "an idle accept IRP was left with no pass queued"
+        );
+    });
 }
