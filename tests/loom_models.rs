@@ -450,11 +450,60 @@ struct KickState {
 /// and the list with its wake-up. `queued` is the item's atomic flag; it is modelled as a tiny
 /// mutex-guarded bool (its swap and store are linearizable either way) because loom 0.7 let a
 /// swap read a value older than a store that happened before it through the listener lock.
-struct KickModel {
-    shared: Mutex<KickState>,
+struct WorkItem {
     queued: Mutex<bool>,
+    /// (the item is on the list, the queue's thread is told to stop)
     list: Mutex<(bool, bool)>,
     wake: Condvar,
+}
+
+impl WorkItem {
+    /// An item already queued (a pass is due when the model starts).
+    fn queued() -> Self {
+        Self {
+            queued: Mutex::new(true),
+            list: Mutex::new((true, false)),
+            wake: Condvar::new(),
+        }
+    }
+
+    /// `WorkQueue::queue`: on the list unless it is already queued.
+    fn queue(&self) {
+        if !std::mem::replace(&mut *self.queued.lock().unwrap(), true) {
+            self.list.lock().unwrap().0 = true;
+            self.wake.notify_all();
+        }
+    }
+
+    /// The queue's thread: runs `process` while the item is queued (its flag cleared first), until
+    /// told to stop.
+    fn run(&self, process: impl Fn()) {
+        loop {
+            {
+                let mut list = self.list.lock().unwrap();
+                while !list.0 && !list.1 {
+                    list = self.wake.wait(list).unwrap();
+                }
+                if !list.0 {
+                    return;
+                }
+                list.0 = false;
+            }
+            *self.queued.lock().unwrap() = false;
+            process();
+        }
+    }
+
+    /// Tells the queue's thread to stop once the list is empty.
+    fn stop(&self) {
+        self.list.lock().unwrap().1 = true;
+        self.wake.notify_all();
+    }
+}
+
+struct KickModel {
+    shared: Mutex<KickState>,
+    item: WorkItem,
 }
 
 impl KickModel {
@@ -464,10 +513,7 @@ impl KickModel {
         if state.work == 0 && state.accepts_pending {
             return;
         }
-        if !std::mem::replace(&mut *self.queued.lock().unwrap(), true) {
-            self.list.lock().unwrap().0 = true;
-            self.wake.notify_all();
-        }
+        self.item.queue();
     }
 
     /// `Listener::process`: re-arm the accept IRP and take every slot's work (the calls follow
@@ -492,30 +538,11 @@ fn skipped_kicks_never_strand_work_for_the_worker() {
                 work: 1,
                 accepts_pending: true,
             }),
-            queued: Mutex::new(true),
-            // (an item is on the list, stop the thread)
-            list: Mutex::new((true, false)),
-            wake: Condvar::new(),
+            item: WorkItem::queued(),
         });
-        // The queue's thread: runs the item while it is queued, until told to stop.
         let worker = {
             let model = model.clone();
-            thread::spawn(move || {
-                loop {
-                    {
-                        let mut list = model.list.lock().unwrap();
-                        while !list.0 && !list.1 {
-                            list = model.wake.wait(list).unwrap();
-                        }
-                        if !list.0 {
-                            return;
-                        }
-                        list.0 = false;
-                    }
-                    *model.queued.lock().unwrap() = false;
-                    model.process();
-                }
-            })
+            thread::spawn(move || model.item.run(|| model.process()))
         };
         // A disconnect completing (asks for the close), an accept completing (its IRP is idle
         // now), and a close completing (nothing for the worker: its kick is skipped).
@@ -537,11 +564,7 @@ fn skipped_kicks_never_strand_work_for_the_worker() {
         for completion in completions {
             completion.join().unwrap();
         }
-        {
-            let mut list = model.list.lock().unwrap();
-            list.1 = true;
-            model.wake.notify_all();
-        }
+        model.item.stop();
         worker.join().unwrap();
         let state = model.shared.lock().unwrap();
         assert_eq!(state.work, 0, "slot work was left with no pass queued");
@@ -687,9 +710,7 @@ fn handing_over_at_any_later_callback_is_caught() {
 struct PassModel {
     work: Mutex<u32>,
     accept_idle: AtomicBool,
-    queued: Mutex<bool>,
-    list: Mutex<(bool, bool)>,
-    wake: Condvar,
+    item: WorkItem,
 }
 
 /// `run_slot_work`'s chunk in [`PassModel`]: small, so that a round that fills it is explored.
@@ -701,10 +722,7 @@ impl PassModel {
         if work == 0 && !self.accept_idle.load(Ordering::Acquire) {
             return;
         }
-        if !std::mem::replace(&mut *self.queued.lock().unwrap(), true) {
-            self.list.lock().unwrap().0 = true;
-            self.wake.notify_all();
-        }
+        self.item.queue();
     }
 
     /// `Listener::process` as it is now, in several holds of the lock: the phase hold notes
@@ -744,28 +762,11 @@ fn a_pass_in_several_holds_never_strands_work() {
         let model = Arc::new(PassModel {
             work: Mutex::new(1),
             accept_idle: AtomicBool::new(false),
-            queued: Mutex::new(true),
-            list: Mutex::new((true, false)),
-            wake: Condvar::new(),
+            item: WorkItem::queued(),
         });
         let worker = {
             let model = model.clone();
-            thread::spawn(move || {
-                loop {
-                    {
-                        let mut list = model.list.lock().unwrap();
-                        while !list.0 && !list.1 {
-                            list = model.wake.wait(list).unwrap();
-                        }
-                        if !list.0 {
-                            return;
-                        }
-                        list.0 = false;
-                    }
-                    *model.queued.lock().unwrap() = false;
-                    model.process();
-                }
-            })
+            thread::spawn(move || model.item.run(|| model.process()))
         };
         // Two disconnects completing (each asks for a close: with the one queued at the start,
         // a full chunk and one more), and an accept completing (its IRP is idle).
@@ -787,11 +788,7 @@ fn a_pass_in_several_holds_never_strands_work() {
         for completion in completions {
             completion.join().unwrap();
         }
-        {
-            let mut list = model.list.lock().unwrap();
-            list.1 = true;
-            model.wake.notify_all();
-        }
+        model.item.stop();
         worker.join().unwrap();
         assert_eq!(
             *model.work.lock().unwrap(),

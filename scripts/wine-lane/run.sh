@@ -149,19 +149,11 @@ stats=$(wskctl stats --json | tr -d '\r')
 echo "  driver says: $stats" | cut -c1-400
 listed=$(wskctl list --json | tr -d '\r' | json 'len(d["connections"]) if isinstance(d, dict) else len(d)')
 
-python3 - "$tally" "$stats" "$listed" "$clients" "$capacity" <<'PY'
+PYTHONPATH="$wine_lane" python3 - "$tally" "$stats" "$listed" "$clients" "$capacity" <<'PY'
 import json, sys
 tally, stats = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 listed, clients, capacity = int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-def find(d, key):
-    if isinstance(d, dict):
-        if key in d:
-            return d[key]
-        for v in d.values():
-            r = find(v, key)
-            if r is not None:
-                return r
-    return None
+from counters import find
 accepted, full, active = find(stats, "accepted_irp"), find(stats, "rejected_full"), find(stats, "active")
 problems = []
 if tally["open"] != capacity or tally["closed"] != clients - capacity:
@@ -210,20 +202,12 @@ done
 echoed=$(head -n 1 "$out/echo.out")
 echo "  clients see: $echoed"
 echo_stats=$(wskctl stats --json | tr -d '\r')
-python3 - "$echoed" "$echo_stats" "$echoes" "$echo_length" <<'PY'
+PYTHONPATH="$wine_lane" python3 - "$echoed" "$echo_stats" "$echoes" "$echo_length" <<'PY'
 import json, sys
 seen = json.loads(sys.argv[1] or "{}")
 stats = json.loads(sys.argv[2])
 total = int(sys.argv[3]) * int(sys.argv[4])
-def find(d, key):
-    if isinstance(d, dict):
-        if key in d:
-            return d[key]
-        for v in d.values():
-            r = find(v, key)
-            if r is not None:
-                return r
-    return None
+from counters import find
 problems = []
 if seen.get("bytes") != total:
     problems.append(f"the clients saw {seen}")
