@@ -158,6 +158,14 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// A listening socket bound to an ephemeral loopback port with the test's callbacks, recording
+/// into `r`, and WskAcceptEvent enabled.
+fn accepting_listener(client: &Client, r: &Recorder) -> (ListenSocket, SocketAddr) {
+    let (listener, address) = bound_listener(client, AF_INET, ctx(r), &raw const LISTEN_CALLBACKS);
+    assert_eq!(listener.set_events(WSK_EVENT_ACCEPT), NtStatus::SUCCESS);
+    (listener, address)
+}
+
 fn close_all(r: &Recorder) {
     for socket in r.sockets.lock().unwrap().drain(..) {
         socket.close();
@@ -292,9 +300,7 @@ fn queued_accept_irps_win_over_accept_events() {
         });
         let r = Recorder::default();
         let client = Client::register();
-        let (listener, address) =
-            bound_listener(&client, AF_INET, ctx(&r), &raw const LISTEN_CALLBACKS);
-        assert_eq!(listener.set_events(WSK_EVENT_ACCEPT), NtStatus::SUCCESS);
+        let (listener, address) = accepting_listener(&client, &r);
         let accept = listener.start_accept();
         let _peer = TcpStream::connect(address).unwrap();
         let accepted = accept.wait_socket();
@@ -319,9 +325,7 @@ fn injected_race_delivers_by_event_while_an_irp_is_queued() {
     });
     let r = Recorder::default();
     let client = Client::register();
-    let (listener, address) =
-        bound_listener(&client, AF_INET, ctx(&r), &raw const LISTEN_CALLBACKS);
-    assert_eq!(listener.set_events(WSK_EVENT_ACCEPT), NtStatus::SUCCESS);
+    let (listener, address) = accepting_listener(&client, &r);
     let accept = listener.start_accept();
     let _peer = TcpStream::connect(address).unwrap();
     wait_until("the racing accept event", || {
@@ -340,9 +344,7 @@ fn a_rejected_accept_event_resets_the_peer() {
         let r = Recorder::default();
         r.reject.store(true, Ordering::SeqCst);
         let client = Client::register();
-        let (listener, address) =
-            bound_listener(&client, AF_INET, ctx(&r), &raw const LISTEN_CALLBACKS);
-        assert_eq!(listener.set_events(WSK_EVENT_ACCEPT), NtStatus::SUCCESS);
+        let (listener, address) = accepting_listener(&client, &r);
         let mut peer = TcpStream::connect(address).unwrap();
         peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut buf = [0u8; 1];
@@ -684,9 +686,7 @@ fn an_accept_event_decided_on_counts_as_running_for_a_disable() {
     });
     let r = Recorder::default();
     let client = Client::register();
-    let (listener, address) =
-        bound_listener(&client, AF_INET, ctx(&r), &raw const LISTEN_CALLBACKS);
-    assert_eq!(listener.set_events(WSK_EVENT_ACCEPT), NtStatus::SUCCESS);
+    let (listener, address) = accepting_listener(&client, &r);
     let pause = hostkernel::provider::pause_accept_loop();
     let _peer = TcpStream::connect(address).unwrap();
     let limit = Duration::from_secs(10);
