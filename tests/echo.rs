@@ -212,15 +212,6 @@ fn records(engine: &Engine) -> Vec<ConnRecord> {
     out[..n].iter().flatten().copied().collect()
 }
 
-fn rss_kb() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
-
 /// Ping-pong clients: each writes 16 KiB and reads it back, over and over (with `pause` between
 /// rounds), until `stop`; counts the bytes echoed in `moved`.
 fn ping_pong(

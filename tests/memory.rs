@@ -10,15 +10,6 @@ use common::*;
 use hostkernel::schedule::Schedule;
 use wskaccept::listener::{Mode, Service};
 
-fn rss_kb() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/self/status")
-}
-
 /// Connections per batch, and batches: warm-up first (the quarantine fills, tables reach their
 /// working size), then the measured cycles.
 const BATCH: usize = 250;

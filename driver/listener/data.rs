@@ -113,6 +113,24 @@ fn peer_gone(shared: &mut Shared, index: u32, reset: bool) {
         .request(index, if reset { work::ABORT } else { work::CLOSE });
 }
 
+/// The common start of the data IRP's completion routines: the slot's IO block, its listener,
+/// the slot generation the IRP was submitted for, and the IRP's IoStatus (the IRP is taken
+/// back: it is idle from here on). IRQL: <= DISPATCH_LEVEL.
+///
+/// # Safety
+/// Called only from the completion routine of a slot's data IRP, with the `context` given with
+/// that IRP (the slot's `SlotIo::context()`), before anything else touches the IRP.
+unsafe fn data_completed<'a>(
+    context: *mut c_void,
+) -> (&'a SlotIo, &'a Listener, u32, NtStatus, usize) {
+    // SAFETY: slot IRPs are submitted with their SlotIo's `context()` (see `perform_data`), the
+    // caller's promise.
+    let (io, listener) = unsafe { slot_of(context) };
+    let generation = io.data_generation.load(Ordering::Acquire);
+    // SAFETY: called from the data IRP's completion routine (# Safety).
+    let (status, information) = unsafe { io.data.take_back() };
+    (io, listener, generation, status, information)
+}
 /// Completion of the slot's WskReceive. IRQL: <= DISPATCH_LEVEL; no WSK, no blocking, no
 /// allocation.
 ///
@@ -125,11 +143,8 @@ pub(crate) unsafe extern "system" fn receive_done(
     _irp: *mut IRP,
     context: *mut c_void,
 ) -> NtStatus {
-    // SAFETY: slot IRPs are submitted with their SlotIo's `context()` (see `perform_data`).
-    let (io, listener) = unsafe { slot_of(context) };
-    let generation = io.data_generation.load(Ordering::Acquire);
-    // SAFETY: this is the data IRP's completion routine.
-    let (status, information) = unsafe { io.data.take_back() };
+    // SAFETY: this is the completion routine of a slot's data IRP, with its context (# Safety).
+    let (io, listener, generation, status, information) = unsafe { data_completed(context) };
     slot_irp_completed(io, listener, generation, |shared, index| {
         if !status.is_success() {
             return peer_gone(shared, index, true);
@@ -173,11 +188,8 @@ pub(crate) unsafe extern "system" fn send_done(
     _irp: *mut IRP,
     context: *mut c_void,
 ) -> NtStatus {
-    // SAFETY: slot IRPs are submitted with their SlotIo's `context()` (see `perform_data`).
-    let (io, listener) = unsafe { slot_of(context) };
-    let generation = io.data_generation.load(Ordering::Acquire);
-    // SAFETY: this is the data IRP's completion routine.
-    let (status, information) = unsafe { io.data.take_back() };
+    // SAFETY: this is the completion routine of a slot's data IRP, with its context (# Safety).
+    let (io, listener, generation, status, information) = unsafe { data_completed(context) };
     slot_irp_completed(io, listener, generation, |shared, index| {
         let (length, sent) = (
             io.echo_len.load(Ordering::Relaxed),

@@ -118,3 +118,13 @@ pub fn seen(stream: &mut TcpStream, wait: Duration) -> Seen {
 }
 
 pub mod scenario;
+
+/// This process's resident set size in KiB (VmRSS in /proc/self/status).
+pub fn rss_kb() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/self/status")
+}
