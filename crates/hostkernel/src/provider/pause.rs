@@ -3,6 +3,7 @@
 //! batch of accepts against WskAccept calls completing inline on other threads, or an accept
 //! callback decided on against a disable of the accept event.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -42,6 +43,9 @@ impl Shared {
 }
 
 static ARMED: Mutex<Option<Arc<Shared>>> = Mutex::new(None);
+/// Whether a pause may be armed: the event loop's accept path reads only this when none is (it
+/// passes two points per connection).
+static MAYBE_ARMED: AtomicBool = AtomicBool::new(false);
 
 fn armed() -> MutexGuard<'static, Option<Arc<Shared>>> {
     ARMED.lock().unwrap_or_else(PoisonError::into_inner)
@@ -60,6 +64,7 @@ pub struct AcceptPause {
 pub fn pause_accept_loop() -> AcceptPause {
     let shared = Arc::new(Shared::default());
     *armed() = Some(Arc::clone(&shared));
+    MAYBE_ARMED.store(true, Ordering::SeqCst);
     AcceptPause { shared }
 }
 
@@ -103,6 +108,7 @@ impl Drop for AcceptPause {
             let mut armed = armed();
             if armed.as_ref().is_some_and(|a| Arc::ptr_eq(a, &self.shared)) {
                 armed.take();
+                MAYBE_ARMED.store(false, Ordering::SeqCst);
             }
         }
         self.resume();
@@ -111,6 +117,9 @@ impl Drop for AcceptPause {
 
 /// Called by the event loop at `point`, holding no lock: waits there while a pause is armed.
 pub(super) fn pass(point: Point) {
+    if !MAYBE_ARMED.load(Ordering::SeqCst) {
+        return;
+    }
     let Some(shared) = armed().clone() else {
         return;
     };
