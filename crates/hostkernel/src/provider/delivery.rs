@@ -309,12 +309,7 @@ fn run_step(key: usize, step: Step) {
     match step {
         // Information = the accepted PWSK_SOCKET (WSK-FACTS §3).
         Step::Completed { irp, new_key } => {
-            let job = Box::new(move || irp::complete(irp, NtStatus::SUCCESS, new_key));
-            if !second_processor::enabled() || !ON_LOOP.with(std::cell::Cell::get) {
-                job();
-            } else if let Err(job) = second_processor::try_run(job) {
-                job();
-            }
+            second_processor::run(move || irp::complete(irp, NtStatus::SUCCESS, new_key));
         }
         Step::ListenerFailed { irps, event } => {
             for irp in irps {
@@ -347,14 +342,7 @@ fn run_step(key: usize, step: Step) {
             new_key,
             local,
             remote,
-        } => {
-            let job = Box::new(move || deliver_event(key, new_key, local, remote));
-            if !second_processor::enabled() || !ON_LOOP.with(std::cell::Cell::get) {
-                job();
-            } else if let Err(job) = second_processor::try_run(job) {
-                job();
-            }
-        }
+        } => second_processor::run(move || deliver_event(key, new_key, local, remote)),
         Step::Inspect {
             stream,
             local,

@@ -153,11 +153,9 @@ fn service(key: usize, offload: bool) {
     );
     if is_listener {
         delivery::service(key);
-    } else if !offload || !second_processor::enabled() {
+    } else if offload {
+        second_processor::run(move || connection_events::service(key));
+    } else {
         connection_events::service(key);
-    } else if let Err(job) =
-        second_processor::try_run(Box::new(move || connection_events::service(key)))
-    {
-        job();
     }
 }

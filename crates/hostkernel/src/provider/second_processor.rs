@@ -16,11 +16,13 @@
 //! disable finished on the loop still comes after every running callback (WSK-FACTS §5, §7),
 //! and no socket is served on both threads at once.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Sender, channel};
 use std::sync::{Arc, Condvar, LazyLock, Mutex, PoisonError};
 use std::time::Duration;
 
+use super::work::ON_LOOP;
 use crate::verifier;
 
 static ON: AtomicBool = AtomicBool::new(false);
@@ -79,8 +81,19 @@ static PROCESSOR: LazyLock<Processor> = LazyLock::new(|| {
     Processor { jobs, busy }
 });
 
+/// Runs `job` on the second processor when the mode is on, this is the event loop and the second
+/// processor is idle; otherwise here, at once. Nothing is allocated when the mode is off.
+pub(super) fn run(job: impl FnOnce() + Send + 'static) {
+    if !enabled() || !ON_LOOP.with(Cell::get) {
+        return job();
+    }
+    if let Err(job) = try_run(Box::new(job)) {
+        job();
+    }
+}
+
 /// Runs `job` on the second processor if it is idle; gives the job back if it is busy.
-pub(super) fn try_run(job: Job) -> Result<(), Job> {
+fn try_run(job: Job) -> Result<(), Job> {
     let processor = &*PROCESSOR;
     let mut busy = processor
         .busy
