@@ -97,6 +97,7 @@ fn both_mode_sees_both_paths_when_races_are_injected() {
         inline_percent: 50,
         race_percent: 50,
         alloc_fail_percent: 0,
+        finished_inline_percent: 100,
     });
     let mut config = common::config("127.0.0.1:0", Mode::Both);
     config.depth = 4;

@@ -16,11 +16,25 @@ pub enum EventKind {
 }
 
 /// A kernel event.
+///
+/// Setting it takes the lock only to change the state and count the waiters; the condition
+/// variable is told after the lock is released and only when a thread waits, so a set with no
+/// waiter makes no system call and a woken waiter does not find the lock still held (one futex
+/// wake and one futex wait per wake-up, as KeSetEvent readying one thread).
 #[derive(Debug)]
 pub struct Event {
-    kind: EventKind,
-    signaled: Mutex<bool>,
+    state: Mutex<EventState>,
     condvar: Condvar,
+}
+
+/// Four bytes, kind included, so that an event is no larger than a mutex, a flag and a condition
+/// variable (drivers embed events in their objects).
+#[derive(Debug)]
+struct EventState {
+    kind: EventKind,
+    signaled: bool,
+    /// Threads in `wait` blocked on the condition variable (counted under the lock).
+    waiters: u16,
 }
 
 impl Event {
@@ -28,8 +42,11 @@ impl Event {
     #[must_use]
     pub const fn new(kind: EventKind, signaled: bool) -> Self {
         Self {
-            kind,
-            signaled: Mutex::new(signaled),
+            state: Mutex::new(EventState {
+                kind,
+                signaled,
+                waiters: 0,
+            }),
             condvar: Condvar::new(),
         }
     }
@@ -37,23 +54,34 @@ impl Event {
     /// KeSetEvent. IRQL: <= DISPATCH_LEVEL.
     pub fn set(&self) {
         irql::assert_at_most_dispatch("KeSetEvent");
-        let mut signaled = self.signaled.lock().unwrap_or_else(PoisonError::into_inner);
-        *signaled = true;
-        match self.kind {
-            EventKind::Notification => self.condvar.notify_all(),
-            EventKind::Synchronization => self.condvar.notify_one(),
+        let (kind, waiters) = {
+            let mut state = self.lock();
+            state.signaled = true;
+            (state.kind, state.waiters)
+        };
+        // A waiter counted under the lock is blocked on the condition variable or about to
+        // re-check `signaled` under the lock: told after the release, it cannot miss the set.
+        if waiters > 0 {
+            match kind {
+                EventKind::Notification => self.condvar.notify_all(),
+                EventKind::Synchronization => self.condvar.notify_one(),
+            }
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, EventState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// KeClearEvent. IRQL: <= DISPATCH_LEVEL.
     pub fn clear(&self) {
-        *self.signaled.lock().unwrap_or_else(PoisonError::into_inner) = false;
+        self.lock().signaled = false;
     }
 
     /// KeReadStateEvent.
     #[must_use]
     pub fn is_set(&self) -> bool {
-        *self.signaled.lock().unwrap_or_else(PoisonError::into_inner)
+        self.lock().signaled
     }
 
     /// KeWaitForSingleObject. `None` waits forever. Returns true when signaled, false on timeout.
@@ -64,33 +92,38 @@ impl Event {
             irql::assert_passive("KeWaitForSingleObject with a non-zero timeout");
         }
         let deadline = timeout.map(|t| Instant::now() + t);
-        let mut signaled = self.signaled.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut state = self.lock();
         loop {
-            if *signaled {
-                if self.kind == EventKind::Synchronization {
-                    *signaled = false;
+            if state.signaled {
+                if state.kind == EventKind::Synchronization {
+                    state.signaled = false;
                 }
                 return true;
             }
-            match deadline {
-                None => {
-                    signaled = self
-                        .condvar
-                        .wait(signaled)
-                        .unwrap_or_else(PoisonError::into_inner);
-                }
+            let timeout = match deadline {
+                None => None,
                 Some(deadline) => {
                     let now = Instant::now();
                     if now >= deadline {
                         return false;
                     }
-                    signaled = self
-                        .condvar
-                        .wait_timeout(signaled, deadline - now)
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .0;
+                    Some(deadline - now)
                 }
-            }
+            };
+            state.waiters += 1;
+            state = match timeout {
+                None => self
+                    .condvar
+                    .wait(state)
+                    .unwrap_or_else(PoisonError::into_inner),
+                Some(timeout) => {
+                    self.condvar
+                        .wait_timeout(state, timeout)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
+                }
+            };
+            state.waiters -= 1;
         }
     }
 }

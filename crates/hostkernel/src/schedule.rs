@@ -22,6 +22,11 @@ pub struct Schedule {
     pub race_percent: u8,
     /// Percent of pool, IRP and MDL allocations that fail (0–100).
     pub alloc_fail_percent: u8,
+    /// Percent of the calls the provider finishes during the call — a WskDisconnect whose FIN is
+    /// acknowledged at once, a WskCloseSocket with nothing outstanding — whose IRP completes
+    /// inline, before the call returns (0–100); the others complete on the provider thread.
+    /// Unseeded: 100 (the provider completes what it finished where it found it finished).
+    pub finished_inline_percent: u8,
 }
 
 impl Schedule {
@@ -39,10 +44,12 @@ impl Schedule {
                 rng.u8(10..=50)
             },
             alloc_fail_percent: 0,
+            finished_inline_percent: rng.u8(0..=100),
         }
     }
 
-    /// The schedule named by `HOSTKERNEL_SEED`, or seed 0 with deferred completions only.
+    /// The schedule named by `HOSTKERNEL_SEED`, or seed 0 with deferred completions only, but
+    /// for the calls the provider finished during the call (`finished_inline_percent` 100).
     #[must_use]
     pub fn from_env() -> Self {
         match std::env::var("HOSTKERNEL_SEED")
@@ -55,6 +62,7 @@ impl Schedule {
                 inline_percent: 0,
                 race_percent: 0,
                 alloc_fail_percent: 0,
+                finished_inline_percent: 100,
             },
         }
     }
@@ -239,6 +247,11 @@ pub(crate) fn should_fail(fault: Fault) -> bool {
 /// Whether this completion runs inline.
 pub(crate) fn complete_inline() -> bool {
     with_state(|state| state.rng.u8(0..100) < state.schedule.inline_percent)
+}
+
+/// Whether the IRP of a call the provider finished during the call completes inline.
+pub(crate) fn complete_finished_inline() -> bool {
+    with_state(|state| state.rng.u8(0..100) < state.schedule.finished_inline_percent)
 }
 
 /// Whether to deliver this connection by accept event although an IRP is queued.

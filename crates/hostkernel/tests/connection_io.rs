@@ -418,3 +418,60 @@ fn socket_after_reset(listener: &ListenSocket) -> ConnSocket {
     std::thread::sleep(Duration::from_millis(20));
     socket
 }
+
+/// WskReceive with its own IRP into `bytes` (through a host MDL), left pending; the MDL and the
+/// WSK_BUF are returned for the caller to keep until completion.
+fn start_receive(socket: &ConnSocket, bytes: &mut [u8]) -> (Pending, *mut MDL, Box<WSK_BUF>) {
+    let f = socket.dispatch().WskReceive.unwrap();
+    let raw_socket = socket.as_ptr();
+    let mdl = mdl::allocate(bytes.as_mut_ptr(), u32::try_from(bytes.len()).unwrap());
+    let mut buf = Box::new(WSK_BUF {
+        Mdl: mdl,
+        Offset: 0,
+        Length: bytes.len(),
+    });
+    let raw: *mut WSK_BUF = &raw mut *buf;
+    // SAFETY: PFN_WSK_RECEIVE's contract: `raw_socket` is a live connection socket (ConnSocket's
+    // invariant), `raw` a WSK_BUF over a host MDL describing writable `bytes`, both kept alive by
+    // the caller until the IRP completes; `irp` is Pending::start's fresh IRP.
+    let pending = Pending::start(|irp| unsafe { f(raw_socket, raw, 0, irp) });
+    (pending, mdl, buf)
+}
+
+/// A close the provider finishes on the caller's thread must not overtake a completion the event
+/// loop already took for that socket: the driver would see its close complete (and free what the
+/// receive writes to) before the receive completes. The loop is held between taking a receive's
+/// completion and making it; the close must then wait for the loop.
+#[test]
+fn a_close_never_completes_before_a_completion_the_event_loop_took() {
+    let client = Client::register();
+    let (listener, socket, mut peer) = accepted_pair(&client);
+    let key = socket.key();
+    let mut buffer = vec![0u8; 64];
+    let (receive, mdl, _buf) = start_receive(&socket, &mut buffer);
+    assert_eq!(receive.returned, NtStatus::PENDING);
+    let pause = hostkernel::provider::pause_accept_loop();
+    peer.write_all(b"data").unwrap();
+    // The loop may pass its listener's points first (a readiness edge left from the accept).
+    while pause.wait_until_held(Duration::from_secs(10))
+        != (hostkernel::provider::Point::BeforeCompletions { connection: key })
+    {
+        pause.resume();
+    }
+    let close = socket.start_close();
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        !close.is_done(),
+        "the close completed while a receive completion the event loop took was not made"
+    );
+    drop(pause);
+    assert_eq!(receive.wait(), (NtStatus::SUCCESS, 4));
+    assert_eq!(close.wait(), (NtStatus::SUCCESS, 0));
+    assert_eq!(&buffer[..4], b"data");
+    // SAFETY: allocated by start_receive; its IRP completed.
+    unsafe { mdl::free(mdl) };
+    listener.close();
+    client.deregister();
+    let outstanding = hostkernel::accounting::outstanding();
+    assert!(outstanding.is_clean(), "{outstanding}");
+}

@@ -339,6 +339,7 @@ fn closing_while_another_call_is_in_progress_is_caught() {
                 inline_percent: 100,
                 race_percent: 0,
                 alloc_fail_percent: 0,
+                finished_inline_percent: 100,
             });
             let (_client, listener) = listener_with_client();
             // SAFETY: a second handle to the open listener, for the closer thread: a listening

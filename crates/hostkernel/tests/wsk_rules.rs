@@ -180,6 +180,7 @@ fn completion_always_runs_inline_and_deferred() {
             inline_percent: inline,
             race_percent: 0,
             alloc_fail_percent: 0,
+            finished_inline_percent: 100,
         });
         let client = Client::register();
         let socket = client.listen_socket(AF_INET, std::ptr::null_mut(), std::ptr::null());
@@ -322,6 +323,7 @@ fn injected_race_delivers_by_event_while_an_irp_is_queued() {
         inline_percent: 0,
         race_percent: 100,
         alloc_fail_percent: 0,
+        finished_inline_percent: 100,
     });
     let r = Recorder::default();
     let client = Client::register();
@@ -617,6 +619,7 @@ fn an_accept_irp_is_served_after_inline_accepts_took_the_loops_whole_batch() {
             inline_percent: percent,
             race_percent: 0,
             alloc_fail_percent: 0,
+            finished_inline_percent: 100,
         });
     };
     inline(0);
@@ -683,6 +686,7 @@ fn an_accept_event_decided_on_counts_as_running_for_a_disable() {
         inline_percent: 0,
         race_percent: 0,
         alloc_fail_percent: 0,
+        finished_inline_percent: 100,
     });
     let r = Recorder::default();
     let client = Client::register();

@@ -2,11 +2,11 @@
 //! (`connection_calls`), what the event loop moves between the OS and those queues
 //! ([`Connection::pump`]) and which event callback is due ([`Connection::next_indication`], made
 //! by `connection_events`). Received bytes are buffered (like the transport's receive window) up
-//! to `RX_WINDOW`, then reading stops until the client drains them.
+//! to `RX_WINDOW`, then reading stops until the client drains them. The sending side (sends, then
+//! the FIN of a graceful disconnect) is `transmit`'s.
 //!
-//! A graceful WskDisconnect completes when the peer has acknowledged our FIN — on Linux, when
-//! TCP_INFO's state has left FIN_WAIT1 (or LAST_ACK / CLOSING) — not when `shutdown()` returns,
-//! so a disconnect takes as long as the peer makes it. With [`set_peers_vanished`] on, the peers
+//! A graceful WskDisconnect completes when the peer has acknowledged our FIN, not when
+//! `shutdown()` returns, so a disconnect takes as long as the peer makes it. With [`set_peers_vanished`] on, the peers
 //! of connections accepted from then on have vanished: the FIN is never acknowledged and the
 //! disconnect stays pending until the socket is closed (Windows would wait out its retransmission
 //! timeout: minutes).
@@ -24,6 +24,8 @@ use wsk::{
 };
 
 use super::translate;
+use super::transmit::{Send, fin_acknowledged};
+use super::work::registry;
 use crate::irp::IrpRef;
 
 const RX_WINDOW: usize = 64 * 1024;
@@ -45,35 +47,6 @@ pub fn set_peers_vanished(vanished: bool) {
     PEERS_VANISHED.store(vanished, Ordering::SeqCst);
 }
 
-/// Whether the peer has acknowledged our FIN: TCP_INFO's state is past FIN_WAIT1, LAST_ACK and
-/// CLOSING (the states in which our FIN is still unacknowledged).
-#[cfg(target_os = "linux")]
-fn fin_acknowledged(stream: &mio::net::TcpStream) -> bool {
-    use std::os::fd::AsRawFd;
-    const TCP_FIN_WAIT1: u8 = 4;
-    const TCP_LAST_ACK: u8 = 9;
-    const TCP_CLOSING: u8 = 11;
-    // SAFETY: tcp_info is plain old data; all-zero is a valid value.
-    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
-    let mut length = libc::socklen_t::try_from(size_of::<libc::tcp_info>()).unwrap_or(0);
-    // SAFETY: a live socket descriptor, and a buffer of `length` writable bytes.
-    let result = unsafe {
-        libc::getsockopt(
-            stream.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            (&raw mut info).cast(),
-            &raw mut length,
-        )
-    };
-    result != 0 || !matches!(info.tcpi_state, TCP_FIN_WAIT1 | TCP_LAST_ACK | TCP_CLOSING)
-}
-
-#[cfg(not(target_os = "linux"))]
-fn fin_acknowledged(_stream: &mio::net::TcpStream) -> bool {
-    true
-}
-
 /// A queued WskReceive.
 ///
 /// # Invariants
@@ -84,40 +57,6 @@ pub(super) struct Receive {
     pub(super) mdl: *mut wsk::MDL,
     pub(super) offset: u32,
     pub(super) length: usize,
-}
-
-/// A queued WskSend. Like Windows' transport, which reads a send's buffer until the send
-/// completes, the bytes are read from the driver's buffer when they are written to the socket,
-/// not copied at submission: a driver that rewrites a buffer whose send is pending sends the
-/// rewritten bytes here too.
-///
-/// # Invariants
-/// `pieces` are the ranges the WSK_BUF the driver passed describes (its MDL chain, walked at
-/// submission), readable driver memory valid until `irp` completes (WskSend's # Safety:
-/// PFN_WSK_SEND); `length` is their total; `written <= length`.
-pub(super) struct Send {
-    pub(super) irp: IrpRef,
-    pub(super) pieces: Vec<(*mut u8, usize)>,
-    pub(super) length: usize,
-    pub(super) written: usize,
-}
-
-impl Send {
-    /// The driver bytes not written yet, up to the end of the piece `written` falls in.
-    fn unwritten(&self) -> &[u8] {
-        let mut skip = self.written;
-        for &(ptr, len) in &self.pieces {
-            if skip < len {
-                // SAFETY: `skip < len`, so the pointer stays inside the piece.
-                let start = unsafe { ptr.add(skip) };
-                // SAFETY: `ptr..ptr+len` is readable driver memory until the IRP completes (type
-                // invariant), and the IRP is still queued here.
-                return unsafe { std::slice::from_raw_parts(start, len - skip) };
-            }
-            skip -= len;
-        }
-        &[]
-    }
 }
 
 /// A connection socket's state (the flags mirror TCP's: each is an independent fact).
@@ -144,6 +83,14 @@ pub(crate) struct Connection {
     /// WskCloseSocket was called: the event loop moves no more bytes and completes nothing until
     /// the close finishes (`shut_down`).
     pub(super) closed: bool,
+    /// Services of the event loop that took completions from this connection and have not made
+    /// them yet: a close finishes on the loop then, after them, never on the caller's thread.
+    pub(super) in_service: u32,
+    /// The poller's token, once registered (readable only, at first).
+    pub(super) token: Option<Token>,
+    /// The stream is registered for writability too: a write once found the send buffer full.
+    /// Until then no EPOLLOUT edge (one per new connection) wakes the loop for nothing.
+    pub(super) writable_interest: bool,
 }
 
 // SAFETY: the raw pointers a connection holds (the MDLs of pending receives) belong to the
@@ -183,6 +130,9 @@ impl Connection {
             disconnect_indicated: false,
             indications_paused: false,
             closed: false,
+            in_service: 0,
+            token: None,
+            writable_interest: false,
         }
     }
 
@@ -276,7 +226,9 @@ impl Connection {
             })
     }
 
-    /// Moves bytes between the OS and the queues; adds the IRPs to complete to `done`.
+    /// Moves bytes between the OS and the queues; adds the IRPs to complete to `done`. A write
+    /// that finds the send buffer full registers the stream for writability, so the loop hears
+    /// when it drains.
     pub(super) fn pump(&mut self, done: &mut Vec<(IrpRef, NtStatus, usize)>) {
         if self.closed {
             return;
@@ -294,48 +246,8 @@ impl Connection {
                     }
                 }
             });
-            while let Some(send) = self.sends.front_mut() {
-                let result = if send.written < send.length {
-                    stream.write(send.unwritten())
-                } else {
-                    Ok(0)
-                };
-                match result {
-                    Ok(n) => {
-                        send.written += n;
-                        if send.written == send.length {
-                            let send = self.sends.pop_front().expect("front exists");
-                            done.push((send.irp, NtStatus::SUCCESS, send.length));
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => {
-                        self.reset = true;
-                        break;
-                    }
-                }
-            }
-            if self.sends.is_empty()
-                && let Some(irp) = self.disconnect.take()
-            {
-                // A vanished peer would never see the FIN: it is not sent to the real one.
-                if !self.vanished {
-                    let _ = stream.shutdown(Shutdown::Write);
-                }
-                self.shutdown_sent = true;
-                self.fin_wait = Some(irp);
-            }
-            // The disconnect completes when the peer acknowledged the FIN, not when it was sent.
-            if !self.vanished
-                && !self.reset
-                && self.fin_wait.is_some()
-                && fin_acknowledged(stream)
-                && let Some(irp) = self.fin_wait.take()
-            {
-                done.push((irp, NtStatus::SUCCESS, 0));
-            }
         }
+        self.write_and_disconnect(done);
         if self.reset {
             for send in self.sends.drain(..) {
                 done.push((send.irp, NtStatus::CONNECTION_RESET, 0));
@@ -380,12 +292,81 @@ impl Connection {
         }
     }
 
-    /// Registers the stream with the provider's poller under `token`.
+    /// Writes the queued sends, then, once none is left, sends the FIN of a pending graceful
+    /// disconnect; completes the disconnect (adds it to `done`) once the peer acknowledged the FIN.
+    /// Also called on the caller's thread by WskDisconnect (under this connection's lock).
+    pub(super) fn write_and_disconnect(&mut self, done: &mut Vec<(IrpRef, NtStatus, usize)>) {
+        if self.closed {
+            return;
+        }
+        let Some(stream) = self.stream.as_mut() else {
+            return;
+        };
+        while let Some(send) = self.sends.front_mut() {
+            let result = if send.written < send.length {
+                stream.write(send.unwritten())
+            } else {
+                Ok(0)
+            };
+            match result {
+                Ok(n) => {
+                    send.written += n;
+                    if send.written == send.length {
+                        let send = self.sends.pop_front().expect("front exists");
+                        done.push((send.irp, NtStatus::SUCCESS, send.length));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // The loop's lock is a leaf: taken under this connection's lock.
+                    if !self.writable_interest
+                        && let (Some(registry), Some(token)) = (registry(), self.token)
+                    {
+                        // Registering for EPOLLOUT reports it at once if the buffer drained
+                        // meanwhile (the edge is not lost between the write and this).
+                        registry
+                            .reregister(stream, token, Interest::READABLE | Interest::WRITABLE)
+                            .expect("hostkernel: epoll reregister");
+                        self.writable_interest = true;
+                        continue;
+                    }
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.reset = true;
+                    break;
+                }
+            }
+        }
+        if self.sends.is_empty()
+            && let Some(irp) = self.disconnect.take()
+        {
+            // A vanished peer would never see the FIN: it is not sent to the real one.
+            if !self.vanished {
+                let _ = stream.shutdown(Shutdown::Write);
+            }
+            self.shutdown_sent = true;
+            self.fin_wait = Some(irp);
+        }
+        // The disconnect completes when the peer acknowledged the FIN, not when it was sent.
+        if !self.vanished
+            && !self.reset
+            && self.fin_wait.is_some()
+            && fin_acknowledged(stream)
+            && let Some(irp) = self.fin_wait.take()
+        {
+            done.push((irp, NtStatus::SUCCESS, 0));
+        }
+    }
+
+    /// Registers the stream with the provider's poller under `token`, for readability (and a
+    /// peer's FIN or reset); for writability only once a write finds the send buffer full.
     pub(super) fn register(&mut self, registry: &mio::Registry, token: Token) {
         if let Some(stream) = self.stream.as_mut() {
             registry
-                .register(stream, token, Interest::READABLE | Interest::WRITABLE)
+                .register(stream, token, Interest::READABLE)
                 .expect("hostkernel: epoll register");
+            self.token = Some(token);
         }
     }
 

@@ -4,10 +4,11 @@
 
 use wsk::{IRP, NtStatus, SOCKADDR, WSK_BUF, WSK_DATA_INDICATION, WSK_FLAG_ABORTIVE, WSK_SOCKET};
 
-use super::connection::{Connection, Receive, Send, abortive_drop};
+use super::connection::{Connection, Receive, abortive_drop};
 use super::connection_events::service;
 use super::socket_calls;
-use super::state::{CallGuard, connection_of, finish, lock, take_irp};
+use super::state::{CallGuard, connection_of, finish, finish_finished, lock, take_irp};
+use super::transmit::Send;
 use super::work::{complete_later, post, registry};
 use crate::irp::IrpRef;
 
@@ -187,16 +188,40 @@ unsafe extern "system" fn wsk_disconnect(
         }
         return finish(irp, status, 0);
     }
-    let result = with_connection(key, |c| {
+    let Some(connection) = connection_of(key) else {
+        return finish(irp, NtStatus::INVALID_DEVICE_STATE, 0);
+    };
+    // The FIN goes out now, on the caller's thread, when no send is queued before it (as a
+    // transport sends it from the caller's context); the event loop only watches for its
+    // acknowledgement when it is not acknowledged at once.
+    let mut done = Vec::new();
+    let still_pending = {
+        let mut c = lock(&connection);
         if c.stream.is_none() || c.shutdown_sent || c.disconnect.is_some() {
-            return Err(NtStatus::INVALID_DEVICE_STATE);
+            drop(c);
+            return finish(irp, NtStatus::INVALID_DEVICE_STATE, 0);
         }
         c.disconnect = Some(irp);
-        Ok(())
-    });
-    match result {
-        Ok(()) => NtStatus::PENDING,
-        Err(status) => finish(irp, status, 0),
+        c.write_and_disconnect(&mut done);
+        c.disconnect.is_some() || c.fin_wait.is_some()
+    };
+    // Sends still queued, a FIN not yet acknowledged, or a reset found on the way: the loop
+    // takes over (and looks again every few milliseconds for the acknowledgement).
+    if still_pending {
+        post(Box::new(move || service(key)));
+    }
+    match done.as_slice() {
+        // Only this disconnect completed, during the call: inline as a rule (`finish_finished`).
+        [(only, status, information)] if *only == irp => {
+            finish_finished(irp, *status, *information)
+        }
+        // Sends completed too: all later, in order, so none is seen after the disconnect.
+        _ => {
+            for (irp, status, information) in done {
+                complete_later(irp, status, information);
+            }
+            NtStatus::PENDING
+        }
     }
 }
 

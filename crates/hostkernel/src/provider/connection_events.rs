@@ -12,6 +12,7 @@ use wsk::{
 };
 
 use super::connection::{Connection, Indication};
+use super::pause::{self, Point};
 use super::state::{Kind, connection_of, live, lock, state};
 use super::work::{loop_state, post, registry};
 use crate::irp;
@@ -35,6 +36,10 @@ pub(crate) fn service(key: usize) {
     let awaits_fin_ack = {
         let mut connection = lock(&shared);
         connection.pump(&mut done);
+        // Completions taken here are made below: a close meanwhile must wait for them.
+        if !done.is_empty() {
+            connection.in_service += 1;
+        }
         connection.awaits_fin_ack()
     };
     if awaits_fin_ack {
@@ -50,8 +55,12 @@ pub(crate) fn service(key: usize) {
             Some((indication, sock.context, sock.client_dispatch))
         })
     };
-    for (irp, status, information) in done {
-        irp::complete(irp, status, information);
+    if !done.is_empty() {
+        pause::pass(Point::BeforeCompletions { connection: key });
+        for (irp, status, information) in done {
+            irp::complete(irp, status, information);
+        }
+        lock(&shared).in_service -= 1;
     }
     let Some((indication, context, dispatch)) = indication else {
         return;

@@ -5,18 +5,16 @@
 //! [`run_step`] acts with it released. The event loop, told of arrivals by edge (epoll), keeps
 //! looking until it has seen the OS backlog empty or found no consumer ([`Look`]).
 
-use std::ffi::c_void;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use wsk::{
-    NtStatus, SOCKADDR_STORAGE, WSK_CLIENT_CONNECTION_DISPATCH, WSK_EVENT_ACCEPT,
-    WSK_EVENT_DISCONNECT, WSK_EVENT_RECEIVE, WSK_EVENT_SEND_BACKLOG, WSK_FLAG_AT_DISPATCH_LEVEL,
-    WSK_SOCKET,
+    NtStatus, WSK_EVENT_ACCEPT, WSK_EVENT_DISCONNECT, WSK_EVENT_RECEIVE, WSK_EVENT_SEND_BACKLOG,
+    WSK_FLAG_AT_DISPATCH_LEVEL,
 };
 
+use super::accept_event::deliver_event;
 use super::conditional::inspect;
 use super::connection::Connection;
 use super::connection_calls::CONNECTION_DISPATCH;
@@ -25,25 +23,14 @@ use super::listening::{Incoming, Listening, reset};
 use super::pause::{self, Point};
 use super::second_processor;
 use super::state::{
-    Kind, Shared, Slot, Sock, State, callback_done, counted_listen_dispatch, forget, insert,
-    listening_of, live, lock, state,
+    Kind, Shared, Slot, Sock, State, callback_done, counted_listen_dispatch, insert, listening_of,
+    live, lock, state,
 };
 use super::translate;
-use super::work::{ON_LOOP, registry, serve_later};
+use super::work::registry;
 use crate::irp::{self, IrpRef};
 use crate::irql;
 use crate::schedule::{self, Fault};
-use crate::verifier::{Rule, violation};
-
-static ACCEPT_EVENT_PREEMPTION: AtomicBool = AtomicBool::new(false);
-
-/// Fault mode: every WskAcceptEvent callback may be "preempted" — each spin lock it releases
-/// holds its thread up for a millisecond while the driver's other threads run on, so a driver
-/// that lets another thread use the handed-over socket before the callback returns is caught
-/// (`socket-used-before-accept-event-returned`).
-pub fn set_accept_event_preemption(on: bool) {
-    ACCEPT_EVENT_PREEMPTION.store(on, Ordering::SeqCst);
-}
 
 /// What the provider thread does next for a listener.
 enum Step {
@@ -69,6 +56,11 @@ enum Step {
 
 /// Serves a listener until nothing more can be delivered (provider thread).
 pub(crate) fn service(key: usize) {
+    // Whatever woke the loop for this listener (an arrival's edge, a starved WskAccept), inline
+    // accepts ask the OS again until the loop has seen the backlog empty once more.
+    if let Some(shared) = listening_of(key) {
+        lock(&shared).quiet = false;
+    }
     while let Some(step) = next_step(key, false) {
         run_step(key, step);
     }
@@ -95,8 +87,12 @@ fn accept_os(listening: &Listening) -> Option<Incoming> {
         match listener.accept() {
             Ok((stream, remote)) => {
                 let stream: std::net::TcpStream = stream.into();
-                let Ok(local) = stream.local_addr() else {
-                    continue;
+                let local = match listening.fixed_local {
+                    Some(local) => local,
+                    None => match stream.local_addr() {
+                        Ok(local) => local,
+                        Err(_) => continue,
+                    },
                 };
                 return Some(Incoming {
                     stream,
@@ -160,7 +156,9 @@ fn look(key: usize, irp_only: bool) -> Look {
         if listening.broken || listening.closed {
             return Look::Idle;
         }
-        let mut drained = irp_only;
+        // `quiet`: an accept4 saw the backlog empty and the loop has not served this listener
+        // since (a later arrival is a new edge, served after `service` clears the flag).
+        let mut drained = irp_only || listening.quiet;
         if listening.conditional {
             // Conditional accept: inspect every new arrival first, consumer or not (WSK-FACTS
             // §6); the inspected ones wait in `ready`.
@@ -181,12 +179,17 @@ fn look(key: usize, irp_only: bool) -> Look {
             // until it has seen the backlog empty or has no consumer. A WskAccept completing
             // inline takes at most the one connection it completes with.
             let batch = if irp_only { 1 } else { ACCEPT_BATCH };
-            while listening.ready.len() < batch {
-                let Some(incoming) = accept_os(&listening) else {
-                    drained = true;
-                    break;
-                };
-                listening.ready.push_back(incoming);
+            // Not `quiet`: neither the loop's next look in this service nor an inline accept
+            // asks the OS again once it answered EAGAIN; they take only what the loop holds.
+            if !listening.quiet {
+                while listening.ready.len() < batch {
+                    let Some(incoming) = accept_os(&listening) else {
+                        drained = true;
+                        listening.quiet = true;
+                        break;
+                    };
+                    listening.ready.push_back(incoming);
+                }
             }
         }
         (listening.ready.len(), drained)
@@ -348,108 +351,5 @@ fn run_step(key: usize, step: Step) {
             local,
             remote,
         } => inspect(key, stream, local, remote),
-    }
-}
-
-/// Hands a new connection socket to the client's WskAcceptEvent.
-fn deliver_event(key: usize, new_key: usize, local: SocketAddr, remote: SocketAddr) {
-    pause::pass(Point::BeforeAcceptEvent { listener: key });
-    let concurrent = second_processor::enabled();
-    if concurrent && let Some(sock) = live(&mut state(), new_key) {
-        // Delivered from this thread, not the one that decided it.
-        sock.accept_event_thread = Some(std::thread::current().id());
-    }
-    let Some((context, dispatch)) = counted_listen_dispatch(key) else {
-        forget_and_reset(new_key);
-        return;
-    };
-    let Some(accept_event) = dispatch.WskAcceptEvent else {
-        callback_done(key);
-        forget_and_reset(new_key);
-        return;
-    };
-    let mut local_sa = SOCKADDR_STORAGE::from(local);
-    let mut remote_sa = SOCKADDR_STORAGE::from(remote);
-    let mut out_context: *mut c_void = std::ptr::null_mut();
-    let mut out_dispatch: *const WSK_CLIENT_CONNECTION_DISPATCH = std::ptr::null();
-    let mut call = || {
-        irql::at_dispatch(|| {
-            // SAFETY: PFN_WSK_ACCEPT_EVENT's contract (WSK-FACTS §5): `context` is the
-            // SocketContext the driver gave this listening socket, valid while the socket lives,
-            // and the socket cannot finish closing while this provider-thread callback runs; the
-            // addresses are SOCKADDR_STORAGE copies on this stack and the out-parameters locals,
-            // all valid for the call; `new_key` is the live WSK_SOCKET being handed over.
-            unsafe {
-                accept_event(
-                    context,
-                    WSK_FLAG_AT_DISPATCH_LEVEL,
-                    local_sa.as_mut_ptr(),
-                    remote_sa.as_mut_ptr(),
-                    new_key as *mut WSK_SOCKET,
-                    &raw mut out_context,
-                    &raw mut out_dispatch,
-                )
-            }
-        })
-    };
-    let status = if ACCEPT_EVENT_PREEMPTION.load(Ordering::SeqCst) {
-        crate::spinlock::preemptible(call)
-    } else {
-        call()
-    };
-    if concurrent {
-        // Returned, but the provider is still busy with the callback on this processor.
-        std::thread::sleep(second_processor::AFTER_RETURN);
-    }
-    {
-        // The callback returned: from now on the socket is the client's (or declined). Recorded
-        // with the end of the callback, in one step, so that whoever learns that no callback
-        // runs (a disable answering STATUS_SUCCESS) finds the socket recorded.
-        let mut state = state();
-        if let Some(sock) = live(&mut state, new_key) {
-            sock.accept_event_thread = None;
-        }
-        if let Some(sock) = live(&mut state, key) {
-            sock.callbacks_running -= 1;
-        }
-    }
-    if status == NtStatus::SUCCESS {
-        let mut state = state();
-        if let Some(sock) = live(&mut state, new_key) {
-            sock.context = out_context;
-            sock.client_dispatch = out_dispatch.cast();
-            if sock.client_dispatch.is_null() {
-                sock.events = 0;
-            }
-        }
-        drop(state);
-        if ON_LOOP.with(std::cell::Cell::get) {
-            // This is the event loop: serve the new socket now, not through its queue.
-            connection_events::service(new_key);
-        } else {
-            serve_later(new_key);
-        }
-    } else if status == NtStatus::REQUEST_NOT_ACCEPTED {
-        // The provider closes a rejected socket abortively: the peer sees RST.
-        forget_and_reset(new_key);
-    } else {
-        violation(
-            Rule::InvalidArgument,
-            format_args!(
-                "WskAcceptEvent returned {status}; only STATUS_SUCCESS or STATUS_REQUEST_NOT_ACCEPTED are allowed"
-            ),
-        );
-    }
-}
-
-/// Forgets a connection socket no client took, resetting its connection.
-fn forget_and_reset(new_key: usize) {
-    let mut state = state();
-    let forgotten = forget(&mut state, new_key);
-    drop(state);
-    if let Some(sock) = forgotten
-        && let Kind::Connection(connection) = sock.kind
-    {
-        lock(&connection).abort(registry().as_deref());
     }
 }

@@ -84,6 +84,11 @@ unsafe extern "system" fn wsk_bind(
             .register(&mut listener, Token(key), Interest::READABLE)
             .expect("hostkernel: epoll register");
     }
+    // Bound to one address, the listener's connections all have it as their local address.
+    listening.fixed_local = listener
+        .local_addr()
+        .ok()
+        .filter(|local| !local.ip().is_unspecified());
     listening.listener = Some(listener);
     drop(listening);
     finish(irp, NtStatus::SUCCESS, 0)

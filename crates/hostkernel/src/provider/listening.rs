@@ -60,6 +60,15 @@ pub(crate) struct Listening {
     /// no accept event): the next WskAccept must have it served again. Set and read under this
     /// socket's lock, with the IRP queue, so no IRP is left waiting beside a waiting connection.
     pub(super) starved: bool,
+    /// An `accept4` saw the OS backlog empty and the event loop has not begun serving this
+    /// listener since: neither a WskAccept completing inline nor the loop's next look in the same
+    /// service asks the OS again (it would answer EAGAIN). Any later arrival is a readiness edge,
+    /// and the loop clears this when it begins serving, so no arrival is missed: an IRP waits
+    /// queued for the loop, as it would have anyway.
+    pub(super) quiet: bool,
+    /// The address every accepted connection has as its local address, when the listener is
+    /// bound to one (not a wildcard): no getsockname per connection then.
+    pub(super) fixed_local: Option<SocketAddr>,
 }
 
 // SAFETY: the raw pointers a listening socket holds (the out-buffers and dispatch of queued
@@ -98,6 +107,8 @@ impl Listening {
             broken: false,
             closed: false,
             starved: false,
+            quiet: false,
+            fixed_local: None,
         })
     }
 

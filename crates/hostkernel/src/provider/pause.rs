@@ -1,7 +1,8 @@
-//! Fault mode: holding the event loop in its accept path ([`pause_accept_loop`]), the way a
-//! preempted provider thread is held, so that a test can line up a race with it: the loop's
-//! batch of accepts against WskAccept calls completing inline on other threads, or an accept
-//! callback decided on against a disable of the accept event.
+//! Fault mode: holding the event loop in its accept path or between a connection's I/O and its
+//! completions ([`pause_accept_loop`]), the way a preempted provider thread is held, so that a
+//! test can line up a race with it: the loop's batch of accepts against WskAccept calls
+//! completing inline on other threads, an accept callback decided on against a disable of the
+//! accept event, or completions the loop took against a close on another thread.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -26,6 +27,12 @@ pub enum Point {
         listener: usize,
         /// How many connections it holds.
         held: usize,
+    },
+    /// Serving a connection socket: holding the completions its I/O produced (taken under the
+    /// socket's lock), before it makes them.
+    BeforeCompletions {
+        /// The connection socket.
+        connection: usize,
     },
 }
 

@@ -1,6 +1,5 @@
 //! WskRegister, WskCaptureProviderNPI, WskReleaseProviderNPI and WskDeregister (WSK-FACTS §7).
 
-use std::sync::PoisonError;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -8,7 +7,7 @@ use wsk::{NtStatus, WSK_CLIENT_NPI, WSK_PROVIDER_NPI, WSK_REGISTRATION};
 
 use super::event_loop::{ensure_loop, stop_loop};
 use super::provider_calls::PROVIDER_DISPATCH;
-use super::state::{CHANGED, Registration, Slot, State, state};
+use super::state::{Registration, Slot, State, changed, state, wait_changed};
 use crate::accounting::COUNTERS;
 use crate::irql;
 use crate::verifier::{Rule, violation};
@@ -33,7 +32,7 @@ pub fn capture_calls() -> u64 {
 pub fn set_provider_ready(ready: bool) {
     let mut state = state();
     state.provider_ready = ready;
-    CHANGED.notify_all();
+    changed(&state);
 }
 
 /// The registration id WskRegister wrote into `registration`; a NULL or unregistered
@@ -132,13 +131,8 @@ pub unsafe extern "system" fn WskCaptureProviderNPI(
         let now = Instant::now();
         state = match deadline {
             Some(deadline) if now >= deadline => return NtStatus::DEVICE_NOT_READY,
-            Some(deadline) => {
-                CHANGED
-                    .wait_timeout(state, deadline - now)
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .0
-            }
-            None => CHANGED.wait(state).unwrap_or_else(PoisonError::into_inner),
+            Some(deadline) => wait_changed(state, Some(deadline - now)),
+            None => wait_changed(state, None),
         };
     }
     if let Some(reg) = state.registrations.get_mut(&id) {
@@ -180,7 +174,7 @@ pub unsafe extern "system" fn WskReleaseProviderNPI(registration: *mut WSK_REGIS
     }
     reg.captured -= 1;
     COUNTERS.captured_npis.fetch_sub(1, Ordering::SeqCst);
-    CHANGED.notify_all();
+    changed(&state);
 }
 
 /// WskDeregister: blocks until every captured NPI is released and every socket of the
@@ -204,7 +198,7 @@ pub unsafe extern "system" fn WskDeregister(registration: *mut WSK_REGISTRATION)
         if reg.captured == 0 && reg.sockets == 0 {
             break;
         }
-        state = CHANGED.wait(state).unwrap_or_else(PoisonError::into_inner);
+        state = wait_changed(state, None);
     }
     state.registrations.remove(&id);
     // Tombstones of this registration can go now: the client promised not to use them again.

@@ -13,11 +13,11 @@ use wsk::{
 
 use super::conditional;
 use super::state::{
-    CHANGED, CallGuard, Kind, Slot, Sock, check_wsk_entry, finish, live, lock, retire, state,
-    take_irp,
+    CallGuard, Kind, Slot, Sock, changed, check_wsk_entry, finish, finish_finished, live, lock,
+    retire, state, take_irp,
 };
 use super::translate;
-use super::work::{post, post_after, registry, serve_later};
+use super::work::{complete_later, post, post_after, registry, serve_later};
 use crate::accounting::COUNTERS;
 use crate::irp::{self, IrpRef};
 use crate::schedule::{self, Fault};
@@ -259,15 +259,60 @@ pub(crate) unsafe extern "system" fn wsk_close_socket(
         unreachable!("checked above")
     };
     // From now on the event loop moves nothing on this socket (the object lock orders this after
-    // any service in progress); its close finishes on the loop.
-    match &sock.kind {
-        Kind::Listen(listening) => lock(listening).closed = true,
-        Kind::Connection(connection) => lock(connection).closed = true,
-    }
+    // any service in progress); its close finishes on the loop, or here when nothing of the
+    // socket is in flight: no callback running (none can start: it is a tombstone under STATE),
+    // no service holding completions it took before `closed` (`in_service`).
+    let idle = match &sock.kind {
+        Kind::Listen(listening) => {
+            lock(listening).closed = true;
+            false
+        }
+        Kind::Connection(connection) => {
+            let mut connection = lock(connection);
+            connection.closed = true;
+            connection.in_service == 0 && sock.callbacks_running == 0
+        }
+    };
     let delay = guard.close_delay;
     drop(guard);
+    if idle && delay.is_zero() {
+        return close_now(key, sock, irp);
+    }
     post_after(delay, Box::new(move || finish_close(key, sock, irp)));
     NtStatus::PENDING
+}
+
+/// Finishes the close of an idle connection socket on the caller's thread: the OS socket is
+/// closed and the WSK_SOCKET retired before the IRP completes (inline as a rule,
+/// `finish_finished`); IRPs it cancels complete first, in order, on the provider thread.
+fn close_now(key: usize, sock: Sock, irp: IrpRef) -> NtStatus {
+    let registration = sock.registration;
+    let cancelled = match sock.kind {
+        Kind::Connection(connection) => lock(&connection).shut_down(),
+        Kind::Listen(_) => unreachable!("only connection sockets close here"),
+    };
+    retire_closed(key, registration);
+    if cancelled.is_empty() {
+        return finish_finished(irp, NtStatus::SUCCESS, 0);
+    }
+    for pending in cancelled {
+        complete_later(pending, NtStatus::CANCELLED, 0);
+    }
+    complete_later(irp, NtStatus::SUCCESS, 0);
+    NtStatus::PENDING
+}
+
+/// A socket's close completed (or is about to, with nothing of it in flight): it no longer counts
+/// against its registration, and its WSK_SOCKET is poisoned, then freed (WSK-FACTS §7: after the
+/// call the socket must not be used again).
+fn retire_closed(key: usize, registration: u64) {
+    let mut state = state();
+    if let Some(reg) = state.registrations.get_mut(&registration) {
+        reg.sockets -= 1;
+    }
+    retire(&mut state, key);
+    COUNTERS.sockets.fetch_sub(1, Ordering::SeqCst);
+    changed(&state);
 }
 
 /// Runs on the provider thread, after any callback of the socket has returned.
@@ -286,15 +331,7 @@ fn finish_close(key: usize, sock: Sock, irp: IrpRef) {
         irp::complete(pending, NtStatus::CANCELLED, 0);
     }
     irp::complete(irp, NtStatus::SUCCESS, 0);
-    let mut state = state();
-    if let Some(reg) = state.registrations.get_mut(&registration) {
-        reg.sockets -= 1;
-    }
-    // The close completed: from now on the WSK_SOCKET is poisoned, then freed (WSK-FACTS §7:
-    // after the call the socket must not be used again).
-    retire(&mut state, key);
-    COUNTERS.sockets.fetch_sub(1, Ordering::SeqCst);
-    CHANGED.notify_all();
+    retire_closed(key, registration);
 }
 
 static LOCAL_ADDRESS_FAILURE: std::sync::Mutex<Option<std::time::Duration>> =

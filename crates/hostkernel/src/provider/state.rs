@@ -120,6 +120,9 @@ pub(crate) struct State {
     pub(crate) close_delay: Duration,
     /// Closed sockets, oldest first, whose poisoned WSK_SOCKET is kept (at most [`QUARANTINE`]).
     pub(crate) quarantine: VecDeque<usize>,
+    /// Threads waiting on [`CHANGED`] (WskDeregister, WskCaptureProviderNPI): only then does a
+    /// change notify it (a notify with no waiter would still be a system call per close).
+    pub(crate) changed_waiters: u32,
 }
 
 /// Closed sockets kept poisoned before their WSK_SOCKET is freed: a stale pointer used within the
@@ -163,11 +166,40 @@ pub(crate) static STATE: LazyLock<Mutex<State>> = LazyLock::new(|| {
         inspections: HashMap::new(),
         close_delay: Duration::ZERO,
         quarantine: VecDeque::new(),
+        changed_waiters: 0,
     })
 });
 
-/// Signalled whenever a socket finishes closing, an NPI is released or readiness changes.
-pub(crate) static CHANGED: Condvar = Condvar::new();
+/// Signalled whenever a socket finishes closing, an NPI is released or readiness changes
+/// ([`changed`]); waited on under STATE with [`wait_changed`].
+static CHANGED: Condvar = Condvar::new();
+
+/// Tells the threads waiting on [`CHANGED`], if any (called with STATE held, so a waiter counted
+/// in `changed_waiters` is blocked on the condition variable or will re-check under the lock).
+pub(crate) fn changed(state: &State) {
+    if state.changed_waiters > 0 {
+        CHANGED.notify_all();
+    }
+}
+
+/// Waits on [`CHANGED`] with STATE held, at most `timeout` (forever with None).
+pub(crate) fn wait_changed(
+    mut state: MutexGuard<'static, State>,
+    timeout: Option<Duration>,
+) -> MutexGuard<'static, State> {
+    state.changed_waiters += 1;
+    let mut state = match timeout {
+        None => CHANGED.wait(state).unwrap_or_else(PoisonError::into_inner),
+        Some(timeout) => {
+            CHANGED
+                .wait_timeout(state, timeout)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0
+        }
+    };
+    state.changed_waiters -= 1;
+    state
+}
 
 pub(crate) fn state() -> MutexGuard<'static, State> {
     STATE.lock().unwrap_or_else(PoisonError::into_inner)
@@ -184,6 +216,19 @@ pub fn set_close_delay(delay: Duration) {
 /// schedule decides, and returns what the WSK call returns (WSK-FACTS §3).
 pub(crate) fn finish(irp: IrpRef, status: NtStatus, information: usize) -> NtStatus {
     if schedule::complete_inline() {
+        irp::complete(irp, status, information);
+        status
+    } else {
+        post_work(Work::Complete(irp, status, information));
+        NtStatus::PENDING
+    }
+}
+
+/// Completes the IRP of a call the provider finished during the call (a FIN acknowledged at
+/// once, a close with nothing outstanding): inline as a rule, on the provider thread when the
+/// schedule says so (`Schedule::finished_inline_percent`). Returns what the call returns.
+pub(crate) fn finish_finished(irp: IrpRef, status: NtStatus, information: usize) -> NtStatus {
+    if schedule::complete_finished_inline() {
         irp::complete(irp, status, information);
         status
     } else {
@@ -318,7 +363,7 @@ pub(crate) fn forget(state: &mut State, key: usize) -> Option<Sock> {
         reg.sockets -= 1;
     }
     COUNTERS.sockets.fetch_sub(1, Ordering::SeqCst);
-    CHANGED.notify_all();
+    changed(state);
     retire(state, key);
     Some(sock)
 }

@@ -415,6 +415,16 @@ impl ConnSocket {
         // is closed); this handle is not used again; `Basic` is its table's basic dispatch.
         unsafe { close_raw(self.as_ptr(), &self.dispatch().Basic) };
     }
+
+    /// WskCloseSocket, not waited for; consumes the handle.
+    pub fn start_close(self) -> Pending {
+        let f = self.dispatch().Basic.WskCloseSocket.unwrap();
+        let raw = self.as_ptr();
+        // SAFETY: PFN_WSK_CLOSE_SOCKET's contract: the socket is live (type invariant) with no
+        // other call on it in progress (as in `close`: this handle is consumed, others are not
+        // used while or after it closes), and `irp` is Pending::start's fresh IRP.
+        Pending::start(|irp| unsafe { f(raw, irp) })
+    }
 }
 
 /// A listening socket bound to an ephemeral loopback port.
