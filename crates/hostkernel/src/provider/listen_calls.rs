@@ -144,8 +144,11 @@ unsafe extern "system" fn wsk_accept(
     }
     listening.accept_irps.push_back(request);
     // The event loop serves the listener on every arrival and, while it is serving, sees this
-    // IRP; only a listener it left for want of a consumer needs serving again.
-    let starved = std::mem::take(&mut listening.starved);
+    // IRP; only a listener it left for want of a consumer needs serving again, and only when a
+    // connection may wait: one it holds, or one in the OS backlog since it last looked (not
+    // `quiet`). Otherwise the next arrival is a readiness edge, and the loop finds this IRP.
+    let starved = std::mem::take(&mut listening.starved)
+        && !(listening.quiet && listening.ready.is_empty());
     drop(listening);
     if starved {
         serve_later(key);
