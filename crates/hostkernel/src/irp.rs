@@ -12,7 +12,7 @@
 //! STATUS_MORE_PROCESSING_REQUIRED (every host IRP is driver-allocated), a pointer that is not a
 //! live IRP.
 
-use std::collections::HashSet;
+use rustc_hash::FxHashSet;
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -69,7 +69,7 @@ unsafe impl Sync for HostIrp {}
 /// Every allocated, not yet freed IRP. Lock order: LIVE before an IRP's `inner` (the tail of
 /// `complete` holds LIVE while it updates the IRP, so that it cannot be freed meanwhile); no path
 /// takes LIVE while holding an `inner`.
-static LIVE: Mutex<Option<HashSet<usize>>> = Mutex::new(None);
+static LIVE: Mutex<Option<FxHashSet<usize>>> = Mutex::new(None);
 static SERIAL: AtomicU64 = AtomicU64::new(1);
 
 fn is_live(irp: *mut IRP) -> bool {
@@ -117,7 +117,7 @@ pub fn io_allocate_irp(stack_size: i8) -> *mut IRP {
     .cast::<IRP>();
     LIVE.lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .get_or_insert_with(HashSet::new)
+        .get_or_insert_with(FxHashSet::default)
         .insert(irp as usize);
     COUNTERS.irps.fetch_add(1, Ordering::SeqCst);
     crate::accounting::IRP_ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
@@ -144,7 +144,7 @@ pub unsafe fn io_free_irp(irp: *mut IRP) {
     // holding that lock (the tail of `complete`) may touch it until they release it.
     LIVE.lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .get_or_insert_with(HashSet::new)
+        .get_or_insert_with(FxHashSet::default)
         .remove(&(irp as usize));
     // SAFETY: the IRP was allocated by `Box::into_raw` in io_allocate_irp, is no longer pending,
     // and was just removed from LIVE, so this is the one and only free.

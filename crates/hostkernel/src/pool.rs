@@ -3,6 +3,8 @@
 
 use std::alloc::Layout;
 use std::collections::HashMap;
+
+use rustc_hash::FxHashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
@@ -15,7 +17,7 @@ struct Block {
     layout: Layout,
 }
 
-static BLOCKS: Mutex<Option<HashMap<usize, Block>>> = Mutex::new(None);
+static BLOCKS: Mutex<Option<FxHashMap<usize, Block>>> = Mutex::new(None);
 
 /// ExAllocatePool2 calls that succeeded so far (cumulative; [`crate::accounting::allocations`]).
 pub(crate) static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
@@ -58,7 +60,7 @@ pub fn allocate(tag: u32, size: usize, align: usize) -> *mut u8 {
         BLOCKS
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .get_or_insert_with(HashMap::new)
+            .get_or_insert_with(FxHashMap::default)
             .insert(ptr as usize, Block { tag, layout });
     }
     ptr
@@ -73,7 +75,7 @@ pub unsafe fn free(ptr: *mut u8, tag: u32) {
     let block = BLOCKS
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .get_or_insert_with(HashMap::new)
+        .get_or_insert_with(FxHashMap::default)
         .remove(&(ptr as usize));
     let Some(block) = block else {
         violation(
@@ -101,7 +103,7 @@ pub unsafe fn free(ptr: *mut u8, tag: u32) {
 pub fn usage() -> Vec<PoolUsage> {
     let guard = BLOCKS.lock().unwrap_or_else(PoisonError::into_inner);
     let mut by_tag: HashMap<u32, (u64, u64)> = HashMap::new();
-    for block in guard.iter().flat_map(HashMap::values) {
+    for block in guard.iter().flat_map(FxHashMap::values) {
         let entry = by_tag.entry(block.tag).or_default();
         entry.0 += 1;
         entry.1 += block.layout.size() as u64;

@@ -147,8 +147,8 @@ unsafe extern "system" fn wsk_accept(
     // IRP; only a listener it left for want of a consumer needs serving again, and only when a
     // connection may wait: one it holds, or one in the OS backlog since it last looked (not
     // `quiet`). Otherwise the next arrival is a readiness edge, and the loop finds this IRP.
-    let starved = std::mem::take(&mut listening.starved)
-        && !(listening.quiet && listening.ready.is_empty());
+    let starved =
+        std::mem::take(&mut listening.starved) && !(listening.quiet && listening.ready.is_empty());
     drop(listening);
     if starved {
         serve_later(key);

@@ -7,7 +7,9 @@
 //! sockets ([`insert`], [`forget`], [`retire`]), and counting running client callbacks
 //! ([`listen_dispatch`], [`callback_done`]). Posting work to the event loop is `work`'s.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap;
 use std::ffi::c_void;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard, PoisonError};
@@ -109,13 +111,13 @@ pub(crate) struct Registration {
 }
 
 pub(crate) struct State {
-    pub(crate) sockets: HashMap<usize, Slot>,
-    pub(crate) registrations: HashMap<u64, Registration>,
+    pub(crate) sockets: FxHashMap<usize, Slot>,
+    pub(crate) registrations: FxHashMap<u64, Registration>,
     pub(crate) loop_thread: Option<JoinHandle<()>>,
     pub(crate) provider_ready: bool,
     pub(crate) next_registration: u64,
     pub(crate) inspect_serial: u32,
-    pub(crate) inspections: HashMap<usize, Inspection>,
+    pub(crate) inspections: FxHashMap<usize, Inspection>,
     /// How long every WskCloseSocket takes to finish (fault mode; zero normally).
     pub(crate) close_delay: Duration,
     /// Closed sockets, oldest first, whose poisoned WSK_SOCKET is kept (at most [`QUARANTINE`]).
@@ -157,13 +159,13 @@ unsafe impl Send for State {}
 
 pub(crate) static STATE: LazyLock<Mutex<State>> = LazyLock::new(|| {
     Mutex::new(State {
-        sockets: HashMap::new(),
-        registrations: HashMap::new(),
+        sockets: FxHashMap::default(),
+        registrations: FxHashMap::default(),
         loop_thread: None,
         provider_ready: true,
         next_registration: 1,
         inspect_serial: 1,
-        inspections: HashMap::new(),
+        inspections: FxHashMap::default(),
         close_delay: Duration::ZERO,
         quarantine: VecDeque::new(),
         changed_waiters: 0,

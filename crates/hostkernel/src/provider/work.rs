@@ -4,7 +4,9 @@
 //! wakes the loop (not when the loop posts to itself, nor while a wake-up is on its way).
 
 use std::cell::Cell;
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -42,7 +44,7 @@ pub(crate) struct LoopState {
     pub(crate) stopping: bool,
     /// Connections whose graceful disconnect waits for the peer to acknowledge the FIN: looked at
     /// again every few milliseconds (no readiness event announces an ACK).
-    pub(crate) fin_waiters: HashSet<usize>,
+    pub(crate) fin_waiters: FxHashSet<usize>,
     /// Work held back until its time (`set_close_delay`).
     pub(crate) timers: Vec<(Instant, Deferred)>,
 }
@@ -53,7 +55,7 @@ pub(crate) static LOOP: LazyLock<Mutex<LoopState>> = LazyLock::new(|| {
         registry: None,
         waker: None,
         stopping: false,
-        fin_waiters: HashSet::new(),
+        fin_waiters: FxHashSet::default(),
         timers: Vec::new(),
     })
 });
