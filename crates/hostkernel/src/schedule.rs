@@ -22,9 +22,10 @@ pub struct Schedule {
     pub race_percent: u8,
     /// Percent of pool, IRP and MDL allocations that fail (0–100).
     pub alloc_fail_percent: u8,
-    /// Percent of the calls the provider finishes during the call — a WskDisconnect whose FIN is
-    /// acknowledged at once, a WskCloseSocket with nothing outstanding — whose IRP completes
-    /// inline, before the call returns (0–100); the others complete on the provider thread.
+    /// Percent of the calls the provider finishes during the call — a WskAccept with a connection
+    /// waiting, a WskDisconnect whose FIN is acknowledged at once, a WskCloseSocket with nothing
+    /// outstanding — whose IRP completes inline, before the call returns (0–100); the others
+    /// complete on the provider thread.
     /// Unseeded: 100 (the provider completes what it finished where it found it finished).
     pub finished_inline_percent: u8,
 }

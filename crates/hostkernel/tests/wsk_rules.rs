@@ -180,7 +180,7 @@ fn completion_always_runs_inline_and_deferred() {
             inline_percent: inline,
             race_percent: 0,
             alloc_fail_percent: 0,
-            finished_inline_percent: 100,
+            finished_inline_percent: inline,
         });
         let client = Client::register();
         let socket = client.listen_socket(AF_INET, std::ptr::null_mut(), std::ptr::null());
@@ -619,7 +619,7 @@ fn an_accept_irp_is_served_after_inline_accepts_took_the_loops_whole_batch() {
             inline_percent: percent,
             race_percent: 0,
             alloc_fail_percent: 0,
-            finished_inline_percent: 100,
+            finished_inline_percent: percent,
         });
     };
     inline(0);

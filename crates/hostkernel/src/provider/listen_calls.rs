@@ -153,9 +153,10 @@ unsafe extern "system" fn wsk_accept(
     if starved {
         serve_later(key);
     }
-    // Inline completion (before WskAccept returns) when a connection is already waiting and the
-    // schedule says so; otherwise the provider thread completes it (real Windows: STATUS_PENDING).
-    if schedule::complete_inline() && deliver_one(key, true) == Some(irp) {
+    // A connection already waiting finishes the accept during the call: completed inline as a
+    // rule (`finished_inline_percent`; a seeded schedule defers some); with none waiting, the
+    // provider thread completes it when one arrives (STATUS_PENDING).
+    if schedule::complete_finished_inline() && deliver_one(key, true) == Some(irp) {
         return NtStatus::SUCCESS;
     }
     NtStatus::PENDING
