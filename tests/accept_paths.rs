@@ -147,11 +147,26 @@ fn eight_listeners_ipv4_ipv6_and_dual_stack_at_once() {
                 std::net::TcpStream::connect(("127.0.0.1", port)).expect("dual-stack takes IPv4"),
             );
         } else if i % 3 == 1 {
-            let v4 = std::net::TcpStream::connect_timeout(
-                &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-                Duration::from_millis(500),
-            );
-            assert!(v4.is_err(), "IPv6-only listener took IPv4");
+            // The IPv4 port is free iff the listener is IPv6-only (a dual-stack [::]:port holds
+            // it). A connect would not tell: another test process may listen on 127.0.0.1:port.
+            // When it is taken, whoever answers an IPv4 connect must not be this listener.
+            let v4 = std::net::TcpListener::bind(("127.0.0.1", port));
+            if let Err(error) = v4 {
+                assert_eq!(error.kind(), std::io::ErrorKind::AddrInUse);
+                let accepted = || {
+                    let counters = engine.listener_info(info.id).unwrap().counters;
+                    counters.accepted_irp + counters.accepted_event
+                };
+                wait_until("the IPv6 client accepted", Duration::from_secs(10), || {
+                    accepted() == 1
+                });
+                let _v4 = std::net::TcpStream::connect_timeout(
+                    &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+                    Duration::from_millis(500),
+                );
+                std::thread::sleep(Duration::from_millis(300));
+                assert_eq!(accepted(), 1, "IPv6-only listener took IPv4");
+            }
         }
     }
     let expected = u32::try_from(clients.len()).unwrap();
