@@ -475,3 +475,55 @@ fn a_close_never_completes_before_a_completion_the_event_loop_took() {
     let outstanding = hostkernel::accounting::outstanding();
     assert!(outstanding.is_clean(), "{outstanding}");
 }
+
+/// Nor may it overtake a completion the provider posted to the event loop before it (a deferred
+/// one): an abortive WskDisconnect completes later while the loop is held elsewhere, and the close
+/// that follows must not complete before it.
+#[test]
+fn a_close_never_completes_before_a_completion_posted_before_it() {
+    hostkernel::schedule::configure(hostkernel::schedule::Schedule {
+        seed: 11,
+        inline_percent: 0,
+        race_percent: 0,
+        alloc_fail_percent: 0,
+        finished_inline_percent: 100,
+    });
+    let client = Client::register();
+    let (listener, socket, _peer) = accepted_pair(&client);
+    let (other, other_address) =
+        bound_listener(&client, AF_INET, std::ptr::null_mut(), std::ptr::null());
+    let pause = hostkernel::provider::pause_accept_loop();
+    let _other_peer = TcpStream::connect(other_address).unwrap();
+    while pause.wait_until_held(Duration::from_secs(10))
+        != (hostkernel::provider::Point::BeforeBatch {
+            listener: other.key(),
+        })
+    {
+        pause.resume();
+    }
+    let f = socket.dispatch().WskDisconnect.unwrap();
+    let raw = socket.as_ptr();
+    // SAFETY: PFN_WSK_DISCONNECT's contract: `raw` is a live connection socket (ConnSocket's
+    // invariant), no final buffer, `irp` is Pending::start's fresh IRP.
+    let disconnect =
+        Pending::start(|irp| unsafe { f(raw, std::ptr::null_mut(), WSK_FLAG_ABORTIVE, irp) });
+    assert_eq!(
+        disconnect.returned,
+        NtStatus::PENDING,
+        "deferred: the loop is held"
+    );
+    let close = socket.start_close();
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        !close.is_done(),
+        "the close completed before the disconnect completion posted before it"
+    );
+    drop(pause);
+    assert_eq!(disconnect.wait(), (NtStatus::SUCCESS, 0));
+    assert_eq!(close.wait(), (NtStatus::SUCCESS, 0));
+    other.close();
+    listener.close();
+    client.deregister();
+    let outstanding = hostkernel::accounting::outstanding();
+    assert!(outstanding.is_clean(), "{outstanding}");
+}

@@ -119,7 +119,12 @@ fn run_loop(mut poll: Poll) {
             work();
         }
         loop {
-            let work = loop_state().deferred.pop_front();
+            let work = {
+                let mut queue = loop_state();
+                let work = queue.deferred.pop_front();
+                queue.running += u32::from(work.is_some());
+                work
+            };
             match work {
                 Some(Work::Run(work)) => work(),
                 Some(Work::Complete(irp, status, information)) => {
@@ -128,6 +133,7 @@ fn run_loop(mut poll: Poll) {
                 Some(Work::Serve(key)) => service(key, false),
                 None => break,
             }
+            loop_state().running -= 1;
         }
         let stopping = loop_state().stopping;
         if stopping {

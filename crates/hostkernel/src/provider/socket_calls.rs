@@ -17,7 +17,7 @@ use super::state::{
     retire, state, take_irp,
 };
 use super::translate;
-use super::work::{complete_later, post, post_after, registry, serve_later};
+use super::work::{complete_later, nothing_posted, post, post_after, registry, serve_later};
 use crate::accounting::COUNTERS;
 use crate::irp::{self, IrpRef};
 use crate::schedule::{self, Fault};
@@ -275,7 +275,8 @@ pub(crate) unsafe extern "system" fn wsk_close_socket(
     };
     let delay = guard.close_delay;
     drop(guard);
-    if idle && delay.is_zero() {
+    // Nor may a completion posted to the loop before (a deferred one) wait behind this close.
+    if idle && delay.is_zero() && nothing_posted() {
         return close_now(key, sock, irp);
     }
     post_after(delay, Box::new(move || finish_close(key, sock, irp)));

@@ -37,6 +37,8 @@ pub(crate) enum Work {
 pub(crate) struct LoopState {
     /// Work posted to the event-loop thread, in order.
     pub(crate) deferred: VecDeque<Work>,
+    /// Items of `deferred` the loop has taken and not finished running.
+    pub(crate) running: u32,
     /// The poller's registry (epoll_ctl is thread-safe: callers clone the Arc and use it with no
     /// lock held).
     pub(crate) registry: Option<Arc<mio::Registry>>,
@@ -52,6 +54,7 @@ pub(crate) struct LoopState {
 pub(crate) static LOOP: LazyLock<Mutex<LoopState>> = LazyLock::new(|| {
     Mutex::new(LoopState {
         deferred: VecDeque::new(),
+        running: 0,
         registry: None,
         waker: None,
         stopping: false,
@@ -72,6 +75,13 @@ thread_local! {
 
 pub(crate) fn loop_state() -> MutexGuard<'static, LoopState> {
     LOOP.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Whether no posted work waits or runs: a completion posted earlier (a deferred one, in order)
+/// cannot then be overtaken by a completion made on the caller's thread.
+pub(crate) fn nothing_posted() -> bool {
+    let queue = loop_state();
+    queue.deferred.is_empty() && queue.running == 0
 }
 
 /// The poller's registry, if the event loop runs.
