@@ -1,9 +1,10 @@
 //! A per-thread IRQL. Threads start at PASSIVE_LEVEL; completion routines and event callbacks run
 //! at DISPATCH_LEVEL; a spin lock raises to DISPATCH_LEVEL. Crossing DISPATCH_LEVEL is where the
 //! thread's processor becomes busy, and where, on the way down, it runs its queued DPCs
-//! ([`crate::dpc`]).
+//! ([`crate::processor`], [`crate::dpc`]).
 
 use std::cell::Cell;
+use std::sync::OnceLock;
 
 use crate::verifier::{Rule, violation};
 
@@ -14,6 +15,21 @@ pub type Kirql = u8;
 
 thread_local! {
     static CURRENT: Cell<Kirql> = const { Cell::new(PASSIVE_LEVEL) };
+}
+
+/// What happens when a thread's IRQL crosses DISPATCH_LEVEL: its processor becomes busy on the way
+/// up; on the way down it runs its queued DPCs first, then calls the given `lower`
+/// ([`crate::processor`] installs them with the first processor number it gives).
+struct Hooks {
+    entering: fn(),
+    leaving: fn(&dyn Fn()),
+}
+
+static HOOKS: OnceLock<Hooks> = OnceLock::new();
+
+/// Installs the DISPATCH_LEVEL crossing hooks (once; later calls change nothing).
+pub(crate) fn install_dispatch_hooks(entering: fn(), leaving: fn(&dyn Fn())) {
+    let _ = HOOKS.set(Hooks { entering, leaving });
 }
 
 /// KeGetCurrentIrql.
@@ -32,8 +48,11 @@ pub fn raise(new: Kirql) -> Kirql {
             format_args!("KeRaiseIrql to {new} from higher IRQL {old}"),
         );
     }
-    if old < DISPATCH_LEVEL && new >= DISPATCH_LEVEL {
-        crate::dpc::entering_dispatch();
+    if old < DISPATCH_LEVEL
+        && new >= DISPATCH_LEVEL
+        && let Some(hooks) = HOOKS.get()
+    {
+        (hooks.entering)();
     }
     CURRENT.with(|c| c.set(new));
     old
@@ -51,8 +70,11 @@ pub(crate) fn raise_quietly(new: Kirql) -> Kirql {
 /// run first (still at DISPATCH_LEVEL).
 fn set_lower(old: Kirql) {
     let now = current();
-    if now >= DISPATCH_LEVEL && old < DISPATCH_LEVEL {
-        crate::dpc::leaving_dispatch(|| CURRENT.with(|c| c.set(old)));
+    if now >= DISPATCH_LEVEL
+        && old < DISPATCH_LEVEL
+        && let Some(hooks) = HOOKS.get()
+    {
+        (hooks.leaving)(&|| CURRENT.with(|c| c.set(old)));
     } else {
         CURRENT.with(|c| c.set(old));
     }
