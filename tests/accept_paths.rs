@@ -274,3 +274,54 @@ fn two_processors(mode: Mode) {
         drop(clients);
     }
 }
+
+/// Issue 15: an event-accepted socket whose WskAcceptEvent ran at DISPATCH_LEVEL is handed to the
+/// worker by its processor's hand-over DPC, at no WSK call. With service `close` and one client
+/// at a time (the case where no later callback on the same processor comes soon), each
+/// connection costs WskDisconnect and WskCloseSocket only: no disable and enable of the accept
+/// event (two WskControlSocket calls) per ticker wake-up, as the waited-disable proof cost (4.00
+/// calls per connection before the DPC), on one processor and on two.
+#[test]
+fn event_accepted_sockets_are_handed_over_at_no_wsk_call() {
+    const CONNECTIONS: u64 = 100;
+    for second_processor in [false, true] {
+        let engine = load(Schedule::from_seed(SEEDS[0]));
+        hostkernel::provider::set_second_processor(second_processor);
+        let mut config = common::config("127.0.0.1:0", Mode::Event);
+        config.capacity = 64;
+        config.service = Service::Close;
+        let info = engine.start_listener(config).unwrap();
+        let before = hostkernel::wsk_calls::snapshot();
+        for n in 1..=CONNECTIONS {
+            let mut client = std::net::TcpStream::connect(info.address).unwrap();
+            client
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            // The driver's graceful close: EOF, once the hand-over let the worker at the socket.
+            let mut byte = [0u8; 1];
+            let read = std::io::Read::read(&mut client, &mut byte);
+            assert!(matches!(read, Ok(0)), "connection {n}: {read:?}");
+        }
+        wait_until("every connection closed", Duration::from_secs(20), || {
+            engine.listener_info(info.id).unwrap().counters.closed == CONNECTIONS
+        });
+        let calls = hostkernel::wsk_calls::snapshot();
+        let control = calls.of("WskControlSocket") - before.of("WskControlSocket");
+        let total = calls.total() - before.total();
+        assert_eq!(
+            control,
+            0,
+            "accept-event disables and enables (second processor {second_processor}): {:?}",
+            calls.since(&before)
+        );
+        assert_eq!(
+            total,
+            2 * CONNECTIONS,
+            "WskDisconnect and WskCloseSocket per connection, nothing else: {:?}",
+            calls.since(&before)
+        );
+        engine.stop_listener(info.id).unwrap();
+        hostkernel::provider::set_second_processor(false);
+        unload(engine);
+    }
+}

@@ -1,7 +1,7 @@
 //! loom models of the driver's concurrent protocols: the listener's rundown (completion routines
 //! racing a stop), the connection table under concurrent accept, close and lookup, a deferred
 //! request's end, a late disconnect completion racing a close, skipped kicks, and the hand-over of
-//! event-accepted sockets across processors. loom explores every interleaving of the threads
+//! event-accepted sockets across processors (by a later callback, and by the hand-over DPC). loom explores every interleaving of the threads
 //! below (bounded by `LOOM_MAX_PREEMPTIONS`, default 2 here).
 
 use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -702,6 +702,152 @@ fn an_event_accepted_socket_reaches_the_worker_only_after_its_callback_returned(
 #[should_panic(expected = "before its callback returned")]
 fn handing_over_at_any_later_callback_is_caught() {
     hand_over_model(Proof::AnyLaterCallback);
+}
+
+/// When the modelled hand-over DPC may run (the driver's `listener::handover_dpc`).
+#[derive(Clone, Copy)]
+enum DpcRule {
+    /// As on Windows (and in the host kernel): only while its processor is not at
+    /// DISPATCH_LEVEL, so after the section of every callback that queued it.
+    AfterSection,
+    /// At any time once queued: inside the queueing callback's section, before the provider
+    /// recorded the callback's return.
+    AnyTime,
+}
+
+/// Accept callbacks at DISPATCH_LEVEL on two processors, each queueing its processor's hand-over
+/// DPC as its last statement, and the DPCs handing the sockets over.
+struct DpcModel {
+    shared: Mutex<HandOverState>,
+    /// The provider has recorded that the callback handing over socket `i` returned.
+    recorded: [AtomicBool; 3],
+    /// Held while processor `p` is at DISPATCH_LEVEL: a callback's whole section (the callback,
+    /// then the provider's recording of its return).
+    section: [Mutex<()>; 2],
+    /// Processor `p`'s DPC is queued.
+    queued: [AtomicBool; 2],
+    rule: DpcRule,
+}
+
+impl DpcModel {
+    /// `accept_event` on `processor` for `socket`, at DISPATCH_LEVEL: admit, the last statement
+    /// (`accept_event_returning`: returned, then the DPC queued), then the provider records the
+    /// return before the processor leaves DISPATCH_LEVEL.
+    fn callback(&self, processor: usize, socket: usize) {
+        let _section = self.section[processor].lock().unwrap();
+        self.shared
+            .lock()
+            .unwrap()
+            .awaiting
+            .push((socket, processor, false));
+        {
+            let mut state = self.shared.lock().unwrap();
+            if let Some(entry) = state.awaiting.iter_mut().find(|e| e.0 == socket) {
+                entry.2 = true;
+            }
+        }
+        self.queued[processor].store(true, Ordering::SeqCst);
+        self.recorded[socket].store(true, Ordering::SeqCst);
+    }
+
+    /// Processor `processor`'s DPC, if queued: hands over what callbacks on that processor
+    /// finished (`Returned::OnProcessor`).
+    fn dpc(&self, processor: usize) {
+        let _section = match self.rule {
+            DpcRule::AfterSection => Some(self.section[processor].lock().unwrap()),
+            DpcRule::AnyTime => None,
+        };
+        if !self.queued[processor].swap(false, Ordering::SeqCst) {
+            return;
+        }
+        let mut state = self.shared.lock().unwrap();
+        let (ready, waiting): (Vec<_>, Vec<_>) = state
+            .awaiting
+            .drain(..)
+            .partition(|&(_, on, returned)| returned && on == processor);
+        state.awaiting = waiting;
+        state.handed.extend(ready.into_iter().map(|(s, _, _)| s));
+    }
+
+    /// The worker: uses every socket handed over so far.
+    fn work(&self) -> usize {
+        let handed: Vec<usize> = self.shared.lock().unwrap().handed.drain(..).collect();
+        for &socket in &handed {
+            assert!(
+                self.recorded[socket].load(Ordering::SeqCst),
+                "the worker used socket {socket} before its callback returned"
+            );
+        }
+        handed.len()
+    }
+}
+
+fn dpc_model(rule: DpcRule) {
+    builder().check(move || {
+        let model = Arc::new(DpcModel {
+            shared: Mutex::new(HandOverState::default()),
+            recorded: [
+                AtomicBool::new(false),
+                AtomicBool::new(false),
+                AtomicBool::new(false),
+            ],
+            section: [Mutex::new(()), Mutex::new(())],
+            queued: [AtomicBool::new(false), AtomicBool::new(false)],
+            rule,
+        });
+        // Processor 0 indicates sockets 0 then 1 and runs its DPCs when it leaves DISPATCH_LEVEL;
+        // processor 1 indicates socket 2 and goes idle: the host's DPC thread runs its DPC.
+        let first = {
+            let model = model.clone();
+            thread::spawn(move || {
+                model.callback(0, 0);
+                model.dpc(0);
+                model.callback(0, 1);
+                model.dpc(0);
+            })
+        };
+        let second = {
+            let model = model.clone();
+            thread::spawn(move || model.callback(1, 2))
+        };
+        let dpc_thread = {
+            let model = model.clone();
+            thread::spawn(move || model.dpc(1))
+        };
+        let worker = {
+            let model = model.clone();
+            thread::spawn(move || model.work())
+        };
+        first.join().unwrap();
+        second.join().unwrap();
+        dpc_thread.join().unwrap();
+        let mut used = worker.join().unwrap();
+        // The DPC thread runs an idle processor's queued DPC (KeFlushQueuedDpcs waits for it).
+        model.dpc(1);
+        used += model.work();
+        // No waited disable, no listening-socket close: the DPCs alone hand every socket over.
+        assert_eq!(
+            used, 3,
+            "every socket is handed over once, by the DPCs alone"
+        );
+    });
+}
+
+/// The hand-over DPC (`listener::handover_dpc`): each callback queues its processor's DPC as
+/// its last statement; a DPC runs only when its processor is not at DISPATCH_LEVEL, so after
+/// the provider recorded the return of every callback that queued it. Whatever the interleaving,
+/// no socket is used before its callback returned, and the DPCs alone hand each over once.
+#[test]
+fn a_hand_over_dpc_hands_over_only_after_the_callback_returned() {
+    dpc_model(DpcRule::AfterSection);
+}
+
+/// The model is not vacuous: a DPC that could run inside its processor's DISPATCH_LEVEL section
+/// (before the provider recorded the callback's return) is caught.
+#[test]
+#[should_panic(expected = "before its callback returned")]
+fn a_dpc_running_inside_the_section_is_caught() {
+    dpc_model(DpcRule::AnyTime);
 }
 
 /// The listener's state for [`PassModel`]: slot work queued (under the lock), and the accept

@@ -54,7 +54,8 @@ pub(super) unsafe fn capture_provider(context: *mut c_void) {
 const TICK: Duration = Duration::from_millis(200);
 
 /// The ticker: every [`TICK`], kicks listeners with deferred requests (their timeouts); and when
-/// an accept callback signalled a socket to hand over, asks its listener to hand over what no
+/// an accept callback signalled a socket to hand over that no hand-over DPC covers (a callback
+/// below DISPATCH_LEVEL, or on a processor without one), asks its listener to hand over what no
 /// later callback has (the worker's waited disable of the accept event proves the callbacks
 /// returned: `Listener::hand_over_quiesced`). IRQL: PASSIVE_LEVEL (system thread).
 ///

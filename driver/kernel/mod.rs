@@ -8,14 +8,19 @@
 //! DISPATCH_LEVEL), [`Event`], [`SystemThread`], the IRP calls (`irp_allocate`, `irp_free`,
 //! `irp_reuse`, `irp_set_completion`, `irp_status`), pool (`pool_allocate`, `pool_free`), MDLs
 //! (`mdl_allocate`, `mdl_free`), [`interrupt_time`], `random_bytes` (BCryptGenRandom,
-//! PASSIVE_LEVEL), and the four netio exports
+//! PASSIVE_LEVEL), [`Dpc`] and [`flush_queued_dpcs`] (a KDPC queued for the current processor;
+//! KeFlushQueuedDpcs), and the four netio exports
 //! (`WskRegister`, `WskCaptureProviderNPI`, `WskReleaseProviderNPI`, `WskDeregister`).
 //!
 //! What is built on top of that surface is portable and lives here too: [`PoolBox`] (tagged,
 //! fallible, accounted allocations) and the ordered [`WorkQueue`].
 
 #[cfg(not(target_os = "windows"))]
+mod dpc_host;
+#[cfg(not(target_os = "windows"))]
 mod host;
+#[cfg(not(target_os = "windows"))]
+pub use dpc_host::{Dpc, flush_queued_dpcs};
 #[cfg(not(target_os = "windows"))]
 pub use host::*;
 

@@ -10,6 +10,7 @@
 #[cfg(not(target_arch = "x86_64"))]
 compile_error!("the Windows backend supports x86_64 only: KeGetCurrentIrql is read from CR8");
 
+mod dpc;
 mod memory;
 mod sync;
 mod thread;
@@ -20,6 +21,7 @@ use core::ptr::NonNull;
 use wdk_sys::_MODE;
 use wsk::{GUID, NtStatus, WSK_CLIENT_NPI, WSK_PROVIDER_NPI, WSK_REGISTRATION};
 
+pub use dpc::{Dpc, flush_queued_dpcs};
 pub use memory::{
     interrupt_time, irp_allocate, irp_free, irp_reuse, irp_set_completion, irp_status,
     mdl_allocate, mdl_free, pool_allocate, pool_free,

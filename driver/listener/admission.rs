@@ -22,8 +22,9 @@ pub(crate) enum Returned {
     /// Every callback has: the listening socket's close completed, or a disable of the accept
     /// event answered STATUS_SUCCESS (no callback running, WSK-FACTS §5).
     All,
-    /// An accept callback runs now on this processor at DISPATCH_LEVEL. A callback that ran there
-    /// at DISPATCH_LEVEL and reached its last statement has returned: code at DISPATCH_LEVEL runs
+    /// An accept callback runs now on this processor at DISPATCH_LEVEL, or the listener's
+    /// hand-over DPC for this processor runs (`handover_dpc.rs`). A callback that ran there at
+    /// DISPATCH_LEVEL and reached its last statement has returned: code at DISPATCH_LEVEL runs
     /// to its end on its processor before anything else at that level starts there. Nothing is
     /// proven about other processors, whose callbacks may still run (Windows does not say that
     /// one listener's accept callbacks come one at a time), nor about a callback called below
@@ -113,19 +114,28 @@ impl Listener {
     }
 
     /// Records the processor the accept callback handing over the socket of `id` runs on
-    /// ([`NOT_AT_DISPATCH`] when it was not called at DISPATCH_LEVEL). IRQL:
+    /// ([`NOT_AT_DISPATCH`] when it was not called at DISPATCH_LEVEL), and counts the socket
+    /// among those only the waited disable can hand over when no hand-over DPC covers it. IRQL:
     /// DISPATCH_LEVEL (callback, under the lock that admitted the socket).
-    pub(crate) fn note_indication(&self, id: ConnId, processor: u16) {
+    pub(crate) fn note_indication(&self, shared: &mut Shared, id: ConnId, processor: u16) {
         if let Some(io) = self.io.get(id.index() as usize) {
             io.indicated_on.store(processor, Ordering::Relaxed);
+            if !self.dpc_covers(processor) {
+                shared.uncovered += 1;
+            }
         }
     }
 
-    /// The accept callback that handed the socket of `id` over is about to return: its last
-    /// statements. IRQL: DISPATCH_LEVEL (callback); no lock.
-    pub(crate) fn accept_event_returning(&self, id: ConnId) {
+    /// The accept callback that handed the socket of `id` over on processor `here` (as given to
+    /// [`Listener::note_indication`]) is about to return: its last statements. Queues `here`'s
+    /// hand-over DPC, or, for a socket no DPC covers, wakes the ticker (which asks the worker for
+    /// the waited disable). IRQL: DISPATCH_LEVEL (callback); no lock.
+    pub(crate) fn accept_event_returning(&self, id: ConnId, here: u16) {
         if let Some(io) = self.io.get(id.index() as usize) {
             io.returned.store(true, Ordering::Release);
+        }
+        if self.dpc_covers(here) && self.queue_handover_dpc(id.index(), here) {
+            return;
         }
         // SAFETY: `global` points at the engine's figures, which outlive listeners.
         unsafe { (*self.global).handover_ready.set() };
@@ -135,9 +145,9 @@ impl Listener {
     /// the work list. Only where their callbacks are known to have returned ([`Returned`]): the
     /// completed close of the listening socket (close waits for running callbacks, WSK-FACTS §7),
     /// a waited disable of the accept event (see `hand_over_quiesced`, which the engine's ticker
-    /// asks for once the callback's last statement signalled it), or, for the callbacks that ran at DISPATCH_LEVEL on one processor,
-    /// the entry of a later callback on that same processor. IRQL: DISPATCH_LEVEL (under the
-    /// lock).
+    /// asks for once the callback's last statement signalled it), or, for the callbacks that ran
+    /// at DISPATCH_LEVEL on one processor, that processor's hand-over DPC or the entry of a later
+    /// callback on that same processor. IRQL: DISPATCH_LEVEL (under the lock).
     pub(crate) fn hand_over(&self, shared: &mut Shared, proof: Returned) {
         let mut link = NO_SLOT;
         let mut index = shared.handovers;
@@ -155,6 +165,9 @@ impl Listener {
                 }
             };
             if returned {
+                if !self.dpc_covers(io.indicated_on.load(Ordering::Relaxed)) {
+                    shared.uncovered = shared.uncovered.saturating_sub(1);
+                }
                 io.next_handover.store(NO_SLOT, Ordering::Relaxed);
                 io.awaiting.store(false, Ordering::Relaxed);
                 let bits = io.stashed.swap(0, Ordering::Relaxed);
@@ -170,11 +183,11 @@ impl Listener {
         }
     }
 
-    /// Whether sockets wait to be handed over (the ticker hands them over). IRQL: <=
-    /// DISPATCH_LEVEL.
+    /// Whether sockets wait to be handed over that no hand-over DPC covers (the ticker has the
+    /// worker hand them over). IRQL: <= DISPATCH_LEVEL.
     #[must_use]
     pub fn has_handovers(&self) -> bool {
-        self.shared.lock().handovers != NO_SLOT
+        self.shared.lock().uncovered > 0
     }
 
     /// Hands over sockets whose accept callbacks have returned, when no later callback did: the

@@ -65,9 +65,10 @@ unsafe extern "system" fn accept_event(
     // §5).
     let remote = unsafe { wsk::addr::read_sockaddr(remote) }.unwrap_or(fallback);
     let verdict = listener.admit(&mut shared, socket, local, remote, AcceptPath::Event);
+    // A processor numbered NOT_AT_DISPATCH or beyond proves nothing: recorded as such.
+    let here = if at_dispatch { here } else { NOT_AT_DISPATCH };
     if let Ok(id) = verdict {
-        // A processor numbered NOT_AT_DISPATCH or beyond proves nothing: recorded as such.
-        listener.note_indication(id, if at_dispatch { here } else { NOT_AT_DISPATCH });
+        listener.note_indication(&mut shared, id, here);
     }
     listener.kick_locked(&shared);
     drop(shared);
@@ -79,8 +80,9 @@ unsafe extern "system" fn accept_event(
             // SAFETY: AcceptSocketDispatch is a valid out-parameter for the callback (WSK-FACTS
             // §5); it points at a static table, which outlives the socket.
             unsafe { out_dispatch.write(&raw const NO_CONNECTION_CALLBACKS) };
-            // Last: the worker may have the socket once a later point knows we returned.
-            listener.accept_event_returning(id);
+            // Last: the worker may have the socket once a later point knows we returned (this
+            // processor's hand-over DPC, queued here, when called at DISPATCH_LEVEL).
+            listener.accept_event_returning(id, here);
             NtStatus::SUCCESS
         }
         Err(refused) => {

@@ -12,7 +12,7 @@ use super::admission::Returned;
 use super::worker_only::{Worker, WorkerOnly};
 use super::{
     Counters, Global, Listener, ListenerConfig, Mode, NO_SLOT, Phase, Shared, SlotIo, events,
-    listener_work,
+    handover_dpc, listener_work,
 };
 use crate::kernel::{Event, PoolBox, PoolSlice, SpinLock, WorkItem, WorkQueue, tags};
 use crate::net::{DriverIrp, ListenSocket, Provider};
@@ -85,6 +85,7 @@ impl Listener {
                     sources: SourceCounts::with_capacity(config.capacity)?,
                     pending: PendingQueue::new(slot, config.address),
                     handovers: NO_SLOT,
+                    uncovered: 0,
                 }),
                 socket: WorkerOnly::new(None),
                 accepts: PoolSlice::try_new(tags::ACCEPT, depth, |_| AcceptSlot::new())?,
@@ -100,6 +101,7 @@ impl Listener {
                 decision_id: core::cell::UnsafeCell::new(WSK_INSPECT_ID::default()),
                 decision_index: AtomicUsize::new(0),
                 handover_tick: AtomicBool::new(false),
+                dpcs: handover_dpc::allocate()?,
             },
         )?;
         let this = listener.as_ptr();
@@ -112,6 +114,9 @@ impl Listener {
             // outlives its IRPs (Listener invariant); no accept IRP is submitted yet.
             unsafe { slot.attach(this) };
         }
+        // SAFETY: the listener is pinned in pool and flushes its DPCs before its memory goes
+        // (Listener invariant; the failed start below too).
+        unsafe { listener.arm_dpcs(this) };
         for io in listener.io.iter() {
             // SAFETY: `io` is pinned in the listener's PoolSlice, the listener outlives every slot
             // IRP's completion (Listener invariant), and none is submitted yet.
@@ -137,6 +142,8 @@ impl Listener {
             // the listener Starting and did nothing, and the flush waits it out before the
             // listener's memory goes.
             socket.close();
+            // A DPC a callback queued kicks the worker: flushed first (Listener invariant).
+            crate::kernel::flush_queued_dpcs();
             queue.flush();
             return Err(status);
         }

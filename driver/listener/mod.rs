@@ -20,7 +20,9 @@
 //! 4. **Admission** (`admission.rs`, `Listener::admit`): state, policy (`crate::policy`),
 //!    capacity and the per-source limit; the socket goes into the table (`crate::table`) or is
 //!    refused and counted (`stats.rs`). An event-accepted socket waits on the hand-over list
-//!    until its callback is known to have returned (`Listener::hand_over`).
+//!    until its callback is known to have returned (`Listener::hand_over`): for a callback at
+//!    DISPATCH_LEVEL, its processor's hand-over DPC proves it (`handover_dpc.rs`), at no WSK
+//!    call; otherwise the worker's waited disable of the accept event (`admission.rs`).
 //! 5. **Connection IO** (`slots.rs`, `data.rs`): the worker takes the slot's work
 //!    (`run_slot_work`) and runs the data path on the slot's IO block (`crate::conn::SlotIo`:
 //!    one data IRP, one preallocated buffer): service `discard` keeps a receive pending and drops
@@ -45,6 +47,7 @@ mod conditional;
 mod config;
 mod data;
 mod events;
+mod handover_dpc;
 mod lifecycle;
 mod slots;
 mod stats;
@@ -65,7 +68,7 @@ pub use config::{
 };
 pub use stats::{CounterSnapshot, Counters, Global};
 
-use crate::kernel::{Event, PoolSlice, SpinGuard, SpinLock, WorkItem, WorkQueueHandle};
+use crate::kernel::{Dpc, Event, PoolSlice, SpinGuard, SpinLock, WorkItem, WorkQueueHandle};
 use crate::net::{ConnSocket, DriverIrp, ListenSocket, Provider};
 use crate::pending::PendingQueue;
 use crate::policy::{Policy, SourceCounts};
@@ -118,6 +121,9 @@ pub(crate) struct Shared {
     /// First slot on the hand-over list (`NO_SLOT`: empty): sockets accepted by WskAcceptEvent
     /// that the worker may not touch yet (see [`Listener::hand_over`]).
     handovers: u32,
+    /// Of those, how many no hand-over DPC covers (their callback was not at DISPATCH_LEVEL, or
+    /// on a processor without a DPC): only for them does the ticker ask for the waited disable.
+    uncovered: u32,
 }
 
 /// The end of the hand-over list.
@@ -150,7 +156,9 @@ pub struct ListenerInfo {
 ///
 /// # Invariants
 /// Pinned in pool; freed only after `stop` saw phase Stopped (every IRP back, the
-/// listening socket closed so no callback can run) and flushed the work queue.
+/// listening socket closed so no callback can run), flushed the hand-over DPCs
+/// (KeFlushQueuedDpcs: no DPC may run once the memory is freed, and one that runs kicks the
+/// worker) and then the work queue. A failed start does the same after closing its socket.
 pub struct Listener {
     id: u32,
     config: ListenerConfig,
@@ -172,6 +180,8 @@ pub struct Listener {
     decision_index: AtomicUsize,
     /// The ticker asks the worker to hand over sockets whose accept callback has returned.
     handover_tick: AtomicBool,
+    /// One hand-over DPC per processor (`handover_dpc.rs`).
+    dpcs: PoolSlice<Dpc>,
 }
 
 impl core::fmt::Debug for Listener {

@@ -119,6 +119,10 @@ impl Listener {
     /// IRQL: PASSIVE_LEVEL.
     pub fn free_when_stopped(this: PoolBox<Self>, flush: impl Fn()) -> CounterSnapshot {
         this.stopped.wait(None);
+        // No callback can queue a hand-over DPC any more (the listening socket's close waited
+        // for them); one still queued kicks the worker when it runs, so the DPCs are flushed
+        // before the work queue (Listener invariant).
+        crate::kernel::flush_queued_dpcs();
         // The worker run that set `stopped` (and any kick before it) must be over before the
         // work item's memory goes.
         flush();

@@ -10,7 +10,8 @@
 //! - [`irql`]: a per-thread IRQL; [`spinlock`]: a spin lock that raises to DISPATCH_LEVEL;
 //!   [`event`]: notification and synchronization events; [`thread`]: system threads;
 //!   [`pool`]: tagged nonpaged pool; [`irp`]: IRPs with the Windows lifecycle; [`mdl`]: MDLs;
-//!   [`random`]: BCryptGenRandom (PASSIVE_LEVEL); [`time`]; [`processor`]: processor numbers.
+//!   [`random`]: BCryptGenRandom (PASSIVE_LEVEL); [`time`]; [`processor`]: processor numbers;
+//!   [`dpc`]: DPCs, run on their target processor when its IRQL drops below DISPATCH_LEVEL.
 //! - [`provider`]: the WSK provider (WskRegister … WskDeregister and the socket dispatch tables),
 //!   driven by one event-loop thread over mio whatever the number of sockets.
 //! - [`schedule`]: a seed that decides inline or deferred completion and injects races, resets
@@ -21,6 +22,7 @@
 #![warn(missing_debug_implementations)]
 
 pub mod accounting;
+pub mod dpc;
 pub mod event;
 pub mod irp;
 pub mod irql;

@@ -93,6 +93,7 @@ pub unsafe fn free(ptr: *mut u8, tag: u32) {
             ),
         );
     }
+    crate::dpc::check_free(ptr as usize, block.layout.size());
     // SAFETY: `ptr` was returned by `alloc_zeroed` with exactly this layout (recorded at
     // allocation) and is removed from the table, so it is freed once.
     unsafe { std::alloc::dealloc(ptr, block.layout) };

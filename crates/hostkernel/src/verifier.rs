@@ -56,6 +56,11 @@ pub enum Rule {
     /// A kernel object (a spin lock) was used after the memory holding it was freed — typically
     /// a completion that arrived after its owner gave up waiting and freed what it reaches.
     ObjectUsedAfterFree,
+    /// KeInsertQueueDpc or KeSetTargetProcessorDpcEx on a KDPC that KeInitializeDpc did not
+    /// initialise.
+    DpcNotInitialized,
+    /// Memory holding a queued KDPC was freed: the DPC would run on freed memory.
+    FreeQueuedDpc,
 }
 
 impl Rule {
@@ -85,6 +90,8 @@ impl Rule {
             Self::RegistrationMisuse => "registration-misuse",
             Self::InvalidArgument => "invalid-argument",
             Self::ObjectUsedAfterFree => "object-used-after-free",
+            Self::DpcNotInitialized => "dpc-not-initialized",
+            Self::FreeQueuedDpc => "free-queued-dpc",
             Self::SocketUsedBeforeAcceptEventReturned => "socket-used-before-accept-event-returned",
         }
     }

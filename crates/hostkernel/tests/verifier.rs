@@ -552,3 +552,62 @@ fn using_a_socket_from_another_thread_before_its_accept_event_returned_is_caught
         },
     );
 }
+
+unsafe extern "system" fn nothing(
+    _dpc: *mut hostkernel::dpc::Kdpc,
+    _context: *mut c_void,
+    _argument1: *mut c_void,
+    _argument2: *mut c_void,
+) {
+}
+
+#[test]
+fn queuing_an_uninitialized_dpc_is_caught() {
+    expect_violation(
+        "queuing_an_uninitialized_dpc_is_caught",
+        "dpc-not-initialized",
+        || {
+            let dpc = Box::leak(Box::new(hostkernel::dpc::Kdpc::new()));
+            // SAFETY: the DPC is leaked (it never moves); deliberately wrong: KeInitializeDpc
+            // was never called on it.
+            unsafe { dpc.insert(std::ptr::null_mut(), std::ptr::null_mut()) };
+        },
+    );
+}
+
+#[test]
+fn freeing_pool_that_holds_a_queued_dpc_is_caught() {
+    expect_violation(
+        "freeing_pool_that_holds_a_queued_dpc_is_caught",
+        "free-queued-dpc",
+        || {
+            let tag = u32::from_le_bytes(*b"Test");
+            let size = size_of::<hostkernel::dpc::Kdpc>() + 64;
+            let block = hostkernel::pool::allocate(tag, size, 64);
+            #[allow(clippy::cast_ptr_alignment)] // 64-aligned block, offset 64
+            let dpc = block.wrapping_add(64).cast::<hostkernel::dpc::Kdpc>();
+            // SAFETY: the block is `size` bytes, 64-aligned: room for a KDPC at offset 64.
+            unsafe { dpc.write(hostkernel::dpc::Kdpc::new()) };
+            // SAFETY: written above; it stays at this address until the (wrong) free below.
+            let dpc = unsafe { &*dpc };
+            dpc.initialize(nothing, std::ptr::null_mut());
+            irql::at_dispatch(|| {
+                dpc.set_target(hostkernel::processor::current());
+                // SAFETY: deliberately wrong: the pool holding the queued DPC is freed below,
+                // before this processor's IRQL drops and runs it.
+                unsafe { dpc.insert(std::ptr::null_mut(), std::ptr::null_mut()) };
+                // SAFETY: allocated above with this tag.
+                unsafe { hostkernel::pool::free(block, tag) };
+            });
+        },
+    );
+}
+
+#[test]
+fn flushing_dpcs_above_passive_is_caught() {
+    expect_violation(
+        "flushing_dpcs_above_passive_is_caught",
+        "irql-not-passive",
+        || irql::at_dispatch(hostkernel::dpc::flush_queued_dpcs),
+    );
+}
