@@ -86,11 +86,18 @@ pub(crate) struct Connection {
     /// Services of the event loop that took completions from this connection and have not made
     /// them yet: a close finishes on the loop then, after them, never on the caller's thread.
     pub(super) in_service: u32,
-    /// The poller's token, once registered (readable only, at first).
-    pub(super) token: Option<Token>,
+    /// The poller's token (the socket's key), given at accept.
+    token: Option<Token>,
+    /// The stream is registered with the poller. Not before something may wait on its readiness
+    /// ([`Connection::watch_if_needed`]): a connection accepted and disconnected with nothing
+    /// queued costs no epoll_ctl and wakes the loop for none of its peer's packets.
+    registered: bool,
+    /// An event callback was enabled on the socket: its peer's data, FIN or reset is indicated
+    /// when it arrives, so the stream is watched from then on.
+    pub(super) wants_readiness: bool,
     /// The stream is registered for writability too: a write once found the send buffer full.
     /// Until then no EPOLLOUT edge (one per new connection) wakes the loop for nothing.
-    pub(super) writable_interest: bool,
+    writable_interest: bool,
 }
 
 // SAFETY: the raw pointers a connection holds (the MDLs of pending receives) belong to the
@@ -132,6 +139,8 @@ impl Connection {
             closed: false,
             in_service: 0,
             token: None,
+            registered: false,
+            wants_readiness: false,
             writable_interest: false,
         }
     }
@@ -233,7 +242,10 @@ impl Connection {
         if self.closed {
             return;
         }
-        if let Some(stream) = self.stream.as_mut() {
+        // Bytes are read from the OS only for someone: a queued receive or an enabled event.
+        // Otherwise they wait in the OS socket (the transport's buffer), for the next pump.
+        let reader = self.wants_readiness || !self.receives.is_empty();
+        if let Some(stream) = self.stream.as_mut().filter(|_| reader) {
             SCRATCH.with_borrow_mut(|chunk| {
                 while !self.eof && !self.reset && self.rx.len() < RX_WINDOW {
                     let room = (RX_WINDOW - self.rx.len()).min(chunk.len());
@@ -290,6 +302,7 @@ impl Connection {
             self.indications_paused = false;
             done.push((receive.irp, NtStatus::SUCCESS, copied));
         }
+        self.watch_if_needed();
     }
 
     /// Writes the queued sends, then, once none is left, sends the FIN of a pending graceful
@@ -323,9 +336,14 @@ impl Connection {
                     {
                         // Registering for EPOLLOUT reports it at once if the buffer drained
                         // meanwhile (the edge is not lost between the write and this).
-                        registry
-                            .reregister(stream, token, Interest::READABLE | Interest::WRITABLE)
-                            .expect("hostkernel: epoll reregister");
+                        let interest = Interest::READABLE | Interest::WRITABLE;
+                        if self.registered {
+                            registry.reregister(stream, token, interest)
+                        } else {
+                            registry.register(stream, token, interest)
+                        }
+                        .expect("hostkernel: epoll register");
+                        self.registered = true;
                         self.writable_interest = true;
                         continue;
                     }
@@ -359,14 +377,33 @@ impl Connection {
         }
     }
 
-    /// Registers the stream with the provider's poller under `token`, for readability (and a
-    /// peer's FIN or reset); for writability only once a write finds the send buffer full.
-    pub(super) fn register(&mut self, registry: &mio::Registry, token: Token) {
-        if let Some(stream) = self.stream.as_mut() {
+    /// Gives the connection its poller token; it is registered once something may wait on its
+    /// readiness ([`Connection::watch_if_needed`]).
+    pub(super) fn assign_token(&mut self, token: Token) {
+        self.token = Some(token);
+    }
+
+    /// Registers the stream with the provider's poller, for readability (and a peer's FIN or
+    /// reset), once something may wait on it: a queued receive, send or disconnect, a FIN not
+    /// acknowledged yet, an enabled event. Edge-triggered registration reports what is already
+    /// ready, so nothing that arrived before is missed; until then, what arrives waits in the OS
+    /// socket, read by the next pump.
+    pub(super) fn watch_if_needed(&mut self) {
+        let needed = self.wants_readiness
+            || !self.receives.is_empty()
+            || !self.sends.is_empty()
+            || self.disconnect.is_some()
+            || self.fin_wait.is_some();
+        if self.registered || !needed || self.closed {
+            return;
+        }
+        if let (Some(stream), Some(token), Some(registry)) =
+            (self.stream.as_mut(), self.token, registry())
+        {
             registry
                 .register(stream, token, Interest::READABLE)
                 .expect("hostkernel: epoll register");
-            self.token = Some(token);
+            self.registered = true;
         }
     }
 

@@ -14,16 +14,17 @@ use wsk::{
 use super::connection::{Connection, Indication};
 use super::pause::{self, Point};
 use super::state::{Kind, connection_of, live, lock, state};
-use super::work::{loop_state, post, registry};
+use super::work::{loop_state, post};
 use crate::irp;
 use crate::irql;
 use crate::verifier::{Rule, violation};
 
-/// Registers an accepted connection with the provider's poller (under its own lock only).
-pub(crate) fn register(connection: &Mutex<Connection>, key: usize) {
-    if let Some(registry) = registry() {
-        lock(connection).register(&registry, Token(key));
-    }
+/// Gives an accepted connection its poller token (under its own lock only); one accepted with
+/// event callbacks enabled (inherited from the listener) is watched from its first service.
+pub(crate) fn register(connection: &Mutex<Connection>, key: usize, events: bool) {
+    let mut connection = lock(connection);
+    connection.assign_token(Token(key));
+    connection.wants_readiness = events;
 }
 
 /// Serves a connection socket (provider thread): I/O, completions, then event callbacks.

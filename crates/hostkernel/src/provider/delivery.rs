@@ -275,7 +275,7 @@ fn hand_out(key: usize, shared: &Shared<Listening>, irp_only: bool, drained: boo
         },
         (&raw const CONNECTION_DISPATCH).cast(),
     );
-    connection_events::register(&connection, new_key);
+    connection_events::register(&connection, new_key, events != 0);
     match request {
         None => Look::Step(Step::DeliverEvent {
             new_key,

@@ -159,6 +159,10 @@ fn set_events(key: usize, mask: u32, irp: Option<IrpRef>) -> NtStatus {
         return answer(irp, NtStatus::INVALID_PARAMETER);
     }
     sock.events |= mask;
+    if let Kind::Connection(connection) = &sock.kind {
+        // Its peer's data, FIN or reset is indicated as it arrives: watched from its next service.
+        lock(connection).wants_readiness = true;
+    }
     // A listener may have connections waiting for a consumer; a connection may have data.
     serve_later(key);
     drop(state);
