@@ -83,6 +83,7 @@ impl Listener {
                     last_error: NtStatus::SUCCESS,
                     policy,
                     sources: SourceCounts::with_capacity(config.capacity)?,
+                    counting_sources: policy.per_source != 0,
                     pending: PendingQueue::new(slot, config.address),
                     handovers: NO_SLOT,
                 }),

@@ -111,8 +111,13 @@ pub(crate) struct Shared {
     last_error: NtStatus,
     /// The condition function's rules and limits.
     pub(crate) policy: Policy,
-    /// Active connections per source address (for the per-source limit).
+    /// Active connections per source address (for the per-source limit), kept only while
+    /// `counting_sources` (see `Listener::set_policy`).
     sources: SourceCounts,
+    /// Whether admission counts sources. Off until the listener's policy first has a per-source
+    /// limit (at start, or `set_policy`, which first counts what the table holds); then on for
+    /// the listener's life. A policy with `per_source != 0` is only ever in force with it on.
+    counting_sources: bool,
     /// Requests deferred to user mode.
     pub(crate) pending: PendingQueue,
     /// First slot on the hand-over list (`NO_SLOT`: empty): sockets accepted by WskAcceptEvent

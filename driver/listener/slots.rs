@@ -39,13 +39,14 @@ impl Listener {
         if ready && !io.data.is_busy() && !io.ctl.is_busy() && !io.close.is_busy() {
             // One look at the entry for everything the release needs.
             let (peer_closed, peer_reset) = (entry.peer_closed, entry.peer_reset);
-            let (source, slot) = (
-                entry.info().remote.ip(),
-                SourceSlot::from_raw(entry.owner_tag()),
-            );
+            let slot = SourceSlot::from_raw(entry.owner_tag());
+            // Only a counted connection needs its address (see `counting_sources`).
+            let source = (slot != SourceSlot::NONE).then(|| entry.info().remote.ip());
             if shared.table.release(index) {
                 // The slot admission counted it at: no hash (see `SourceSlot`).
-                shared.sources.release(slot, source);
+                if let Some(source) = source {
+                    shared.sources.release(slot, source);
+                }
                 Counters::bump(&self.counters.closed);
                 if peer_closed {
                     Counters::bump(&self.counters.peer_closed);
