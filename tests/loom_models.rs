@@ -725,7 +725,8 @@ impl PassModel {
         self.item.queue();
     }
 
-    /// `Listener::process` as it is now, in several holds of the lock: the phase hold notes
+    /// `Listener::process` in several holds of the lock (a pass after a hand-over tick, or outside
+    /// phase Running; the usual pass is `process_in_one_hold`): the phase hold notes
     /// whether slot work is queued; `run_slot_work` runs only then, a chunk per hold, and stops
     /// after a round that did not fill its chunk; `service_accepts` looks at the accept state
     /// without the lock and claims it under the lock only when it saw it idle.
@@ -749,6 +750,83 @@ impl PassModel {
             self.accept_idle.store(false, Ordering::Release);
         }
     }
+}
+
+/// `Listener::process`'s usual pass (phase Running, no hand-over tick) in [`PassModel`]: one hold
+/// takes the first chunk of slot work and claims the idle accept IRP; further rounds, each in a
+/// hold of its own, only after a round that filled its chunk.
+fn process_in_one_hold(model: &PassModel) {
+    let popped = {
+        let mut work = model.work.lock().unwrap();
+        let popped = (*work).min(PASS_CHUNK);
+        *work -= popped;
+        // Claimed under the same hold: the accept state is written under the lock.
+        if model.accept_idle.load(Ordering::Acquire) {
+            model.accept_idle.store(false, Ordering::Release);
+        }
+        popped
+    };
+    if popped == PASS_CHUNK {
+        loop {
+            let popped = {
+                let mut work = model.work.lock().unwrap();
+                let popped = (*work).min(PASS_CHUNK);
+                *work -= popped;
+                popped
+            };
+            if popped < PASS_CHUNK {
+                break;
+            }
+        }
+    }
+}
+
+/// As `a_pass_in_several_holds_never_strands_work`, for the usual pass started in one hold
+/// (`process_in_one_hold`): the first chunk and the accept claim in the phase hold. Two
+/// disconnect completions and an accept completion race the pass; nothing is left with no pass
+/// queued.
+#[test]
+fn a_pass_started_in_one_hold_never_strands_work() {
+    builder().check(|| {
+        let model = Arc::new(PassModel {
+            work: Mutex::new(1),
+            accept_idle: AtomicBool::new(false),
+            item: WorkItem::queued(),
+        });
+        let worker = {
+            let model = model.clone();
+            thread::spawn(move || model.item.run(|| process_in_one_hold(&model)))
+        };
+        let completions: Vec<_> = [0u8, 0, 1]
+            .into_iter()
+            .map(|kind| {
+                let model = model.clone();
+                thread::spawn(move || {
+                    let mut work = model.work.lock().unwrap();
+                    if kind == 0 {
+                        *work += 1;
+                    } else {
+                        model.accept_idle.store(true, Ordering::Release);
+                    }
+                    model.kick_locked(*work);
+                })
+            })
+            .collect();
+        for completion in completions {
+            completion.join().unwrap();
+        }
+        model.item.stop();
+        worker.join().unwrap();
+        assert_eq!(
+            *model.work.lock().unwrap(),
+            0,
+            "slot work was left with no pass queued"
+        );
+        assert!(
+            !model.accept_idle.load(Ordering::Acquire),
+            "an idle accept IRP was left with no pass queued"
+        );
+    });
 }
 
 /// As `skipped_kicks_never_strand_work_for_the_worker`, for a pass made of several lock holds

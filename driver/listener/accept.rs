@@ -8,9 +8,9 @@ use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
 
 use wsk::{DEVICE_OBJECT, IRP, NtStatus, SOCKADDR, SOCKADDR_STORAGE, WSK_SOCKET};
 
-use super::Listener;
 use super::worker_only::Worker;
-use crate::net::{ConnSocket, DriverIrp};
+use super::{Listener, Shared};
+use crate::net::{ConnSocket, DriverIrp, ListenSocket};
 use crate::table::AcceptPath;
 
 /// Accept-slot states (changed under the listener's spin lock).
@@ -135,6 +135,16 @@ impl AcceptSlot {
     }
 }
 
+/// Whether a pass has something to do with an accept slot in `state` (`arm`: it may arm idle
+/// IRPs).
+fn wanted(state: State, arm: bool) -> bool {
+    match state {
+        State::Idle => arm,
+        State::RejectPending => true,
+        State::Accepting | State::ClosingRejected => false,
+    }
+}
+
 /// Completion of a WskAccept (or of the close of a refused socket). IRQL: <= DISPATCH_LEVEL.
 /// Hands the accepted socket to the table through the policy; never calls WSK, never blocks,
 /// never allocates; asks the worker to re-arm.
@@ -190,53 +200,73 @@ pub(crate) unsafe extern "system" fn accept_done(
     NtStatus::MORE_PROCESSING_REQUIRED
 }
 
+/// The accept IRPs one hold of the lock claimed ([`Listener::claim_accepts`]): bit i is slot i.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Claims {
+    /// Idle -> Accepting: to arm.
+    to_arm: u64,
+    /// RejectPending -> ClosingRejected: the refused socket to close.
+    to_close: u64,
+}
+
 impl Listener {
     /// Arms every idle accept IRP (when `arm`) and closes every refused socket, in one worker pass:
-    /// one hold of the spin lock claims them all (at most `MAX_DEPTH` = 64 state changes, small
-    /// bounded work), then the calls are made outside it. Worker only.
+    /// one hold of the spin lock claims them all ([`Listener::claim_accepts`]), then the calls are
+    /// made outside it ([`Listener::submit_accepts`]). Worker only.
     pub(super) fn service_accepts(&self, worker: &mut Worker<'_>, arm: bool) {
-        const _: () = assert!(
-            super::MAX_DEPTH as u32 <= u64::BITS,
-            "one bit per accept slot"
-        );
         let socket = self.socket.get(worker).as_ref();
         let arm = arm && socket.is_some();
         // Most passes find every accept IRP pending: a look at the states, without the lock, says
         // so. A state this misses (changed just after) is followed by the kick of its change,
         // which queues another pass; a state it sees is claimed under the lock below, as before.
-        let wanted = |state| match state {
-            State::Idle => arm,
-            State::RejectPending => true,
-            State::Accepting | State::ClosingRejected => false,
-        };
         if !self
             .accepts
             .iter()
-            .any(|slot| wanted(slot.state.load(Ordering::Acquire)))
+            .any(|slot| wanted(slot.state.load(Ordering::Acquire), arm))
         {
             return;
         }
-        // Bit i: slot i was claimed (Idle -> Accepting, or RejectPending -> ClosingRejected).
-        let (mut to_arm, mut to_close) = (0u64, 0u64);
-        {
-            let mut shared = self.shared.lock();
-            // `take`: MAX_DEPTH fits the masks (asserted above); a bit per slot, never a shift past
-            // the mask.
-            for (i, slot) in self.accepts.iter().enumerate().take(u64::BITS as usize) {
-                let claimed = match slot.state.load(Ordering::Acquire) {
-                    State::Idle if arm => {
-                        slot.state.store(State::Accepting, Ordering::Release);
-                        &mut to_arm
-                    }
-                    State::RejectPending => {
-                        slot.state.store(State::ClosingRejected, Ordering::Release);
-                        &mut to_close
-                    }
-                    _ => continue,
-                };
-                *claimed |= 1 << i;
-                shared.rundown.submitted();
-            }
+        let claims = self.claim_accepts(&mut self.shared.lock(), arm);
+        self.submit_accepts(socket, claims);
+    }
+
+    /// Claims every idle accept IRP (when `arm`: the caller has a listening socket to arm it on)
+    /// and every refused socket waiting to be closed: at most `MAX_DEPTH` = 64 state changes,
+    /// small bounded work. IRQL: DISPATCH_LEVEL (under the lock; worker only).
+    pub(super) fn claim_accepts(&self, shared: &mut Shared, arm: bool) -> Claims {
+        const _: () = assert!(
+            super::MAX_DEPTH as u32 <= u64::BITS,
+            "one bit per accept slot"
+        );
+        let mut claims = Claims::default();
+        // `take`: MAX_DEPTH fits the masks (asserted above); a bit per slot, never a shift past
+        // the mask.
+        for (i, slot) in self.accepts.iter().enumerate().take(u64::BITS as usize) {
+            let claimed = match slot.state.load(Ordering::Acquire) {
+                State::Idle if arm => {
+                    slot.state.store(State::Accepting, Ordering::Release);
+                    &mut claims.to_arm
+                }
+                State::RejectPending => {
+                    slot.state.store(State::ClosingRejected, Ordering::Release);
+                    &mut claims.to_close
+                }
+                _ => continue,
+            };
+            *claimed |= 1 << i;
+            shared.rundown.submitted();
+        }
+        claims
+    }
+
+    /// The calls for what [`Listener::claim_accepts`] claimed: WskAccept on `socket` for each IRP
+    /// to arm, WskCloseSocket for each refused socket; a call that fails gives its IRP back.
+    /// Worker only (`socket` is the worker-only listening socket; `None` only if none was
+    /// claimed to arm).
+    pub(super) fn submit_accepts(&self, socket: Option<&ListenSocket>, claims: Claims) {
+        let Claims { to_arm, to_close } = claims;
+        if to_arm | to_close == 0 {
+            return;
         }
         for (i, slot) in self.accepts.iter().enumerate().take(u64::BITS as usize) {
             let submitted = if to_close & (1 << i) != 0 {
