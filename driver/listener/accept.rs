@@ -263,11 +263,18 @@ impl Listener {
     /// to arm, WskCloseSocket for each refused socket; a call that fails gives its IRP back.
     /// Worker only (`socket` is the worker-only listening socket; `None` only if none was
     /// claimed to arm).
+    #[inline]
     pub(super) fn submit_accepts(&self, socket: Option<&ListenSocket>, claims: Claims) {
-        let Claims { to_arm, to_close } = claims;
-        if to_arm | to_close == 0 {
-            return;
+        // Inlined: most passes claimed nothing (every IRP pending) and pay no call.
+        if claims.to_arm | claims.to_close != 0 {
+            self.submit_claimed(socket, claims);
         }
+    }
+
+    /// [`Listener::submit_accepts`] of a non-empty claim. Worker only.
+    #[inline(never)]
+    fn submit_claimed(&self, socket: Option<&ListenSocket>, claims: Claims) {
+        let Claims { to_arm, to_close } = claims;
         for (i, slot) in self.accepts.iter().enumerate().take(u64::BITS as usize) {
             let submitted = if to_close & (1 << i) != 0 {
                 let raw = slot.rejected.swap(core::ptr::null_mut(), Ordering::AcqRel);

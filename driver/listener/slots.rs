@@ -119,6 +119,7 @@ impl Listener {
 
     /// One round's hold: takes up to [`SLOT_WORK_CHUNK`] slots off the work list and decides
     /// their operations into `actions`; how many it took. IRQL: DISPATCH_LEVEL (under the lock).
+    #[inline]
     pub(super) fn take_slot_work(&self, shared: &mut Shared, actions: &mut SlotActions) -> usize {
         let mut popped = 0;
         for action in actions.iter_mut() {
