@@ -293,14 +293,13 @@ pub(crate) unsafe extern "system" fn close_done(
     let mut shared = listener.shared.lock();
     shared.rundown.completed();
     let index = io.index();
-    if shared
+    // One look at the entry: the close is this occupant's (same generation, Closing).
+    if let Some(entry) = shared
         .table
-        .entry(index)
-        .is_some_and(|e| e.state() == SlotState::Closing && e.generation() == generation)
+        .entry_mut(index)
+        .filter(|e| e.state() == SlotState::Closing && e.generation() == generation)
     {
-        if let Some(entry) = shared.table.entry_mut(index) {
-            entry.close_done = true;
-        }
+        entry.close_done = true;
         listener.try_release(&mut shared, index);
     }
     listener.kick_locked(&shared);
