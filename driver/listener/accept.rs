@@ -76,6 +76,8 @@ pub struct AcceptSlot {
     local: UnsafeCell<SOCKADDR_STORAGE>,
     remote: UnsafeCell<SOCKADDR_STORAGE>,
     listener: AtomicPtr<Listener>,
+    /// The slot's bit in `Shared::accepts_waiting` (1 << its index among the listener's slots).
+    bit: u64,
 }
 
 // SAFETY: the address buffers are written by the provider only while the IRP is pending and read
@@ -86,12 +88,18 @@ unsafe impl Sync for AcceptSlot {}
 unsafe impl Send for AcceptSlot {}
 
 impl AcceptSlot {
-    /// Allocates the slot's IRP. IRQL: <= DISPATCH_LEVEL.
+    /// Allocates the IRP of the listener's accept slot `index` (below `MAX_DEPTH`). IRQL: <=
+    /// DISPATCH_LEVEL.
     ///
     /// # Errors
-    /// STATUS_INSUFFICIENT_RESOURCES.
-    pub fn new() -> Result<Self, NtStatus> {
+    /// STATUS_INSUFFICIENT_RESOURCES; STATUS_INVALID_PARAMETER for an index of 64 or more.
+    pub fn new(index: usize) -> Result<Self, NtStatus> {
+        let bit = u32::try_from(index)
+            .ok()
+            .and_then(|index| 1u64.checked_shl(index))
+            .ok_or(NtStatus::INVALID_PARAMETER)?;
         Ok(Self {
+            bit,
             irp: DriverIrp::allocate()?,
             state: AtomicState::new(State::Idle),
             rejected: AtomicPtr::new(core::ptr::null_mut()),
@@ -168,6 +176,7 @@ pub(crate) unsafe extern "system" fn accept_done(
     let mut shared = listener.shared.lock();
     shared.rundown.completed();
     slot.state.store(State::Idle, Ordering::Release);
+    shared.accepts_waiting |= slot.bit;
     if was == State::Accepting {
         if status.is_success() && information != 0 {
             // WSK-FACTS §3: on success Information holds the accepted PWSK_SOCKET.
@@ -238,22 +247,34 @@ impl Listener {
             super::MAX_DEPTH as u32 <= u64::BITS,
             "one bit per accept slot"
         );
+        debug_assert!(
+            self.accepts
+                .iter()
+                .all(|slot| (shared.accepts_waiting & slot.bit != 0)
+                    == (slot.state.load(Ordering::Acquire) != State::Accepting)),
+            "accepts_waiting is the set of slots not Accepting"
+        );
         let mut claims = Claims::default();
-        // `take`: MAX_DEPTH fits the masks (asserted above); a bit per slot, never a shift past
-        // the mask.
-        for (i, slot) in self.accepts.iter().enumerate().take(u64::BITS as usize) {
-            let claimed = match slot.state.load(Ordering::Acquire) {
+        // Only the slots whose IRP is not pending: most passes look at none.
+        let mut waiting = shared.accepts_waiting;
+        while waiting != 0 {
+            let i = waiting.trailing_zeros() as usize;
+            waiting &= waiting - 1;
+            let Some(slot) = self.accepts.get(i) else {
+                break;
+            };
+            match slot.state.load(Ordering::Acquire) {
                 State::Idle if arm => {
                     slot.state.store(State::Accepting, Ordering::Release);
-                    &mut claims.to_arm
+                    shared.accepts_waiting &= !slot.bit;
+                    claims.to_arm |= slot.bit;
                 }
                 State::RejectPending => {
                     slot.state.store(State::ClosingRejected, Ordering::Release);
-                    &mut claims.to_close
+                    claims.to_close |= slot.bit;
                 }
                 _ => continue,
-            };
-            *claimed |= 1 << i;
+            }
             shared.rundown.submitted();
         }
         claims
@@ -275,8 +296,14 @@ impl Listener {
     #[inline(never)]
     fn submit_claimed(&self, socket: Option<&ListenSocket>, claims: Claims) {
         let Claims { to_arm, to_close } = claims;
-        for (i, slot) in self.accepts.iter().enumerate().take(u64::BITS as usize) {
-            let submitted = if to_close & (1 << i) != 0 {
+        let mut claimed = to_arm | to_close;
+        while claimed != 0 {
+            let i = claimed.trailing_zeros() as usize;
+            claimed &= claimed - 1;
+            let Some(slot) = self.accepts.get(i) else {
+                break;
+            };
+            let submitted = if to_close & slot.bit != 0 {
                 let raw = slot.rejected.swap(core::ptr::null_mut(), Ordering::AcqRel);
                 // SAFETY: the refused socket was parked by the completion routine; we own it.
                 match unsafe { ConnSocket::from_accepted(raw) } {
@@ -292,7 +319,7 @@ impl Listener {
                     }
                     None => Err(NtStatus::INVALID_PARAMETER),
                 }
-            } else if to_arm & (1 << i) != 0 {
+            } else {
                 match socket {
                     Some(socket) => {
                         let (local, remote) = slot.address_buffers();
@@ -304,13 +331,12 @@ impl Listener {
                     }
                     None => Err(NtStatus::INVALID_DEVICE_STATE),
                 }
-            } else {
-                continue;
             };
             if submitted.is_err() {
                 let mut shared = self.shared.lock();
                 shared.rundown.completed();
                 slot.state.store(State::Idle, Ordering::Release);
+                shared.accepts_waiting |= slot.bit;
             }
         }
     }

@@ -120,6 +120,10 @@ pub(crate) struct Shared {
     counting_sources: bool,
     /// Requests deferred to user mode.
     pub(crate) pending: PendingQueue,
+    /// Bit i: accept slot i is not Accepting (its IRP is not pending in the provider: idle, or
+    /// busy with a refused socket). Changed with the slot's state, under this lock, so a pass and
+    /// a kick look at one word, not at every slot.
+    accepts_waiting: u64,
     /// First slot on the hand-over list (`NO_SLOT`: empty): sockets accepted by WskAcceptEvent
     /// that the worker may not touch yet (see [`Listener::hand_over`]).
     handovers: u32,
@@ -300,10 +304,7 @@ impl Listener {
             || self.config.mode == Mode::Conditional
             || shared.table.has_work()
             || self.handover_tick.load(Ordering::Acquire)
-            || self
-                .accepts
-                .iter()
-                .any(|a| a.state.load(Ordering::Acquire) != AcceptState::Accepting)
+            || shared.accepts_waiting != 0
     }
 
     /// Marks the listener for a restart of its listening socket (NULL AcceptSocket, broken
