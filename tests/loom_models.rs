@@ -1,7 +1,8 @@
 //! loom models of the driver's concurrent protocols: the listener's rundown (completion routines
 //! racing a stop), the connection table under concurrent accept, close and lookup, a deferred
-//! request's end, a late disconnect completion racing a close, skipped kicks, and the hand-over of
-//! event-accepted sockets across processors. loom explores every interleaving of the threads
+//! request's end, a late disconnect completion racing a close, skipped kicks, a worker pass in one
+//! or several lock holds, the hand-over of event-accepted sockets across processors, and the
+//! lock-free work queue. loom explores every interleaving of the threads
 //! below (bounded by `LOOM_MAX_PREEMPTIONS`, default 2 here).
 
 use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -877,5 +878,154 @@ fn a_pass_in_several_holds_never_strands_work() {
             !model.accept_idle.load(Ordering::Acquire),
             "an idle accept IRP was left with no pass queued"
         );
+    });
+}
+
+/// `kernel::workqueue` as it runs: items pushed on an atomic stack with a compare-and-swap (after
+/// the item's `queued` swap), the wake-up event set after every push; the thread takes the whole
+/// stack with one swap, reverses it, and runs each item oldest first, reading its link before it
+/// clears `queued` (a kick may push it again from then on); it waits on the event only after a
+/// swap found the stack empty. Items are indexes (`NIL`: null); the event is an auto-reset flag.
+/// As in the driver, work is asked under its owner's lock, the kick is made with that lock held
+/// (`Listener::kick_locked`), and the routine takes the lock after `queued` was cleared; `queued`
+/// is a mutex-guarded flag for the reason given at [`WorkItem`].
+struct LockFreeQueue {
+    pushed: AtomicUsize,
+    next: [AtomicUsize; 3],
+    queued: [Mutex<bool>; 3],
+    /// Work asked of each item's routine and not yet taken by a run of it (the owners' state,
+    /// under their locks).
+    asked: [Mutex<usize>; 3],
+    /// Routines run, in order.
+    ran: Mutex<Vec<usize>>,
+    wake: (Mutex<bool>, Condvar),
+    stopping: AtomicBool,
+}
+
+const NIL: usize = usize::MAX;
+
+impl LockFreeQueue {
+    fn new() -> Self {
+        Self {
+            pushed: AtomicUsize::new(NIL),
+            next: std::array::from_fn(|_| AtomicUsize::new(NIL)),
+            queued: std::array::from_fn(|_| Mutex::new(false)),
+            asked: std::array::from_fn(|_| Mutex::new(0)),
+            ran: Mutex::new(Vec::new()),
+            wake: (Mutex::new(false), Condvar::new()),
+            stopping: AtomicBool::new(false),
+        }
+    }
+
+    fn set_event(&self) {
+        *self.wake.0.lock().unwrap() = true;
+        self.wake.1.notify_all();
+    }
+
+    /// A kick: under the owner's lock, ask the routine for work, then `WorkQueueHandle::queue`.
+    fn kick(&self, item: usize) {
+        let mut asked = self.asked[item].lock().unwrap();
+        *asked += 1;
+        if std::mem::replace(&mut *self.queued[item].lock().unwrap(), true) {
+            return;
+        }
+        let mut head = self.pushed.load(Ordering::Relaxed);
+        loop {
+            self.next[item].store(head, Ordering::Relaxed);
+            match self.pushed.compare_exchange_weak(
+                head,
+                item,
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(now) => head = now,
+            }
+        }
+        self.set_event();
+        drop(asked);
+    }
+
+    /// The queue's thread (`workqueue::run`).
+    fn run(&self) {
+        loop {
+            let mut taken = self.pushed.swap(NIL, Ordering::Acquire);
+            if taken == NIL {
+                if self.stopping.load(Ordering::Acquire) {
+                    if self.pushed.load(Ordering::Acquire) == NIL {
+                        return;
+                    }
+                    continue;
+                }
+                let mut set = self.wake.0.lock().unwrap();
+                while !*set {
+                    set = self.wake.1.wait(set).unwrap();
+                }
+                *set = false;
+                continue;
+            }
+            let (mut batch, mut linked) = (NIL, 0);
+            while taken != NIL {
+                linked += 1;
+                assert!(linked <= 3, "an item is linked twice");
+                let next = self.next[taken].load(Ordering::Relaxed);
+                self.next[taken].store(batch, Ordering::Relaxed);
+                batch = taken;
+                taken = next;
+            }
+            while batch != NIL {
+                let item = batch;
+                batch = self.next[item].load(Ordering::Relaxed);
+                *self.queued[item].lock().unwrap() = false;
+                // The routine takes, under the owner's lock, every piece of work asked so far.
+                *self.asked[item].lock().unwrap() = 0;
+                self.ran.lock().unwrap().push(item);
+            }
+        }
+    }
+}
+
+/// The lock-free work queue loses no kick: two threads kick three items (one item from both,
+/// racing its own run), then the queue is stopped; every piece of work asked was taken by a later
+/// run of its routine, no item was ever linked twice, and one thread's kicks of two items not yet
+/// queued run in the order they were made.
+#[test]
+fn the_lock_free_work_queue_loses_no_kick_and_keeps_order() {
+    builder().check(|| {
+        let queue = Arc::new(LockFreeQueue::new());
+        let thread = {
+            let queue = queue.clone();
+            thread::spawn(move || queue.run())
+        };
+        let first = {
+            let queue = queue.clone();
+            thread::spawn(move || {
+                queue.kick(0);
+                queue.kick(1);
+            })
+        };
+        let second = {
+            let queue = queue.clone();
+            thread::spawn(move || {
+                queue.kick(2);
+                queue.kick(0);
+            })
+        };
+        first.join().unwrap();
+        second.join().unwrap();
+        queue.stopping.store(true, Ordering::Release);
+        queue.set_event();
+        thread.join().unwrap();
+        for item in 0..3 {
+            assert_eq!(
+                *queue.asked[item].lock().unwrap(),
+                0,
+                "item {item}: a kick was lost"
+            );
+        }
+        let ran = queue.ran.lock().unwrap();
+        let at = |item| ran.iter().position(|&i| i == item).unwrap();
+        // Item 1 was queued only by the first thread, after its kick of item 0.
+        assert!(at(0) < at(1), "kicks ran out of order: {ran:?}");
     });
 }
