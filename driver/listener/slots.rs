@@ -41,6 +41,7 @@ pub(super) enum SlotAction {
 impl Listener {
     /// Frees a Closing slot once its close completed and both its IRPs are back.
     /// IRQL: DISPATCH_LEVEL (under the lock).
+    #[inline]
     pub(crate) fn try_release(&self, shared: &mut Shared, index: u32) {
         let (Some(io), Some(entry)) = (self.io.get(index as usize), shared.table.entry(index))
         else {
