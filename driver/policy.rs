@@ -176,6 +176,10 @@ impl Policy {
     /// What the rules and the default say about `peer` (first match wins).
     #[must_use]
     pub fn classify(&self, peer: IpAddr) -> Action {
+        if self.count == 0 {
+            // No rules (the usual policy): the default, without walking the empty rule array.
+            return self.default;
+        }
         for rule in self.rules() {
             if rule.prefix.matches(peer) {
                 return if rule.allow {

@@ -527,3 +527,41 @@ fn a_listener_restart_drops_deferred_requests_and_decide_answers_not_found() {
         unload(engine);
     }
 }
+
+/// A per-source limit set on a listener that had none counts the connections already open: the
+/// driver counts sources only while a limit can need them (none of this on the accept path of a
+/// listener that never had a limit), so setting one first counts what the table holds.
+#[test]
+fn a_per_source_limit_set_later_counts_the_connections_already_open() {
+    for mode in MODES {
+        let engine = load(Schedule::from_seed(47));
+        let info = start_with(&engine, "127.0.0.1:0", mode, &Policy::default(), 5_000);
+        let port = info.address.port();
+        let mut first: Vec<TcpStream> = (0..3).map(|_| connect_from("127.0.0.1", port)).collect();
+        let _other = connect_from("127.0.0.2", port);
+        wait_until("four accepted", Duration::from_secs(5), || {
+            engine.stats().active == 4
+        });
+        engine
+            .set_policy(info.id, Policy::new(&[], Action::Accept, 3).unwrap())
+            .unwrap();
+        let _over: Vec<TcpStream> = (0..2).map(|_| connect_from("127.0.0.1", port)).collect();
+        let _second = connect_from("127.0.0.2", port);
+        wait_until(
+            "two refused, one more accepted",
+            Duration::from_secs(5),
+            || counters(&engine).rejected_source_limit == 2 && engine.stats().active == 5,
+        );
+        // A connection counted when the limit was set gives its count back when it goes.
+        drop(first.pop());
+        wait_until("one closed", Duration::from_secs(5), || {
+            engine.stats().active == 4
+        });
+        let _again = connect_from("127.0.0.1", port);
+        wait_until("room again for 127.0.0.1", Duration::from_secs(5), || {
+            engine.stats().active == 5
+        });
+        assert_eq!(counters(&engine).rejected_source_limit, 2, "{mode:?}");
+        unload(engine);
+    }
+}

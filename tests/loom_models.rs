@@ -1,7 +1,9 @@
 //! loom models of the driver's concurrent protocols: the listener's rundown (completion routines
 //! racing a stop), the connection table under concurrent accept, close and lookup, a deferred
-//! request's end, a late disconnect completion racing a close, skipped kicks, and the hand-over of
-//! event-accepted sockets across processors (by a later callback, and by the hand-over DPC). loom explores every interleaving of the threads
+//! request's end, a late disconnect completion racing a close, skipped kicks, a worker pass in one
+//! or several lock holds, the hand-over of event-accepted sockets across processors (by a later
+//! callback, and by the hand-over DPC), and the lock-free work queue. loom explores every
+//! interleaving of the threads
 //! below (bounded by `LOOM_MAX_PREEMPTIONS`, default 2 here).
 
 use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -871,7 +873,8 @@ impl PassModel {
         self.item.queue();
     }
 
-    /// `Listener::process` as it is now, in several holds of the lock: the phase hold notes
+    /// `Listener::process` in several holds of the lock (a pass after a hand-over tick, or outside
+    /// phase Running; the usual pass is `process_in_one_hold`): the phase hold notes
     /// whether slot work is queued; `run_slot_work` runs only then, a chunk per hold, and stops
     /// after a round that did not fill its chunk; `service_accepts` looks at the accept state
     /// without the lock and claims it under the lock only when it saw it idle.
@@ -895,6 +898,83 @@ impl PassModel {
             self.accept_idle.store(false, Ordering::Release);
         }
     }
+}
+
+/// `Listener::process`'s usual pass (phase Running, no hand-over tick) in [`PassModel`]: one hold
+/// takes the first chunk of slot work and claims the idle accept IRP; further rounds, each in a
+/// hold of its own, only after a round that filled its chunk.
+fn process_in_one_hold(model: &PassModel) {
+    let popped = {
+        let mut work = model.work.lock().unwrap();
+        let popped = (*work).min(PASS_CHUNK);
+        *work -= popped;
+        // Claimed under the same hold: the accept state is written under the lock.
+        if model.accept_idle.load(Ordering::Acquire) {
+            model.accept_idle.store(false, Ordering::Release);
+        }
+        popped
+    };
+    if popped == PASS_CHUNK {
+        loop {
+            let popped = {
+                let mut work = model.work.lock().unwrap();
+                let popped = (*work).min(PASS_CHUNK);
+                *work -= popped;
+                popped
+            };
+            if popped < PASS_CHUNK {
+                break;
+            }
+        }
+    }
+}
+
+/// As `a_pass_in_several_holds_never_strands_work`, for the usual pass started in one hold
+/// (`process_in_one_hold`): the first chunk and the accept claim in the phase hold. Two
+/// disconnect completions and an accept completion race the pass; nothing is left with no pass
+/// queued.
+#[test]
+fn a_pass_started_in_one_hold_never_strands_work() {
+    builder().check(|| {
+        let model = Arc::new(PassModel {
+            work: Mutex::new(1),
+            accept_idle: AtomicBool::new(false),
+            item: WorkItem::queued(),
+        });
+        let worker = {
+            let model = model.clone();
+            thread::spawn(move || model.item.run(|| process_in_one_hold(&model)))
+        };
+        let completions: Vec<_> = [0u8, 0, 1]
+            .into_iter()
+            .map(|kind| {
+                let model = model.clone();
+                thread::spawn(move || {
+                    let mut work = model.work.lock().unwrap();
+                    if kind == 0 {
+                        *work += 1;
+                    } else {
+                        model.accept_idle.store(true, Ordering::Release);
+                    }
+                    model.kick_locked(*work);
+                })
+            })
+            .collect();
+        for completion in completions {
+            completion.join().unwrap();
+        }
+        model.item.stop();
+        worker.join().unwrap();
+        assert_eq!(
+            *model.work.lock().unwrap(),
+            0,
+            "slot work was left with no pass queued"
+        );
+        assert!(
+            !model.accept_idle.load(Ordering::Acquire),
+            "an idle accept IRP was left with no pass queued"
+        );
+    });
 }
 
 /// As `skipped_kicks_never_strand_work_for_the_worker`, for a pass made of several lock holds
@@ -945,5 +1025,154 @@ fn a_pass_in_several_holds_never_strands_work() {
             !model.accept_idle.load(Ordering::Acquire),
             "an idle accept IRP was left with no pass queued"
         );
+    });
+}
+
+/// `kernel::workqueue` as it runs: items pushed on an atomic stack with a compare-and-swap (after
+/// the item's `queued` swap), the wake-up event set after every push; the thread takes the whole
+/// stack with one swap, reverses it, and runs each item oldest first, reading its link before it
+/// clears `queued` (a kick may push it again from then on); it waits on the event only after a
+/// swap found the stack empty. Items are indexes (`NIL`: null); the event is an auto-reset flag.
+/// As in the driver, work is asked under its owner's lock, the kick is made with that lock held
+/// (`Listener::kick_locked`), and the routine takes the lock after `queued` was cleared; `queued`
+/// is a mutex-guarded flag for the reason given at [`WorkItem`].
+struct LockFreeQueue {
+    pushed: AtomicUsize,
+    next: [AtomicUsize; 3],
+    queued: [Mutex<bool>; 3],
+    /// Work asked of each item's routine and not yet taken by a run of it (the owners' state,
+    /// under their locks).
+    asked: [Mutex<usize>; 3],
+    /// Routines run, in order.
+    ran: Mutex<Vec<usize>>,
+    wake: (Mutex<bool>, Condvar),
+    stopping: AtomicBool,
+}
+
+const NIL: usize = usize::MAX;
+
+impl LockFreeQueue {
+    fn new() -> Self {
+        Self {
+            pushed: AtomicUsize::new(NIL),
+            next: std::array::from_fn(|_| AtomicUsize::new(NIL)),
+            queued: std::array::from_fn(|_| Mutex::new(false)),
+            asked: std::array::from_fn(|_| Mutex::new(0)),
+            ran: Mutex::new(Vec::new()),
+            wake: (Mutex::new(false), Condvar::new()),
+            stopping: AtomicBool::new(false),
+        }
+    }
+
+    fn set_event(&self) {
+        *self.wake.0.lock().unwrap() = true;
+        self.wake.1.notify_all();
+    }
+
+    /// A kick: under the owner's lock, ask the routine for work, then `WorkQueueHandle::queue`.
+    fn kick(&self, item: usize) {
+        let mut asked = self.asked[item].lock().unwrap();
+        *asked += 1;
+        if std::mem::replace(&mut *self.queued[item].lock().unwrap(), true) {
+            return;
+        }
+        let mut head = self.pushed.load(Ordering::Relaxed);
+        loop {
+            self.next[item].store(head, Ordering::Relaxed);
+            match self.pushed.compare_exchange_weak(
+                head,
+                item,
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(now) => head = now,
+            }
+        }
+        self.set_event();
+        drop(asked);
+    }
+
+    /// The queue's thread (`workqueue::run`).
+    fn run(&self) {
+        loop {
+            let mut taken = self.pushed.swap(NIL, Ordering::Acquire);
+            if taken == NIL {
+                if self.stopping.load(Ordering::Acquire) {
+                    if self.pushed.load(Ordering::Acquire) == NIL {
+                        return;
+                    }
+                    continue;
+                }
+                let mut set = self.wake.0.lock().unwrap();
+                while !*set {
+                    set = self.wake.1.wait(set).unwrap();
+                }
+                *set = false;
+                continue;
+            }
+            let (mut batch, mut linked) = (NIL, 0);
+            while taken != NIL {
+                linked += 1;
+                assert!(linked <= 3, "an item is linked twice");
+                let next = self.next[taken].load(Ordering::Relaxed);
+                self.next[taken].store(batch, Ordering::Relaxed);
+                batch = taken;
+                taken = next;
+            }
+            while batch != NIL {
+                let item = batch;
+                batch = self.next[item].load(Ordering::Relaxed);
+                *self.queued[item].lock().unwrap() = false;
+                // The routine takes, under the owner's lock, every piece of work asked so far.
+                *self.asked[item].lock().unwrap() = 0;
+                self.ran.lock().unwrap().push(item);
+            }
+        }
+    }
+}
+
+/// The lock-free work queue loses no kick: two threads kick three items (one item from both,
+/// racing its own run), then the queue is stopped; every piece of work asked was taken by a later
+/// run of its routine, no item was ever linked twice, and one thread's kicks of two items not yet
+/// queued run in the order they were made.
+#[test]
+fn the_lock_free_work_queue_loses_no_kick_and_keeps_order() {
+    builder().check(|| {
+        let queue = Arc::new(LockFreeQueue::new());
+        let thread = {
+            let queue = queue.clone();
+            thread::spawn(move || queue.run())
+        };
+        let first = {
+            let queue = queue.clone();
+            thread::spawn(move || {
+                queue.kick(0);
+                queue.kick(1);
+            })
+        };
+        let second = {
+            let queue = queue.clone();
+            thread::spawn(move || {
+                queue.kick(2);
+                queue.kick(0);
+            })
+        };
+        first.join().unwrap();
+        second.join().unwrap();
+        queue.stopping.store(true, Ordering::Release);
+        queue.set_event();
+        thread.join().unwrap();
+        for item in 0..3 {
+            assert_eq!(
+                *queue.asked[item].lock().unwrap(),
+                0,
+                "item {item}: a kick was lost"
+            );
+        }
+        let ran = queue.ran.lock().unwrap();
+        let at = |item| ran.iter().position(|&i| i == item).unwrap();
+        // Item 1 was queued only by the first thread, after its kick of item 0.
+        assert!(at(0) < at(1), "kicks ran out of order: {ran:?}");
     });
 }

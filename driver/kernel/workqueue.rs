@@ -3,6 +3,12 @@
 //! no WSK calls there). Queueing is allocation-free and legal at DISPATCH_LEVEL: items are
 //! preallocated and intrusive, and an item already queued is not queued twice (its routine runs
 //! once for any number of kicks before it starts — routines are written to do all pending work).
+//!
+//! No lock: producers push an item on an atomic stack with a compare-and-swap, and the thread takes
+//! the whole stack with one swap and runs it oldest first. Every push is followed by a set of the
+//! thread's wake-up event, and the thread waits only after a swap found the stack empty, so no push
+//! is left unseen. (A spin lock over a list took two holds per pass on the thread and one per
+//! push.)
 
 use core::ffi::c_void;
 use core::ptr;
@@ -10,7 +16,7 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 
 use wsk::NtStatus;
 
-use super::{Event, PoolBox, SpinLock, SystemThread, tags};
+use super::{Event, PoolBox, SystemThread, tags};
 
 /// Routines run by every work queue since the driver loaded (the benchmarks' "worker passes").
 static PASSES: AtomicU64 = AtomicU64::new(0);
@@ -39,8 +45,10 @@ pub fn figures() -> QueueFigures {
 /// A preallocated unit of work.
 ///
 /// # Invariants
-/// While `queued` is true the item is linked in exactly one queue's list and must stay
-/// alive; its owner keeps it alive until the queue is flushed after the last kick.
+/// While `queued` is true the item is linked once in one queue (on its stack, or in the batch its
+/// thread took and has not run yet) and must stay alive; its owner keeps it alive until the queue
+/// is flushed after the last kick. `next` is written only by whoever links it: the push that set
+/// `queued`, then the thread while the item is in its batch.
 pub struct WorkItem {
     next: AtomicPtr<WorkItem>,
     queued: AtomicBool,
@@ -81,17 +89,10 @@ impl WorkItem {
     }
 }
 
-struct List {
-    head: *mut WorkItem,
-    tail: *mut WorkItem,
-}
-
-// SAFETY: the list only links WorkItems, which are Sync (atomics); the raw pointers are guarded by
-// the spin lock that owns the list.
-unsafe impl Send for List {}
-
 struct Inner {
-    list: SpinLock<List>,
+    /// The items pushed since the thread last took them, newest first, linked through `next`
+    /// (null: none).
+    pushed: AtomicPtr<WorkItem>,
     wake: Event,
     stopping: AtomicBool,
     /// What `flush` needs, made at start so that a flush never allocates and so never fails:
@@ -110,10 +111,10 @@ struct Inner {
 #[derive(Clone, Copy, Debug)]
 pub struct WorkQueueHandle(*const Inner);
 
-// SAFETY: `Inner` is shared only through its spin lock, event and atomics.
+// SAFETY: `Inner` is shared only through its events and atomics.
 unsafe impl Send for WorkQueueHandle {}
-// SAFETY: the handle is a pointer to `Inner`, which is only touched through its spin lock, event
-// and atomics (all usable concurrently); copies of the handle share nothing else.
+// SAFETY: the handle is a pointer to `Inner`, which is only touched through its events and atomics
+// (all usable concurrently); copies of the handle share nothing else.
 unsafe impl Sync for WorkQueueHandle {}
 
 impl WorkQueueHandle {
@@ -133,8 +134,10 @@ impl WorkQueueHandle {
         unsafe { self.append(item) };
     }
 
-    /// [`WorkQueueHandle::queue`] of an item this call marked queued: links it and wakes the
-    /// thread. IRQL: <= DISPATCH_LEVEL.
+    /// [`WorkQueueHandle::queue`] of an item this call marked queued: pushes it and wakes the
+    /// thread. IRQL: <= DISPATCH_LEVEL. Lock-free: the compare-and-swap fails only when another
+    /// push, or the thread's take, changed the stack meanwhile, and both are bounded (an item is
+    /// pushed once per run: there are as many pushes as items, one per listener and two more).
     ///
     /// # Safety
     /// As [`WorkQueueHandle::queue`]; `item.queued` was set by this caller's swap.
@@ -143,16 +146,21 @@ impl WorkQueueHandle {
         // SAFETY: the handle's invariant: the queue is alive.
         let inner = unsafe { &*self.0 };
         let item_ptr = ptr::from_ref(item).cast_mut();
-        item.next.store(ptr::null_mut(), Ordering::Relaxed);
-        {
-            let mut list = inner.list.lock();
-            if list.tail.is_null() {
-                list.head = item_ptr;
-            } else {
-                // SAFETY: `tail` is a queued item, alive by the WorkItem invariant.
-                unsafe { (*list.tail).next.store(item_ptr, Ordering::Relaxed) };
+        let mut head = inner.pushed.load(Ordering::Relaxed);
+        loop {
+            // The item is this caller's to link: its `queued` swap made it so (WorkItem
+            // invariant). A stack that changed since the load is read again; `next` is what the
+            // item will follow only once the exchange succeeded, so with the head it replaced.
+            item.next.store(head, Ordering::Relaxed);
+            match inner.pushed.compare_exchange_weak(
+                head,
+                item_ptr,
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(now) => head = now,
             }
-            list.tail = item_ptr;
         }
         inner.wake.set();
     }
@@ -182,33 +190,45 @@ unsafe fn run(context: *mut c_void) {
     // SAFETY: the context is the queue's pinned Inner, alive until the thread is joined.
     let inner = unsafe { &*context.cast::<Inner>() };
     loop {
-        let item = {
-            let mut list = inner.list.lock();
-            let head = list.head;
-            if !head.is_null() {
-                // SAFETY: `head` is a queued, alive item.
-                list.head = unsafe { (*head).next.load(Ordering::Relaxed) };
-                if list.head.is_null() {
-                    list.tail = ptr::null_mut();
-                }
-            }
-            head
-        };
-        if item.is_null() {
+        // Everything pushed so far, newest first (Acquire: each push's `next` and its item).
+        let mut taken = inner.pushed.swap(ptr::null_mut(), Ordering::Acquire);
+        if taken.is_null() {
             if inner.stopping.load(Ordering::Acquire) {
-                return;
+                // What was queued before the stop was asked for happened before the flag, so this
+                // load sees it: run it before stopping.
+                if inner.pushed.load(Ordering::Acquire).is_null() {
+                    return;
+                }
+                continue;
             }
+            // A push after the swap sets the event after it: the wait returns at once.
             inner.wake.wait(None);
             WAKEUPS.fetch_add(1, Ordering::Relaxed);
             continue;
         }
-        // SAFETY: dequeued above; alive until it has run (WorkItem invariant).
-        let item = unsafe { &*item };
-        // Cleared before running: a kick during the run queues it again, so no work is lost.
-        item.queued.store(false, Ordering::Release);
-        PASSES.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: the owner set a context valid for its routine.
-        unsafe { (item.routine)(item.context.load(Ordering::Acquire)) };
+        // Oldest first: reverse the batch. Its items stay queued until each runs, so no push
+        // touches their links meanwhile (WorkItem invariant).
+        let mut batch: *mut WorkItem = ptr::null_mut();
+        while !taken.is_null() {
+            // SAFETY: `taken` is a queued item in the batch this thread took: alive, and linked
+            // only by this thread now (WorkItem invariant).
+            let item = unsafe { &*taken };
+            taken = item.next.load(Ordering::Relaxed);
+            item.next.store(batch, Ordering::Relaxed);
+            batch = ptr::from_ref(item).cast_mut();
+        }
+        while !batch.is_null() {
+            // SAFETY: a queued item of the batch: alive until it has run (WorkItem invariant).
+            let item = unsafe { &*batch };
+            // Read before `queued` is cleared: from then on a kick may push the item again and
+            // rewrite its link.
+            batch = item.next.load(Ordering::Relaxed);
+            // Cleared before running: a kick during the run queues it again, so no work is lost.
+            item.queued.store(false, Ordering::Release);
+            PASSES.fetch_add(1, Ordering::Relaxed);
+            // SAFETY: the owner set a context valid for its routine.
+            unsafe { (item.routine)(item.context.load(Ordering::Acquire)) };
+        }
     }
 }
 
@@ -231,10 +251,7 @@ impl WorkQueue {
         let inner = PoolBox::new(
             tags::DRIVER,
             Inner {
-                list: SpinLock::new(List {
-                    head: ptr::null_mut(),
-                    tail: ptr::null_mut(),
-                }),
+                pushed: AtomicPtr::new(ptr::null_mut()),
                 wake: Event::synchronization(false)?,
                 stopping: AtomicBool::new(false),
                 flush_item: WorkItem::new(signal),

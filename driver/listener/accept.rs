@@ -8,9 +8,9 @@ use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
 
 use wsk::{DEVICE_OBJECT, IRP, NtStatus, SOCKADDR, SOCKADDR_STORAGE, WSK_SOCKET};
 
-use super::Listener;
 use super::worker_only::Worker;
-use crate::net::{ConnSocket, DriverIrp};
+use super::{Listener, Shared};
+use crate::net::{ConnSocket, DriverIrp, ListenSocket};
 use crate::table::AcceptPath;
 
 /// Accept-slot states (changed under the listener's spin lock).
@@ -76,6 +76,8 @@ pub struct AcceptSlot {
     local: UnsafeCell<SOCKADDR_STORAGE>,
     remote: UnsafeCell<SOCKADDR_STORAGE>,
     listener: AtomicPtr<Listener>,
+    /// The slot's bit in `Shared::accepts_waiting` (1 << its index among the listener's slots).
+    bit: u64,
 }
 
 // SAFETY: the address buffers are written by the provider only while the IRP is pending and read
@@ -86,12 +88,18 @@ unsafe impl Sync for AcceptSlot {}
 unsafe impl Send for AcceptSlot {}
 
 impl AcceptSlot {
-    /// Allocates the slot's IRP. IRQL: <= DISPATCH_LEVEL.
+    /// Allocates the IRP of the listener's accept slot `index` (below `MAX_DEPTH`). IRQL: <=
+    /// DISPATCH_LEVEL.
     ///
     /// # Errors
-    /// STATUS_INSUFFICIENT_RESOURCES.
-    pub fn new() -> Result<Self, NtStatus> {
+    /// STATUS_INSUFFICIENT_RESOURCES; STATUS_INVALID_PARAMETER for an index of 64 or more.
+    pub fn new(index: usize) -> Result<Self, NtStatus> {
+        let bit = u32::try_from(index)
+            .ok()
+            .and_then(|index| 1u64.checked_shl(index))
+            .ok_or(NtStatus::INVALID_PARAMETER)?;
         Ok(Self {
+            bit,
             irp: DriverIrp::allocate()?,
             state: AtomicState::new(State::Idle),
             rejected: AtomicPtr::new(core::ptr::null_mut()),
@@ -135,6 +143,16 @@ impl AcceptSlot {
     }
 }
 
+/// Whether a pass has something to do with an accept slot in `state` (`arm`: it may arm idle
+/// IRPs).
+fn wanted(state: State, arm: bool) -> bool {
+    match state {
+        State::Idle => arm,
+        State::RejectPending => true,
+        State::Accepting | State::ClosingRejected => false,
+    }
+}
+
 /// Completion of a WskAccept (or of the close of a refused socket). IRQL: <= DISPATCH_LEVEL.
 /// Hands the accepted socket to the table through the policy; never calls WSK, never blocks,
 /// never allocates; asks the worker to re-arm.
@@ -158,6 +176,7 @@ pub(crate) unsafe extern "system" fn accept_done(
     let mut shared = listener.shared.lock();
     shared.rundown.completed();
     slot.state.store(State::Idle, Ordering::Release);
+    shared.accepts_waiting |= slot.bit;
     if was == State::Accepting {
         if status.is_success() && information != 0 {
             // WSK-FACTS §3: on success Information holds the accepted PWSK_SOCKET.
@@ -190,56 +209,101 @@ pub(crate) unsafe extern "system" fn accept_done(
     NtStatus::MORE_PROCESSING_REQUIRED
 }
 
+/// The accept IRPs one hold of the lock claimed ([`Listener::claim_accepts`]): bit i is slot i.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Claims {
+    /// Idle -> Accepting: to arm.
+    to_arm: u64,
+    /// RejectPending -> ClosingRejected: the refused socket to close.
+    to_close: u64,
+}
+
 impl Listener {
     /// Arms every idle accept IRP (when `arm`) and closes every refused socket, in one worker pass:
-    /// one hold of the spin lock claims them all (at most `MAX_DEPTH` = 64 state changes, small
-    /// bounded work), then the calls are made outside it. Worker only.
+    /// one hold of the spin lock claims them all ([`Listener::claim_accepts`]), then the calls are
+    /// made outside it ([`Listener::submit_accepts`]). Worker only.
     pub(super) fn service_accepts(&self, worker: &mut Worker<'_>, arm: bool) {
-        const _: () = assert!(
-            super::MAX_DEPTH as u32 <= u64::BITS,
-            "one bit per accept slot"
-        );
         let socket = self.socket.get(worker).as_ref();
         let arm = arm && socket.is_some();
         // Most passes find every accept IRP pending: a look at the states, without the lock, says
         // so. A state this misses (changed just after) is followed by the kick of its change,
         // which queues another pass; a state it sees is claimed under the lock below, as before.
-        let wanted = |state| match state {
-            State::Idle => arm,
-            State::RejectPending => true,
-            State::Accepting | State::ClosingRejected => false,
-        };
         if !self
             .accepts
             .iter()
-            .any(|slot| wanted(slot.state.load(Ordering::Acquire)))
+            .any(|slot| wanted(slot.state.load(Ordering::Acquire), arm))
         {
             return;
         }
-        // Bit i: slot i was claimed (Idle -> Accepting, or RejectPending -> ClosingRejected).
-        let (mut to_arm, mut to_close) = (0u64, 0u64);
-        {
-            let mut shared = self.shared.lock();
-            // `take`: MAX_DEPTH fits the masks (asserted above); a bit per slot, never a shift past
-            // the mask.
-            for (i, slot) in self.accepts.iter().enumerate().take(u64::BITS as usize) {
-                let claimed = match slot.state.load(Ordering::Acquire) {
-                    State::Idle if arm => {
-                        slot.state.store(State::Accepting, Ordering::Release);
-                        &mut to_arm
-                    }
-                    State::RejectPending => {
-                        slot.state.store(State::ClosingRejected, Ordering::Release);
-                        &mut to_close
-                    }
-                    _ => continue,
-                };
-                *claimed |= 1 << i;
-                shared.rundown.submitted();
+        let claims = self.claim_accepts(&mut self.shared.lock(), arm);
+        self.submit_accepts(socket, claims);
+    }
+
+    /// Claims every idle accept IRP (when `arm`: the caller has a listening socket to arm it on)
+    /// and every refused socket waiting to be closed: at most `MAX_DEPTH` = 64 state changes,
+    /// small bounded work. IRQL: DISPATCH_LEVEL (under the lock; worker only).
+    pub(super) fn claim_accepts(&self, shared: &mut Shared, arm: bool) -> Claims {
+        const _: () = assert!(
+            super::MAX_DEPTH as u32 <= u64::BITS,
+            "one bit per accept slot"
+        );
+        debug_assert!(
+            self.accepts
+                .iter()
+                .all(|slot| (shared.accepts_waiting & slot.bit != 0)
+                    == (slot.state.load(Ordering::Acquire) != State::Accepting)),
+            "accepts_waiting is the set of slots not Accepting"
+        );
+        let mut claims = Claims::default();
+        // Only the slots whose IRP is not pending: most passes look at none.
+        let mut waiting = shared.accepts_waiting;
+        while waiting != 0 {
+            let i = waiting.trailing_zeros() as usize;
+            waiting &= waiting - 1;
+            let Some(slot) = self.accepts.get(i) else {
+                break;
+            };
+            match slot.state.load(Ordering::Acquire) {
+                State::Idle if arm => {
+                    slot.state.store(State::Accepting, Ordering::Release);
+                    shared.accepts_waiting &= !slot.bit;
+                    claims.to_arm |= slot.bit;
+                }
+                State::RejectPending => {
+                    slot.state.store(State::ClosingRejected, Ordering::Release);
+                    claims.to_close |= slot.bit;
+                }
+                _ => continue,
             }
+            shared.rundown.submitted();
         }
-        for (i, slot) in self.accepts.iter().enumerate().take(u64::BITS as usize) {
-            let submitted = if to_close & (1 << i) != 0 {
+        claims
+    }
+
+    /// The calls for what [`Listener::claim_accepts`] claimed: WskAccept on `socket` for each IRP
+    /// to arm, WskCloseSocket for each refused socket; a call that fails gives its IRP back.
+    /// Worker only (`socket` is the worker-only listening socket; `None` only if none was
+    /// claimed to arm).
+    #[inline]
+    pub(super) fn submit_accepts(&self, socket: Option<&ListenSocket>, claims: Claims) {
+        // Inlined: most passes claimed nothing (every IRP pending) and pay no call.
+        if claims.to_arm | claims.to_close != 0 {
+            self.submit_claimed(socket, claims);
+        }
+    }
+
+    /// [`Listener::submit_accepts`] of a non-empty claim. Worker only.
+    #[inline(never)]
+    fn submit_claimed(&self, socket: Option<&ListenSocket>, claims: Claims) {
+        let Claims { to_arm, to_close } = claims;
+        let mut claimed = to_arm | to_close;
+        while claimed != 0 {
+            let i = claimed.trailing_zeros() as usize;
+            claimed &= claimed - 1;
+            let Some(slot) = self.accepts.get(i) else {
+                break;
+            };
+            let submitted = if to_close & slot.bit != 0 {
                 let raw = slot.rejected.swap(core::ptr::null_mut(), Ordering::AcqRel);
                 // SAFETY: the refused socket was parked by the completion routine; we own it.
                 match unsafe { ConnSocket::from_accepted(raw) } {
@@ -255,7 +319,7 @@ impl Listener {
                     }
                     None => Err(NtStatus::INVALID_PARAMETER),
                 }
-            } else if to_arm & (1 << i) != 0 {
+            } else {
                 match socket {
                     Some(socket) => {
                         let (local, remote) = slot.address_buffers();
@@ -267,13 +331,12 @@ impl Listener {
                     }
                     None => Err(NtStatus::INVALID_DEVICE_STATE),
                 }
-            } else {
-                continue;
             };
             if submitted.is_err() {
                 let mut shared = self.shared.lock();
                 shared.rundown.completed();
                 slot.state.store(State::Idle, Ordering::Release);
+                shared.accepts_waiting |= slot.bit;
             }
         }
     }

@@ -13,8 +13,13 @@ use super::worker_only::Worker;
 use super::{Counters, Listener, Mode, Phase};
 use crate::kernel;
 use crate::pending::{Outcome, PendingId, PendingInfo};
-use crate::policy::{Policy, RejectReason, Verdict};
+use crate::policy::{Policy, RejectReason, SourceSlot, Verdict};
+use crate::table::SlotState;
 use crate::trace::{self, Refusal};
+
+/// Table slots [`Listener::set_policy`] counts per hold of the spin lock when it turns source
+/// counting on (one SipHash-1-3 and a window read each: a few thousand instructions a hold).
+const SOURCE_COUNT_CHUNK: u32 = 32;
 
 /// Completion of WskInspectComplete. IRQL: <= DISPATCH_LEVEL; no WSK, no blocking, no allocation.
 ///
@@ -96,7 +101,12 @@ impl Listener {
             self.trace_refused(Refusal::NotRunning, Some(remote));
             return WSK_INSPECT_ACTION::REJECT;
         }
-        let from_source = shared.sources.count(remote.ip());
+        // Sources are counted only while a limit may need them (see `set_policy`).
+        let from_source = if shared.counting_sources {
+            shared.sources.count(remote.ip())
+        } else {
+            0
+        };
         match shared
             .policy
             .evaluate(&remote, shared.table.occupancy(), from_source, true, false)
@@ -155,9 +165,56 @@ impl Listener {
         Ok(())
     }
 
-    /// Replaces the policy; it applies to the next connection. IRQL: <= DISPATCH_LEVEL.
+    /// Replaces the policy; it applies to the next connection. IRQL: PASSIVE_LEVEL.
+    ///
+    /// Sources are counted only once a policy with a per-source limit was in force (a listener
+    /// that never had one pays for no hash per connection): a limit set on a listener that did
+    /// not count them yet first turns counting on (admission counts every connection from then
+    /// on) and counts the connections its table already holds, in holds of the lock of at most
+    /// [`SOURCE_COUNT_CHUNK`] slots, before the limit takes effect; counting then stays on.
+    /// Every policy with a limit walks the table this way (a connection counted already is
+    /// skipped), so the limit never takes effect before its own walk ended, whoever else sets a
+    /// policy meanwhile.
     pub fn set_policy(&self, policy: Policy) {
+        if policy.per_source != 0 {
+            self.count_sources_held();
+        }
         self.shared.lock().policy = policy;
+    }
+
+    /// Turns source counting on and counts every connection in the table that is not counted.
+    /// IRQL: PASSIVE_LEVEL (the lock is dropped between chunks).
+    fn count_sources_held(&self) {
+        let capacity = {
+            let mut shared = self.shared.lock();
+            shared.counting_sources = true;
+            shared.table.capacity()
+        };
+        let mut start = 0;
+        while start < capacity {
+            let end = start.saturating_add(SOURCE_COUNT_CHUNK).min(capacity);
+            let mut guard = self.shared.lock();
+            let shared = &mut *guard;
+            for index in start..end {
+                let peer = match shared.table.entry(index) {
+                    // In use and not counted (admitted before counting was on, or its window was
+                    // full then): count it now.
+                    Some(entry)
+                        if entry.state() != SlotState::Free
+                            && entry.owner_tag() == SourceSlot::NONE.to_raw() =>
+                    {
+                        entry.info().remote.ip()
+                    }
+                    _ => continue,
+                };
+                let slot = shared.sources.add(peer);
+                if let Some(entry) = shared.table.entry_mut(index) {
+                    entry.set_owner_tag(slot.to_raw());
+                }
+            }
+            drop(guard);
+            start = end;
+        }
     }
 
     /// The policy in force. IRQL: <= DISPATCH_LEVEL.

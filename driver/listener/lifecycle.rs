@@ -83,12 +83,19 @@ impl Listener {
                     last_error: NtStatus::SUCCESS,
                     policy,
                     sources: SourceCounts::with_capacity(config.capacity)?,
+                    counting_sources: policy.per_source != 0,
                     pending: PendingQueue::new(slot, config.address),
+                    // Every accept slot starts Idle.
+                    accepts_waiting: u32::try_from(depth)
+                        .ok()
+                        .and_then(|depth| 64u32.checked_sub(depth))
+                        .and_then(|shift| u64::MAX.checked_shr(shift))
+                        .unwrap_or(0),
                     handovers: NO_SLOT,
                     uncovered: 0,
                 }),
                 socket: WorkerOnly::new(None),
-                accepts: PoolSlice::try_new(tags::ACCEPT, depth, |_| AcceptSlot::new())?,
+                accepts: PoolSlice::try_new(tags::ACCEPT, depth, AcceptSlot::new)?,
                 #[allow(clippy::cast_possible_truncation)]
                 io: PoolSlice::try_new(tags::TABLE, config.capacity as usize, |i| {
                     SlotIo::new(i as u32, config.buffer)

@@ -114,10 +114,19 @@ pub(crate) struct Shared {
     last_error: NtStatus,
     /// The condition function's rules and limits.
     pub(crate) policy: Policy,
-    /// Active connections per source address (for the per-source limit).
+    /// Active connections per source address (for the per-source limit), kept only while
+    /// `counting_sources` (see `Listener::set_policy`).
     sources: SourceCounts,
+    /// Whether admission counts sources. Off until the listener's policy first has a per-source
+    /// limit (at start, or `set_policy`, which first counts what the table holds); then on for
+    /// the listener's life. A policy with `per_source != 0` is only ever in force with it on.
+    counting_sources: bool,
     /// Requests deferred to user mode.
     pub(crate) pending: PendingQueue,
+    /// Bit i: accept slot i is not Accepting (its IRP is not pending in the provider: idle, or
+    /// busy with a refused socket). Changed with the slot's state, under this lock, so a pass and
+    /// a kick look at one word, not at every slot.
+    accepts_waiting: u64,
     /// First slot on the hand-over list (`NO_SLOT`: empty): sockets accepted by WskAcceptEvent
     /// that the worker may not touch yet (see [`Listener::hand_over`]).
     handovers: u32,
@@ -305,10 +314,7 @@ impl Listener {
             || self.config.mode == Mode::Conditional
             || shared.table.has_work()
             || self.handover_tick.load(Ordering::Acquire)
-            || self
-                .accepts
-                .iter()
-                .any(|a| a.state.load(Ordering::Acquire) != AcceptState::Accepting)
+            || shared.accepts_waiting != 0
     }
 
     /// Marks the listener for a restart of its listening socket (NULL AcceptSocket, broken
@@ -321,16 +327,39 @@ impl Listener {
 
     /// The worker's routine for this listener. IRQL: PASSIVE_LEVEL (worker thread).
     fn process(&self) {
-        let (phase, queued) = {
-            let shared = self.shared.lock();
-            (shared.phase, shared.table.has_work())
-        };
+        let mut shared = self.shared.lock();
+        let phase = shared.phase;
         if matches!(phase, Phase::Starting | Phase::Stopped) {
             return;
         }
         // SAFETY: this is the worker's run of this listener (the ordered queue runs one item at a
         // time), and it saw a phase past Starting under the lock, after `start` dropped its token.
         let mut worker = unsafe { Worker::assume() };
+        if phase == Phase::Running && !self.handover_tick.load(Ordering::Acquire) {
+            // The usual pass, started in this one hold: the first chunk of slot work and the
+            // accept claims are taken here (as `run_slot_work` and `service_accepts` would in holds
+            // of their own), then the calls are made with the lock released. What changes after
+            // this hold was kicked for under the lock, and that kick queued the next pass (the
+            // queue clears the item's flag before running it). A hand-over tick set after the
+            // load above is followed by its kick too.
+            let mut actions = slots::no_actions();
+            let popped = if shared.table.has_work() {
+                self.take_slot_work(&mut shared, &mut actions)
+            } else {
+                0
+            };
+            let arm = self.socket.get(&mut worker).is_some();
+            let claims = self.claim_accepts(&mut shared, arm);
+            drop(shared);
+            if popped != 0 {
+                self.slot_work_rounds(&mut actions, Some(popped));
+            }
+            self.submit_accepts(self.socket.get(&mut worker).as_ref(), claims);
+            self.service_decisions(&mut worker);
+            return;
+        }
+        let queued = shared.table.has_work();
+        drop(shared);
         let ticked = phase == Phase::Running && self.handover_tick.swap(false, Ordering::AcqRel);
         if ticked {
             self.hand_over_quiesced(&mut worker);

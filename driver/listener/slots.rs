@@ -20,6 +20,17 @@ use crate::table::{SlotState, work};
 /// Slots whose work the worker decides per hold of the spin lock (see `run_slot_work`).
 const SLOT_WORK_CHUNK: usize = 16;
 
+/// A pass's decided slot operations, one chunk at a time ([`no_actions`]).
+pub(super) type SlotActions = ManuallyDrop<[Option<SlotAction>; SLOT_WORK_CHUNK]>;
+
+/// An empty [`SlotActions`], filled once per pass: every round leaves each action it used taken
+/// (None) again, so at the end every element is None and dropping the array would do nothing but
+/// look at all of them (its drop glue): `ManuallyDrop` skips that look. Never dropping is safe;
+/// an action left in it (none is) would be leaked, not lost track of unsafely.
+pub(super) fn no_actions() -> SlotActions {
+    ManuallyDrop::new(core::array::from_fn(|_| None))
+}
+
 pub(super) enum SlotAction {
     Receive(u32, ConnSocketRef),
     Send(u32, ConnSocketRef),
@@ -30,6 +41,7 @@ pub(super) enum SlotAction {
 impl Listener {
     /// Frees a Closing slot once its close completed and both its IRPs are back.
     /// IRQL: DISPATCH_LEVEL (under the lock).
+    #[inline]
     pub(crate) fn try_release(&self, shared: &mut Shared, index: u32) {
         let (Some(io), Some(entry)) = (self.io.get(index as usize), shared.table.entry(index))
         else {
@@ -39,13 +51,14 @@ impl Listener {
         if ready && !io.data.is_busy() && !io.ctl.is_busy() && !io.close.is_busy() {
             // One look at the entry for everything the release needs.
             let (peer_closed, peer_reset) = (entry.peer_closed, entry.peer_reset);
-            let (source, slot) = (
-                entry.info().remote.ip(),
-                SourceSlot::from_raw(entry.owner_tag()),
-            );
+            let slot = SourceSlot::from_raw(entry.owner_tag());
+            // Only a counted connection needs its address (see `counting_sources`).
+            let source = (slot != SourceSlot::NONE).then(|| entry.info().remote.ip());
             if shared.table.release(index) {
                 // The slot admission counted it at: no hash (see `SourceSlot`).
-                shared.sources.release(slot, source);
+                if let Some(source) = source {
+                    shared.sources.release(slot, source);
+                }
                 Counters::bump(&self.counters.closed);
                 if peer_closed {
                     Counters::bump(&self.counters.peer_closed);
@@ -76,24 +89,18 @@ impl Listener {
     /// while the worker holds the lock; its next decision comes after its operation of this chunk
     /// was performed.
     pub(super) fn run_slot_work(&self) {
-        // Filled once per pass: every round leaves each action it used taken (None) again, so at
-        // the end every element is None and dropping the array would do nothing but look at all
-        // of them (its drop glue): `ManuallyDrop` skips that look. Never dropping is safe; an
-        // action left in it (none is) would be leaked, not lost track of unsafely.
-        let mut actions: ManuallyDrop<[Option<SlotAction>; SLOT_WORK_CHUNK]> =
-            ManuallyDrop::new(core::array::from_fn(|_| None));
+        let mut actions = no_actions();
+        self.slot_work_rounds(&mut actions, None);
+    }
+
+    /// [`Listener::run_slot_work`]'s rounds. `first`: a chunk the caller already took in a hold of
+    /// its own ([`Listener::take_slot_work`], its actions in `actions`), performed as the first
+    /// round. Worker only.
+    pub(super) fn slot_work_rounds(&self, actions: &mut SlotActions, mut first: Option<usize>) {
         loop {
-            let popped = {
-                let mut shared = self.shared.lock();
-                let mut popped = 0;
-                for action in actions.iter_mut() {
-                    let Some((index, bits)) = shared.table.pop_work() else {
-                        break;
-                    };
-                    *action = self.decide_slot_work(&mut shared, index, bits);
-                    popped += 1;
-                }
-                popped
+            let popped = match first.take() {
+                Some(popped) => popped,
+                None => self.take_slot_work(&mut self.shared.lock(), actions),
             };
             if popped == 0 {
                 break;
@@ -109,6 +116,21 @@ impl Listener {
                 break;
             }
         }
+    }
+
+    /// One round's hold: takes up to [`SLOT_WORK_CHUNK`] slots off the work list and decides
+    /// their operations into `actions`; how many it took. IRQL: DISPATCH_LEVEL (under the lock).
+    #[inline]
+    pub(super) fn take_slot_work(&self, shared: &mut Shared, actions: &mut SlotActions) -> usize {
+        let mut popped = 0;
+        for action in actions.iter_mut() {
+            let Some((index, bits)) = shared.table.pop_work() else {
+                break;
+            };
+            *action = self.decide_slot_work(shared, index, bits);
+            popped += 1;
+        }
+        popped
     }
 
     fn decide_slot_work(&self, shared: &mut Shared, index: u32, bits: u8) -> Option<SlotAction> {
@@ -272,14 +294,13 @@ pub(crate) unsafe extern "system" fn close_done(
     let mut shared = listener.shared.lock();
     shared.rundown.completed();
     let index = io.index();
-    if shared
+    // One look at the entry: the close is this occupant's (same generation, Closing).
+    if let Some(entry) = shared
         .table
-        .entry(index)
-        .is_some_and(|e| e.state() == SlotState::Closing && e.generation() == generation)
+        .entry_mut(index)
+        .filter(|e| e.state() == SlotState::Closing && e.generation() == generation)
     {
-        if let Some(entry) = shared.table.entry_mut(index) {
-            entry.close_done = true;
-        }
+        entry.close_done = true;
         listener.try_release(&mut shared, index);
     }
     listener.kick_locked(&shared);

@@ -91,7 +91,10 @@ impl Global {
     /// One more connection. IRQL: <= DISPATCH_LEVEL.
     pub fn opened(&self) {
         let now = self.active.fetch_add(1, Ordering::Relaxed) + 1;
-        self.peak.fetch_max(now, Ordering::Relaxed);
+        // A new peak is rare: a load, not a read-modify-write (a CAS loop on x86), per connection.
+        if now > self.peak.load(Ordering::Relaxed) {
+            self.peak.fetch_max(now, Ordering::Relaxed);
+        }
     }
 
     /// One fewer. IRQL: <= DISPATCH_LEVEL.
