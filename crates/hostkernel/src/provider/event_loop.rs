@@ -119,21 +119,16 @@ fn run_loop(mut poll: Poll) {
             work();
         }
         loop {
-            let work = {
-                let mut queue = loop_state();
-                let work = queue.deferred.pop_front();
-                queue.running += u32::from(work.is_some());
-                work
-            };
+            let work = loop_state().deferred.pop_front();
             match work {
                 Some(Work::Run(work)) => work(),
                 Some(Work::Complete(irp, status, information)) => {
                     irp::complete(irp, status, information);
+                    loop_state().completions -= 1;
                 }
                 Some(Work::Serve(key)) => service(key, false),
                 None => break,
             }
-            loop_state().running -= 1;
         }
         let stopping = loop_state().stopping;
         if stopping {

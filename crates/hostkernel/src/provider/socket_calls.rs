@@ -17,7 +17,7 @@ use super::state::{
     retire, state, take_irp,
 };
 use super::translate;
-use super::work::{complete_later, nothing_posted, post, post_after, registry, serve_later};
+use super::work::{complete_later, no_completion_posted, post_after, registry, serve_later};
 use crate::accounting::COUNTERS;
 use crate::irp::{self, IrpRef};
 use crate::schedule::{self, Fault};
@@ -140,7 +140,7 @@ fn set_events(key: usize, mask: u32, irp: Option<IrpRef>) -> NtStatus {
         return match irp {
             None => NtStatus::EVENT_PENDING,
             Some(irp) => {
-                post(Box::new(move || irp::complete(irp, NtStatus::SUCCESS, 0)));
+                complete_later(irp, NtStatus::SUCCESS, 0);
                 NtStatus::PENDING
             }
         };
@@ -280,7 +280,7 @@ pub(crate) unsafe extern "system" fn wsk_close_socket(
     let delay = guard.close_delay;
     drop(guard);
     // Nor may a completion posted to the loop before (a deferred one) wait behind this close.
-    if idle && delay.is_zero() && nothing_posted() {
+    if idle && delay.is_zero() && no_completion_posted() {
         return close_now(key, sock, irp);
     }
     post_after(delay, Box::new(move || finish_close(key, sock, irp)));

@@ -37,8 +37,8 @@ pub(crate) enum Work {
 pub(crate) struct LoopState {
     /// Work posted to the event-loop thread, in order.
     pub(crate) deferred: VecDeque<Work>,
-    /// Items of `deferred` the loop has taken and not finished running.
-    pub(crate) running: u32,
+    /// Deferred completions (`Work::Complete`) posted and not yet made: queued, or being made.
+    pub(crate) completions: u32,
     /// The poller's registry (epoll_ctl is thread-safe: callers clone the Arc and use it with no
     /// lock held).
     pub(crate) registry: Option<Arc<mio::Registry>>,
@@ -54,7 +54,7 @@ pub(crate) struct LoopState {
 pub(crate) static LOOP: LazyLock<Mutex<LoopState>> = LazyLock::new(|| {
     Mutex::new(LoopState {
         deferred: VecDeque::new(),
-        running: 0,
+        completions: 0,
         registry: None,
         waker: None,
         stopping: false,
@@ -77,11 +77,11 @@ pub(crate) fn loop_state() -> MutexGuard<'static, LoopState> {
     LOOP.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Whether no posted work waits or runs: a completion posted earlier (a deferred one, in order)
-/// cannot then be overtaken by a completion made on the caller's thread.
-pub(crate) fn nothing_posted() -> bool {
-    let queue = loop_state();
-    queue.deferred.is_empty() && queue.running == 0
+/// Whether no deferred completion waits or is being made: a completion posted earlier (in order)
+/// cannot then be overtaken by one made on the caller's thread. Work that is not a completion (a
+/// posted service of a socket) finds a closed socket closed and completes nothing.
+pub(crate) fn no_completion_posted() -> bool {
+    loop_state().completions == 0
 }
 
 /// The poller's registry, if the event loop runs.
@@ -95,6 +95,7 @@ pub(crate) fn registry() -> Option<Arc<mio::Registry>> {
 pub(crate) fn post_work(work: Work) {
     let waker = {
         let mut queue = loop_state();
+        queue.completions += u32::from(matches!(work, Work::Complete(..)));
         queue.deferred.push_back(work);
         if ON_LOOP.with(Cell::get) || WAKE_PENDING.swap(true, Ordering::SeqCst) {
             None
