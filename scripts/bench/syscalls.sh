@@ -5,6 +5,7 @@
 #
 #   scripts/bench/syscalls.sh [CONNECTIONS]            (default 4000)
 #   THREADS="1 8" TARGETS="std wskaccept-irp8" scripts/bench/syscalls.sh
+#   BIN=path/to/another/wskbench scripts/bench/syscalls.sh   (e.g. a build of an earlier commit)
 #
 # For each target and client-thread count it runs `wskbench rate` (one run, service `close`)
 # under `strace -f -c`-like counting and prints, per thread kind, the calls per connection:
@@ -17,8 +18,10 @@ N=${1:-4000}
 THREADS=${THREADS:-1 8}
 TARGETS=${TARGETS:-std wskaccept-irp1 wskaccept-irp8 wskaccept-event wskaccept-both}
 command -v strace >/dev/null || { echo "strace is not installed (apt-get install strace)"; exit 1; }
-cargo build --quiet --release -p wskbench
-BIN=target/release/wskbench
+if [ -z "${BIN:-}" ]; then
+  cargo build --quiet --release -p wskbench
+  BIN=target/release/wskbench
+fi
 for threads in $THREADS; do
   for target in $TARGETS; do
     log="target/strace.$target.$threads.log"
