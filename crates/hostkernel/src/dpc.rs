@@ -166,6 +166,9 @@ impl Drop for Kdpc {
 /// DPCs queued or running, everywhere (KeFlushQueuedDpcs waits for 0).
 static OUTSTANDING: AtomicUsize = AtomicUsize::new(0);
 static FLUSHED: (Mutex<()>, Condvar) = (Mutex::new(()), Condvar::new());
+/// Threads in KeFlushQueuedDpcs (counted under `FLUSHED`'s lock): only they need telling, and a
+/// notify with nobody waiting would still be a futex call per DPC.
+static FLUSH_WAITERS: AtomicUsize = AtomicUsize::new(0);
 
 /// Runs the DPC at `address`, just taken off its processor's queue (at DISPATCH_LEVEL, as that
 /// processor: [`crate::processor`]).
@@ -192,7 +195,9 @@ fn run(address: usize) {
     }
     if OUTSTANDING.fetch_sub(1, Ordering::SeqCst) == 1 {
         let _guard = FLUSHED.0.lock().unwrap_or_else(PoisonError::into_inner);
-        FLUSHED.1.notify_all();
+        if FLUSH_WAITERS.load(Ordering::SeqCst) > 0 {
+            FLUSHED.1.notify_all();
+        }
     }
 }
 
@@ -201,6 +206,7 @@ pub fn flush_queued_dpcs() {
     irql::assert_passive("KeFlushQueuedDpcs");
     processor::kick();
     let mut guard = FLUSHED.0.lock().unwrap_or_else(PoisonError::into_inner);
+    FLUSH_WAITERS.fetch_add(1, Ordering::SeqCst);
     while OUTSTANDING.load(Ordering::SeqCst) > 0 {
         guard = FLUSHED
             .1
@@ -208,6 +214,7 @@ pub fn flush_queued_dpcs() {
             .unwrap_or_else(PoisonError::into_inner)
             .0;
     }
+    FLUSH_WAITERS.fetch_sub(1, Ordering::SeqCst);
 }
 
 /// Violation when `start..start + length` (memory being freed) holds a queued DPC.
