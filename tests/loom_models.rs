@@ -935,46 +935,7 @@ fn process_in_one_hold(model: &PassModel) {
 /// queued.
 #[test]
 fn a_pass_started_in_one_hold_never_strands_work() {
-    builder().check(|| {
-        let model = Arc::new(PassModel {
-            work: Mutex::new(1),
-            accept_idle: AtomicBool::new(false),
-            item: WorkItem::queued(),
-        });
-        let worker = {
-            let model = model.clone();
-            thread::spawn(move || model.item.run(|| process_in_one_hold(&model)))
-        };
-        let completions: Vec<_> = [0u8, 0, 1]
-            .into_iter()
-            .map(|kind| {
-                let model = model.clone();
-                thread::spawn(move || {
-                    let mut work = model.work.lock().unwrap();
-                    if kind == 0 {
-                        *work += 1;
-                    } else {
-                        model.accept_idle.store(true, Ordering::Release);
-                    }
-                    model.kick_locked(*work);
-                })
-            })
-            .collect();
-        for completion in completions {
-            completion.join().unwrap();
-        }
-        model.item.stop();
-        worker.join().unwrap();
-        assert_eq!(
-            *model.work.lock().unwrap(),
-            0,
-            "slot work was left with no pass queued"
-        );
-        assert!(
-            !model.accept_idle.load(Ordering::Acquire),
-            "an idle accept IRP was left with no pass queued"
-        );
-    });
+    builder().check(|| race_completions_against_a_pass(process_in_one_hold));
 }
 
 /// As `skipped_kicks_never_strand_work_for_the_worker`, for a pass made of several lock holds
@@ -984,48 +945,51 @@ fn a_pass_started_in_one_hold_never_strands_work() {
 /// completions and an accept completion race the pass; nothing is left with no pass queued.
 #[test]
 fn a_pass_in_several_holds_never_strands_work() {
-    builder().check(|| {
-        let model = Arc::new(PassModel {
-            work: Mutex::new(1),
-            accept_idle: AtomicBool::new(false),
-            item: WorkItem::queued(),
-        });
-        let worker = {
-            let model = model.clone();
-            thread::spawn(move || model.item.run(|| model.process()))
-        };
-        // Two disconnects completing (each asks for a close: with the one queued at the start,
-        // a full chunk and one more), and an accept completing (its IRP is idle).
-        let completions: Vec<_> = [0u8, 0, 1]
-            .into_iter()
-            .map(|kind| {
-                let model = model.clone();
-                thread::spawn(move || {
-                    let mut work = model.work.lock().unwrap();
-                    if kind == 0 {
-                        *work += 1;
-                    } else {
-                        model.accept_idle.store(true, Ordering::Release);
-                    }
-                    model.kick_locked(*work);
-                })
-            })
-            .collect();
-        for completion in completions {
-            completion.join().unwrap();
-        }
-        model.item.stop();
-        worker.join().unwrap();
-        assert_eq!(
-            *model.work.lock().unwrap(),
-            0,
-            "slot work was left with no pass queued"
-        );
-        assert!(
-            !model.accept_idle.load(Ordering::Acquire),
-            "an idle accept IRP was left with no pass queued"
-        );
+    builder().check(|| race_completions_against_a_pass(PassModel::process));
+}
+
+/// One slot-work item queued, a pass (`pass`) on the worker, and three completions racing it: two
+/// disconnects (each asks for a close: with the one queued at the start, a full chunk and one
+/// more) and an accept (its IRP is idle). Nothing may be left with no pass queued.
+fn race_completions_against_a_pass(pass: fn(&PassModel)) {
+    let model = Arc::new(PassModel {
+        work: Mutex::new(1),
+        accept_idle: AtomicBool::new(false),
+        item: WorkItem::queued(),
     });
+    let worker = {
+        let model = model.clone();
+        thread::spawn(move || model.item.run(|| pass(&model)))
+    };
+    let completions: Vec<_> = [0u8, 0, 1]
+        .into_iter()
+        .map(|kind| {
+            let model = model.clone();
+            thread::spawn(move || {
+                let mut work = model.work.lock().unwrap();
+                if kind == 0 {
+                    *work += 1;
+                } else {
+                    model.accept_idle.store(true, Ordering::Release);
+                }
+                model.kick_locked(*work);
+            })
+        })
+        .collect();
+    for completion in completions {
+        completion.join().unwrap();
+    }
+    model.item.stop();
+    worker.join().unwrap();
+    assert_eq!(
+        *model.work.lock().unwrap(),
+        0,
+        "slot work was left with no pass queued"
+    );
+    assert!(
+        !model.accept_idle.load(Ordering::Acquire),
+        "an idle accept IRP was left with no pass queued"
+    );
 }
 
 /// `kernel::workqueue` as it runs: items pushed on an atomic stack with a compare-and-swap (after

@@ -302,7 +302,25 @@ fn a_vanished_peer_keeps_a_graceful_disconnect_pending_until_the_socket_is_close
 /// WskSend with its own IRP over `bytes` (through a host MDL), left pending; the MDL is returned
 /// for the caller to free after completion.
 fn start_send(socket: &ConnSocket, bytes: &mut [u8]) -> (Pending, *mut MDL, Box<WSK_BUF>) {
-    let f = socket.dispatch().WskSend.unwrap();
+    start_io(socket, bytes, true)
+}
+
+/// WskReceive with its own IRP into `bytes`, as `start_send`.
+fn start_receive(socket: &ConnSocket, bytes: &mut [u8]) -> (Pending, *mut MDL, Box<WSK_BUF>) {
+    start_io(socket, bytes, false)
+}
+
+fn start_io(
+    socket: &ConnSocket,
+    bytes: &mut [u8],
+    send: bool,
+) -> (Pending, *mut MDL, Box<WSK_BUF>) {
+    let dispatch = socket.dispatch();
+    let f = if send {
+        dispatch.WskSend.unwrap()
+    } else {
+        dispatch.WskReceive.unwrap()
+    };
     let raw_socket = socket.as_ptr();
     let mdl = mdl::allocate(bytes.as_mut_ptr(), u32::try_from(bytes.len()).unwrap());
     let mut buf = Box::new(WSK_BUF {
@@ -311,9 +329,10 @@ fn start_send(socket: &ConnSocket, bytes: &mut [u8]) -> (Pending, *mut MDL, Box<
         Length: bytes.len(),
     });
     let raw: *mut WSK_BUF = &raw mut *buf;
-    // SAFETY: PFN_WSK_SEND's contract: `raw_socket` is a live connection socket (ConnSocket's
-    // invariant), `raw` a WSK_BUF over a host MDL describing `bytes`, both kept alive by the
-    // caller until the IRP completes; `irp` is Pending::start's fresh IRP.
+    // SAFETY: PFN_WSK_SEND's and PFN_WSK_RECEIVE's contract: `raw_socket` is a live connection
+    // socket (ConnSocket's invariant), `raw` a WSK_BUF over a host MDL describing `bytes`
+    // (writable: a &mut slice), both kept alive by the caller until the IRP completes; `irp` is
+    // Pending::start's fresh IRP.
     let pending = Pending::start(|irp| unsafe { f(raw_socket, raw, 0, irp) });
     (pending, mdl, buf)
 }
@@ -417,25 +436,6 @@ fn socket_after_reset(listener: &ListenSocket) -> ConnSocket {
     drop(peer);
     std::thread::sleep(Duration::from_millis(20));
     socket
-}
-
-/// WskReceive with its own IRP into `bytes` (through a host MDL), left pending; the MDL and the
-/// WSK_BUF are returned for the caller to keep until completion.
-fn start_receive(socket: &ConnSocket, bytes: &mut [u8]) -> (Pending, *mut MDL, Box<WSK_BUF>) {
-    let f = socket.dispatch().WskReceive.unwrap();
-    let raw_socket = socket.as_ptr();
-    let mdl = mdl::allocate(bytes.as_mut_ptr(), u32::try_from(bytes.len()).unwrap());
-    let mut buf = Box::new(WSK_BUF {
-        Mdl: mdl,
-        Offset: 0,
-        Length: bytes.len(),
-    });
-    let raw: *mut WSK_BUF = &raw mut *buf;
-    // SAFETY: PFN_WSK_RECEIVE's contract: `raw_socket` is a live connection socket (ConnSocket's
-    // invariant), `raw` a WSK_BUF over a host MDL describing writable `bytes`, both kept alive by
-    // the caller until the IRP completes; `irp` is Pending::start's fresh IRP.
-    let pending = Pending::start(|irp| unsafe { f(raw_socket, raw, 0, irp) });
-    (pending, mdl, buf)
 }
 
 /// A close the provider finishes on the caller's thread must not overtake a completion the event

@@ -217,20 +217,29 @@ pub fn set_close_delay(delay: Duration) {
 /// Completes `irp` inline (before the WSK call returns) or later on the provider thread, as the
 /// schedule decides, and returns what the WSK call returns (WSK-FACTS §3).
 pub(crate) fn finish(irp: IrpRef, status: NtStatus, information: usize) -> NtStatus {
-    if schedule::complete_inline() {
-        irp::complete(irp, status, information);
-        status
-    } else {
-        post_work(Work::Complete(irp, status, information));
-        NtStatus::PENDING
-    }
+    complete_inline_or_later(schedule::complete_inline(), irp, status, information)
 }
 
-/// Completes the IRP of a call the provider finished during the call (a FIN acknowledged at
-/// once, a close with nothing outstanding): inline as a rule, on the provider thread when the
-/// schedule says so (`Schedule::finished_inline_percent`). Returns what the call returns.
+/// Completes the IRP of a call the provider finished during the call (a WskAccept with a
+/// connection waiting, a FIN acknowledged at once, a close with nothing outstanding): inline as a
+/// rule, on the provider thread when the schedule says so (`Schedule::finished_inline_percent`).
+/// Returns what the call returns.
 pub(crate) fn finish_finished(irp: IrpRef, status: NtStatus, information: usize) -> NtStatus {
-    if schedule::complete_finished_inline() {
+    complete_inline_or_later(
+        schedule::complete_finished_inline(),
+        irp,
+        status,
+        information,
+    )
+}
+
+fn complete_inline_or_later(
+    inline: bool,
+    irp: IrpRef,
+    status: NtStatus,
+    information: usize,
+) -> NtStatus {
+    if inline {
         irp::complete(irp, status, information);
         status
     } else {
