@@ -636,15 +636,21 @@ impl HandOverModel {
 
     /// The worker: uses every socket handed over so far.
     fn work(&self) -> usize {
-        let handed: Vec<usize> = self.shared.lock().unwrap().handed.drain(..).collect();
-        for &socket in &handed {
-            assert!(
-                self.recorded[socket].load(Ordering::SeqCst),
-                "the worker used socket {socket} before its callback returned"
-            );
-        }
-        handed.len()
+        use_handed_over(&self.shared, &self.recorded)
     }
+}
+
+/// The worker of the hand-over models: uses every socket handed over so far, each of which must
+/// be recorded (its callback returned).
+fn use_handed_over(shared: &Mutex<HandOverState>, recorded: &[AtomicBool]) -> usize {
+    let handed: Vec<usize> = shared.lock().unwrap().handed.drain(..).collect();
+    for &socket in &handed {
+        assert!(
+            recorded[socket].load(Ordering::SeqCst),
+            "the worker used socket {socket} before its callback returned"
+        );
+    }
+    handed.len()
 }
 
 fn hand_over_model(proof: Proof) {
@@ -773,14 +779,7 @@ impl DpcModel {
 
     /// The worker: uses every socket handed over so far.
     fn work(&self) -> usize {
-        let handed: Vec<usize> = self.shared.lock().unwrap().handed.drain(..).collect();
-        for &socket in &handed {
-            assert!(
-                self.recorded[socket].load(Ordering::SeqCst),
-                "the worker used socket {socket} before its callback returned"
-            );
-        }
-        handed.len()
+        use_handed_over(&self.shared, &self.recorded)
     }
 }
 
