@@ -121,11 +121,14 @@ json() {
   python3 -c 'import json, sys; d = json.load(sys.stdin); print(eval(sys.argv[1], {}, {"d": d}))' "$1"
 }
 
-port=$((20000 + RANDOM % 20000))
+# Below Linux's ephemeral range (32768 up by default), so that no client's port, ours or another
+# process's, can hold either listener's port (port and port + 1).
+port=$((20000 + RANDOM % 12000))
 clients=200
 capacity=150
 echo "== Wine lane: wskctl start --mode irp on 127.0.0.1:$port, capacity $capacity"
-started=$(wskctl start --listen "127.0.0.1:$port" --mode irp --capacity "$capacity" --json | tr -d '\r')
+started=$(wskctl start --listen "127.0.0.1:$port" --mode irp --capacity "$capacity" --json |
+  tr -d '\r') || { tail -n 20 "$log"; echo "FAILED: wskctl start"; exit 1; }
 echo "  $started"
 listener=$(echo "$started" | json 'd["listener"]')
 
@@ -185,7 +188,8 @@ eport=$((port + 1))
 echoes=8
 echo_length=262144
 started_echo=$(wskctl start --listen "127.0.0.1:$eport" --mode irp --service echo --buffer 4096 \
-  --capacity 16 --json | tr -d '\r')
+  --capacity 16 --json | tr -d '\r') ||
+  { tail -n 20 "$log"; echo "FAILED: wskctl start --service echo"; exit 1; }
 echo "  $started_echo"
 echo_listener=$(echo "$started_echo" | json 'd["listener"]')
 echo_in=$out/echo.in
