@@ -130,7 +130,15 @@ fn mine() -> Option<&'static Processor> {
 
 /// Queues `entry` on processor `number`, to run when that processor is below DISPATCH_LEVEL.
 pub(crate) fn queue(number: u32, entry: Queued) {
-    let processor = processor(number);
+    // The usual target is the caller's own processor: no lock on the table of all of them.
+    let own = mine().filter(|p| p.number == number);
+    let shared;
+    let processor = if let Some(processor) = own {
+        processor
+    } else {
+        shared = self::processor(number);
+        &*shared
+    };
     processor
         .queue
         .lock()

@@ -56,12 +56,10 @@ enum Step {
 
 /// Serves a listener until nothing more can be delivered (provider thread).
 pub(crate) fn service(key: usize) {
-    // Whatever woke the loop for this listener (an arrival's edge, a starved WskAccept), inline
-    // accepts ask the OS again until the loop has seen the backlog empty once more.
-    if let Some(shared) = listening_of(key) {
-        lock(&shared).quiet = false;
-    }
-    while let Some(step) = next_step(key, false) {
+    // Whatever woke the loop for this listener (an arrival's edge, a starved WskAccept), its
+    // first look clears `quiet`: accepts ask the OS again until one sees the backlog empty.
+    let mut fresh = true;
+    while let Some(step) = next_step(key, false, &mut fresh) {
         run_step(key, step);
     }
     // Nothing else happens on the loop while an accept callback runs on the second processor.
@@ -70,7 +68,7 @@ pub(crate) fn service(key: usize) {
 
 /// Delivers at most one connection; returns the IRP completed, if any.
 pub(super) fn deliver_one(key: usize, irp_only: bool) -> Option<IrpRef> {
-    let step = next_step(key, irp_only)?;
+    let step = next_step(key, irp_only, &mut false)?;
     let completed = if let Step::Completed { irp, .. } = step {
         Some(irp)
     } else {
@@ -114,9 +112,9 @@ const ACCEPT_BATCH: usize = 16;
 
 /// Decides what to do next for listening socket `key`: looks again as long as the event loop
 /// found its batch taken by others before it had seen the OS backlog empty ([`Look::Again`]).
-fn next_step(key: usize, irp_only: bool) -> Option<Step> {
+fn next_step(key: usize, irp_only: bool, fresh: &mut bool) -> Option<Step> {
     loop {
-        match look(key, irp_only) {
+        match look(key, irp_only, fresh) {
             Look::Step(step) => return Some(step),
             Look::Idle => return None,
             Look::Again => {}
@@ -141,8 +139,9 @@ enum Look {
 /// One look at listening socket `key`. The `accept4` calls run under the listener's own lock
 /// only (a batch of them, [`ACCEPT_BATCH`]); the decision is made under STATE and that lock
 /// together; the new socket is recorded under STATE and registered with the poller under its
-/// own lock.
-fn look(key: usize, irp_only: bool) -> Look {
+/// own lock. `fresh`: the loop's first look since it was woken for this listener (it clears
+/// `quiet`, in the same hold as the accepts).
+fn look(key: usize, irp_only: bool, fresh: &mut bool) -> Look {
     let Some(shared) = listening_of(key) else {
         return Look::Idle;
     };
@@ -153,11 +152,14 @@ fn look(key: usize, irp_only: bool) -> Look {
     // never looks again: what it leaves in the backlog is the event loop's.
     let (held, drained) = {
         let mut listening = lock(&shared);
+        if std::mem::take(fresh) {
+            listening.quiet = false;
+        }
         if listening.broken || listening.closed {
             return Look::Idle;
         }
         // `quiet`: an accept4 saw the backlog empty and the loop has not served this listener
-        // since (a later arrival is a new edge, served after `service` clears the flag).
+        // since (a later arrival is a new edge, whose service's first look clears the flag).
         let mut drained = irp_only || listening.quiet;
         if listening.conditional {
             // Conditional accept: inspect every new arrival first, consumer or not (WSK-FACTS
